@@ -1,0 +1,162 @@
+"""The contract between the engine, the instruments and training.
+
+Everything that must agree between live synthesis (Numba, :mod:`rtsynth.dsp.synth`) and training
+(torch, :mod:`rtsynth.nn.synth`) is defined here once: the control frame grid, the per-frame input
+features of a voice, the noise tables and the interpolation convention.
+
+Voice clock
+    Every voice has its own sample clock ``n = 0, 1, ...`` that starts at the sample where its
+    note-on takes effect. Control frames are aligned to that clock: frame ``k`` covers voice
+    samples ``[k*hop, (k+1)*hop)``. So a note-on at any sample offset starts a frame there, and
+    a note rendered in training (onset at sample 0) sees exactly the frames it sees live.
+
+Features (model inputs), one row per frame, ``N_FEATURES`` columns:
+    0 pitch      (midi pitch including bend - 60) / 24, at the frame start
+    1 velocity   note-on velocity / 127
+    2 gate       fraction of the frame during which the key (or the sustain pedal) is held
+    3 on_fast    exp(-t_on / 0.05)      t_on: seconds from note-on to the frame start
+    4 on_slow    exp(-t_on / 0.5)
+    5 off_fast   exp(-t_off / 0.05)     t_off: seconds from release to the frame end; 0 while held
+    6 off_slow   exp(-t_off / 0.5)
+
+Controls (model outputs, after :func:`harmonic_amplitudes`), one row per frame:
+    harm[K]   linear amplitude of harmonic h = 1..K (already band-limited)
+    noise[B]  RMS gain of noise band b = 0..B-1
+
+Synthesis of one voice, sample n of frame k (j = n - k*hop):
+    alpha   = (j + 1) / hop
+    A(n)    = harm[k-1] + alpha * (harm[k] - harm[k-1])          harm[-1] = 0
+    G(n)    = noise[k-1] + alpha * (noise[k] - noise[k-1])       noise[-1] = 0
+    theta_0 = 0;  theta_{n+1} = theta_n + 2*pi*f0(n)/sr
+    y(n)    = sum_h A_h(n) * sin(h * theta_n) + sum_b G_b(n) * T_b[(offset + n) mod L]
+
+so a control value is reached at the end of its frame (causal: no look-ahead), every voice starts
+from silence, and the onset is exactly at the note-on sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLE_RATE = 48000
+HOP = 192  # 250 control frames per second at 48 kHz
+N_HARMONICS = 64
+N_NOISE_BANDS = 20
+NOISE_TABLE_LEN = 1 << 15
+NOISE_SEED = 20261123
+N_FEATURES = 7
+FEATURE_NAMES = ("pitch", "velocity", "gate", "on_fast", "on_slow", "off_fast", "off_slow")
+TAU_FAST = 0.05
+TAU_SLOW = 0.5
+NYQUIST_MARGIN = 0.95  # harmonics fade out between 0.90 and 0.95 of Nyquist
+
+
+def midi_to_hz(pitch: np.ndarray | float) -> np.ndarray | float:
+    return 440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69.0) / 12.0)
+
+
+def hz_to_midi(f0: np.ndarray | float) -> np.ndarray | float:
+    return 69.0 + 12.0 * np.log2(np.asarray(f0, dtype=np.float64) / 440.0)
+
+
+def band_edges(sample_rate: int = SAMPLE_RATE, n_bands: int = N_NOISE_BANDS) -> np.ndarray:
+    """Noise band edges in Hz, ``[n_bands + 1]``: the first band starts at 0, then log-spaced."""
+    edges = np.geomspace(60.0, sample_rate / 2.0, n_bands + 1)
+    edges[0] = 0.0
+    return edges
+
+
+def noise_tables(sample_rate: int = SAMPLE_RATE, n_bands: int = N_NOISE_BANDS,
+                 length: int = NOISE_TABLE_LEN, seed: int = NOISE_SEED) -> np.ndarray:
+    """Band-limited noise loops, ``[n_bands, length]`` float32, each of unit RMS.
+
+    Deterministic (fixed seed): the same tables are built at training time and at play time, so
+    they are never stored in a model file. Each loop is periodic, so reading it modulo ``length``
+    has no seam.
+    """
+    rng = np.random.default_rng(seed)
+    spec = np.fft.rfft(rng.standard_normal(length))
+    freqs = np.fft.rfftfreq(length, 1.0 / sample_rate)
+    edges = band_edges(sample_rate, n_bands)
+    out = np.empty((n_bands, length), dtype=np.float32)
+    for b in range(n_bands):
+        mask = (freqs >= edges[b]) & (freqs < edges[b + 1])
+        band = np.fft.irfft(spec * mask, n=length)
+        out[b] = band / max(np.sqrt(np.mean(band ** 2)), 1e-12)
+    return out
+
+
+def nyquist_mask(f0: np.ndarray, n_harmonics: int = N_HARMONICS,
+                 sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """``[..., K]`` weights in [0, 1]: 1 well below Nyquist, 0 at or above 0.95 of it."""
+    nyq = sample_rate / 2.0
+    h = np.arange(1, n_harmonics + 1, dtype=np.float64)
+    fh = np.asarray(f0, dtype=np.float64)[..., None] * h
+    return np.clip((NYQUIST_MARGIN * nyq - fh) / (0.05 * nyq), 0.0, 1.0)
+
+
+def harmonic_amplitudes(amp: np.ndarray, dist: np.ndarray, f0: np.ndarray,
+                        sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Overall amplitude ``[...]`` and harmonic distribution ``[..., K]`` -> amplitudes ``[..., K]``.
+
+    The distribution is masked above Nyquist and renormalised, so a high note keeps its loudness.
+    """
+    mask = nyquist_mask(f0, dist.shape[-1], sample_rate)
+    d = dist * mask
+    d = d / np.maximum(d.sum(-1, keepdims=True), 1e-7)
+    return (np.asarray(amp)[..., None] * d).astype(np.float32)
+
+
+def note_features(n_frames: int, pitch: np.ndarray, velocity: float, release_sample: int | None,
+                  hop: int = HOP, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Features ``[n_frames, N_FEATURES]`` of one voice, for training and offline tests.
+
+    pitch: ``[n_frames]`` midi pitch (bend included) at each frame start, or a scalar.
+    release_sample: voice sample at which the key (and pedal) is released; None if never.
+    """
+    k = np.arange(n_frames, dtype=np.float64)
+    start = k * hop
+    end = start + hop
+    f = np.zeros((n_frames, N_FEATURES), dtype=np.float32)
+    f[:, 0] = (np.broadcast_to(np.asarray(pitch, dtype=np.float64), (n_frames,)) - 60.0) / 24.0
+    f[:, 1] = velocity / 127.0
+    t_on = start / sample_rate
+    f[:, 3] = np.exp(-t_on / TAU_FAST)
+    f[:, 4] = np.exp(-t_on / TAU_SLOW)
+    if release_sample is None:
+        f[:, 2] = 1.0
+    else:
+        f[:, 2] = np.clip((release_sample - start) / hop, 0.0, 1.0)
+        released = release_sample < end
+        t_off = np.maximum(end - release_sample, 0.0) / sample_rate
+        f[:, 5] = np.where(released, np.exp(-t_off / TAU_FAST), 0.0)
+        f[:, 6] = np.where(released, np.exp(-t_off / TAU_SLOW), 0.0)
+    return f
+
+
+def upsample_controls(frames: np.ndarray, hop: int = HOP) -> np.ndarray:
+    """Frame controls ``[T, C]`` -> per-sample ``[T*hop, C]`` by the causal ramp of this module."""
+    prev = np.concatenate([np.zeros_like(frames[:1]), frames[:-1]], axis=0)
+    alpha = (np.arange(hop, dtype=np.float64) + 1.0) / hop
+    out = prev[:, None, :] + alpha[None, :, None] * (frames - prev)[:, None, :]
+    return out.reshape(-1, frames.shape[-1])
+
+
+def synthesize_reference(harm: np.ndarray, noise: np.ndarray, f0: np.ndarray, offset: int = 0,
+                         hop: int = HOP, sample_rate: int = SAMPLE_RATE,
+                         tables: np.ndarray | None = None) -> np.ndarray:
+    """Slow, plain float64 reference of the synthesis above, for tests.
+
+    harm ``[T, K]``, noise ``[T, B]``, f0 ``[T*hop]`` Hz per sample -> ``[T*hop]`` float64.
+    """
+    if tables is None:
+        tables = noise_tables(sample_rate, noise.shape[-1])
+    A = upsample_controls(harm.astype(np.float64), hop)
+    G = upsample_controls(noise.astype(np.float64), hop)
+    n = A.shape[0]
+    theta = np.concatenate([[0.0], np.cumsum(2 * np.pi * f0[: n - 1] / sample_rate)])
+    h = np.arange(1, harm.shape[-1] + 1)
+    y = np.sum(A * np.sin(theta[:, None] * h[None, :]), axis=1)
+    idx = (offset + np.arange(n)) % tables.shape[1]
+    y += np.sum(G * tables[:, idx].T, axis=1)
+    return y
