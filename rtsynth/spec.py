@@ -13,11 +13,15 @@ Voice clock
 Features (model inputs), one row per frame, ``N_FEATURES`` columns:
     0 pitch      (midi pitch including bend - 60) / 24, at the frame start
     1 velocity   note-on velocity / 127
-    2 gate       fraction of the frame during which the key (or the sustain pedal) is held
+    2 gate       1 while the key (or the sustain pedal) is held at the frame start, else 0
     3 on_fast    exp(-t_on / 0.05)      t_on: seconds from note-on to the frame start
     4 on_slow    exp(-t_on / 0.5)
-    5 off_fast   exp(-t_off / 0.05)     t_off: seconds from release to the frame end; 0 while held
-    6 off_slow   exp(-t_off / 0.5)
+    5 off_fast   exp(-t_off / 0.05)     t_off: seconds from release to the frame start; 0 until
+    6 off_slow   exp(-t_off / 0.5)      the release (released means release_sample <= frame start)
+
+Every feature depends only on the voice's state at its frame's first sample, so the engine can
+compute a frame exactly (whatever the audio block size) as soon as the block holding that sample
+is rendered: a release inside a frame takes effect at the next frame (at most one hop later).
 
 Controls (model outputs, after :func:`harmonic_amplitudes`), one row per frame:
     harm[K]   linear amplitude of harmonic h = 1..K (already band-limited)
@@ -116,7 +120,6 @@ def note_features(n_frames: int, pitch: np.ndarray, velocity: float, release_sam
     """
     k = np.arange(n_frames, dtype=np.float64)
     start = k * hop
-    end = start + hop
     f = np.zeros((n_frames, N_FEATURES), dtype=np.float32)
     f[:, 0] = (np.broadcast_to(np.asarray(pitch, dtype=np.float64), (n_frames,)) - 60.0) / 24.0
     f[:, 1] = velocity / 127.0
@@ -126,9 +129,9 @@ def note_features(n_frames: int, pitch: np.ndarray, velocity: float, release_sam
     if release_sample is None:
         f[:, 2] = 1.0
     else:
-        f[:, 2] = np.clip((release_sample - start) / hop, 0.0, 1.0)
-        released = release_sample < end
-        t_off = np.maximum(end - release_sample, 0.0) / sample_rate
+        released = release_sample <= start
+        f[:, 2] = np.where(released, 0.0, 1.0)
+        t_off = np.maximum(start - release_sample, 0.0) / sample_rate
         f[:, 5] = np.where(released, np.exp(-t_off / TAU_FAST), 0.0)
         f[:, 6] = np.where(released, np.exp(-t_off / TAU_SLOW), 0.0)
     return f
