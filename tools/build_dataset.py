@@ -1,0 +1,475 @@
+#!/usr/bin/env python
+"""Build rtsynth datasets (format: see :mod:`rtsynth.data`).
+
+Commands
+--------
+``soundfont``   render FluidR3 GM instruments note by note with FluidSynth (48 kHz, reverb and
+                chorus off) -> ``data/<name>/{index.json,audio.npz}``::
+
+                    python tools/build_dataset.py soundfont                # all instruments
+                    python tools/build_dataset.py soundfont -i flute,violin --flac
+
+``phrases``     legato phrases (several notes, vibrato, bends) as MIDI + WAV pairs rendered by
+                FluidSynth, for evaluating the whole engine::
+
+                    python tools/build_dataset.py phrases -p 73 -n 4 -o data/phrases/flute
+
+``recordings``  a folder of a user's recordings (WAV/FLAC) of a monophonic instrument -> the same
+                dataset format (f0 from torchcrepe, loudness = A-weighted RMS, notes segmented
+                by voicing and a loudness gate)::
+
+                    python tools/build_dataset.py recordings my_takes/ -o data/mysax --name mysax
+
+How the SoundFont render is aligned: all notes of one instrument go into ONE MIDI file (FluidSynth
+loads the SoundFont once) at 250 ticks per beat and 1,000,000 us per beat, so one tick is 4 ms =
+192 samples = one control frame (hop). FluidSynth runs its MIDI player at 64-sample block starts
+and converts time in whole milliseconds; with 4 ms ticks every event falls exactly on a block
+start (measured: with 64-sample ticks the delay varied between 64 and 128 samples). Each note is
+followed by note-off, a tail of at most ``MAX_TAIL`` s, then "all sound off" (CC 120) before the
+next note's slot, so every note starts from silence. The builder checks every note: the audio in
+the tick before the onset is exactly zero and sound starts within ``ONSET_TOL`` samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rtsynth import spec  # noqa: E402
+from rtsynth import data as rdata  # noqa: E402
+
+SF2 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+SR = spec.SAMPLE_RATE
+HOP = spec.HOP
+TPB = 250
+TEMPO = 1_000_000  # us per beat -> 4 ms per tick
+TICK = SR * TEMPO // (TPB * 1_000_000)  # 192 samples
+assert TICK == HOP
+GAIN = 1.0
+MAX_TAIL = 1.0  # s kept after note-off at most
+TAIL_DB = -70.0  # cut the tail when the level falls this far below the note's peak
+ONSET_TOL = 8  # samples
+BEND_RANGE = 2  # semitones (RPN 0, set explicitly)
+
+# name: (GM program 0-based, lowest, highest midi pitch of the real playing range)
+INSTRUMENTS = {
+    "flute": (73, 60, 96),
+    "violin": (40, 55, 100),
+    "trumpet": (56, 54, 84),
+    "cello": (42, 36, 76),
+    "clarinet": (71, 50, 91),
+}
+DEFAULT_INSTRUMENTS = ("flute", "violin", "trumpet", "cello", "clarinet")
+TRAIN_VELOCITIES = (40, 64, 88, 112, 127)
+TEST_VELOCITIES = (100, 76)  # never in training
+LENGTHS = (0.24, 0.6, 1.2, 2.0)  # seconds the key is held (rounded to ticks)
+
+
+def fluidsynth_version() -> str:
+    try:
+        out = subprocess.run(["fluidsynth", "--version"], capture_output=True, text=True).stdout
+        return out.splitlines()[0].replace("FluidSynth runtime version", "fluidsynth").strip()
+    except Exception:  # pragma: no cover
+        return "fluidsynth"
+
+
+def render_midi(mid_path: str, wav_path: str, sf2: str = SF2, gain: float = GAIN) -> np.ndarray:
+    """Render a MIDI file with the FluidSynth CLI; returns stereo float32 ``[n, 2]``."""
+    import soundfile as sf
+    cmd = ["fluidsynth", "-ni", "-q", "-g", str(gain), "-r", str(SR),
+           "-o", "synth.reverb.active=0", "-o", "synth.chorus.active=0",
+           "-o", "synth.sample-rate=%d" % SR,
+           "-F", wav_path, "-T", "wav", "-O", "float", sf2, mid_path]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    a, sr = sf.read(wav_path, dtype="float32", always_2d=True)
+    assert sr == SR, sr
+    return a
+
+
+def bend_value(semis: float) -> int:
+    return int(np.clip(round(semis / BEND_RANGE * 8192), -8192, 8191))
+
+
+def bend_semis(value: int) -> float:
+    return value * BEND_RANGE / 8192.0
+
+
+# ----------------------------------------------------------------------------------------------
+# note plans
+
+def vibrato_curve(n_ticks: int, rng: np.random.Generator) -> list[tuple[int, float]]:
+    """Bend steps (tick, semitones) of a delayed vibrato with a fade-in, one per tick."""
+    rate = rng.uniform(4.5, 6.5)
+    depth = rng.uniform(0.12, 0.45)  # semitones peak
+    delay = rng.uniform(0.1, 0.4)
+    fade = rng.uniform(0.15, 0.4)
+    out = []
+    for k in range(n_ticks):
+        t = k * TICK / SR
+        env = np.clip((t - delay) / fade, 0.0, 1.0)
+        out.append((k, depth * env * np.sin(2 * np.pi * rate * max(t - delay, 0.0))))
+    return out
+
+
+def gesture_curve(n_ticks: int, rng: np.random.Generator, kind: int) -> list[tuple[int, float]]:
+    """Pitch-bend gestures: scoop up into the note, bend up and back, fall, slow wobble."""
+    t = np.arange(n_ticks) * TICK / SR
+    dur = max(t[-1], 1e-3)
+    if kind == 0:  # scoop from below
+        a = rng.uniform(0.5, 2.0)
+        tt = rng.uniform(0.08, 0.3)
+        c = -a * np.clip(1 - t / tt, 0, 1) ** 2
+    elif kind == 1:  # bend up and back
+        a = rng.uniform(0.5, 2.0) * rng.choice([-1, 1])
+        c = a * np.sin(np.pi * np.clip(t / dur * 1.3 - 0.15, 0, 1)) ** 2
+    elif kind == 2:  # fall off at the end
+        a = rng.uniform(0.5, 2.0)
+        c = -a * np.clip((t - 0.6 * dur) / (0.4 * dur), 0, 1) ** 2
+    else:  # slow ramp up a whole tone
+        a = rng.uniform(0.8, 2.0) * rng.choice([-1, 1])
+        c = a * np.clip((t - 0.2 * dur) / (0.6 * dur), 0, 1)
+    return [(k, float(c[k])) for k in range(n_ticks)]
+
+
+def plan_notes(name: str, seed: int = 0, density: float = 1.0) -> tuple[list[dict], dict]:
+    """The notes of one instrument: dicts with pitch, velocity, ticks held, split, kind, bend."""
+    program, lo, hi = INSTRUMENTS[name]
+    rng = np.random.default_rng(seed + program)
+    pitches = list(range(lo, hi + 1))
+    test_p = [p for p in pitches if (p - lo) % 4 == 2]
+    train_p = [p for p in pitches if p not in test_p]
+    notes = []
+
+    def ticks(sec):
+        return max(2, int(round(sec * SR / TICK)))
+
+    # single notes: two (velocity, length) pairs per train pitch, cycling through the grids so
+    # every velocity and every length is seen across the range
+    nv, nl = len(TRAIN_VELOCITIES), len(LENGTHS)
+    per_pitch = max(1, int(round(2 * density)))
+    c = 0
+    for p in train_p:
+        for _ in range(per_pitch):
+            v = TRAIN_VELOCITIES[(c * 2) % nv]
+            L = LENGTHS[(c + c // nv) % nl]
+            notes.append(dict(pitch=p, velocity=v, held=ticks(L), split="train", kind="note"))
+            c += 1
+    # extra loud/soft extremes at the range ends
+    for p in (train_p[0], train_p[-1]):
+        for v in (TRAIN_VELOCITIES[0], TRAIN_VELOCITIES[-1]):
+            notes.append(dict(pitch=p, velocity=v, held=ticks(0.8), split="train", kind="note"))
+    # expressive: vibrato and bend gestures on train pitches
+    n_vib = max(4, int(round(12 * density)))
+    n_bend = max(4, int(round(8 * density)))
+    for i in range(n_vib):
+        p = int(rng.choice(train_p))
+        n = ticks(rng.uniform(1.2, 2.2))
+        notes.append(dict(pitch=p, velocity=int(rng.choice(TRAIN_VELOCITIES[1:])), held=n,
+                          split="train", kind="vibrato", bend=vibrato_curve(n, rng)))
+    for i in range(n_bend):
+        p = int(rng.choice(train_p[2:-2]))
+        n = ticks(rng.uniform(0.8, 1.6))
+        notes.append(dict(pitch=p, velocity=int(rng.choice(TRAIN_VELOCITIES[1:])), held=n,
+                          split="train", kind="bend", bend=gesture_curve(n, rng, i % 4)))
+    # held out: unseen pitches, unseen velocities
+    for j, p in enumerate(test_p):
+        notes.append(dict(pitch=p, velocity=TEST_VELOCITIES[j % 2],
+                          held=ticks((0.5, 1.0, 1.5)[j % 3]), split="test", kind="note"))
+    for j in range(3):
+        p = test_p[(j * 3 + 1) % len(test_p)]
+        n = ticks(1.6)
+        notes.append(dict(pitch=p, velocity=TEST_VELOCITIES[0], held=n, split="test",
+                          kind="vibrato", bend=vibrato_curve(n, rng)))
+    for j in range(2):
+        p = test_p[(j * 3 + 2) % len(test_p)]
+        n = ticks(1.2)
+        notes.append(dict(pitch=p, velocity=TEST_VELOCITIES[1], held=n, split="test",
+                          kind="bend", bend=gesture_curve(n, rng, j)))
+    meta = dict(train_pitches=train_p, test_pitches=test_p,
+                train_velocities=list(TRAIN_VELOCITIES), test_velocities=list(TEST_VELOCITIES))
+    return notes, meta
+
+
+def quantize_bend(curve: list[tuple[int, float]]) -> list[tuple[int, int]]:
+    """(tick, semitones) -> (tick, 14-bit value), keeping only changes."""
+    out, last = [], None
+    for k, s in curve:
+        v = bend_value(s)
+        if v != last:
+            out.append((k, v))
+            last = v
+    return out
+
+
+def build_midi(notes: list[dict], program: int, path: str, bank: int = 0) -> list[int]:
+    """One MIDI file with all notes in slots; returns each note's onset tick."""
+    import mido
+    tail_ticks = int(round(MAX_TAIL * SR / TICK))
+    ev = []  # (tick, order, message)
+    ch = 0
+    ev.append((0, 0, mido.Message("control_change", channel=ch, control=0, value=bank)))
+    ev.append((0, 1, mido.Message("program_change", channel=ch, program=program)))
+    # RPN 0 (pitch-bend range) = BEND_RANGE semitones, then RPN null
+    for i, (cc, val) in enumerate([(101, 0), (100, 0), (6, BEND_RANGE), (38, 0), (101, 127),
+                                   (100, 127)]):
+        ev.append((0, 2 + i, mido.Message("control_change", channel=ch, control=cc, value=val)))
+    t = 4
+    onsets = []
+    for nt in notes:
+        # reset bend one tick before the onset (the previous slot is silent by then)
+        first = 0
+        qb = quantize_bend(nt.get("bend", []))
+        if qb and qb[0][0] == 0:
+            first = qb[0][1]
+            qb = qb[1:]
+        ev.append((t - 1, 0, mido.Message("pitchwheel", channel=ch, pitch=first)))
+        ev.append((t, 1, mido.Message("note_on", channel=ch, note=nt["pitch"],
+                                      velocity=nt["velocity"])))
+        for k, v in qb:
+            ev.append((t + k, 0, mido.Message("pitchwheel", channel=ch, pitch=v)))
+        off = t + nt["held"]
+        ev.append((off, 2, mido.Message("note_off", channel=ch, note=nt["pitch"], velocity=0)))
+        stop = off + tail_ticks
+        ev.append((stop, 3, mido.Message("control_change", channel=ch, control=120, value=0)))
+        onsets.append(t)
+        t = stop + 3
+    ev.append((t + 10, 0, mido.Message("control_change", channel=ch, control=120, value=0)))
+    ev.sort(key=lambda e: (e[0], e[1]))
+    mid = mido.MidiFile(ticks_per_beat=TPB)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=TEMPO, time=0))
+    last = 0
+    for tick, _, msg in ev:
+        tr.append(msg.copy(time=tick - last))
+        last = tick
+    mid.save(path)
+    return onsets
+
+
+def cut_tail(x: np.ndarray, release: int) -> int:
+    """Length to keep: up to the first frame after release where the level stays below
+    TAIL_DB re the peak, at most release + MAX_TAIL; a multiple of HOP."""
+    T = -(-len(x) // HOP)
+    xp = np.zeros(T * HOP)
+    xp[: len(x)] = x
+    rms = np.sqrt(np.mean(xp.reshape(T, HOP) ** 2, axis=1))
+    peak = rms.max()
+    thr = peak * 10 ** (TAIL_DB / 20)
+    r0 = release // HOP
+    above = np.nonzero(rms[r0:] > thr)[0]
+    end = r0 + (above[-1] + 1 if len(above) else 0) + 1
+    end = min(end, T, (release + int(MAX_TAIL * SR)) // HOP)
+    return int(end * HOP)
+
+
+def render_instrument(name: str, out_root: str, flac: bool = False, density: float = 1.0,
+                      seed: int = 0, sf2: str = SF2, gain: float = GAIN,
+                      notes: list[dict] | None = None, quiet: bool = False) -> dict:
+    program, lo, hi = INSTRUMENTS.get(name, (None, None, None))
+    if notes is None:
+        notes, meta = plan_notes(name, seed, density)
+    else:
+        meta = {}
+    tmp = tempfile.mkdtemp(prefix="rtsynth_ds_")
+    try:
+        mid = os.path.join(tmp, "notes.mid")
+        wav = os.path.join(tmp, "notes.wav")
+        onsets = build_midi(notes, program, mid)
+        stereo = render_midi(mid, wav, sf2, gain)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    mono = stereo.mean(1).astype(np.float64)
+    audios, examples = {}, []
+    max_delay = 0
+    silent = []
+    for i, (nt, t0) in enumerate(zip(notes, onsets)):
+        s0 = t0 * TICK
+        if not np.any(mono[s0: s0 + nt["held"] * TICK] != 0.0):
+            silent.append(i)  # a hole in the SoundFont's key map: no sample for this key
+            continue
+        before = mono[s0 - TICK: s0]
+        if np.any(before != 0.0):
+            raise RuntimeError(f"{name} note {i}: audio before the onset is not silent "
+                               f"(max {np.abs(before).max():.3g})")
+        nz = np.nonzero(mono[s0: s0 + 4 * TICK] != 0.0)[0]
+        if len(nz) == 0 or nz[0] > ONSET_TOL:
+            raise RuntimeError(f"{name} note {i}: sound does not start within {ONSET_TOL} "
+                               f"samples of the onset (first nonzero at {nz[:1]})")
+        max_delay = max(max_delay, int(nz[0]))
+        release = nt["held"] * TICK
+        seg = mono[s0: s0 + release + int(MAX_TAIL * SR) + HOP]
+        n = cut_tail(seg, release)
+        x = seg[:n].astype(np.float32)
+        eid = f"e{i:04d}"
+        audios[eid] = x
+        bend = [[k, round(bend_semis(v), 6)] for k, v in quantize_bend(nt.get("bend", []))]
+        examples.append(dict(id=eid, split=nt["split"], kind=nt["kind"], pitch=int(nt["pitch"]),
+                             velocity=int(nt["velocity"]), release_sample=int(release),
+                             n_samples=int(n), bend=bend, peak=round(float(np.abs(x).max()), 5)))
+    if silent:
+        miss = sorted({notes[i]["pitch"] for i in silent})
+        print(f"warning: {name}: {len(silent)} notes silent (no sample for pitches {miss}); "
+              f"dropped", file=sys.stderr)
+        meta["silent_pitches"] = miss
+        for key in ("train_pitches", "test_pitches"):
+            if key in meta:
+                meta[key] = [p for p in meta[key] if p not in miss]
+    peak = max(e["peak"] for e in examples)
+    if peak > 0.99:
+        print(f"warning: {name}: peak {peak:.3f} (clipping); lower --gain", file=sys.stderr)
+    index = dict(sample_rate=SR, hop=HOP, name=name,
+                 source=dict(type="soundfont", soundfont=os.path.basename(sf2), bank=0,
+                             program=program, name=name, renderer=fluidsynth_version(),
+                             gain=gain, reverb=False, chorus=False, bend_range=BEND_RANGE,
+                             max_tail_s=MAX_TAIL, tail_db=TAIL_DB),
+                 alignment=dict(tick_samples=TICK, max_onset_delay_samples=max_delay),
+                 **meta, examples=examples)
+    out_dir = os.path.join(out_root, name)
+    rdata.write_dataset(out_dir, index, audios, flac=flac)
+    tot = sum(len(a) for a in audios.values()) / SR
+    ntest = sum(e["split"] == "test" for e in examples)
+    size = os.path.getsize(os.path.join(out_dir, "audio.npz")) / 2 ** 20
+    if not quiet:
+        print(f"{name}: program {program}, {len(examples)} examples ({ntest} test), "
+              f"{tot:.1f} s audio, audio.npz {size:.1f} MiB, peak {peak:.3f}, "
+              f"onset delay <= {max_delay} samples -> {out_dir}")
+    return index
+
+
+# ----------------------------------------------------------------------------------------------
+# phrases (MIDI + WAV pairs for evaluating the engine)
+
+def make_phrase(program: int, lo: int, hi: int, rng: np.random.Generator, n_notes: int = 8):
+    """A legato monophonic phrase: notes with overlaps of one tick, vibrato on long notes,
+    a few bends. Returns (list of (tick, order, mido message), length in ticks, notes)."""
+    import mido
+    ev = [(0, 0, mido.Message("program_change", channel=0, program=program))]
+    for i, (cc, val) in enumerate([(101, 0), (100, 0), (6, BEND_RANGE), (38, 0), (101, 127),
+                                   (100, 127)]):
+        ev.append((0, 1 + i, mido.Message("control_change", channel=0, control=cc, value=val)))
+    t = 10
+    p = int(rng.integers(lo + 4, hi - 4))
+    notes = []
+    for j in range(n_notes):
+        dur = int(rng.choice([40, 60, 90, 125, 180]))  # ticks (4 ms)
+        vel = int(rng.integers(50, 120))
+        legato = rng.random() < 0.6
+        ev.append((t, 2, mido.Message("note_on", channel=0, note=p, velocity=vel)))
+        notes.append(dict(pitch=p, velocity=vel, onset_tick=t, off_tick=t + dur + int(legato)))
+        if dur >= 90 and rng.random() < 0.7:
+            for k, v in quantize_bend(vibrato_curve(dur, rng)):
+                ev.append((t + k, 1, mido.Message("pitchwheel", channel=0, pitch=v)))
+            ev.append((t + dur, 1, mido.Message("pitchwheel", channel=0, pitch=0)))
+        elif rng.random() < 0.3:
+            for k, v in quantize_bend(gesture_curve(dur, rng, int(rng.integers(0, 4)))):
+                ev.append((t + k, 1, mido.Message("pitchwheel", channel=0, pitch=v)))
+            ev.append((t + dur, 1, mido.Message("pitchwheel", channel=0, pitch=0)))
+        ev.append((t + dur + int(legato), 0,
+                   mido.Message("note_off", channel=0, note=p, velocity=0)))
+        t += dur + (0 if legato else int(rng.integers(5, 30)))
+        p = int(np.clip(p + rng.choice([-5, -3, -2, -1, 1, 2, 3, 4, 7]), lo, hi))
+    return ev, t + 250, notes
+
+
+def write_midi(ev, path):
+    import mido
+    ev = sorted(ev, key=lambda e: (e[0], e[1]))
+    mid = mido.MidiFile(ticks_per_beat=TPB)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=TEMPO, time=0))
+    last = 0
+    for tick, _, msg in ev:
+        tr.append(msg.copy(time=tick - last))
+        last = tick
+    mid.save(path)
+
+
+def render_phrases(program: int, out_dir: str, n: int = 4, n_notes: int = 8, seed: int = 1,
+                   gain: float = GAIN, sf2: str = SF2, stereo_wav: bool = False) -> list[str]:
+    import soundfile as sf
+    lo, hi = 48, 84
+    for nm, (pr, l, h) in INSTRUMENTS.items():
+        if pr == program:
+            lo, hi = l, h
+    rng = np.random.default_rng(seed + 1000 * program)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for i in range(n):
+        ev, end, notes = make_phrase(program, lo, hi, rng, n_notes)
+        ev.append((end, 0, __import__("mido").Message("control_change", channel=0, control=120,
+                                                      value=0)))
+        base = os.path.join(out_dir, f"phrase{i:02d}")
+        write_midi(ev, base + ".mid")
+        a = render_midi(base + ".mid", base + ".tmp.wav", sf2, gain)
+        os.remove(base + ".tmp.wav")
+        out = a if stereo_wav else a.mean(1)
+        sf.write(base + ".wav", out, SR, subtype="PCM_24")
+        with open(base + ".json", "w") as f:
+            json.dump(dict(program=program, sample_rate=SR, tick_samples=TICK, gain=gain,
+                           soundfont=os.path.basename(sf2), notes=notes), f, indent=1)
+        paths.append(base + ".wav")
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("soundfont", help="render FluidR3 GM instruments note by note")
+    a.add_argument("-i", "--instruments", default=",".join(DEFAULT_INSTRUMENTS),
+                   help="comma list of: " + ",".join(INSTRUMENTS))
+    a.add_argument("-o", "--out", default="data")
+    a.add_argument("--flac", action="store_true", help="also write 16-bit FLAC copies")
+    a.add_argument("--density", type=float, default=1.0, help="scale the number of notes")
+    a.add_argument("--gain", type=float, default=GAIN)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--sf2", default=SF2)
+    b = sub.add_parser("phrases", help="legato phrases as MIDI + WAV pairs (FluidSynth)")
+    b.add_argument("-p", "--program", type=int, default=73)
+    b.add_argument("-n", type=int, default=4)
+    b.add_argument("--notes", type=int, default=8)
+    b.add_argument("-o", "--out", default="data/phrases")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--gain", type=float, default=GAIN)
+    b.add_argument("--stereo", action="store_true")
+    c = sub.add_parser("recordings", help="a folder of monophonic recordings -> dataset")
+    c.add_argument("dir")
+    c.add_argument("-o", "--out", required=True)
+    c.add_argument("--name", default=None)
+    c.add_argument("--test-fraction", type=float, default=0.15)
+    c.add_argument("--tracker", choices=["crepe", "yin"], default="crepe")
+    c.add_argument("--gate-db", type=float, default=-45.0,
+                   help="loudness gate (A-weighted dB re full scale)")
+    c.add_argument("--flac", action="store_true")
+    args = ap.parse_args(argv)
+    if args.cmd == "soundfont":
+        for nm in args.instruments.split(","):
+            render_instrument(nm.strip(), args.out, flac=args.flac, density=args.density,
+                              seed=args.seed, sf2=args.sf2, gain=args.gain)
+    elif args.cmd == "phrases":
+        for p in render_phrases(args.program, args.out, args.n, args.notes, args.seed,
+                                args.gain, stereo_wav=args.stereo):
+            print(p)
+    elif args.cmd == "recordings":
+        from recordings import build_from_recordings  # noqa: E402  (tools/recordings.py)
+        build_from_recordings(args.dir, args.out, name=args.name or Path(args.out).name,
+                              test_fraction=args.test_fraction, tracker=args.tracker,
+                              gate_db=args.gate_db, flac=args.flac)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
