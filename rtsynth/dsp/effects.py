@@ -1,0 +1,137 @@
+"""Master effects (Numba): reverb, DC blocker, limiter and the final safety stage.
+
+The last stage guarantees what reaches the speakers: no NaN or infinity, never above full scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+# Feedback delay network lengths in samples at 48 kHz (mutually prime), scaled to the rate.
+_FDN_LENGTHS = np.array([1423, 1777, 2083, 2357, 2609, 2903, 3181, 3469])
+
+
+class MasterState:
+    """Preallocated state of the master chain for one stereo stream."""
+
+    def __init__(self, sample_rate: int, reverb: float = 0.12, room: float = 0.82,
+                 ceiling: float = 0.98):
+        lengths = np.maximum((_FDN_LENGTHS * sample_rate / 48000.0).astype(np.int64), 64)
+        self.fdn_len = lengths
+        self.fdn_buf = np.zeros((len(lengths), int(lengths.max())), dtype=np.float32)
+        self.fdn_pos = np.zeros(len(lengths), dtype=np.int64)
+        self.fdn_lp = np.zeros(len(lengths), dtype=np.float32)
+        self.reverb = float(reverb)
+        self.room = float(room)
+        self.dc = np.zeros(4, dtype=np.float64)       # x1L, y1L, x1R, y1R
+        self.dc_r = 1.0 - 2.0 * math.pi * 10.0 / sample_rate   # 10 Hz corner
+        self.lim_gain = np.ones(1, dtype=np.float64)
+        self.lim_release = math.exp(-1.0 / (0.15 * sample_rate))
+        self.ceiling = float(ceiling)
+        self.counters = np.zeros(2, dtype=np.int64)   # [non-finite samples replaced, limited blocks]
+
+    def reset(self) -> None:
+        self.fdn_buf[:] = 0
+        self.fdn_lp[:] = 0
+        self.dc[:] = 0
+        self.lim_gain[:] = 1.0
+
+    def process(self, buf: np.ndarray, gain: float) -> None:
+        """Process ``buf [n, 2]`` float32 in place."""
+        master_chain(buf, gain, self.reverb, self.room, self.fdn_buf, self.fdn_len, self.fdn_pos,
+                     self.fdn_lp, self.dc, self.dc_r, self.lim_gain, self.lim_release,
+                     self.ceiling, self.counters)
+
+
+@nb.njit(cache=True, nogil=True)
+def master_chain(buf, gain, wet, room, fdn_buf, fdn_len, fdn_pos, fdn_lp, dc, dc_r,
+                 lim_gain, lim_release, ceiling, counters):
+    n = buf.shape[0]
+    m = fdn_len.shape[0]
+    g = lim_gain[0]
+    limited = False
+    outs = np.empty(m, dtype=np.float64)
+    for t in range(n):
+        xl = buf[t, 0] * gain
+        xr = buf[t, 1] * gain
+        if not (math.isfinite(xl) and math.isfinite(xr)):
+            counters[0] += 1
+            xl = 0.0
+            xr = 0.0
+        # DC blocker: y = x - x1 + r*y1
+        yl = xl - dc[0] + dc_r * dc[1]
+        dc[0] = xl
+        dc[1] = yl
+        yr = xr - dc[2] + dc_r * dc[3]
+        dc[2] = xr
+        dc[3] = yr
+        if wet > 0.0:
+            # 8-line FDN with a Householder matrix and one-pole damping in the loop.
+            s = 0.0
+            for i in range(m):
+                o = fdn_buf[i, fdn_pos[i]]
+                outs[i] = o
+                s += o
+            s *= 2.0 / m
+            inp = 0.5 * (yl + yr)
+            rl = 0.0
+            rrv = 0.0
+            for i in range(m):
+                fb = (outs[i] - s) * room
+                lp = fdn_lp[i] + 0.35 * (fb - fdn_lp[i])
+                fdn_lp[i] = lp
+                val = lp + inp
+                if not math.isfinite(val):
+                    val = 0.0
+                fdn_buf[i, fdn_pos[i]] = val
+                p = fdn_pos[i] + 1
+                if p >= fdn_len[i]:
+                    p = 0
+                fdn_pos[i] = p
+                if i % 2 == 0:
+                    rl += outs[i]
+                else:
+                    rrv += outs[i]
+            yl += wet * rl * (2.0 / m)
+            yr += wet * rrv * (2.0 / m)
+        # Peak limiter: instant attack, exponential release towards unity gain.
+        peak = max(abs(yl), abs(yr))
+        if peak * g > ceiling:
+            g = ceiling / peak
+            limited = True
+        yl *= g
+        yr *= g
+        g = 1.0 - (1.0 - g) * lim_release
+        # Safety: never above full scale, never NaN (already excluded above).
+        if yl > 1.0:
+            yl = 1.0
+        elif yl < -1.0:
+            yl = -1.0
+        if yr > 1.0:
+            yr = 1.0
+        elif yr < -1.0:
+            yr = -1.0
+        buf[t, 0] = yl
+        buf[t, 1] = yr
+    lim_gain[0] = g
+    if limited:
+        counters[1] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def safety_clip(buf, gain, counters):
+    """Gain, then the guarantee alone: non-finite samples become 0, the rest stay in [-1, 1]."""
+    for t in range(buf.shape[0]):
+        for c in range(buf.shape[1]):
+            x = buf[t, c] * gain
+            if not math.isfinite(x):
+                counters[0] += 1
+                x = 0.0
+            elif x > 1.0:
+                x = 1.0
+            elif x < -1.0:
+                x = -1.0
+            buf[t, c] = x

@@ -1,0 +1,540 @@
+"""The synthesis engine: MIDI events in, stereo audio blocks out.
+
+One :class:`Engine` renders one block at a time, the same way live (from the generator thread)
+and offline (from :mod:`rtsynth.render`)::
+
+    events (sample-stamped) -> voices (allocate, steal, sustain) -> per-channel controls
+    (bend, vibrato, volume) -> instrument.step (all voices that start a frame, one batch)
+    -> render_voices (Numba) -> master chain (reverb, DC block, limiter, safety clip)
+
+Events take effect at their sample inside the block. Each voice has its own sample clock, and
+all synthesis follows it, so the output does not depend on the block size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numba as nb
+import numpy as np
+
+from . import spec
+from .dsp.effects import MasterState, safety_clip
+from .dsp.synth import render_voices
+from .instrument import StreamingInstrument
+from .midi.messages import parse_message
+
+BIG = np.iinfo(np.int64).max // 4
+VIBRATO_HZ = 5.5
+VIBRATO_MAX_SEMITONES = 0.5   # mod wheel at 127
+AFTERTOUCH_VIBRATO = 0.35     # channel pressure at 127 adds this many semitones of vibrato
+STEAL_FADE_S = 0.004
+KILL_FADE_S = 0.005
+SILENT_LEVEL = 2e-5           # a released voice below this (-94 dBFS) for a frame ends
+
+
+@nb.njit(cache=True, nogil=True)
+def _smooth_rows(target, state, coef, n):
+    """One-pole smoothing of ``target[c, :n]`` in place, per row, carrying ``state[c]``."""
+    for c in range(target.shape[0]):
+        s = state[c]
+        for t in range(n):
+            s += coef * (target[c, t] - s)
+            target[c, t] = s
+        state[c] = s
+
+
+class Engine:
+    """Polyphonic engine around one :class:`StreamingInstrument`.
+
+    Parameters
+    ----------
+    instrument: the control generator (neural or basic).
+    sample_rate, block: audio rate and the largest block :meth:`render` is asked for.
+    n_slots: voice slots (polyphony); ``n_fade`` extra slots play the fade-outs of stolen voices.
+    gain: master gain (linear) before the limiter. reverb: reverb send, 0 for dry.
+    master: False skips reverb, DC blocker and limiter (analysis renders); the final safety
+    stage (no NaN, never above full scale) always runs.
+    """
+
+    def __init__(self, instrument: StreamingInstrument, sample_rate: int = spec.SAMPLE_RATE,
+                 block: int = 128, n_slots: int = 32, gain: float = 0.5, reverb: float = 0.12,
+                 n_fade: int = 8, max_release: float = 6.0, timbre_cc: int | None = None,
+                 master: bool = True):
+        if sample_rate != instrument.sample_rate:
+            raise ValueError(f"instrument {instrument.name!r} runs at {instrument.sample_rate} Hz, "
+                             f"not {sample_rate} Hz")
+        self.inst = instrument
+        self.sr = int(sample_rate)
+        self.block = int(block)
+        self.n_slots = int(n_slots)
+        self.gain = float(gain)
+        self.max_release = int(max_release * self.sr)
+        self.hop = instrument.hop
+        # With a timbre latent, the mod wheel moves the timbre by default.
+        if timbre_cc is None and instrument.has_timbre:
+            timbre_cc = 1
+        self.timbre_cc = timbre_cc
+        inst = instrument
+        inst.allocate(self.n_slots)
+        S = self.n_slots + int(n_fade)
+        K, B = inst.n_harmonics, inst.n_noise_bands
+        self.S, self.K, self.B = S, K, B
+        self.R = self.block // self.hop + 2
+        f32 = np.float32
+        # synthesis state, per slot
+        self.active = np.zeros(S, np.int8)
+        self.start_off = np.zeros(S, np.int32)
+        self.chan = np.zeros(S, np.int32)
+        self.note = np.zeros(S, np.float64)
+        self.vpos = np.zeros(S, np.int64)
+        self.theta = np.zeros(S, np.float64)
+        self.inc = np.zeros(S, np.float64)
+        self.zr = np.zeros((S, K), f32)
+        self.zi = np.zeros((S, K), f32)
+        self.rr = np.zeros((S, K), f32)
+        self.ri = np.zeros((S, K), f32)
+        self.prev_h = np.zeros((S, K), f32)
+        self.cur_h = np.zeros((S, K), f32)
+        self.prev_g = np.zeros((S, B), f32)
+        self.cur_g = np.zeros((S, B), f32)
+        self.new_h = np.zeros((S, self.R, K), f32)
+        self.new_g = np.zeros((S, self.R, B), f32)
+        self.n_new = np.zeros(S, np.int32)
+        self.frozen = np.zeros(S, np.int8)
+        self.noise_off = np.zeros(S, np.int64)
+        self.kill_start = np.full(S, -1, np.int32)
+        self.kill_pos = np.zeros(S, np.int32)
+        self.kill_len = np.ones(S, np.int32)
+        self.bad = np.zeros(S, np.int8)
+        self.tables = np.ascontiguousarray(spec.noise_tables(self.sr, B).T)  # [L, B]
+        # voice bookkeeping, per slot
+        self.velocity = np.zeros(S, np.float32)
+        self.key_down = np.zeros(S, bool)
+        self.sustained = np.zeros(S, bool)
+        self.released_at = np.full(S, BIG, np.int64)
+        self.age = np.zeros(S, np.int64)
+        self.level = np.zeros(S, np.float32)
+        self._counter = 0
+        # channel state
+        self.bend = np.zeros(16)              # -1 .. 1
+        self.bend_range = np.full(16, 2.0)    # semitones (RPN 0)
+        self.rpn = np.full((16, 2), 127, np.int64)
+        self.mod = np.zeros(16)
+        self.pressure = np.zeros(16)
+        self.volume = np.full(16, 100.0)
+        self.expression = np.full(16, 127.0)
+        self.sustain = np.zeros(16, bool)
+        self.pan = np.full(16, 64.0)
+        self.pan_l = np.zeros(16, np.float32)
+        self.pan_r = np.zeros(16, np.float32)
+        self._update_pan()
+        self.chan_pitch = np.zeros((16, self.block), np.float64)
+        self.chan_gain = np.zeros((16, self.block), np.float64)
+        self._bend_arr = np.zeros((16, self.block))
+        self._vib_arr = np.zeros((16, self.block))
+        self._gain_state = self._target_gain().astype(np.float64)
+        self._gain_coef = 1.0 - math.exp(-1.0 / (0.005 * self.sr))
+        self.lfo_phase = 0.0
+        # buffers
+        self.scratch = np.zeros(self.block, np.float64)
+        self.out = np.zeros((self.block, 2), np.float32)
+        self._feat = np.zeros((S, inst.n_features), np.float32)
+        self._oh = np.zeros((S, K), np.float32)
+        self._og = np.zeros((S, B), np.float32)
+        self.master = MasterState(self.sr, reverb=reverb)
+        self.use_master = bool(master)
+        self.events: deque = deque()
+        self.time = 0                      # absolute sample index of the next block's first sample
+        self.stats = {"events": 0, "bad_messages": 0, "late_events": 0, "steals": 0,
+                      "nan_voices": 0}
+
+    # ------------------------------------------------------------------ input
+    def push(self, when: int, message) -> None:
+        """Queue a raw MIDI message to take effect at absolute sample ``when``.
+
+        Thread-safe for one producer and the rendering consumer (``deque.append`` is atomic).
+        Malformed messages are counted and dropped.
+        """
+        msg = parse_message(message)
+        if msg is None:
+            self.stats["bad_messages"] += 1
+            return
+        self.events.append((int(when), msg[0], msg[1], msg[2]))
+
+    # ----------------------------------------------------------------- render
+    def render(self, nframes: int | None = None) -> np.ndarray:
+        """Render the next block; returns a ``[nframes, 2]`` float32 view of an internal buffer."""
+        n = self.block if nframes is None else int(nframes)
+        if n > self.block:
+            raise ValueError(f"block of {n} frames is larger than the engine's {self.block}")
+        t0 = self.time
+        end = t0 + n
+        self._begin_channel_arrays(n)
+        # take the events of this block, in time order
+        evs = []
+        q = self.events
+        while q and q[0][0] < end:
+            evs.append(q.popleft())
+        if len(evs) > 1:
+            evs.sort(key=lambda e: e[0])
+        for when, st, d1, d2 in evs:
+            off = when - t0
+            if off < 0:
+                self.stats["late_events"] += 1
+                off = 0
+            self._apply(off, st, d1, d2, n)
+        self.stats["events"] += len(evs)
+        self._finish_channel_arrays(n)
+        self._compute_frames(n)
+        out = self.out[:n]
+        out[:] = 0.0
+        self.bad[:] = 0
+        render_voices(n, float(self.sr), self.hop, self.active, self.start_off, self.chan,
+                      self.note, self.vpos, self.theta, self.inc, self.zr, self.zi, self.rr,
+                      self.ri, self.prev_h, self.cur_h, self.prev_g, self.cur_g, self.new_h,
+                      self.new_g, self.n_new, self.frozen, self.noise_off, self.tables,
+                      self.kill_start, self.kill_pos, self.kill_len, self.chan_pitch,
+                      self.chan_gain, self.pan_l, self.pan_r, self.scratch, out, self.bad)
+        if self.bad.any():
+            bad = np.flatnonzero(self.bad)
+            self.stats["nan_voices"] += len(bad)
+            self._free(bad)
+        self._end_voices()
+        if self.use_master:
+            self.master.process(out, self.gain)
+        else:
+            safety_clip(out, self.gain, self.master.counters)
+        self.lfo_phase = (self.lfo_phase + 2 * math.pi * VIBRATO_HZ * n / self.sr) % (2 * math.pi)
+        self.time = end
+        return out
+
+    # --------------------------------------------------------------- channels
+    def _target_gain(self) -> np.ndarray:
+        return (self.volume / 127.0) ** 2 * (self.expression / 127.0) ** 2
+
+    def _update_pan(self) -> None:
+        p = np.clip((self.pan - 64.0) / 63.0, -1.0, 1.0)
+        ang = (p + 1.0) * math.pi / 4.0
+        # constant power, normalised so the centre is 1.0 on both sides
+        self.pan_l[:] = np.cos(ang) * math.sqrt(2.0)
+        self.pan_r[:] = np.sin(ang) * math.sqrt(2.0)
+
+    def _vib_depth(self) -> np.ndarray:
+        if self.timbre_cc == 1:
+            d = np.zeros(16)
+        else:
+            d = self.mod / 127.0 * VIBRATO_MAX_SEMITONES
+        return d + self.pressure / 127.0 * AFTERTOUCH_VIBRATO
+
+    def _begin_channel_arrays(self, n: int) -> None:
+        self._bend_arr[:, :n] = (self.bend * self.bend_range)[:, None]
+        self._vib_arr[:, :n] = self._vib_depth()[:, None]
+        self.chan_gain[:, :n] = self._target_gain()[:, None]
+
+    def _finish_channel_arrays(self, n: int) -> None:
+        t = np.arange(n)
+        lfo = np.sin(self.lfo_phase + 2 * math.pi * VIBRATO_HZ * t / self.sr)
+        self.chan_pitch[:, :n] = self._bend_arr[:, :n] + self._vib_arr[:, :n] * lfo[None, :]
+        _smooth_rows(self.chan_gain, self._gain_state, self._gain_coef, n)
+
+    # ----------------------------------------------------------------- events
+    def _apply(self, off: int, st: int, d1: int, d2: int, n: int) -> None:
+        kind = st & 0xF0
+        ch = st & 0x0F
+        if kind == 0x90:
+            self._note_on(off, ch, d1, d2)
+        elif kind == 0x80:
+            self._note_off(off, ch, d1)
+        elif kind == 0xE0:
+            self.bend[ch] = (((d2 << 7) | d1) - 8192) / 8192.0
+            self._bend_arr[ch, off:n] = self.bend[ch] * self.bend_range[ch]
+        elif kind == 0xB0:
+            self._control(off, ch, d1, d2, n)
+        elif kind == 0xD0:
+            self.pressure[ch] = d1
+            self._vib_arr[ch, off:n] = self._vib_depth()[ch]
+        # poly aftertouch and program change: accepted, no effect on a single instrument
+
+    def _control(self, off: int, ch: int, cc: int, val: int, n: int) -> None:
+        if self.timbre_cc is not None and cc == self.timbre_cc:
+            self.inst.set_timbre(val / 127.0)
+            if cc != 1:
+                return
+        if cc == 1:
+            self.mod[ch] = val
+            self._vib_arr[ch, off:n] = self._vib_depth()[ch]
+        elif cc == 7:
+            self.volume[ch] = val
+            self.chan_gain[ch, off:n] = self._target_gain()[ch]
+        elif cc == 11:
+            self.expression[ch] = val
+            self.chan_gain[ch, off:n] = self._target_gain()[ch]
+        elif cc == 10:
+            self.pan[ch] = val
+            self._update_pan()
+        elif cc == 64:
+            down = val >= 64
+            if self.sustain[ch] and not down:
+                held = np.flatnonzero(self.sustained[: self.n_slots] & (self.chan[: self.n_slots] == ch)
+                                      & (self.active[: self.n_slots] != 0))
+                self.sustained[held] = False
+                self._release(held, off)
+            self.sustain[ch] = down
+        elif cc == 101:
+            self.rpn[ch, 0] = val
+        elif cc == 100:
+            self.rpn[ch, 1] = val
+        elif cc == 6 or cc == 38:
+            if self.rpn[ch, 0] == 0 and self.rpn[ch, 1] == 0:
+                semis = math.floor(self.bend_range[ch])
+                cents = round((self.bend_range[ch] - semis) * 100)
+                if cc == 6:
+                    semis = val
+                else:
+                    cents = min(val, 99)
+                self.bend_range[ch] = semis + cents / 100.0
+                self._bend_arr[ch, off:n] = self.bend[ch] * self.bend_range[ch]
+        elif cc == 120:                       # all sound off
+            v = np.flatnonzero((self.active != 0) & (self.chan == ch))
+            self._kill(v, off, KILL_FADE_S)
+        elif cc == 123:                       # all notes off
+            v = np.flatnonzero(self.key_down[: self.n_slots] & (self.chan[: self.n_slots] == ch))
+            self.key_down[v] = False
+            if self.sustain[ch]:
+                self.sustained[v] = True
+            else:
+                self._release(v, off)
+        elif cc == 121:                       # reset all controllers
+            self.bend[ch] = 0.0
+            self._bend_arr[ch, off:n] = 0.0
+            self.mod[ch] = 0
+            self.pressure[ch] = 0
+            self._vib_arr[ch, off:n] = self._vib_depth()[ch]
+            self.expression[ch] = 127
+            self.chan_gain[ch, off:n] = self._target_gain()[ch]
+            self.rpn[ch] = 127
+            if self.sustain[ch]:
+                self._control(off, ch, 64, 0, n)
+
+    def _voice_sample(self, v: np.ndarray, off: int) -> np.ndarray:
+        """Voice-clock sample of block offset ``off`` for slots ``v``."""
+        return self.vpos[v] + (off - self.start_off[v])
+
+    def _release(self, v: np.ndarray, off: int) -> None:
+        if len(v):
+            self.released_at[v] = np.maximum(self._voice_sample(v, off), 0)
+
+    def _note_off(self, off: int, ch: int, note: int) -> None:
+        ns = self.n_slots
+        v = np.flatnonzero(self.key_down[:ns] & (self.chan[:ns] == ch) & (self.note[:ns] == note)
+                           & (self.active[:ns] != 0))
+        if not len(v):
+            return
+        self.key_down[v] = False
+        if self.sustain[ch]:
+            self.sustained[v] = True
+        else:
+            self._release(v, off)
+
+    def _note_on(self, off: int, ch: int, note: int, vel: int) -> None:
+        ns = self.n_slots
+        # the same key again on the same channel: the old voice is released first
+        again = np.flatnonzero((self.active[:ns] != 0) & (self.chan[:ns] == ch)
+                               & (self.note[:ns] == note) & (self.released_at[:ns] == BIG))
+        if len(again):
+            self.key_down[again] = False
+            self.sustained[again] = False
+            self._release(again, off)
+        slot = self._allocate()
+        if self.active[slot]:
+            self.stats["steals"] += 1
+            self._fade_copy(slot, off)
+        self._counter += 1
+        s = slot
+        self.active[s] = 1
+        self.start_off[s] = off
+        self.chan[s] = ch
+        self.note[s] = note
+        self.vpos[s] = 0
+        self.theta[s] = 0.0
+        self.inc[s] = 0.0
+        self.prev_h[s] = 0.0
+        self.cur_h[s] = 0.0
+        self.prev_g[s] = 0.0
+        self.cur_g[s] = 0.0
+        self.frozen[s] = 0
+        self.kill_start[s] = -1
+        self.kill_pos[s] = 0
+        self.noise_off[s] = (self._counter * 7919) % self.tables.shape[0]
+        self.velocity[s] = vel
+        self.key_down[s] = True
+        self.sustained[s] = False
+        self.released_at[s] = BIG
+        self.age[s] = self._counter
+        self.level[s] = 1.0
+        self.inst.reset(np.array([s], np.int64))
+
+    def _allocate(self) -> int:
+        ns = self.n_slots
+        act = self.active[:ns]
+        free = np.flatnonzero(act == 0)
+        if len(free):
+            return int(free[0])
+        rel = np.flatnonzero(self.released_at[:ns] != BIG)
+        if len(rel):                      # the quietest released voice
+            return int(rel[np.argmin(self.level[rel])])
+        return int(np.argmin(self.age[:ns]))   # the oldest held voice
+
+    def _fade_copy(self, slot: int, off: int) -> None:
+        """Move a stolen voice into a fade slot: it plays on, frozen, fading out from ``off``."""
+        fades = np.arange(self.n_slots, self.S)
+        if not len(fades):
+            return
+        idle = fades[self.active[fades] == 0]
+        f = int(idle[0]) if len(idle) else int(fades[np.argmax(self.kill_pos[fades])])
+        for a in (self.active, self.start_off, self.chan, self.note, self.vpos, self.theta,
+                  self.inc, self.zr, self.zi, self.rr, self.ri, self.noise_off):
+            a[f] = a[slot]
+        ph = (self.vpos[slot] % self.hop) / self.hop
+        cur = self.prev_h[slot] + ph * (self.cur_h[slot] - self.prev_h[slot])
+        self.prev_h[f] = cur
+        self.cur_h[f] = cur
+        curg = self.prev_g[slot] + ph * (self.cur_g[slot] - self.prev_g[slot])
+        self.prev_g[f] = curg
+        self.cur_g[f] = curg
+        self.frozen[f] = 1
+        self.n_new[f] = 0
+        self.kill_start[f] = off
+        self.kill_pos[f] = 0
+        self.kill_len[f] = max(1, int(STEAL_FADE_S * self.sr))
+
+    def _kill(self, v: np.ndarray, off: int, seconds: float) -> None:
+        if not len(v):
+            return
+        fresh = self.kill_start[v] < 0
+        v = v[fresh]
+        self.kill_start[v] = off
+        self.kill_pos[v] = 0
+        self.kill_len[v] = max(1, int(seconds * self.sr))
+        self.key_down[v] = False
+        self.sustained[v] = False
+
+    def _free(self, v: np.ndarray) -> None:
+        self.active[v] = 0
+        self.kill_start[v] = -1
+        self.key_down[v] = False
+        self.sustained[v] = False
+        self.released_at[v] = BIG
+        inst_slots = v[v < self.n_slots]
+        if len(inst_slots):
+            self.inst.reset(inst_slots.astype(np.int64))
+
+    # ----------------------------------------------------------------- frames
+    def _compute_frames(self, n: int) -> None:
+        """Run the instrument for every control frame that starts in this block, batched."""
+        ns = self.n_slots
+        H = self.hop
+        self.n_new[:] = 0
+        v = np.flatnonzero((self.active[:ns] != 0) & (self.kill_start[:ns] < 0))
+        if not len(v):
+            return
+        n0 = self.vpos[v]
+        count = n - self.start_off[v]
+        first = -(-n0 // H) * H
+        nfr = np.where(first < n0 + count, (n0 + count - 1 - first) // H + 1, 0)
+        feat = self._feat
+        for r in range(int(nfr.max()) if len(nfr) else 0):
+            sel = nfr > r
+            vs = v[sel]
+            m = len(vs)
+            nf = first[sel] + r * H                      # voice sample of the frame start
+            toff = self.start_off[vs] + (nf - n0[sel])   # its block offset
+            f = feat[:m]
+            f[:, 0] = (self.note[vs] + self.chan_pitch[self.chan[vs], toff] - 60.0) / 24.0
+            f[:, 1] = self.velocity[vs] / 127.0
+            rel_at = self.released_at[vs]
+            released = rel_at <= nf
+            f[:, 2] = np.where(released, 0.0, 1.0)
+            t_on = nf / self.sr
+            f[:, 3] = np.exp(-t_on / spec.TAU_FAST)
+            f[:, 4] = np.exp(-t_on / spec.TAU_SLOW)
+            t_off = np.where(released, nf - np.minimum(rel_at, nf), 0) / self.sr
+            f[:, 5] = np.where(released, np.exp(-t_off / spec.TAU_FAST), 0.0)
+            f[:, 6] = np.where(released, np.exp(-t_off / spec.TAU_SLOW), 0.0)
+            oh = self._oh[:m]
+            og = self._og[:m]
+            self.inst.step(f, vs.astype(np.int64), oh, og)
+            self.new_h[vs, r] = oh
+            self.new_g[vs, r] = og
+            self.n_new[vs] = r + 1
+            lvl = oh.sum(axis=1) + og.sum(axis=1)
+            self.level[vs] = lvl
+            # a released voice ends at the first frame that is silent (or after max_release):
+            # decided on the voice's own frame grid, so it does not depend on the block size
+            if released.any():
+                since = nf - rel_at
+                quiet = released & (since > H) & (lvl < SILENT_LEVEL)
+                long = released & (since > self.max_release)
+                for mask, secs in ((quiet, 0.001), (long, 0.05)):
+                    if mask.any():
+                        for vi, o in zip(vs[mask], toff[mask]):
+                            self._kill(np.array([vi]), int(o), secs)
+
+    def _end_voices(self) -> None:
+        """Free the slots of voices whose fade-out ended in this block."""
+        done = np.flatnonzero((self.active == 0) & (self.kill_start >= 0))
+        if len(done):
+            self._free(done)
+
+    # ------------------------------------------------------------------ misc
+    @property
+    def active_voices(self) -> int:
+        return int(np.count_nonzero(self.active[: self.n_slots]))
+
+    def all_sound_off(self, off: int = 0, seconds: float = 0.03) -> None:
+        """Fade every voice out (used on Ctrl-C and at the end of a render)."""
+        self._kill(np.flatnonzero(self.active != 0), off, seconds)
+
+    def reset(self) -> None:
+        """Silence and reset everything (voices, controllers, effects); keeps the clock."""
+        self._free(np.arange(self.S))
+        self.active[:] = 0
+        self.kill_start[:] = -1
+        self.events.clear()
+        self.bend[:] = 0
+        self.bend_range[:] = 2.0
+        self.mod[:] = 0
+        self.pressure[:] = 0
+        self.volume[:] = 100
+        self.expression[:] = 127
+        self.sustain[:] = False
+        self.pan[:] = 64
+        self._update_pan()
+        self._gain_state[:] = self._target_gain()
+        self.master.reset()
+        self.lfo_phase = 0.0
+        for k in self.stats:
+            self.stats[k] = 0
+
+    def warmup(self) -> None:
+        """Compile and exercise every path (notes, bend, steal, fade, effects), then reset."""
+        self.inst.warmup()
+        self.inst.allocate(self.n_slots)
+        t = self.time
+        for i in range(self.n_slots + 2):
+            self.push(t + (i * 7) % self.block, (0x90, 40 + i % 40, 100))
+        self.push(t + 5, (0xE0, 0, 80))
+        self.push(t + 6, (0xB0, 1, 90))
+        for _ in range(4):
+            self.render()
+        self.push(self.time, (0xB0, 64, 127))
+        self.push(self.time + 1, (0xB0, 123, 0))
+        self.push(self.time + 2, (0xB0, 64, 0))
+        for _ in range(3):
+            self.render()
+        self.all_sound_off()
+        self.render()
+        self.reset()
+        self.time = t
