@@ -1,0 +1,139 @@
+"""The JACK test harness: private servers, the recording rig, onset/pitch/gap analysis."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from rtsynth.jackserver import JackServer, server_running
+from rtsynth.testing.jackrig import (detect_onset, detect_onsets, find_gaps, note_schedule,
+                                     pitch_cents)
+from rtsynth.testing.procs import ManagedProcess
+from rtsynth.testing.pytest_fixtures import jack_rig, jack_server  # noqa: F401
+
+SR = 48000
+
+
+def delay_client(srv, name, *args):
+    return ManagedProcess([sys.executable, "-m", "rtsynth.testing.delayclient", "--name", name,
+                           *map(str, args)], env=srv.env, ready=r"delayclient: playing",
+                          ready_timeout=30)
+
+
+def wire(rig, name):
+    rig.disconnect_all()
+    rig.connect_midi(f"{name}:midi_in")
+    rig.connect_audio([f"{name}:out_1", f"{name}:out_2"])
+
+
+# -- analysis on synthetic signals (no JACK) ----------------------------------------------------
+
+def test_detect_onset_relative_to_noise_floor():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal(10000) * 1e-3).astype(np.float32)
+    x[5123:] += 0.5
+    assert detect_onset(x, 5000) == 123
+    assert detect_onset(np.zeros(1000), 10) == -1
+    stereo = np.zeros((2, 2000), np.float32)
+    stereo[1, 1500] = 0.1
+    assert detect_onset(stereo, 1000) == 500
+    assert list(detect_onsets(stereo, [0, 1000])) == [-1, 500]
+
+
+def test_pitch_cents_exact_to_a_cent():
+    t = np.arange(SR // 2) / SR
+    for hz in (110.0, 261.6256, 440.0 * 2 ** (7 / 1200), 1760.0):
+        f, c = pitch_cents(np.sin(2 * np.pi * hz * t), SR, 440.0 * 2 ** (np.round(
+            12 * np.log2(hz / 440)) / 12))
+        assert abs(f - hz) / hz < 2 ** (0.5 / 1200) - 1
+
+
+def test_find_gaps():
+    x = np.ones(1000, np.float32)
+    x[100:164] = 0
+    x[500:510] = 0
+    assert find_gaps(x, min_len=32) == [(100, 64)]
+    assert find_gaps(x, 200, 1000, min_len=8) == [(500, 10)]
+
+
+def test_note_schedule_indices():
+    ev, on = note_schedule(5, 1000, 400, jitter=128, seed=3)
+    assert len(on) == 5
+    assert all(ev[i][1][0] == 0x90 for i in on)
+    assert [o for o, _ in ev] == sorted(o for o, _ in ev)
+
+
+# -- the private server ------------------------------------------------------------------------
+
+def test_server_private_and_ended_by_pid():
+    with JackServer(period=256) as srv:
+        assert srv.name.startswith("rtsynth-")
+        assert srv.env["JACK_DEFAULT_SERVER"] == srv.name
+        assert server_running(srv.name)
+        pid = srv.pid
+        os.kill(pid, 0)
+    assert not server_running(srv.name)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    srv.cleanup()
+
+
+def test_server_ended_when_body_fails():
+    srv = JackServer()
+    with pytest.raises(RuntimeError):
+        with srv:
+            pid = srv.pid
+            raise RuntimeError("boom")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    srv.cleanup()
+
+
+# -- the rig against clients with known delays -------------------------------------------------
+
+@pytest.mark.parametrize("delay", [0, 77, 300, 1000])
+def test_rig_measures_exact_delay(jack_server, jack_rig, delay):
+    name = f"delay{delay}"
+    with delay_client(jack_server, name, "--delay", delay, "--wave", "impulse"):
+        wire(jack_rig, name)
+        n = 24
+        ev, on = note_schedule(n, 2400, 600, jitter=128, seed=delay)
+        res = jack_rig.run(ev, n * 2400 + 2400)
+        starts = res.event_frames[on]
+        lat = detect_onsets(res.audio, starts)
+        # notes whose window the recorder saw whole (a loaded machine may skip cycles)
+        ok = [i for i, s in enumerate(starts) if s >= 0 and res.recorded[s:s + 2400].all()]
+        assert len(ok) >= n // 2, (res.xruns, res.late_events)
+        assert set(lat[ok].tolist()) == {delay}
+
+
+def test_rig_pitch_and_note_length(jack_server, jack_rig):
+    with delay_client(jack_server, "sine", "--delay", 200, "--wave", "sine"):
+        wire(jack_rig, "sine")
+        ev = [(0, bytes([0x90, 69, 127])), (9600, bytes([0x80, 69, 0]))]
+        res = jack_rig.run(ev, 14400)
+        on = res.event_frames[0]
+        # the sine starts at phase 0 at frame on + 200: its first non-zero sample is the next
+        assert detect_onset(res.audio, on) == 201 or not res.recorded[on:on + 400].all()
+        seg = res.audio[0, on + 1200:on + 8400]
+        if res.recorded[on + 1200:on + 8400].all():
+            f, cents = pitch_cents(seg, SR, 440.0)
+            assert abs(cents) < 1.0
+        off = res.event_frames[1]
+        if res.recorded[off:off + 400].all():
+            assert np.all(res.audio[:, off + 200:] == 0)
+
+
+def test_stalling_client_is_blamed(jack_server, jack_rig):
+    since = jack_server.log_size()
+    with delay_client(jack_server, "staller", "--delay", 0, "--stall-every", 20,
+                      "--stall-ms", 12):
+        wire(jack_rig, "staller")
+        ev, on = note_schedule(4, 4800, 2400)
+        jack_rig.run(ev, 4 * 4800)
+    assert jack_server.client_xruns("staller", since) >= 3
+    # the rig itself is not what the server blames for those
+    assert jack_server.client_xruns("staller", since) > jack_server.client_xruns("rig", since)
