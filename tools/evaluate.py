@@ -1,0 +1,363 @@
+#!/usr/bin/env python
+"""Evaluate instruments on held-out notes against the real FluidSynth samples.
+
+Usage::
+
+    python tools/evaluate.py                          # basic + every models/* folder
+    python tools/evaluate.py basic flute_gru -d data --json out/eval.json
+    python tools/evaluate.py basic --instrument flute --path step
+
+For each model (``basic`` or a model folder) and each dataset it applies to (a model's
+``config.json`` ``program`` (int or list) / ``programs`` selects the datasets in ``data/*`` whose
+``source.program`` matches; ``basic`` and models without a program are measured on every dataset),
+every ``split == "test"`` example (pitches and velocities never seen in training) is rendered and
+compared with the real sample, both aligned at the onset and of the same length.
+
+Rendering (``--path``)
+    ``engine`` (default when :mod:`rtsynth.engine` exists): the whole engine path that ``rtsynth
+    render`` uses: MIDI note-on at sample 0, the example's pitch-bend steps (RPN 0 bend range 2)
+    at their samples, note-off at ``release_sample``; no reverb/limiter (``master=False``), engine
+    gain 1, output ``(L+R)/2`` divided by the channel gain of the default CC7 volume, so one
+    voice is compared at unit gain like the dataset's mono samples.
+    ``step``: ``instrument.step`` frame by frame on ``spec.note_features`` and
+    ``spec.synthesize_reference`` (the contract's float64 synthesis).
+
+Metrics (per note, then averaged over notes; f0 percentiles over all voiced frames pooled)
+    mss_distance
+        Multi-resolution STFT distance. For each FFT size N in (2048, 1024, 512, 256): Hann window
+        of N samples, hop N/4, no centring padding beyond the signal (the signals are zero-padded
+        to a whole number of hops); S = |STFT|. Per size::
+
+            SC = ||S_ref - S_est||_F / ||S_ref||_F                     (spectral convergence)
+            LM = mean(|log(S_ref + 1e-5) - log(S_est + 1e-5)|)          (L1 log magnitude, nats)
+
+        distance = mean over the 4 sizes of (SC + LM). 0 for identical audio.
+    f0_cents_median, f0_cents_p95
+        |1200*log2(f0_est/f0_ref)| on frames voiced in both signals, f0 from the same tracker on
+        both: per frame (hop 192, centred 2048-sample Hann window, FFT zero-padded to 32768), the
+        harmonic sum of the magnitude spectrum at h*f (h = 1..6, weights 1/h) is maximised over
+        f in +-100 cents around the note's MIDI pitch curve (1-cent grid, then a parabolic
+        refinement). Voiced: frame loudness within 30 dB of the note's loudest frame, in both.
+    loudness_db
+        Mean |L_est - L_ref| of the A-weighted RMS level (:func:`rtsynth.data.loudness_db`, dB)
+        over the frames where the reference is within 50 dB of its loudest frame (each signal
+        floored at that level - 50 dB, so silence vs. a quiet tail counts up to 50 dB).
+    f0_vs_midi_cents_median, f0_vs_midi_cents_p95
+        the same tracker on the model's output vs. the MIDI pitch curve (bend included), on the
+        same frames: is the instrument in tune with what it was asked to play.
+    ref_f0_vs_midi_cents_median
+        the tracker on the reference vs. the MIDI pitch curve: the SoundFont samples' own tuning
+        and natural pitch wobble (measured 1-8 cents median: violin ~8, flute ~5, cello ~4,
+        trumpet ~2, clarinet ~1), a floor for ``f0_cents_*`` of a model that plays exactly the
+        MIDI pitch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rtsynth import spec  # noqa: E402
+from rtsynth.data import Example, load_dataset, loudness_db, read_index  # noqa: E402
+
+FFT_SIZES = (2048, 1024, 512, 256)
+EPS = 1e-5
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics
+
+def _stft_mag(x: np.ndarray, n_fft: int) -> np.ndarray:
+    hop = n_fft // 4
+    n = max(len(x), n_fft)
+    n_frames = 1 + -(-(n - n_fft) // hop)
+    xp = np.zeros((n_frames - 1) * hop + n_fft)
+    xp[: len(x)] = x
+    idx = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
+    win = np.hanning(n_fft + 1)[:-1]
+    return np.abs(np.fft.rfft(xp[idx] * win, axis=1))
+
+
+def mss_distance(ref: np.ndarray, est: np.ndarray, sizes=FFT_SIZES) -> float:
+    """Multi-resolution STFT distance (see the module docstring); same-length signals."""
+    n = max(len(ref), len(est))
+    r = np.zeros(n)
+    e = np.zeros(n)
+    r[: len(ref)] = ref
+    e[: len(est)] = est
+    tot = 0.0
+    for N in sizes:
+        R = _stft_mag(r, N)
+        E = _stft_mag(e, N)
+        sc = np.linalg.norm(R - E) / max(np.linalg.norm(R), 1e-12)
+        lm = np.mean(np.abs(np.log(R + EPS) - np.log(E + EPS)))
+        tot += sc + lm
+    return float(tot / len(sizes))
+
+
+def track_f0(x: np.ndarray, pitch_frames: np.ndarray, sample_rate: int = spec.SAMPLE_RATE,
+             hop: int = spec.HOP, n_win: int = 2048, n_fft: int = 32768,
+             n_harm: int = 6, search_cents: float = 100.0) -> np.ndarray:
+    """f0 in Hz per frame ``[T]`` (T = len(pitch_frames)), guided by the expected pitch curve."""
+    T = len(pitch_frames)
+    x = np.asarray(x, dtype=np.float64)
+    pad = n_win // 2
+    xp = np.zeros(T * hop + n_win + hop)
+    m = min(len(x), T * hop)
+    xp[pad: pad + m] = x[:m]
+    win = np.hanning(n_win + 1)[:-1]
+    starts = np.arange(T) * hop  # window centred on the frame start
+    idx = starts[:, None] + np.arange(n_win)[None, :]
+    S = np.abs(np.fft.rfft(xp[idx] * win, n=n_fft, axis=1))  # [T, n_fft/2+1]
+    binhz = sample_rate / n_fft
+    cents = np.arange(-search_cents, search_cents + 1.0, 1.0)
+    f_exp = spec.midi_to_hz(np.asarray(pitch_frames, dtype=np.float64))
+    cand = f_exp[:, None] * 2.0 ** (cents[None, :] / 1200.0)  # [T, C]
+    score = np.zeros_like(cand)
+    rows = np.arange(T)[:, None]
+    for h in range(1, n_harm + 1):
+        b = cand * h / binhz
+        ok = b < S.shape[1] - 2
+        b = np.minimum(b, S.shape[1] - 2)
+        i0 = np.floor(b).astype(np.int64)
+        fr = b - i0
+        v = S[rows, i0] * (1 - fr) + S[rows, i0 + 1] * fr
+        score += np.where(ok, v, 0.0) / h
+    k = np.argmax(score, axis=1)
+    kk = np.clip(k, 1, len(cents) - 2)
+    y0, y1, y2 = (score[np.arange(T), kk - 1], score[np.arange(T), kk],
+                  score[np.arange(T), kk + 1])
+    den = y0 - 2 * y1 + y2
+    delta = np.where(np.abs(den) > 1e-20, 0.5 * (y0 - y2) / np.where(den == 0, 1, den), 0.0)
+    delta = np.where((k == kk), np.clip(delta, -1, 1), 0.0)
+    c = cents[kk] + delta * (cents[1] - cents[0])
+    c = np.where(k == kk, c, cents[k])
+    return f_exp * 2.0 ** (c / 1200.0)
+
+
+def note_metrics(ref: np.ndarray, est: np.ndarray, pitch_frames: np.ndarray,
+                 sample_rate: int = spec.SAMPLE_RATE, hop: int = spec.HOP) -> dict:
+    """Metrics of one note; ``cents`` holds the per-frame f0 errors for pooling."""
+    T = len(pitch_frames)
+    n = T * hop
+    r = np.zeros(n)
+    e = np.zeros(n)
+    r[: min(n, len(ref))] = ref[:n]
+    e[: min(n, len(est))] = est[:n]
+    out = {"mss_distance": mss_distance(r, e)}
+    Lr = loudness_db(r, sample_rate, hop)[:T]
+    Le = loudness_db(e, sample_rate, hop)[:T]
+    top = Lr.max()
+    sel = Lr > top - 50.0
+    out["loudness_db"] = float(np.mean(np.abs(np.maximum(Le, top - 50) - np.maximum(Lr, top - 50))
+                                       [sel])) if sel.any() else float("nan")
+    voiced = (Lr > top - 30.0) & (Le > Le.max() - 30.0)
+    fr = track_f0(r, pitch_frames, sample_rate, hop)
+    fe = track_f0(e, pitch_frames, sample_rate, hop)
+    cents = np.abs(1200.0 * np.log2(fe / fr))[voiced]
+    out["cents"] = cents
+    midi_c = np.abs(1200.0 * np.log2(fr / spec.midi_to_hz(pitch_frames)))[Lr > top - 30.0]
+    out["ref_cents"] = midi_c
+    out["midi_cents"] = np.abs(1200.0 * np.log2(fe / spec.midi_to_hz(pitch_frames)))[voiced]
+    return out
+
+
+def aggregate(per_note: list[dict]) -> dict:
+    cents = np.concatenate([m["cents"] for m in per_note]) if per_note else np.zeros(0)
+    ref_c = np.concatenate([m["ref_cents"] for m in per_note]) if per_note else np.zeros(0)
+    midi = np.concatenate([m["midi_cents"] for m in per_note]) if per_note else np.zeros(0)
+    return {
+        "n_notes": len(per_note),
+        "mss_distance": float(np.mean([m["mss_distance"] for m in per_note])),
+        "f0_cents_median": float(np.median(cents)) if len(cents) else float("nan"),
+        "f0_cents_p95": float(np.percentile(cents, 95)) if len(cents) else float("nan"),
+        "loudness_db": float(np.nanmean([m["loudness_db"] for m in per_note])),
+        "voiced_frames": int(len(cents)),
+        "ref_f0_vs_midi_cents_median": float(np.median(ref_c)) if len(ref_c) else float("nan"),
+        "f0_vs_midi_cents_median": float(np.median(midi)) if len(midi) else float("nan"),
+        "f0_vs_midi_cents_p95": float(np.percentile(midi, 95)) if len(midi) else float("nan"),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# rendering one held-out note through an instrument
+
+def render_step(inst, ex: Example) -> np.ndarray:
+    """instrument.step frame by frame + the contract's reference synthesis."""
+    T = ex.n_frames
+    inst.allocate(max(1, getattr(inst, "n_slots", 1) or 1))
+    slots = np.zeros(1, dtype=np.int64)
+    inst.reset(slots)
+    H = np.zeros((T, inst.n_harmonics), np.float32)
+    G = np.zeros((T, inst.n_noise_bands), np.float32)
+    h = np.zeros((1, inst.n_harmonics), np.float32)
+    g = np.zeros((1, inst.n_noise_bands), np.float32)
+    for k in range(T):
+        inst.step(ex.features[k: k + 1], slots, h, g)
+        H[k] = h[0]
+        G[k] = g[0]
+    return spec.synthesize_reference(H, G, ex.f0, hop=inst.hop, sample_rate=inst.sample_rate)
+
+
+def note_events(ex: Example, bend_range: int = 2) -> list[tuple[int, tuple]]:
+    """The MIDI events of one held-out note (channel 0), in voice samples."""
+    ev = [(0, (0xB0, 101, 0)), (0, (0xB0, 100, 0)), (0, (0xB0, 6, bend_range)),
+          (0, (0xB0, 38, 0)), (0, (0xB0, 101, 127)), (0, (0xB0, 100, 127))]
+    hop = len(ex.audio) // max(ex.n_frames, 1)
+    for fr, semis in ex.meta.get("bend", []) or []:
+        v = int(np.clip(round(semis / bend_range * 8192), -8192, 8191)) + 8192
+        ev.append((int(fr) * hop, (0xE0, v & 0x7F, v >> 7)))
+    if ex.meta.get("bend") and ex.meta["bend"][0][0] == 0:
+        # a bend at frame 0 must precede the note-on
+        ev.sort(key=lambda e: e[0])
+    ev.append((0, (0x90, int(ex.pitch), int(ex.velocity))))
+    ev.append((int(ex.release_sample), (0x80, int(ex.pitch), 0)))
+    ev.sort(key=lambda e: (e[0], 0 if e[1][0] in (0xB0, 0xE0) else 1))
+    return ev
+
+
+def render_engine(inst, ex: Example, block: int = 128) -> np.ndarray:
+    """The engine path (what ``rtsynth render`` runs), one voice at unit gain, mono."""
+    from rtsynth.engine import Engine
+    eng = Engine(inst, block=block, n_slots=4, gain=1.0, reverb=0.0, master=False)
+    for when, msg in note_events(ex):
+        eng.push(when, msg)
+    n = len(ex.audio)
+    out = np.zeros(n)
+    pos = 0
+    while pos < n:
+        m = min(block, n - pos)
+        y = eng.render(m)
+        out[pos: pos + m] = y[:, :2].mean(1)
+        pos += m
+    try:
+        chan = float(eng._target_gain()[0])  # CC7 100 by default -> (100/127)^2
+    except Exception:  # pragma: no cover
+        chan = (100 / 127) ** 2
+    return out / chan
+
+
+# ----------------------------------------------------------------------------------------------
+
+def find_datasets(data_dir: str) -> dict[str, dict]:
+    out = {}
+    for p in sorted(Path(data_dir).glob("*/index.json")):
+        try:
+            idx = read_index(p)
+        except Exception:
+            continue
+        if any(e["split"] == "test" for e in idx["examples"]):
+            out[p.parent.name] = idx
+    return out
+
+
+def model_programs(model: str) -> tuple[list[int] | None, Path | None]:
+    if model == "basic":
+        return None, None
+    from rtsynth.instruments import models_dir
+    p = Path(model)
+    if not (p / "config.json").exists():
+        p = models_dir() / model
+    cfg = json.loads((p / "config.json").read_text())
+    progs = None
+    for key in ("programs", "program"):
+        v = cfg.get(key, cfg.get("source", {}).get(key) if isinstance(cfg.get("source"), dict)
+                    else None)
+        if v is not None:
+            progs = [int(x) for x in (v if isinstance(v, list) else [v])]
+            break
+    return progs, p
+
+
+def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
+             instrument: str | None = None, max_notes: int | None = None,
+             verbose: bool = True) -> list[dict]:
+    from rtsynth.instruments import load_instrument
+    if path is None:
+        try:
+            import rtsynth.engine  # noqa: F401
+            path = "engine"
+        except ImportError:
+            path = "step"
+    datasets = find_datasets(data_dir)
+    if instrument:
+        datasets = {k: v for k, v in datasets.items() if k in instrument.split(",")}
+    rows = []
+    for model in models:
+        progs, _ = model_programs(model)
+        for dname, idx in datasets.items():
+            prog = idx.get("source", {}).get("program")
+            if progs is not None and prog not in progs:
+                continue
+            exs = load_dataset(Path(data_dir) / dname, split="test")
+            if max_notes:
+                exs = exs[:max_notes]
+            inst = load_instrument(model)
+            t0 = time.perf_counter()
+            per = []
+            for ex in exs:
+                y = render_engine(inst, ex) if path == "engine" else render_step(inst, ex)
+                per.append(note_metrics(ex.audio, y, ex.pitch_frames, idx["sample_rate"],
+                                        idx.get("hop", spec.HOP)))
+            row = dict(model=model, dataset=dname, program=prog, path=path, **aggregate(per),
+                       seconds=round(time.perf_counter() - t0, 2))
+            rows.append(row)
+            if verbose:
+                print(f"  {model:>18s} on {dname:<10s} mss {row['mss_distance']:.3f}  "
+                      f"f0 {row['f0_cents_median']:.2f}/{row['f0_cents_p95']:.2f} c  "
+                      f"loud {row['loudness_db']:.2f} dB", file=sys.stderr)
+    # ratio to the baseline on the same dataset
+    base = {r["dataset"]: r["mss_distance"] for r in rows if r["model"] == "basic"}
+    for r in rows:
+        if r["dataset"] in base and base[r["dataset"]] > 0:
+            r["mss_vs_basic"] = r["mss_distance"] / base[r["dataset"]]
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    hdr = (f"{'model':<20s} {'dataset':<10s} {'notes':>5s} {'MSS':>7s} {'xbasic':>6s} "
+           f"{'f0 med c':>8s} {'f0 p95 c':>8s} {'loud dB':>7s}")
+    lines = [hdr, "-" * len(hdr)]
+    for r in rows:
+        ratio = f"{r['mss_vs_basic']:.2f}" if "mss_vs_basic" in r else "-"
+        lines.append(f"{r['model']:<20s} {r['dataset']:<10s} {r['n_notes']:>5d} "
+                     f"{r['mss_distance']:>7.3f} {ratio:>6s} {r['f0_cents_median']:>8.2f} "
+                     f"{r['f0_cents_p95']:>8.2f} {r['loudness_db']:>7.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="held-out evaluation against FluidSynth samples")
+    ap.add_argument("models", nargs="*", help="basic, model folder names or paths "
+                    "(default: basic + every models/* folder)")
+    ap.add_argument("-d", "--data", default=str(ROOT / "data"))
+    ap.add_argument("--instrument", default=None, help="only these datasets (comma list)")
+    ap.add_argument("--path", choices=["engine", "step"], default=None)
+    ap.add_argument("--max-notes", type=int, default=None)
+    ap.add_argument("--json", default=None, help="write the rows here")
+    args = ap.parse_args(argv)
+    models = args.models
+    if not models:
+        from rtsynth.instruments import available_instruments
+        models = available_instruments()
+    rows = evaluate(models, args.data, args.path, args.instrument, args.max_notes)
+    print(format_table(rows))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(dict(metrics_doc=__doc__.split("Metrics")[1].strip(), rows=rows), f,
+                      indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
