@@ -1,0 +1,1 @@
+"""Neural instruments: torch synthesis, streaming backbones, the DDSP-style decoder, export/load."""

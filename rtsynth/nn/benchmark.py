@@ -1,0 +1,63 @@
+"""Time one model step for N voices on one core: ``python -m rtsynth.nn.benchmark [-n 32]``.
+
+Uses :class:`NeuralInstrument.step` (the engine's path: gather slot state, one frame, scatter back,
+NaN guard), with the shipped default sizes or the model folders given with ``-m``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from .. import spec
+from .instrument import NeuralInstrument
+from .io import decoder_config, load_neural_instrument
+from .model import Decoder
+
+
+def bench(inst, n: int, steps: int = 2000) -> dict:
+    inst.allocate(max(64, n))
+    inst.warmup()
+    rng = np.random.default_rng(0)
+    f = rng.random((n, spec.N_FEATURES)).astype(np.float32)
+    slots = np.arange(n, dtype=np.int64)[::-1].copy()
+    h = np.zeros((n, spec.N_HARMONICS), np.float32)
+    g = np.zeros((n, spec.N_NOISE_BANDS), np.float32)
+    for _ in range(100):
+        inst.step(f, slots, h, g)
+    times = np.empty(steps)
+    for i in range(steps):
+        t0 = time.perf_counter()
+        inst.step(f, slots, h, g)
+        times[i] = time.perf_counter() - t0
+    return {"median_ms": 1e3 * float(np.median(times)), "p99_ms": 1e3 * float(np.percentile(times, 99))}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("-n", "--voices", type=int, default=32)
+    ap.add_argument("-m", "--model", action="append", default=[], help="model folder(s)")
+    ap.add_argument("--steps", type=int, default=2000)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if a.model:
+        insts = [(m, load_neural_instrument(m)) for m in a.model]
+    else:
+        insts = []
+        for kind in ("gru", "cnn", "attention"):
+            d = Decoder(kind)
+            cfg = {"architecture": decoder_config(d), "hop": spec.HOP, "sample_rate": spec.SAMPLE_RATE}
+            insts.append((f"{kind} (default size)", NeuralInstrument(d, cfg, kind)))
+    for name, inst in insts:
+        r = bench(inst, a.voices, a.steps)
+        nparam = sum(p.numel() for p in inst.decoder.parameters())
+        print(f"{name:32s} params {nparam:8d}  step for {a.voices} voices: median "
+              f"{r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

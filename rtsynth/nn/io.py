@@ -1,0 +1,201 @@
+"""Save and load neural instruments: ``models/NAME/{model.safetensors, config.json, README.md}``.
+
+Loading never unpickles: weights are read with safetensors only, the config is plain JSON, and
+every tensor's name, shape and dtype is checked against the architecture the config describes.
+Whatever is wrong with a model folder (missing, corrupt, truncated, hostile, mismatched) raises
+:class:`ModelLoadError` with a message that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import spec
+from .backbones import BACKBONES
+from .model import Decoder, TimbreEncoder
+
+FORMAT = "rtsynth-neural-1"
+MAX_CONFIG_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 64 << 20
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class ModelLoadError(Exception):
+    """A model folder cannot be loaded (missing, corrupt, mismatched or unsafe)."""
+
+
+def decoder_config(model: Decoder) -> dict[str, Any]:
+    bb = model.backbone
+    if model.backbone_kind == "gru":
+        kw = {"hidden": bb.hidden, "layers": bb.layers}
+    elif model.backbone_kind == "cnn":
+        kw = {"channels": bb.channels, "kernel": bb.kernel, "dilations": list(bb.dilations)}
+    else:
+        kw = {"dim": bb.dim, "heads": bb.heads, "layers": bb.n_layers, "window": bb.window,
+              "ff_mult": model.backbone.ff1[0].out_features // bb.dim}
+    return {"backbone": model.backbone_kind, "backbone_kw": kw, "pre_dim": model.pre.out_features,
+            "z_dim": model.z_dim, "n_features": model.n_features,
+            "n_harmonics": model.n_harmonics, "n_noise": model.n_noise,
+            "sample_rate": model.sample_rate, "amp_max": model.amp_max,
+            "noise_max": model.noise_max}
+
+
+def build_decoder(arch: dict[str, Any]) -> Decoder:
+    return Decoder(backbone=arch["backbone"], backbone_kw=arch["backbone_kw"],
+                   pre_dim=arch["pre_dim"], z_dim=arch["z_dim"], n_features=arch["n_features"],
+                   n_harmonics=arch["n_harmonics"], n_noise=arch["n_noise"],
+                   sample_rate=arch["sample_rate"], amp_max=arch["amp_max"],
+                   noise_max=arch["noise_max"])
+
+
+def save_model(folder: str | os.PathLike, decoder: Decoder, config: dict[str, Any],
+               card: str | None = None, timbre: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` (decoder weights, prefixed ``decoder.``), ``config.json``
+    (``config`` plus ``format``, ``architecture``, sample rate, hop) and ``README.md`` (``card``).
+
+    ``timbre``: for a VAE model, ``{"z_dim": Z, "anchors": {name: [Z floats]}, "path": [names]}``.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"decoder.{k}": v.detach().cpu().contiguous().float()
+               for k, v in decoder.state_dict().items()}
+    save_file(tensors, str(folder / WEIGHTS), metadata={"format": FORMAT})
+    cfg = dict(config)
+    cfg.update({"format": FORMAT, "architecture": decoder_config(decoder),
+                "sample_rate": decoder.sample_rate, "hop": spec.HOP,
+                "frame_rate": decoder.sample_rate / spec.HOP})
+    if timbre is not None:
+        cfg["timbre"] = timbre
+    (folder / CONFIG).write_text(json.dumps(cfg, indent=2, sort_keys=False) + "\n")
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    return folder
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ModelLoadError(msg)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _validate_arch(arch: Any, where: str) -> dict[str, Any]:
+    _check(isinstance(arch, dict), f"{where}: 'architecture' must be an object")
+    need = {"backbone": str, "backbone_kw": dict, "pre_dim": int, "z_dim": int, "n_features": int,
+            "n_harmonics": int, "n_noise": int, "sample_rate": int, "amp_max": (int, float),
+            "noise_max": (int, float)}
+    for k, t in need.items():
+        _check(k in arch, f"{where}: architecture lacks {k!r}")
+        _check(isinstance(arch[k], t) and not isinstance(arch[k], bool),
+               f"{where}: architecture.{k} has the wrong type")
+    _check(arch["backbone"] in BACKBONES, f"{where}: unknown backbone {arch['backbone']!r}")
+    _check(arch["n_features"] == spec.N_FEATURES, f"{where}: n_features must be {spec.N_FEATURES}")
+    _check(arch["n_harmonics"] == spec.N_HARMONICS, f"{where}: n_harmonics must be {spec.N_HARMONICS}")
+    _check(arch["n_noise"] == spec.N_NOISE_BANDS, f"{where}: n_noise must be {spec.N_NOISE_BANDS}")
+    _check(arch["sample_rate"] == spec.SAMPLE_RATE, f"{where}: sample_rate must be {spec.SAMPLE_RATE}")
+    _check(1 <= arch["pre_dim"] <= 4096 and 0 <= arch["z_dim"] <= 256,
+           f"{where}: pre_dim/z_dim out of range")
+    for k in ("amp_max", "noise_max"):
+        _check(math.isfinite(arch[k]) and 0 < arch[k] < 100, f"{where}: {k} out of range")
+    kw = arch["backbone_kw"]
+    allowed = {"gru": {"hidden", "layers"}, "cnn": {"channels", "kernel", "dilations"},
+               "attention": {"dim", "heads", "layers", "window", "ff_mult"}}[arch["backbone"]]
+    _check(set(kw) <= allowed, f"{where}: unexpected backbone_kw keys {sorted(set(kw) - allowed)}")
+    for k, v in kw.items():
+        if k == "dilations":
+            _check(isinstance(v, list) and 0 < len(v) <= 64 and all(_is_int(d) and 1 <= d <= 4096
+                                                                    for d in v),
+                   f"{where}: bad dilations")
+        else:
+            _check(_is_int(v) and 1 <= v <= 4096, f"{where}: backbone_kw.{k} out of range")
+    if arch["backbone"] == "attention":
+        _check(kw.get("dim", 128) % kw.get("heads", 4) == 0, f"{where}: dim not divisible by heads")
+    return arch
+
+
+def read_config(folder: str | os.PathLike) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / CONFIG
+    _check(folder.is_dir(), f"{folder}: not a model folder")
+    _check(path.is_file(), f"{path}: missing")
+    _check(path.stat().st_size <= MAX_CONFIG_BYTES, f"{path}: too large")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path}: not valid JSON ({e})") from None
+    _check(isinstance(cfg, dict), f"{path}: must be a JSON object")
+    _check(cfg.get("format") == FORMAT, f"{path}: format is {cfg.get('format')!r}, expected {FORMAT!r}")
+    _check(cfg.get("hop") == spec.HOP, f"{path}: hop must be {spec.HOP}")
+    _validate_arch(cfg.get("architecture"), str(path))
+    z = cfg["architecture"]["z_dim"]
+    if z:
+        t = cfg.get("timbre")
+        _check(isinstance(t, dict) and isinstance(t.get("anchors"), dict) and t["anchors"]
+               and isinstance(t.get("path"), list) and t["path"],
+               f"{path}: a VAE model needs timbre.anchors and timbre.path")
+        for name, vec in t["anchors"].items():
+            _check(isinstance(vec, list) and len(vec) == z
+                   and all(isinstance(v, (int, float)) and math.isfinite(v) for v in vec),
+                   f"{path}: timbre anchor {name!r} must be {z} finite numbers")
+        _check(all(isinstance(p, str) and p in t["anchors"] for p in t["path"]),
+               f"{path}: timbre.path names an unknown anchor")
+    return cfg
+
+
+def load_decoder(folder: str | os.PathLike) -> tuple[Decoder, dict[str, Any]]:
+    """Load and validate a model folder -> (decoder in eval mode, config)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg = read_config(folder)
+    wpath = folder / WEIGHTS
+    _check(wpath.is_file(), f"{wpath}: missing")
+    _check(wpath.stat().st_size <= MAX_WEIGHTS_BYTES, f"{wpath}: larger than {MAX_WEIGHTS_BYTES} bytes")
+    try:
+        model = build_decoder(cfg["architecture"])
+    except Exception as e:  # noqa: BLE001 - any inconsistency in the architecture
+        raise ModelLoadError(f"{folder}: cannot build the architecture ({e})") from None
+    try:
+        tensors = load_file(str(wpath), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError, Exception) as e:  # noqa: BLE001
+        raise ModelLoadError(f"{wpath}: not a readable safetensors file ({e})") from None
+    expected = {f"decoder.{k}": v for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    _check(not missing, f"{wpath}: missing tensors {missing[:5]}")
+    _check(not extra, f"{wpath}: unexpected tensors {extra[:5]}")
+    state = {}
+    for k, ref in expected.items():
+        t = tensors[k]
+        _check(t.dtype == torch.float32, f"{wpath}: {k} has dtype {t.dtype}, expected float32")
+        _check(tuple(t.shape) == tuple(ref.shape),
+               f"{wpath}: {k} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
+        _check(bool(torch.isfinite(t).all()), f"{wpath}: {k} holds non-finite values")
+        state[k[len("decoder."):]] = t
+    model.load_state_dict(state)
+    model.eval()
+    return model, cfg
+
+
+def load_neural_instrument(folder: str | os.PathLike):
+    """A :class:`rtsynth.instrument.StreamingInstrument` for the model in ``folder``."""
+    from .instrument import NeuralInstrument
+
+    decoder, cfg = load_decoder(folder)
+    return NeuralInstrument(decoder, cfg, name=Path(folder).name)
+
+
+__all__ = ["ModelLoadError", "save_model", "load_decoder", "load_neural_instrument", "read_config",
+           "build_decoder", "decoder_config", "TimbreEncoder"]
