@@ -1,0 +1,332 @@
+"""The measurements of ``rtsynth bench``: each takes a synth on a JACK server and a rig.
+
+Everything is counted in JACK frames, from the frame at which the rig wrote a MIDI event to the
+frame at which the synth's sound crossed the onset threshold in the recording; no host clock is
+involved except for start-up (wall clock from the launch to the first audible frame, related
+to JACK's frame counter once) and offline render speed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rtsynth.jackserver import JackServer
+from rtsynth.testing.jackrig import (JackRig, detect_onsets, find_client_ports, find_gaps,
+                                     note_schedule)
+
+from .synths import LiveSynth, SynthSpec
+
+ONSET_THRESHOLD = 1e-4   # -80 dBFS, above a noise floor measured before each note
+GAP_MIN = 32             # frames of exact silence that count as a dropout while notes sound
+
+
+def summarize(frames, sample_rate: int) -> dict:
+    """median / p99 / max / min / jitter (max - min) / std, in frames and ms."""
+    a = np.asarray(frames, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    d = {"n": int(a.size), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)),
+         "max": float(a.max()), "min": float(a.min()), "jitter": float(a.max() - a.min()),
+         "std": float(a.std())}
+    for k in ("median", "p99", "max", "min", "jitter", "std"):
+        d[k + "_ms"] = d[k] * 1000.0 / sample_rate
+    return d
+
+
+def _silence_events(channels=range(16)) -> list:
+    ev = []
+    for ch in channels:
+        ev += [(0, bytes([0xB0 | ch, 123, 0])), (0, bytes([0xB0 | ch, 120, 0])),
+               (0, bytes([0xB0 | ch, 121, 0])), (0, bytes([0xE0 | ch, 0, 64]))]
+    return ev
+
+
+def silence(rig: JackRig, frames: int | None = None) -> None:
+    """All notes off, all sound off, controllers reset on every channel; wait ``frames``."""
+    rig.run(_silence_events(), frames or rig.sample_rate // 4)
+
+
+def _program_events(program: int | None, channels=(0,)) -> list:
+    if program is None:
+        return []
+    return [(0, bytes([0xC0 | ch, program])) for ch in channels]
+
+
+# -- 1. latency ----------------------------------------------------------------------------------
+
+def measure_latency(live: LiveSynth, n_notes: int = 200, spacing: int = 4800, length: int = 1920,
+                    warmup_notes: int = 2, seed: int = 0,
+                    threshold: float = ONSET_THRESHOLD) -> dict:
+    """Note-ons one at a time at every position inside a block (random offsets), CC120 between
+    notes; latency = onset frame - note-on frame."""
+    rig = live.rig
+    sr, bs = rig.sample_rate, rig.blocksize
+    first = 4 * bs
+    pitches = (60, 62, 64, 65, 67, 69, 71, 72)
+    n = n_notes + warmup_notes
+    ev, on = note_schedule(n, spacing, length, first=first, pitches=pitches, jitter=bs, seed=seed)
+    pe = _program_events(live.spec.program)
+    ev = pe + ev
+    on = [i + len(pe) for i in on]
+    res = rig.run(ev, first + n * spacing + spacing)
+    starts = res.event_frames[on][warmup_notes:]
+    lat = detect_onsets(res.audio, starts, threshold=threshold)
+    seen = np.array([s >= 0 and bool(res.recorded[s:s + spacing].all()) for s in starts])
+    heard = seen & (lat >= 0)
+    out = summarize(lat[heard], sr)
+    out.update(block=bs, sample_rate=sr, notes=int(len(starts)), missed=int((seen & (lat < 0)).sum()),
+               lost_to_rig=int((~seen).sum()), late_events=res.late_events,
+               frames=lat[heard].astype(int).tolist(),
+               offsets_in_block=((starts[heard] + res.start) % bs).astype(int).tolist())
+    return out
+
+
+# -- 2./3. held voices: dropouts under load, capacity ------------------------------------------
+
+def held_stream(k: int, seconds: float, sr: int, first: int, *, program: int | None = None,
+                rate_hz: float = 100.0, bend: bool = True, cc: bool = True) -> tuple[list, int, int]:
+    """K held notes (spread over channels 0-3, 64 per channel), continuous pitch bend, CC1 and
+    CC11 traffic; returns ``(events, hold_start, hold_end)`` (frames from the run start)."""
+    ev = []
+    n_ch = max(1, math.ceil(k / 64))
+    chans = list(range(n_ch))
+    ev += [(0, e) for _, e in _program_events(program, chans)]
+    for i in range(k):
+        ch = i // 64
+        pitch = 36 + (i * 5) % 64
+        ev.append((first + i, bytes([0x90 | ch, pitch, 80 + (i % 4) * 10])))
+    end = first + int(seconds * sr)
+    step = int(sr / rate_hz)
+    t = first + step
+    j = 0
+    while t < end:
+        ph = 2 * math.pi * 0.5 * (t - first) / sr       # 0.5 Hz sweeps
+        for ch in chans:
+            if bend:
+                v = int(8192 + 2048 * math.sin(ph + ch))  # +-1/4 of the bend range
+                ev.append((t, bytes([0xE0 | ch, v & 0x7F, (v >> 7) & 0x7F])))
+            if cc:
+                if j % 2 == 0:
+                    ev.append((t, bytes([0xB0 | ch, 1, int(64 + 63 * math.sin(ph * 1.3))])))
+                else:
+                    ev.append((t, bytes([0xB0 | ch, 11, int(100 + 27 * math.sin(ph * 0.7))])))
+        t += step
+        j += 1
+    for i in range(k):
+        ch = i // 64
+        pitch = 36 + (i * 5) % 64
+        ev.append((end, bytes([0x80 | ch, pitch, 0])))
+    ev += [(end + 1, e) for _, e in _silence_events(chans)]
+    return ev, first, end
+
+
+def measure_held(live: LiveSynth, server: JackServer | None, k: int, seconds: float,
+                 settle: float = 0.5) -> dict:
+    """Hold ``k`` voices for ``seconds`` with bend/CC traffic. Dropouts found three ways:
+    silent gaps (>= ``GAP_MIN`` frames of exact zeros) in the recording while the notes sound,
+    xruns the server blames on the synth's client, and (after exit) the synth's own underrun
+    counter."""
+    rig = live.rig
+    sr, bs = rig.sample_rate, rig.blocksize
+    first = 4 * bs
+    program = live.spec.sustain_program
+    ev, t_on, t_off = held_stream(k, seconds, sr, first, program=program)
+    since = server.log_size() if server is not None else 0
+    res = rig.run(ev, t_off + sr // 4, cpu_load=True)
+    lo = t_on + int(settle * sr)
+    gaps = [(a, n) for a, n in find_gaps(res.audio, lo, t_off, min_len=GAP_MIN)
+            if res.recorded[a:a + n].all()]
+    # frames the synth produced silence for, in blocks (a dropped block leaves one full gap)
+    out = {"voices": k, "seconds": seconds, "block": bs, "gaps": len(gaps),
+           "gap_frames": int(sum(n for _, n in gaps)),
+           "unrecorded_frames": int((~res.recorded[lo:t_off]).sum()),
+           "rig_xruns": res.xruns,
+           "dsp_load_median": float(np.median(res.cpu_load)) if res.cpu_load else None,
+           "dsp_load_max": float(np.max(res.cpu_load)) if res.cpu_load else None,
+           "events": len(ev), "peak": float(np.abs(res.audio[:, lo:t_off]).max())
+           if t_off > lo and res.audio.shape[1] > lo else 0.0}
+    if server is not None:
+        out["client_xruns"] = server.client_xruns(live.xrun_client, since)
+        out["server_xruns"] = server.server_xruns(since)
+    else:
+        out["client_xruns"] = None
+        out["server_xruns"] = res.xruns
+    return out
+
+
+def finish_held(row: dict, stats: dict | None) -> dict:
+    """Add the synth's own counters (from ``--stats-json`` at exit) and the dropout total."""
+    if stats:
+        row["underruns"] = int(stats.get("underruns", 0))
+        g = np.asarray(stats.get("gen_ms") or [], dtype=np.float64)
+        if g.size:
+            row["gen_ms"] = {"median": float(np.median(g)), "p99": float(np.percentile(g, 99)),
+                             "max": float(g.max()), "n": int(g.size),
+                             "budget": 1000.0 * row["block"] / stats.get("sample_rate", 48000)}
+    else:
+        row["underruns"] = None
+    row["dropouts"] = int((row.get("underruns") or 0) + (row.get("client_xruns") or 0)
+                          + (row["gaps"] if not row.get("underruns") else 0))
+    return row
+
+
+# -- 5. start-up -------------------------------------------------------------------------------
+
+def measure_startup(live: LiveSynth, timeout: float = 90.0, threshold: float = 1e-3,
+                    every: int = 480) -> dict:
+    """Launch ``live`` and press a key every ``every`` frames (10 ms) from the launch on;
+    the first audible frame (``> threshold``), in seconds from the launch. The synth is left
+    running, connected and silenced."""
+    rig = live.rig
+    sr = rig.sample_rate
+    n_max = min(int(timeout * sr), rig.max_frames)
+    ev = []
+    for i in range(n_max // every):
+        ev.append((i * every, bytes([0x90, 60, 100])))
+    ev = _program_events(live.spec.program) + ev
+    f_launch = rig.frame_time
+    start = rig.start(ev, n_max, start_frame=f_launch)
+    live.launch()
+    connected = False
+    found = {"i": -1, "checked": 0}
+
+    def check(r: JackRig) -> bool:
+        nonlocal connected
+        if not connected:
+            mp = find_client_ports(r, live.client_re, midi=True, is_input=True)
+            ap = find_client_ports(r, live.client_re, midi=False, is_input=False)
+            if mp and len(ap) >= live.spec.n_audio:
+                live.midi_port, live.audio_ports = mp[0], ap[:live.spec.n_audio]
+                live.t_ports = time.monotonic()
+                live.connect()
+                connected = True
+            elif live.proc.proc.poll() is not None:
+                return True
+            return False
+        hi = r.progress()
+        lo = found["checked"]
+        if hi > lo:
+            seg = np.max(np.abs(r._buf[:, lo:hi]), axis=0)
+            hit = np.flatnonzero(seg > threshold)
+            if hit.size:
+                found["i"] = lo + int(hit[0])
+                return True
+            found["checked"] = hi
+        return False
+
+    try:
+        rig.finish(timeout=timeout + 5, stop_when=check, poll=0.005)
+        if live.proc.proc.poll() is not None:
+            raise RuntimeError(f"{live.spec.label} exited with code {live.proc.proc.returncode}:"
+                               f"\n{live.output[-1500:]}")
+        if not connected:
+            raise TimeoutError(f"{live.spec.label}: no JACK ports after {timeout:.0f} s")
+        if live.spec.ready and live.t_ready is None:
+            live.t_ready = live.proc.wait_ready(live.spec.ready, timeout)
+        silence(rig)
+    except BaseException:
+        live.stop()
+        raise
+    out = {"ports_s": live.t_ports - live.t_launch if live.t_ports else None,
+           "ready_s": (live.t_ready - live.t_launch) if live.t_ready else None}
+    out["first_sound_s"] = (start + found["i"] - f_launch) / sr if found["i"] >= 0 else None
+    return out
+
+
+# -- 4. offline render ---------------------------------------------------------------------------
+
+def chorale_midi(cache_dir: str | Path | None = None, repeat: int = 1) -> Path:
+    """Bach's BWV 66.6 as a 4-part MIDI file (music21's corpus), cached; ``repeat`` > 1 chains
+    copies of it (for a longer, steady-state render). Falls back on a generated 4-part file
+    when music21 is not installed."""
+    cache = Path(cache_dir or os.environ.get("RTSYNTH_BENCH_CACHE",
+                                             Path.home() / ".cache" / "rtsynth" / "bench"))
+    cache.mkdir(parents=True, exist_ok=True)
+    base = cache / "bwv66_6.mid"
+    if not base.exists():
+        try:
+            from music21 import corpus
+            tmp = cache / f".bwv66_6.{os.getpid()}.mid"
+            corpus.parse("bach/bwv66.6").write("midi", fp=str(tmp))
+            tmp.replace(base)
+        except ImportError:
+            _synthetic_chorale(base)
+    if repeat <= 1:
+        return base
+    out = cache / f"bwv66_6_x{repeat}.mid"
+    if not out.exists():
+        import mido
+        src = mido.MidiFile(str(base))
+        dst = mido.MidiFile(type=src.type, ticks_per_beat=src.ticks_per_beat)
+        for tr in src.tracks:
+            body = [m for m in tr if m.type != "end_of_track"]
+            end_gap = sum(m.time for m in tr if m.type == "end_of_track")
+            new = mido.MidiTrack()
+            for r in range(repeat):
+                for i, m in enumerate(body):
+                    new.append(m.copy(time=m.time + end_gap) if r > 0 and i == 0 else m.copy())
+            new.append(mido.MetaMessage("end_of_track", time=end_gap))
+            dst.tracks.append(new)
+        dst.save(str(out))
+    return out
+
+
+def _synthetic_chorale(path: Path) -> None:
+    import mido
+    mid = mido.MidiFile(ticks_per_beat=480)
+    chords = [(60, 64, 67, 48), (62, 65, 69, 50), (64, 67, 71, 52), (65, 69, 72, 53)] * 12
+    for voice in range(4):
+        tr = mido.MidiTrack()
+        tr.append(mido.Message("program_change", channel=voice, program=0, time=0))
+        for ch in chords:
+            tr.append(mido.Message("note_on", channel=voice, note=ch[voice], velocity=80, time=0))
+            tr.append(mido.Message("note_off", channel=voice, note=ch[voice], velocity=0,
+                                   time=480))
+        mid.tracks.append(tr)
+    mid.save(str(path))
+
+
+def _timed(cmd, env=None, timeout=600) -> tuple[float, subprocess.CompletedProcess]:
+    t = time.monotonic()
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return time.monotonic() - t, r
+
+
+def measure_render(kind: str, midi: Path, *, instrument: str = "basic", sf2: str | None = None,
+                   python: str | None = None, workdir: str | None = None,
+                   sample_rate: int = 48000) -> dict:
+    """Wall time of the whole command (what a user waits for) and the rendered audio's length;
+    ``x_realtime`` = audio seconds / wall seconds."""
+    import soundfile as sf
+    from .synths import find_sf2
+    wd = Path(workdir or tempfile.mkdtemp(prefix="rtsynth-bench-"))
+    out = wd / f"render-{kind}-{instrument if kind == 'rtsynth' else 'fs'}-{midi.stem}.wav"
+    if kind == "rtsynth":
+        cmd = [python or sys.executable, "-m", "rtsynth.cli", "render", str(midi), "-o", str(out),
+               "-i", instrument, "-r", str(sample_rate)]
+    else:
+        cmd = ["fluidsynth", "-ni", "-g", "0.5", "-r", str(sample_rate), "-F", str(out),
+               sf2 or find_sf2(), str(midi)]
+    wall, r = _timed(cmd)
+    row = {"file": midi.name, "wall_s": wall, "cmd": " ".join(cmd)}
+    if r.returncode != 0 or not out.exists():
+        row["error"] = (r.stderr or r.stdout).strip().splitlines()[-1:] or [f"exit {r.returncode}"]
+        row["error"] = row["error"][0]
+        return row
+    info = sf.info(str(out))
+    row["audio_s"] = info.frames / info.samplerate
+    row["x_realtime"] = row["audio_s"] / wall if wall > 0 else None
+    try:
+        out.unlink()
+    except OSError:
+        pass
+    return row
