@@ -1,0 +1,1 @@
+"""Training of neural instruments (``rtsynth train``): see :mod:`rtsynth.train.core`."""

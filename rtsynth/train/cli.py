@@ -1,0 +1,89 @@
+"""``rtsynth train DATA_DIR [DATA_DIR...] -o models/NAME --backbone gru|cnn|attention ...``
+
+Several data folders with ``--vae`` train one multi-instrument model with a timbre latent (the
+morph path runs through the instruments in the order given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..nn.backbones import BACKBONES
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train a neural instrument on a dataset folder",
+                              description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(p)
+    return p
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="+", help="dataset folder(s) (tools/build_dataset.py)")
+    p.add_argument("-o", "--out", required=True, help="model folder to write, e.g. models/NAME")
+    p.add_argument("--backbone", choices=BACKBONES, default="gru")
+    p.add_argument("--vae", action="store_true", help="learn a timbre latent (VAE)")
+    p.add_argument("--z-dim", type=int, default=8)
+    p.add_argument("--kl-weight", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=3000, help="spectral-loss steps")
+    p.add_argument("--gan-steps", type=int, default=0, help="adversarial fine-tuning steps after")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--crop", type=int, default=256, help="frames of each note in the loss")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-final", type=float, default=1e-4)
+    p.add_argument("--gan-lr", type=float, default=1e-4)
+    p.add_argument("--adv-weight", type=float, default=0.1)
+    p.add_argument("--fm-weight", type=float, default=1.0)
+    p.add_argument("--time-limit", type=float, default=None, help="seconds for the spectral phase")
+    p.add_argument("--gan-time-limit", type=float, default=None, help="seconds for the GAN phase")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", default=None, help="checkpoints and log.jsonl (runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--max-frames", type=int, default=None, help="cut notes (tiny CPU runs)")
+    p.add_argument("--tiny", action="store_true", help="tiny model sizes (tests, smoke runs)")
+    p.add_argument("--backbone-kw", default=None, help="JSON object of backbone sizes")
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--export-before-gan", default=None,
+                   help="also write the model as it is before the GAN phase to this folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .core import TrainConfig, train_and_export
+
+    cfg = TrainConfig(
+        data=list(args.data), out=args.out, backbone=args.backbone, vae=args.vae, z_dim=args.z_dim,
+        kl_weight=args.kl_weight, steps=args.steps, gan_steps=args.gan_steps, batch=args.batch,
+        crop=args.crop, lr=args.lr, lr_final=args.lr_final, gan_lr=args.gan_lr,
+        adv_weight=args.adv_weight, fm_weight=args.fm_weight, time_limit=args.time_limit,
+        gan_time_limit=args.gan_time_limit, device=args.device, seed=args.seed,
+        run_dir=args.run_dir, max_frames=args.max_frames, tiny=args.tiny,
+        backbone_kw=json.loads(args.backbone_kw) if args.backbone_kw else None,
+        ckpt_every=args.ckpt_every, log_every=args.log_every, resume=args.resume,
+        quiet=args.quiet, export_before_gan=args.export_before_gan)
+    if getattr(args, "command_line", None):
+        cfg.command = args.command_line
+    out = train_and_export(cfg)
+    if not args.quiet:
+        print(f"rtsynth: trained model written to {out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="rtsynth train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    configure(p)
+    import shlex
+    import sys
+    args = p.parse_args(argv)
+    args.command_line = "rtsynth train " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,427 @@
+"""The training loop: spectral phase (MR-STFT [+ KL]), optional adversarial phase, export.
+
+A run folder (``--run-dir``, default ``runs/<model name>``) holds ``log.jsonl`` (one line per
+logged step), ``ckpt.safetensors`` + ``ckpt.json`` (model, encoder, discriminator and optimizer
+state, all safetensors; the JSON holds the step counters and the optimizer hyper-parameters), so
+``--resume`` continues where a run stopped. Checkpoints are our own files in our own run folder;
+nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import spec
+from ..nn import synth
+from ..nn.io import save_model
+from ..nn.losses import MultiResolutionSTFTLoss
+from ..nn.model import (DEFAULT_BACKBONE_KW, Decoder, Discriminator, TimbreEncoder,
+                        d_hinge_loss, feature_matching_loss, g_hinge_loss, kl_divergence)
+from .dataset import TrainSet, load_train_set
+
+TINY_KW = {"gru": {"hidden": 16, "layers": 1},
+           "cnn": {"channels": 8, "kernel": 2, "dilations": [1, 2, 4]},
+           "attention": {"dim": 8, "heads": 2, "layers": 1, "window": 8, "ff_mult": 2}}
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    backbone: str = "gru"
+    vae: bool = False
+    z_dim: int = 8
+    kl_weight: float = 1e-3
+    steps: int = 3000
+    gan_steps: int = 0
+    batch: int = 16
+    crop: int = 256
+    onset_prob: float = 0.5
+    lr: float = 1e-3
+    lr_final: float = 1e-4
+    gan_lr: float = 1e-4
+    adv_weight: float = 0.1
+    fm_weight: float = 1.0
+    time_limit: float | None = None      # seconds for the spectral phase
+    gan_time_limit: float | None = None  # seconds for the GAN phase
+    device: str = "auto"
+    seed: int = 0
+    run_dir: str | None = None
+    max_frames: int | None = None
+    tiny: bool = False
+    backbone_kw: dict | None = None
+    ckpt_every: int = 250
+    log_every: int = 10
+    resume: bool = False
+    quiet: bool = False
+    export_before_gan: str | None = None  # also export the spectral-only model here
+    command: str = field(default_factory=lambda: _command_line())
+
+
+def _command_line() -> str:
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("train/cli.py", "rtsynth.train.cli")):
+        argv = ["python", "-m", "rtsynth.train.cli"] + argv[1:]
+    elif argv and argv[0].endswith("rtsynth"):
+        argv[0] = "rtsynth"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+# --- checkpoints (safetensors only) ---------------------------------------------------------------
+
+def _opt_to_flat(opt: torch.optim.Optimizer, prefix: str):
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state_keys": {}}
+    for pid, st in sd["state"].items():
+        keys = []
+        for k, v in st.items():
+            t = v if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"{prefix}.{pid}.{k}"] = t.detach().cpu().contiguous()
+            keys.append(k)
+        meta["state_keys"][str(pid)] = keys
+    return tensors, meta
+
+
+def _opt_from_flat(opt: torch.optim.Optimizer, tensors: dict, meta: dict, prefix: str, device):
+    state = {}
+    for pid, keys in meta["state_keys"].items():
+        state[int(pid)] = {k: (tensors[f"{prefix}.{pid}.{k}"].to(device) if k != "step"
+                               else tensors[f"{prefix}.{pid}.{k}"]) for k in keys}
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(run_dir: Path, modules: dict, opts: dict, info: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors, meta = {}, {}
+    for name, m in modules.items():
+        if m is not None:
+            for k, v in m.state_dict().items():
+                tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
+    for name, o in opts.items():
+        if o is not None:
+            t, m = _opt_to_flat(o, f"opt_{name}")
+            tensors.update(t)
+            meta[name] = m
+    tmp = run_dir / "ckpt.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(run_dir / "ckpt.safetensors")
+    (run_dir / "ckpt.json").write_text(json.dumps({"info": info, "optimizers": meta}, indent=1))
+
+
+def load_checkpoint(run_dir: Path, modules: dict, opts: dict, device) -> dict:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(run_dir / "ckpt.safetensors"), device="cpu")
+    js = json.loads((run_dir / "ckpt.json").read_text())
+    for name, m in modules.items():
+        if m is None:
+            continue
+        sd = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        if sd:
+            m.load_state_dict(sd)
+    for name, o in opts.items():
+        if o is not None and name in js["optimizers"]:
+            _opt_from_flat(o, tensors, js["optimizers"][name], f"opt_{name}", device)
+    return js["info"]
+
+
+# --- the loop -----------------------------------------------------------------------------------
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.device = _device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.out = Path(cfg.out)
+        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / self.out.name
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ts: TrainSet = load_train_set(cfg.data, "train", cfg.max_frames).to(self.device)
+        kw = cfg.backbone_kw or (TINY_KW if cfg.tiny else DEFAULT_BACKBONE_KW)[cfg.backbone]
+        z = cfg.z_dim if cfg.vae else 0
+        self.decoder = Decoder(cfg.backbone, kw, pre_dim=16 if cfg.tiny else 128,
+                               z_dim=z).to(self.device)
+        self.encoder = (TimbreEncoder(z, channels=16 if cfg.tiny else 128).to(self.device)
+                        if cfg.vae else None)
+        params = list(self.decoder.parameters()) + (list(self.encoder.parameters())
+                                                    if self.encoder else [])
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        self.disc = None
+        self.opt_d = None
+        self.opt_g = None
+        if cfg.gan_steps > 0:
+            self.disc = Discriminator().to(self.device)
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.9))
+            self.opt_g = torch.optim.Adam(params, lr=cfg.gan_lr, betas=(0.5, 0.9))
+        self.loss_fn = MultiResolutionSTFTLoss().to(self.device)
+        self.step = 0
+        self.gan_step = 0
+        self.elapsed = 0.0
+        self.gan_elapsed = 0.0
+        self.last: dict = {}
+        self.history: list[dict] = []
+        if cfg.resume and (self.run_dir / "ckpt.safetensors").exists():
+            info = load_checkpoint(self.run_dir, self._modules(), self._opts(), self.device)
+            self.step, self.gan_step = info["step"], info["gan_step"]
+            self.elapsed, self.gan_elapsed = info["elapsed"], info["gan_elapsed"]
+            self.last = info.get("last", {})
+            self.rng = np.random.default_rng(cfg.seed + 7919 * (self.step + self.gan_step))
+            self.log({"event": "resumed", "step": self.step, "gan_step": self.gan_step})
+
+    def _modules(self):
+        return {"decoder": self.decoder, "encoder": self.encoder, "disc": self.disc}
+
+    def _opts(self):
+        return {"main": self.opt, "d": self.opt_d, "g": self.opt_g}
+
+    def log(self, rec: dict) -> None:
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.run_dir, self._modules(), self._opts(),
+                        {"step": self.step, "gan_step": self.gan_step, "elapsed": self.elapsed,
+                         "gan_elapsed": self.gan_elapsed, "last": self.last,
+                         "config": asdict(self.cfg)})
+
+    # one batch: predicted and target audio of the crops (+ KL)
+    def batch(self):
+        cfg, ts, hop = self.cfg, self.ts, spec.HOP
+        n = len(ts)
+        idx = torch.as_tensor(self.rng.choice(n, size=cfg.batch, replace=n < cfg.batch),
+                              device=self.device)
+        t_all = ts.features.shape[1]
+        crop = min(cfg.crop, t_all)
+        nf = ts.n_frames[idx].cpu().numpy()
+        starts = np.where(self.rng.random(cfg.batch) < cfg.onset_prob, 0,
+                          self.rng.integers(0, np.maximum(np.minimum(nf, t_all) - crop // 2, 1)))
+        starts = np.minimum(starts, t_all - crop)
+        s = torch.as_tensor(starts, device=self.device)
+        feats = ts.features[idx]
+        ar = torch.arange(crop * hop, device=self.device)
+        samp = s[:, None] * hop + ar[None, :]
+        target = torch.gather(ts.audio[idx], 1, samp)
+        kl = None
+        z = None
+        if self.encoder is not None:
+            mu, logvar = self.encoder(target)
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            kl = kl_divergence(mu, logvar)
+        harm, noise, _ = self.decoder(feats, z)
+        # frames s-1 .. s+crop-1; frame -1 is the silent frame before the onset
+        fr = s[:, None] + torch.arange(-1, crop, device=self.device)[None, :] + 1
+        hp = torch.cat([harm.new_zeros(harm.shape[0], 1, harm.shape[2]), harm], 1)
+        npd = torch.cat([noise.new_zeros(noise.shape[0], 1, noise.shape[2]), noise], 1)
+        h_c = torch.gather(hp, 1, fr[:, :, None].expand(-1, -1, hp.shape[2]))
+        n_c = torch.gather(npd, 1, fr[:, :, None].expand(-1, -1, npd.shape[2]))
+        sampf = (s[:, None] - 1) * hop + torch.arange((crop + 1) * hop, device=self.device)[None]
+        f0 = torch.gather(ts.f0[idx], 1, sampf.clamp(min=0))
+        off = torch.as_tensor(self.rng.integers(0, spec.NOISE_TABLE_LEN, cfg.batch),
+                              device=self.device)
+        y = synth.synthesize(h_c, n_c, f0, off)[:, hop:]
+        return y, target, kl
+
+    def _lr(self, step, steps, elapsed, limit, lr0, lr1):
+        frac = step / max(steps, 1)
+        if limit:
+            frac = max(frac, elapsed / limit)
+        return lr0 * (lr1 / lr0) ** min(frac, 1.0)
+
+    def train(self) -> dict:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        cfg = self.cfg
+        quiet = cfg.quiet or not sys.stdout.isatty()
+        cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*cols, disable=quiet) as prog:
+            task = prog.add_task(f"{self.out.name} {cfg.backbone}", total=cfg.steps,
+                                 completed=self.step, info="")
+            t0 = time.time() - self.elapsed
+            while self.step < cfg.steps and not (cfg.time_limit and self.elapsed >= cfg.time_limit):
+                lr = self._lr(self.step, cfg.steps, self.elapsed, cfg.time_limit, cfg.lr, cfg.lr_final)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                y, target, kl = self.batch()
+                rec = self.loss_fn(y, target)
+                loss = rec + (cfg.kl_weight * kl if kl is not None else 0.0)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.opt.param_groups[0]["params"], 3.0)
+                self.opt.step()
+                self.step += 1
+                self.elapsed = time.time() - t0
+                if self.step % cfg.log_every == 0 or self.step == 1:
+                    self.last = {"phase": "spectral", "step": self.step, "loss": float(loss.detach()),
+                                 "mrstft": float(rec.detach()), "lr": lr, "elapsed": round(self.elapsed, 2)}
+                    if kl is not None:
+                        self.last["kl"] = float(kl.detach())
+                    self.log(self.last)
+                    self.history.append(self.last)
+                    info = f"mrstft {self.last['mrstft']:.3f}" + (f" kl {self.last['kl']:.2f}" if kl is not None else "")
+                    prog.update(task, completed=self.step, info=info)
+                    if quiet and not cfg.quiet and self.step % (cfg.log_every * 20) == 0:
+                        print(f"[{self.out.name}] step {self.step} {info} "
+                              f"{self.elapsed:.0f}s", flush=True)
+                if self.step % cfg.ckpt_every == 0:
+                    self.checkpoint()
+            prog.update(task, completed=self.step)
+            self.spectral_steps_done = self.step
+            if cfg.gan_steps > 0:
+                if cfg.export_before_gan and self.gan_step == 0:
+                    self.export(Path(cfg.export_before_gan))
+                self.train_gan(prog)
+        self.checkpoint()
+        return self.last
+
+    def train_gan(self, prog) -> None:
+        cfg = self.cfg
+        task = prog.add_task(f"{self.out.name} GAN", total=cfg.gan_steps, completed=self.gan_step,
+                             info="")
+        t0 = time.time() - self.gan_elapsed
+        while (self.gan_step < cfg.gan_steps
+               and not (cfg.gan_time_limit and self.gan_elapsed >= cfg.gan_time_limit)):
+            y, target, kl = self.batch()
+            # discriminator
+            d_loss = d_hinge_loss(self.disc(target), self.disc(y.detach()))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            # generator
+            real = self.disc(target)
+            fake = self.disc(y)
+            rec = self.loss_fn(y, target)
+            adv = g_hinge_loss(fake)
+            fm = feature_matching_loss(real, fake)
+            loss = rec + cfg.adv_weight * adv + cfg.fm_weight * fm
+            if kl is not None:
+                loss = loss + cfg.kl_weight * kl
+            self.opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.opt_g.param_groups[0]["params"], 3.0)
+            self.opt_g.step()
+            self.gan_step += 1
+            self.gan_elapsed = time.time() - t0
+            if self.gan_step % cfg.log_every == 0 or self.gan_step == 1:
+                self.last = {"phase": "gan", "step": self.step, "gan_step": self.gan_step,
+                             "loss": float(loss.detach()), "mrstft": float(rec.detach()),
+                             "d_loss": float(d_loss.detach()), "adv": float(adv.detach()),
+                             "fm": float(fm.detach()),
+                             "elapsed": round(self.gan_elapsed, 2)}
+                self.log(self.last)
+                self.history.append(self.last)
+                prog.update(task, completed=self.gan_step,
+                            info=f"mrstft {self.last['mrstft']:.3f} d {self.last['d_loss']:.2f}")
+            if self.gan_step % cfg.ckpt_every == 0:
+                self.checkpoint()
+
+    # --- export ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def timbre_anchors(self) -> dict:
+        """Mean latent of each instrument: the encoder over the first ``crop`` frames of its notes."""
+        self.encoder.eval()
+        ts, hop = self.ts, spec.HOP
+        n = min(self.cfg.crop, ts.features.shape[1]) * hop
+        anchors = {}
+        for i, name in enumerate(self.ts.names):
+            sel = (ts.label == i).nonzero().flatten()
+            mus = [self.encoder(ts.audio[sel[j:j + 32], :n])[0] for j in range(0, len(sel), 32)]
+            anchors[name] = [float(v) for v in torch.cat(mus).mean(0).cpu()]
+        self.encoder.train()
+        return anchors
+
+    def export(self, out: Path | None = None, extra: dict | None = None) -> Path:
+        cfg = self.cfg
+        out = Path(out) if out is not None else self.out
+        dec = self.decoder.to("cpu").eval()
+        srcs = self.ts.sources
+        if len(srcs) == 1:
+            source = dict(srcs[0])
+            program = source.get("program", -1)
+        else:
+            source = {"type": srcs[0].get("type"), "soundfont": srcs[0].get("soundfont"),
+                      "bank": srcs[0].get("bank", 0),
+                      "program": [s.get("program", -1) for s in srcs],
+                      "instruments": [{"name": n, **s} for n, s in zip(self.ts.names, srcs)]}
+            program = source["program"]
+        timbre = None
+        if self.encoder is not None:
+            self.encoder.to(self.device)
+            timbre = {"z_dim": cfg.z_dim, "anchors": self.timbre_anchors(),
+                      "path": list(self.ts.names)}
+        config = {
+            "name": out.name,
+            "description": (f"neural {cfg.backbone} instrument trained on "
+                            + ", ".join(self.ts.names)
+                            + (" (VAE timbre morph)" if timbre else "")),
+            "program": program,
+            "source": source,
+            "training": {"command": cfg.command, "data": [str(d) for d in cfg.data],
+                         "n_train_examples": len(self.ts), "steps": self.step,
+                         "gan_steps": self.gan_step, "gan": self.gan_step > 0,
+                         "spectral_loss": "rtsynth.nn.losses.MultiResolutionSTFTLoss",
+                         "seconds": round(self.elapsed + self.gan_elapsed, 1),
+                         "device": str(self.device), "final": self.last,
+                         "config": {k: v for k, v in asdict(cfg).items() if k != "command"}},
+            "metrics": {},
+        }
+        if extra:
+            config.update(extra)
+        card = model_card(config)
+        save_model(out, dec, config, card, timbre=timbre)
+        self.decoder.to(self.device)
+        return out
+
+
+def model_card(config: dict) -> str:
+    tr = config["training"]
+    src = config.get("source", {})
+    lines = [f"# {config['name']}", "", config.get("description", ""), "",
+             "## Data", ""]
+    if "instruments" in src:
+        for s in src["instruments"]:
+            lines.append(f"- {s.get('name')}: {s.get('soundfont')} bank {s.get('bank', 0)} "
+                         f"GM program {s.get('program')} rendered with {s.get('renderer', '?')}")
+    else:
+        lines.append(f"- {src.get('name', '?')}: {src.get('soundfont', src.get('type', '?'))} bank "
+                     f"{src.get('bank', 0)} GM program {src.get('program')} rendered with "
+                     f"{src.get('renderer', '?')}")
+    lines += [f"- training examples: {tr['n_train_examples']} (held-out pitches and velocities "
+              "kept for evaluation)", "",
+              "## Training", "", "```", tr["command"], "```", "",
+              f"backbone `{config['architecture']['backbone'] if 'architecture' in config else tr['config']['backbone']}`, "
+              f"{tr['steps']} spectral steps" + (f" + {tr['gan_steps']} GAN steps" if tr["gan"] else "")
+              + f", {tr['seconds']} s on {tr['device']}; final: "
+              + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in tr["final"].items()), "",
+              "## Held-out metrics", ""]
+    m = config.get("metrics") or {}
+    if m:
+        for k, v in m.items():
+            lines.append(f"- {k}: {v}")
+    else:
+        lines.append("(not measured yet: `python tools/evaluate.py " + config["name"] + "`)")
+    return "\n".join(lines) + "\n"
+
+
+def train_and_export(cfg: TrainConfig) -> Path:
+    tr = Trainer(cfg)
+    tr.train()
+    return tr.export()
