@@ -130,13 +130,12 @@ class Engine:
         self.pan_l = np.zeros(16, np.float32)
         self.pan_r = np.zeros(16, np.float32)
         self._update_pan()
-        self.chan_pitch = np.zeros((16, self.block), np.float64)
         self.chan_gain = np.zeros((16, self.block), np.float64)
         self._bend_arr = np.zeros((16, self.block))
         self._vib_arr = np.zeros((16, self.block))
         self._gain_state = self._target_gain().astype(np.float64)
         self._gain_coef = 1.0 - math.exp(-1.0 / (0.005 * self.sr))
-        self.lfo_phase = 0.0
+        self.lfo_w = 2 * math.pi * VIBRATO_HZ / self.sr
         # buffers
         self.scratch = np.zeros(self.block, np.float64)
         self.out = np.zeros((self.block, 2), np.float32)
@@ -195,8 +194,8 @@ class Engine:
                       self.note, self.vpos, self.theta, self.inc, self.zr, self.zi, self.rr,
                       self.ri, self.prev_h, self.cur_h, self.prev_g, self.cur_g, self.new_h,
                       self.new_g, self.n_new, self.frozen, self.noise_off, self.tables,
-                      self.kill_start, self.kill_pos, self.kill_len, self.chan_pitch,
-                      self.chan_gain, self.pan_l, self.pan_r, self.scratch, out, self.bad)
+                      self.kill_start, self.kill_pos, self.kill_len, self._bend_arr,
+                      self._vib_arr, self.lfo_w, self.chan_gain, self.pan_l, self.pan_r, self.scratch, out, self.bad)
         if self.bad.any():
             bad = np.flatnonzero(self.bad)
             self.stats["nan_voices"] += len(bad)
@@ -206,7 +205,6 @@ class Engine:
             self.master.process(out, self.gain)
         else:
             safety_clip(out, self.gain, self.master.counters)
-        self.lfo_phase = (self.lfo_phase + 2 * math.pi * VIBRATO_HZ * n / self.sr) % (2 * math.pi)
         self.time = end
         return out
 
@@ -234,9 +232,6 @@ class Engine:
         self.chan_gain[:, :n] = self._target_gain()[:, None]
 
     def _finish_channel_arrays(self, n: int) -> None:
-        t = np.arange(n)
-        lfo = np.sin(self.lfo_phase + 2 * math.pi * VIBRATO_HZ * t / self.sr)
-        self.chan_pitch[:, :n] = self._bend_arr[:, :n] + self._vib_arr[:, :n] * lfo[None, :]
         _smooth_rows(self.chan_gain, self._gain_state, self._gain_coef, n)
 
     # ----------------------------------------------------------------- events
@@ -367,7 +362,9 @@ class Engine:
         self.frozen[s] = 0
         self.kill_start[s] = -1
         self.kill_pos[s] = 0
-        self.noise_off[s] = (self._counter * 7919) % self.tables.shape[0]
+        # noise phase from the key, not from history: the same events give the same samples
+        # whatever was played before (live == offline render)
+        self.noise_off[s] = ((note * 128 + vel) * 16 + ch) * 7919 % self.tables.shape[0]
         self.velocity[s] = vel
         self.key_down[s] = True
         self.sustained[s] = False
@@ -452,7 +449,11 @@ class Engine:
             nf = first[sel] + r * H                      # voice sample of the frame start
             toff = self.start_off[vs] + (nf - n0[sel])   # its block offset
             f = feat[:m]
-            f[:, 0] = (self.note[vs] + self.chan_pitch[self.chan[vs], toff] - 60.0) / 24.0
+            ch = self.chan[vs]
+            # pitch at the frame start, as the oscillator computes it at that sample
+            pitch = (self.note[vs] + self._bend_arr[ch, toff]
+                     + self._vib_arr[ch, toff] * np.sin(self.lfo_w * nf))
+            f[:, 0] = (pitch - 60.0) / 24.0
             f[:, 1] = self.velocity[vs] / 127.0
             rel_at = self.released_at[vs]
             released = rel_at <= nf
@@ -514,7 +515,6 @@ class Engine:
         self._update_pan()
         self._gain_state[:] = self._target_gain()
         self.master.reset()
-        self.lfo_phase = 0.0
         for k in self.stats:
             self.stats[k] = 0
 

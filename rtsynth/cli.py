@@ -1,0 +1,320 @@
+"""The ``rtsynth`` command: play, render, devices, train, bench.
+
+Options follow FluidSynth's where they mean the same thing: ``-r`` sample rate, ``-z`` block
+size, ``-g`` gain, ``-i`` instrument, ``-j`` connect to the system playback ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_DEVICE = 3
+
+
+class UserError(Exception):
+    """Printed as one line on stderr, exit code 1."""
+
+
+def _err(msg: str) -> None:
+    print(f"rtsynth: error: {msg}", file=sys.stderr)
+
+
+def _realtime_setup() -> None:
+    # A busy Python thread with the default 5 ms switch interval starves the audio callback.
+    sys.setswitchinterval(0.0005)
+
+
+def _make_engine(args, block: int):
+    import torch
+
+    from .engine import Engine
+    from .instruments import load_instrument
+
+    torch.set_num_threads(1)
+    inst = load_instrument(args.instrument)
+    if args.sample_rate and args.sample_rate != inst.sample_rate:
+        raise UserError(f"instrument {inst.name!r} is trained at {inst.sample_rate} Hz; "
+                        f"-r {args.sample_rate} is not supported for it")
+    return Engine(inst, sample_rate=inst.sample_rate, block=block, n_slots=args.polyphony,
+                  gain=args.gain, reverb=args.reverb, timbre_cc=args.timbre_cc)
+
+
+# --------------------------------------------------------------------------- play
+def cmd_play(args) -> int:
+    from .live import drivers
+    from .live.player import Player
+
+    _realtime_setup()
+    t_start = time.perf_counter()
+    driver_name = args.driver
+    if driver_name == "auto":
+        driver_name = "jack" if drivers.jack_running() else "portaudio"
+    if driver_name == "portaudio":
+        # fail fast, before loading models, when there is no device at all
+        drivers.find_output_device(args.audio_device)
+    block = args.block
+    if driver_name == "jack" and block is None:
+        import jack
+        drivers._quiet_jack()
+        try:
+            probe = jack.Client("rtsynth-probe", no_start_server=True)
+            block = probe.blocksize
+            probe.close()
+        except jack.JackOpenError:
+            raise drivers.NoAudioDevice(drivers.NO_DEVICE_HINT) from None
+    block = block or 128
+    engine = _make_engine(args, block)
+    engine.warmup()
+    player = Player(engine, ahead=args.ahead,
+                    host_margin=0 if driver_name == "jack" else block)
+    player.prefill()
+    midi_inputs = None
+    if driver_name == "jack":
+        driver = drivers.JackDriver(player, connect_outputs=args.jack_connect,
+                                    midi_ports=args.midi_port if args.midi_api in (None, "jack")
+                                    else None,
+                                    hw_midi=not args.no_hw_midi and args.midi_api in (None, "jack"))
+        if args.midi_api not in (None, "jack"):
+            midi_inputs = drivers.RtMidiInputs(player, args.midi_api, args.midi_port,
+                                               virtual=False)
+    else:
+        driver = drivers.PortAudioDriver(player, args.audio_device)
+        ports = args.midi_port
+        midi_inputs = drivers.RtMidiInputs(player, args.midi_api,
+                                           ports if ports else ([] if args.no_hw_midi else None))
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    player.start()
+    made = driver.start()
+    sr = engine.sr
+    lat = player.latency_frames
+    dev_lat = driver.output_latency_frames
+    inst = engine.inst
+    print(f"rtsynth: playing {inst.name!r} ({inst.description}) at {sr} Hz, block {block}, "
+          f"{engine.n_slots} voices", flush=True)
+    print(f"rtsynth: {driver.describe()}", flush=True)
+    for m in made:
+        print(f"rtsynth: connected {m}", flush=True)
+    if midi_inputs is not None:
+        for n in midi_inputs.names:
+            print(f"rtsynth: MIDI input {n}", flush=True)
+    print(f"rtsynth: latency MIDI->audio {lat} frames ({lat / sr * 1e3:.2f} ms) + device output "
+          f"{dev_lat} frames ({dev_lat / sr * 1e3:.2f} ms); start-up "
+          f"{time.perf_counter() - t_start:.2f} s. Ctrl-C stops.", flush=True)
+    t_end = time.monotonic() + args.duration if args.duration else None
+    try:
+        while not stop["flag"] and player.error is None:
+            if t_end is not None and time.monotonic() >= t_end:
+                break
+            time.sleep(0.02)
+    finally:
+        player.fade_out()
+        player.stop()
+        if midi_inputs is not None:
+            midi_inputs.close()
+        driver.close()
+    if player.error is not None:
+        raise UserError(f"the generator stopped: {player.error!r}")
+    st = player.stats()
+    print(f"rtsynth: underruns {st['underruns']} in {st['callbacks']} callbacks, server xruns "
+          f"{st['xruns']}, generator per block median {st['gen_ms_median']:.3f} ms, p99 "
+          f"{st['gen_ms_p99']:.3f} ms, max {st['gen_ms_max']:.3f} ms", flush=True)
+    if args.stats_json:
+        Path(args.stats_json).write_text(json.dumps(st))
+    return 0
+
+
+# ------------------------------------------------------------------------- render
+def cmd_render(args) -> int:
+    from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn)
+
+    from .render import demo_events, read_midi_events, realtime_factor, render_events, write_audio
+
+    out = Path(args.output)
+    from .render import SOUND_FORMATS
+    if out.suffix.lower() not in SOUND_FORMATS:
+        raise UserError(f"cannot write {out.name}: the output must end in one of "
+                        + ", ".join(SOUND_FORMATS))
+    if args.demo:
+        events = demo_events()
+    elif args.midi is None:
+        raise UserError("give a MIDI file to render, or --demo")
+    else:
+        events = read_midi_events(args.midi)
+    engine = _make_engine(args, args.block or 512)
+    t0 = time.perf_counter()
+    quiet = args.quiet or not sys.stderr.isatty()
+    with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), disable=quiet, transient=True) as prog:
+        task = prog.add_task("render", total=1)
+
+        def progress(done, total):
+            prog.update(task, completed=done, total=total)
+
+        audio = render_events(engine, events, tail=args.tail, progress=progress)
+    took = time.perf_counter() - t0
+    write_audio(out, audio, engine.sr)
+    rtf = realtime_factor(len(audio), engine.sr, took)
+    print(f"rtsynth: wrote {out} ({len(audio) / engine.sr:.2f} s, {engine.inst.name}) in "
+          f"{took:.2f} s: {rtf:.1f}x real time; peak {20 * _log10(abs(audio).max()):.1f} dBFS")
+    return 0
+
+
+def _log10(x: float) -> float:
+    import math
+    return math.log10(max(x, 1e-12))
+
+
+# ------------------------------------------------------------------------ devices
+def cmd_devices(args) -> int:
+    from .live import drivers
+
+    print("Audio output devices (use --audio-device NAME or INDEX):")
+    try:
+        import sounddevice as sd
+        apis = sd.query_hostapis()
+        devs = sd.query_devices()
+        any_out = False
+        for ai, api in enumerate(apis):
+            outs = [(i, d) for i, d in enumerate(devs)
+                    if d["hostapi"] == ai and d["max_output_channels"] > 0]
+            if not outs:
+                continue
+            print(f"  {api['name']}:")
+            for i, d in outs:
+                star = "*" if i == sd.default.device[1] else " "
+                print(f"   {star}{i:3d}  {d['name']}  ({d['max_output_channels']} out, "
+                      f"{d['default_samplerate']:.0f} Hz)")
+                any_out = True
+        if not any_out:
+            print("  none (no sound card; start JACK, e.g. `jackd -d dummy -r 48000 -p 128 &`)")
+    except Exception as e:  # PortAudio missing or broken
+        print(f"  unavailable: {e}")
+    jr = drivers.jack_running()
+    print(f"JACK server: {'running' if jr else 'not running'}"
+          + (f" ({drivers.env_server_name()})" if drivers.env_server_name() else ""))
+    print("MIDI input ports (use --midi-api API --midi-port NAME):")
+    import rtmidi
+    for api in rtmidi.get_compiled_api():
+        api_name = rtmidi.get_api_name(api)
+        label = next((k for k, v in drivers.RTMIDI_APIS.items()
+                      if getattr(rtmidi, v, None) == api), api_name)
+        if label == "jack" and not jr:
+            print(f"  {label}: server not running")
+            continue
+        try:
+            m = rtmidi.MidiIn(api, name="rtsynth-devices")
+            ports = m.get_ports()
+            m.delete()
+        except Exception as e:
+            print(f"  {label}: unavailable ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
+            continue
+        print(f"  {label}: " + (", ".join(ports) if ports else "no ports"))
+    from .instruments import available_instruments, default_instrument
+    print("Instruments (use -i NAME): " + ", ".join(available_instruments())
+          + f"  [default: {default_instrument()}]")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--instrument", default=None,
+                   help="instrument: 'basic', a folder name in models/, or a model folder path")
+    p.add_argument("-r", "--sample-rate", type=int, default=None,
+                   help="sample rate (the instrument's; 48000 for the shipped ones)")
+    p.add_argument("-z", "--block", type=int, default=None,
+                   help="audio block size in frames (default: JACK's period, else 128; "
+                        "render: 512)")
+    p.add_argument("-g", "--gain", type=float, default=0.5, help="master gain (default 0.5)")
+    p.add_argument("--polyphony", type=int, default=32, help="voice slots (default 32)")
+    p.add_argument("--reverb", type=float, default=0.12, help="reverb send, 0 = dry")
+    p.add_argument("--timbre-cc", type=int, default=None,
+                   help="CC that moves a morphing instrument's timbre (default: mod wheel, 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rtsynth", description=__doc__.splitlines()[0])
+    from . import __version__
+    ap.add_argument("--version", action="version", version=f"rtsynth {__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("play", help="play live from MIDI inputs")
+    _add_engine_options(p)
+    p.add_argument("--driver", choices=["auto", "jack", "portaudio"], default="auto",
+                   help="audio back end (auto: JACK when a server runs, else PortAudio)")
+    p.add_argument("-a", "--audio-device", default=None,
+                   help="audio output device: name substring (case-insensitive) or index")
+    p.add_argument("-m", "--midi-api", default=None,
+                   help="MIDI API for hardware inputs: " + ", ".join(
+                       __import__("rtsynth.live.drivers", fromlist=["x"]).RTMIDI_APIS))
+    p.add_argument("--midi-port", action="append", default=None,
+                   help="MIDI input port to open (substring; repeatable; default: all)")
+    p.add_argument("--no-hw-midi", action="store_true",
+                   help="open only the virtual MIDI input port")
+    p.add_argument("-j", "--jack-connect", action="store_true",
+                   help="connect the outputs to the system playback ports (JACK)")
+    p.add_argument("--ahead", type=int, default=1,
+                   help="blocks rendered ahead of the device (latency = (1+ahead) blocks)")
+    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    p.add_argument("--stats-json", default=None, help="write run statistics to this file")
+    p.set_defaults(func=cmd_play)
+
+    p = sub.add_parser("render", help="render a MIDI file to WAV/FLAC")
+    p.add_argument("midi", nargs="?", help="MIDI file (all tracks and channels)")
+    p.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .ogg)")
+    p.add_argument("--demo", action="store_true", help="render the built-in demo phrase")
+    p.add_argument("--tail", type=float, default=3.0, help="max seconds after the last event")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("devices", help="list audio devices, MIDI ports and instruments")
+    p.set_defaults(func=cmd_devices)
+
+    for modname in ("rtsynth.train.cli", "rtsynth.bench.cli"):
+        try:
+            mod = __import__(modname, fromlist=["add_parser"])
+        except ImportError:
+            continue
+        mod.add_parser(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return EXIT_USAGE
+    from .instruments import InstrumentError
+    from .live.drivers import DeviceError, NoAudioDevice
+    from .midi.messages import MidiError
+    try:
+        return int(args.func(args) or 0)
+    except NoAudioDevice as e:
+        _err(str(e))
+        return EXIT_NO_DEVICE
+    except (UserError, InstrumentError, DeviceError, MidiError, ValueError, OSError) as e:
+        if os.environ.get("RTSYNTH_DEBUG"):
+            raise
+        _err(str(e))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Live playing: a generator thread renders ahead into a ring; the audio callback copies from it.
+
+Real-time rules (DESIGN.md), as they apply here:
+
+- The audio callback (:meth:`Player.pull`) copies from the preallocated ring and does nothing
+  else: no allocation of buffers, no locks, no logging, no torch, no MIDI parsing. It counts
+  underruns in plain integers and wakes the generator through a non-blocking pipe write.
+- MIDI that arrives with the audio (JACK) is stamped in the callback with its exact frame and
+  handed over through a deque; the generator parses it. MIDI from other APIs is stamped with
+  the host clock and mapped onto the stream's frames through the last callback's time.
+- The generator keeps ``(1 + ahead)`` blocks rendered beyond what the device has taken. An event
+  received at frame ``F`` is scheduled at ``F + latency``, ``latency = (1 + ahead) * block``:
+  constant latency, no jitter.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import threading
+import time
+from collections import deque
+
+import numpy as np
+
+from ..engine import Engine
+
+
+class Player:
+    """Owns the ring, the generator thread and the counters of one live stream."""
+
+    def __init__(self, engine: Engine, ahead: int = 1, host_margin: int = 0,
+                 stats_capacity: int = 1 << 20):
+        self.engine = engine
+        self.block = engine.block
+        self.ahead = int(ahead)
+        self.fill_target = (1 + self.ahead) * self.block
+        #: events from host-clock sources get this many frames more, for the clock's uncertainty
+        self.host_margin = int(host_margin)
+        self.latency_frames = self.fill_target
+        cap = 1
+        while cap < self.fill_target + 4 * self.block:
+            cap <<= 1
+        self.cap = cap
+        self.ring = np.zeros((2, cap), np.float32)
+        self.w = 0                 # frames written (engine time of the next block to render)
+        self.r = 0                 # frames taken by the device
+        self.underruns = 0         # callbacks that found too little audio
+        self.underrun_frames = 0
+        self.callbacks = 0
+        self.xruns = 0             # reported by the audio server (JACK)
+        self.clock_base: int | None = None
+        self.skipped_frames = 0    # frames the server skipped (xruns), skipped in the ring too
+        self.midi_in: deque = deque()        # (engine sample, bytes) from any thread
+        self.last_cb_time = 0.0    # host clock at the last callback
+        self.last_cb_frame = 0     # its first frame, in engine time
+        self.gen_ms = np.zeros(stats_capacity, np.float32)
+        self.blocks = 0
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._wfd, False)
+        os.set_blocking(self._rfd, False)
+        self._stop = False
+        self._fade_at: int | None = None     # engine time where the final fade starts
+        self._fade_len = int(0.08 * engine.sr)
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    # ----------------------------------------------------------- audio thread
+    def pull(self, left: np.ndarray, right: np.ndarray, frames: int, clock: int | None = None
+             ) -> None:
+        """Copy ``frames`` frames into the two output buffers. Audio callback only.
+
+        ``clock``: the server's frame counter at this cycle's first frame (JACK), which locks the
+        stream's frames to the server's: after a cycle the server skipped (an xrun), the frames
+        it skipped are skipped in the ring too, so latency stays what it was.
+        """
+        r = self.r
+        if clock is not None:
+            if self.clock_base is None:
+                self.clock_base = clock - r
+            else:
+                expected = (clock - self.clock_base) & 0xFFFFFFFF
+                if expected > r and expected - r < (1 << 30):
+                    self.skipped_frames += expected - r
+                    r = expected
+                    self.r = r
+        self.last_cb_frame = r
+        self.last_cb_time = time.perf_counter()
+        self.callbacks += 1
+        if self.w - r >= frames:
+            i = r & (self.cap - 1)
+            j = i + frames
+            if j <= self.cap:
+                left[:] = self.ring[0, i:j]
+                right[:] = self.ring[1, i:j]
+            else:
+                k = self.cap - i
+                left[:k] = self.ring[0, i:]
+                left[k:] = self.ring[0, : frames - k]
+                right[:k] = self.ring[1, i:]
+                right[k:] = self.ring[1, : frames - k]
+            self.r = r + frames
+        else:
+            left.fill(0.0)
+            right.fill(0.0)
+            self.underruns += 1
+            self.underrun_frames += frames
+        try:
+            os.write(self._wfd, b"\0")
+        except (BlockingIOError, OSError):
+            pass
+
+    def midi_at_frame(self, offset: int, data) -> None:
+        """A MIDI message at ``offset`` frames into the current callback. Audio callback only."""
+        self.midi_in.append((self.last_cb_frame + offset + self.latency_frames, bytes(data)))
+
+    def midi_now(self, data) -> None:
+        """A MIDI message that arrived just now (host clock): from rtmidi or the keyboard."""
+        dt = time.perf_counter() - self.last_cb_time
+        frame = self.last_cb_frame + int(dt * self.engine.sr)
+        self.midi_in.append((frame + self.latency_frames + self.host_margin, bytes(data)))
+
+    # ------------------------------------------------------- generator thread
+    def prefill(self) -> None:
+        self._render_until(self.fill_target)
+
+    def _render_until(self, target_w: int) -> None:
+        eng = self.engine
+        q = self.midi_in
+        while self.w < target_w:
+            while q:
+                when, data = q.popleft()
+                eng.push(when, data)
+            t = time.perf_counter()
+            out = eng.render()
+            if self._fade_at is not None:
+                self._apply_fade(out)
+            i = self.w & (self.cap - 1)
+            j = i + self.block
+            if j <= self.cap:
+                self.ring[0, i:j] = out[:, 0]
+                self.ring[1, i:j] = out[:, 1]
+            else:
+                k = self.cap - i
+                self.ring[0, i:] = out[:k, 0]
+                self.ring[0, : self.block - k] = out[k:, 0]
+                self.ring[1, i:] = out[:k, 1]
+                self.ring[1, : self.block - k] = out[k:, 1]
+            self.gen_ms[self.blocks % len(self.gen_ms)] = (time.perf_counter() - t) * 1e3
+            self.blocks += 1
+            self.w += self.block
+
+    def _apply_fade(self, out: np.ndarray) -> None:
+        start = self.w - self._fade_at
+        g = 1.0 - (np.arange(start, start + len(out)) / self._fade_len)
+        np.clip(g, 0.0, 1.0, out=g)
+        out *= g[:, None].astype(np.float32)
+
+    def _run(self) -> None:
+        if sys.platform.startswith("linux"):
+            try:   # a little priority over other user threads; no privileges needed for this
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -5)
+            except OSError:
+                pass
+        try:
+            while not self._stop:
+                self._render_until(self.r + self.fill_target)
+                ready, _, _ = select.select([self._rfd], [], [], 0.002)
+                if ready:
+                    try:
+                        os.read(self._rfd, 4096)
+                    except BlockingIOError:
+                        pass
+        except BaseException as e:      # reported by the main thread
+            self.error = e
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rtsynth-generator", daemon=True)
+        self._thread.start()
+
+    def fade_out(self, voices_seconds: float = 0.05, timeout: float = 1.0) -> None:
+        """Fade every voice and then the whole output to silence; return once it has played."""
+        self.midi_in.extend((self.w, bytes((0xB0 | ch, 120, 0))) for ch in range(16))
+        self._fade_at = self.w + int(voices_seconds * self.engine.sr)
+        end = self._fade_at + self._fade_len + self.fill_target
+        t0 = time.monotonic()
+        while self.r < end and time.monotonic() - t0 < timeout and self.error is None:
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        for fd in (self._rfd, self._wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def stats(self) -> dict:
+        n = min(self.blocks, len(self.gen_ms))
+        g = self.gen_ms[:n]
+        return {
+            "underruns": int(self.underruns),
+            "underrun_frames": int(self.underrun_frames),
+            "callbacks": int(self.callbacks),
+            "xruns": int(self.xruns),
+            "skipped_frames": int(self.skipped_frames),
+            "blocks": int(self.blocks),
+            "block": int(self.block),
+            "sample_rate": int(self.engine.sr),
+            "latency_frames": int(self.latency_frames),
+            "gen_ms_median": float(np.median(g)) if n else 0.0,
+            "gen_ms_p99": float(np.percentile(g, 99)) if n else 0.0,
+            "gen_ms_max": float(np.max(g)) if n else 0.0,
+            "gen_ms": [round(float(x), 4) for x in g],
+            "engine": dict(self.engine.stats),
+        }
