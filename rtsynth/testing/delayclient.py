@@ -12,6 +12,8 @@ line (``delayclient: playing``); ``--stats-json`` written at exit with ``underru
 ``--zero-every K``   output silence in every K-th cycle while a note sounds (counted as underruns)
 ``--stall-every K --stall-ms M``  sleep M ms inside every K-th process callback after the first
                      note-on: the server reports ``client = NAME was not finished`` (an xrun)
+``--max-voices K``   output silence in every cycle where more than K voices sound (a synth whose
+                     capacity is exactly K)
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("--zero-every", type=int, default=0)
     ap.add_argument("--stall-every", type=int, default=0)
     ap.add_argument("--stall-ms", type=float, default=0.0)
+    ap.add_argument("--max-voices", type=int, default=0,
+                    help="output silence (an underrun) in every cycle with more voices sounding")
     ap.add_argument("--stats-json", default=None)
     ap.add_argument("--connect", nargs="*", default=[], help="SRC:DST pairs to connect")
     args = ap.parse_args(argv)
@@ -117,7 +121,9 @@ def main(argv=None) -> int:
         sounding = bool(voices) or bool(np.any(out[:frames]))
         if sounding:
             st["sounding_blocks"] += 1
-            if args.zero_every and st["sounding_blocks"] % args.zero_every == 0:
+            n_on = sum(1 for v in voices if v[0] < end)
+            if ((args.zero_every and st["sounding_blocks"] % args.zero_every == 0)
+                    or (args.max_voices and n_on > args.max_voices)):
                 out[:frames] = 0.0
                 st["underruns"] += 1
         for p in outs:

@@ -1,0 +1,300 @@
+"""``rtsynth bench``: every row for every synth, in one run, on one JACK server per block size."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtsynth.jackserver import JackServer, default_server_name, server_running
+from rtsynth.testing.jackrig import JackRig
+
+from . import measure as M
+from .synths import LiveSynth, SynthSpec, find_sf2, fluidsynth_spec, rtsynth_spec
+
+MAIN_BLOCK = 128
+
+
+@dataclass
+class BenchConfig:
+    quick: bool = False
+    instruments: list[str] = field(default_factory=lambda: ["basic"])
+    peer: bool = True
+    blocks: list[int] | None = None          # default: [64, 128, 256], quick: [128]
+    notes: int | None = None                 # latency notes per block (>= 200 in full)
+    load_seconds: float | None = None        # default 60, quick 5
+    load_voices: int = 32
+    capacity_steps: list[int] | None = None
+    capacity_seconds: float | None = None
+    capacity_retry: bool | None = None       # confirm a failing step once (full mode)
+    render: bool = True
+    render_repeat: int | None = None         # a longer file too (full: the chorale x8)
+    rows: tuple[str, ...] = ("startup", "latency", "load", "capacity", "render")
+    private_server: bool = False             # always start our own, even if one runs
+    python: str = sys.executable
+    rtsynth_args: list[str] = field(default_factory=list)
+    synths: list[SynthSpec] | None = None    # instead of rtsynth instruments + FluidSynth
+    workdir: str | None = None
+    sample_rate: int = 48000
+    log: object = None                       # callable(str) for progress lines
+
+    def resolve(self) -> "BenchConfig":
+        q = self.quick
+        self.blocks = self.blocks or ([MAIN_BLOCK] if q else [64, 128, 256])
+        self.notes = self.notes or (60 if q else 200)
+        self.load_seconds = self.load_seconds or (5.0 if q else 60.0)
+        self.capacity_steps = self.capacity_steps or (
+            [16, 32, 64] if q else [8, 16, 24, 32, 48, 64, 96, 128, 192, 256])
+        self.capacity_seconds = self.capacity_seconds or (2.0 if q else 5.0)
+        if self.capacity_retry is None:
+            self.capacity_retry = not q
+        if self.render_repeat is None:
+            self.render_repeat = 1 if q else 8
+        return self
+
+
+def default_synths(cfg: BenchConfig) -> list[SynthSpec]:
+    out = []
+    for inst in cfg.instruments:
+        out.append(rtsynth_spec(inst, python=cfg.python,
+                                extra=["--no-hw-midi", *cfg.rtsynth_args],
+                                voices_args=["--polyphony", "{voices}"]))
+    if cfg.peer:
+        try:
+            out.append(fluidsynth_spec())
+        except FileNotFoundError as e:
+            if cfg.log:
+                cfg.log(f"peer skipped: {e}")
+    return out
+
+
+def _dry_args(spec: SynthSpec) -> list[str]:
+    """Arguments that turn reverb off, for latency (a tail would hide the next onset)."""
+    return {"rtsynth": ["--reverb", "0"], "fluidsynth": ["-R", "0", "-C", "0"]}.get(spec.kind, [])
+
+
+def _with_args(spec: SynthSpec, extra: list[str]) -> SynthSpec:
+    import dataclasses
+    if not extra:
+        return spec
+    cmd = list(spec.cmd)
+    cmd = cmd[:-1] + extra + cmd[-1:] if spec.kind == "fluidsynth" else cmd + extra
+    return dataclasses.replace(spec, cmd=cmd)
+
+
+def _err_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    tail = [l for l in s if l.strip()][-3:]
+    return f"{type(e).__name__}: " + (" | ".join(tail) if tail else "")
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    cfg.resolve()
+    log = cfg.log or (lambda s: None)
+    specs = cfg.synths if cfg.synths is not None else default_synths(cfg)
+    res = {"meta": {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "cpu": _cpu_name(), "python": platform.python_version(), "quick": cfg.quick,
+        "blocks": cfg.blocks, "sample_rate": cfg.sample_rate,
+        "argv": sys.argv[1:]},
+        "synths": {s.label: {"kind": s.kind, "latency": {}, "errors": []} for s in specs}}
+    t_all = time.monotonic()
+
+    use_running = (not cfg.private_server) and server_running()
+    if use_running:
+        res["meta"]["server"] = f"running server {default_server_name()!r}"
+        log(f"using the running JACK server {default_server_name()!r}")
+        _run_on_server(cfg, specs, res, server=None, env=dict(os.environ), log=log,
+                       servername=None, blocks=None)
+    else:
+        res["meta"]["server"] = "private jackd -d dummy per block size"
+        for block in cfg.blocks:
+            log(f"jackd -d dummy -r {cfg.sample_rate} -p {block}")
+            srv = JackServer(rate=cfg.sample_rate, period=block)
+            try:
+                srv.start()
+                _run_on_server(cfg, specs, res, server=srv, env=srv.env, log=log,
+                               servername=srv.name, blocks=[block])
+            finally:
+                srv.cleanup()
+
+    if cfg.render and "render" in cfg.rows:
+        files = [M.chorale_midi()]
+        if cfg.render_repeat and cfg.render_repeat > 1:
+            files.append(M.chorale_midi(repeat=cfg.render_repeat))
+        for s in specs:
+            if s.kind not in ("rtsynth", "fluidsynth"):
+                continue
+            rows = []
+            for f in files:
+                log(f"render {f.name}: {s.label}")
+                try:
+                    inst = s.cmd[s.cmd.index("-i") + 1] if s.kind == "rtsynth" else "fs"
+                    rows.append(M.measure_render(s.kind, f, instrument=inst, python=cfg.python,
+                                                 workdir=cfg.workdir,
+                                                 sample_rate=cfg.sample_rate))
+                except Exception as e:  # noqa: BLE001 - a row fails, the bench goes on
+                    rows.append({"file": f.name, "error": _err_line(e)})
+            res["synths"][s.label]["render"] = rows
+    res["meta"]["bench_s"] = time.monotonic() - t_all
+    res["ratios"] = ratios(res)
+    return res
+
+
+def _run_on_server(cfg, specs, res, server, env, log, servername, blocks):
+    with JackRig(n_inputs=2, servername=servername, name=f"bench{os.getpid()}",
+                 max_seconds=max(90.0, cfg.load_seconds + 5,
+                                 (cfg.notes + 4) * 0.1 + 5)) as rig:
+        block = rig.blocksize
+        if blocks is None:
+            res["meta"]["blocks"] = [block]
+        main = block == MAIN_BLOCK or (blocks is None) or len(cfg.blocks) == 1
+        for spec in specs:
+            r = res["synths"][spec.label]
+            # start-up + latency, in one process, dry
+            if "latency" in cfg.rows or "startup" in cfg.rows:
+                dry = _with_args(spec, _dry_args(spec))
+                live = LiveSynth(dry, env, rig, block, workdir=cfg.workdir)
+                try:
+                    log(f"[{block}] start-up: {spec.label}")
+                    st = M.measure_startup(live, timeout=120.0)
+                    if main or "startup" not in r:
+                        r["startup"] = dict(st, block=block)
+                    if "latency" in cfg.rows:
+                        log(f"[{block}] latency, {cfg.notes} notes: {spec.label}")
+                        spacing = max(4800, 12 * block)
+                        r["latency"][str(block)] = M.measure_latency(
+                            live, n_notes=cfg.notes, spacing=spacing,
+                            length=min(1920, spacing // 2))
+                except Exception as e:  # noqa: BLE001
+                    r["errors"].append(f"[{block}] start-up/latency: {_err_line(e)}")
+                    log(f"  failed: {_err_line(e)}")
+                finally:
+                    live.stop()
+                    if live.stats:
+                        r.setdefault("play_stats", {})[str(block)] = _brief_stats(live.stats)
+            if not main:
+                continue
+            if "load" in cfg.rows:
+                log(f"[{block}] dropouts: {cfg.load_voices} voices for {cfg.load_seconds:g} s, "
+                    f"bend + CC: {spec.label}")
+                try:
+                    r["load"] = _held_run(spec, env, rig, block, server, cfg.load_voices,
+                                          cfg.load_seconds, cfg.workdir)
+                except Exception as e:  # noqa: BLE001
+                    r["errors"].append(f"load: {_err_line(e)}")
+                    log(f"  failed: {_err_line(e)}")
+            if "capacity" in cfg.rows:
+                r["capacity"] = _capacity(cfg, spec, env, rig, block, server, log, r)
+
+
+def _held_run(spec, env, rig, block, server, k, seconds, workdir) -> dict:
+    live = LiveSynth(spec, env, rig, block, voices=max(k, 32), workdir=workdir)
+    with live:
+        row = M.measure_held(live, server, k, seconds)
+    return M.finish_held(row, live.stats)
+
+
+def _capacity(cfg, spec, env, rig, block, server, log, r) -> dict:
+    steps, best, failed_at = [], 0, None
+    for k in cfg.capacity_steps:
+        tries = 2 if cfg.capacity_retry else 1
+        row = None
+        for attempt in range(tries):
+            log(f"[{block}] capacity {k} voices{' (again)' if attempt else ''}: {spec.label}")
+            try:
+                row = _held_run(spec, env, rig, block, server, k, cfg.capacity_seconds,
+                                cfg.workdir)
+            except Exception as e:  # noqa: BLE001
+                row = {"voices": k, "error": _err_line(e), "dropouts": None}
+                r["errors"].append(f"capacity {k}: {_err_line(e)}")
+                break
+            row["attempt"] = attempt + 1
+            if row["dropouts"] == 0:
+                break
+        steps.append(row)
+        if row.get("dropouts") == 0:
+            best = k
+        else:
+            failed_at = k
+            break
+    return {"voices": best, "first_failure": failed_at, "block": block,
+            "seconds": cfg.capacity_seconds, "steps": steps,
+            "tested_up_to": cfg.capacity_steps[-1]}
+
+
+def _brief_stats(st: dict) -> dict:
+    return {k: v for k, v in st.items() if not isinstance(v, list)}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# -- ratios --------------------------------------------------------------------------------------
+
+def _get(d, *path):
+    for p in path:
+        if d is None:
+            return None
+        if isinstance(d, list):
+            d = d[p] if isinstance(p, int) and len(d) > p else None
+        else:
+            d = d.get(p)
+    return d
+
+
+METRICS = [
+    # key, label, path (block "{b}" filled in), unit, better ("lower"/"higher")
+    ("latency_median_ms", "latency median", ("latency", "{b}", "median_ms"), "ms", "lower"),
+    ("latency_p99_ms", "latency p99", ("latency", "{b}", "p99_ms"), "ms", "lower"),
+    ("latency_max_ms", "latency max", ("latency", "{b}", "max_ms"), "ms", "lower"),
+    ("latency_jitter_ms", "latency jitter (max-min)", ("latency", "{b}", "jitter_ms"), "ms",
+     "lower"),
+    ("dropouts", "dropouts under load", ("load", "dropouts"), "", "lower"),
+    ("underruns", "  underruns (own counter)", ("load", "underruns"), "", "lower"),
+    ("client_xruns", "  JACK xruns blamed on it", ("load", "client_xruns"), "", "lower"),
+    ("gaps", "  silent gaps in its output", ("load", "gaps"), "", "lower"),
+    ("capacity", "polyphony capacity", ("capacity", "voices"), "voices", "higher"),
+    ("render_x", "offline render speed", ("render", 0, "x_realtime"), "x RT", "higher"),
+    ("render_long_x", "offline render speed, long", ("render", 1, "x_realtime"), "x RT",
+     "higher"),
+    ("startup_s", "start-up to first sound", ("startup", "first_sound_s"), "s", "lower"),
+]
+
+
+def metric(synth_row: dict, path, block: int) -> float | None:
+    p = tuple(str(block) if x == "{b}" else x for x in path)
+    v = _get(synth_row, *p)
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def ratios(res: dict) -> dict:
+    """rtsynth / FluidSynth for every metric (None where either is missing or the peer's is 0)."""
+    peer = next((k for k, v in res["synths"].items() if v["kind"] == "fluidsynth"), None)
+    out = {}
+    if peer is None:
+        return out
+    blocks = res["meta"]["blocks"]
+    b = MAIN_BLOCK if MAIN_BLOCK in blocks else blocks[0]
+    for label, row in res["synths"].items():
+        if label == peer:
+            continue
+        rr = {}
+        for key, _, path, _, _ in METRICS:
+            a, f = metric(row, path, b), metric(res["synths"][peer], path, b)
+            rr[key] = (a / f) if a is not None and f not in (None, 0.0) else None
+        out[f"{label} / {peer}"] = rr
+    return out

@@ -1,0 +1,132 @@
+"""``rtsynth bench``: runs end to end, and measures known cases right.
+
+Known cases use the delay client (rtsynth.testing.delayclient), a JACK synth whose latency,
+dropped blocks, missed deadlines and voice limit are set on its command line. Nothing here
+asserts how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rtsynth.bench import report
+from rtsynth.bench.runner import BenchConfig, ratios, run_bench
+from rtsynth.bench.synths import delay_spec, find_sf2
+
+pytestmark = pytest.mark.skipif(shutil.which("jackd") is None, reason="jackd2 not installed")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(tmp_path, synths, rows, **kw):
+    cfg = BenchConfig(quick=True, synths=synths, rows=tuple(rows), private_server=True,
+                      render=False, workdir=str(tmp_path), **kw)
+    return run_bench(cfg)
+
+
+@pytest.mark.parametrize("delay", [37, 256])
+def test_latency_of_known_delay(tmp_path, delay):
+    spec = delay_spec(delay, wave="impulse", label="known")
+    res = bench(tmp_path, [spec], ["startup", "latency"], notes=40)
+    row = res["synths"]["known"]
+    assert not row["errors"], row["errors"]
+    lat = row["latency"]["128"]
+    assert lat["n"] >= 20 and lat["missed"] == 0
+    assert lat["median"] == lat["min"] == lat["max"] == delay
+    assert lat["jitter"] == 0
+    assert lat["median_ms"] == pytest.approx(delay / 48.0)
+    assert row["startup"]["first_sound_s"] > 0
+
+
+def test_latency_at_other_block_sizes(tmp_path):
+    spec = delay_spec(100, wave="impulse", label="known")
+    res = bench(tmp_path, [spec], ["latency"], notes=20, blocks=[64, 256])
+    lat = res["synths"]["known"]["latency"]
+    assert set(lat) == {"64", "256"}
+    for b in ("64", "256"):
+        assert lat[b]["block"] == int(b)
+        assert lat[b]["median"] == lat[b]["max"] == 100
+
+
+def test_dropped_blocks_are_reported(tmp_path):
+    clean = delay_spec(0, label="clean")
+    dropper = delay_spec(0, extra=["--zero-every", "25"], label="dropper")
+    res = bench(tmp_path, [clean, dropper], ["load"], load_seconds=3.0, load_voices=8)
+    c, d = res["synths"]["clean"]["load"], res["synths"]["dropper"]["load"]
+    assert c["gaps"] == 0 and c["underruns"] == 0
+    assert d["underruns"] > 0 and d["dropouts"] > 0
+    # every dropped block inside the analysed window is a silent gap in the recording:
+    # 3 s - settle - 2 blocks at one drop per 25 blocks, give or take the window's edges
+    expected = (3.0 - 0.5) * 48000 / 128 / 25
+    assert abs(d["gaps"] - expected) <= 3
+    assert d["gap_frames"] == 128 * d["gaps"]
+
+
+def test_missed_deadlines_are_blamed_on_the_synth(tmp_path):
+    staller = delay_spec(0, extra=["--stall-every", "40", "--stall-ms", "12"], label="staller")
+    res = bench(tmp_path, [staller], ["load"], load_seconds=3.0, load_voices=4)
+    row = res["synths"]["staller"]["load"]
+    assert row["client_xruns"] >= 3
+    assert row["dropouts"] >= row["client_xruns"]
+
+
+def test_capacity_finds_the_voice_limit(tmp_path):
+    spec = delay_spec(0, extra=["--max-voices", "5"], label="five")
+    res = bench(tmp_path, [spec], ["capacity"], capacity_steps=[2, 4, 8, 16],
+                capacity_seconds=1.5)
+    cap = res["synths"]["five"]["capacity"]
+    assert cap["voices"] == 4 and cap["first_failure"] == 8
+    assert [s["voices"] for s in cap["steps"]] == [2, 4, 8]
+
+
+def test_ratios_table_json_png(tmp_path):
+    lat = {"128": {"median_ms": 3.0, "p99_ms": 4.0, "max_ms": 5.0, "jitter_ms": 0.5,
+                   "frames": [144, 150], "sample_rate": 48000}}
+    res = {"meta": {"blocks": [128], "quick": True, "cpu": "x", "cpus": 2, "date": "d",
+                    "server": "s", "bench_s": 1.0},
+           "synths": {"rtsynth basic": {"kind": "rtsynth", "latency": lat, "errors": [],
+                                        "capacity": {"voices": 64, "steps": [], "block": 128},
+                                        "render": [{"file": "a.mid", "x_realtime": 30.0}]},
+                      "FluidSynth": {"kind": "fluidsynth", "errors": [],
+                                     "latency": {"128": dict(lat["128"], median_ms=1.5)},
+                                     "capacity": {"voices": 128, "steps": [], "block": 128},
+                                     "render": [{"file": "a.mid", "x_realtime": 40.0}]}}}
+    r = ratios(res)["rtsynth basic / FluidSynth"]
+    assert r["latency_median_ms"] == pytest.approx(2.0)
+    assert r["capacity"] == pytest.approx(0.5)
+    assert r["render_x"] == pytest.approx(0.75)
+    res["ratios"] = ratios(res)
+    header, rows = report.table_rows(res)
+    assert header[1:3] == ["rtsynth basic", "FluidSynth"]
+    assert any(r[0].startswith("latency median") and r[-1] == "2.00" for r in rows)
+    j = report.write_json(res, tmp_path / "b.json")
+    assert json.loads(j.read_text())["ratios"]
+    pytest.importorskip("matplotlib")
+    assert report.write_png(res, tmp_path / "b.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or find_sf2() is None,
+                    reason="fluidsynth / FluidR3_GM.sf2 not installed")
+def test_bench_quick_end_to_end(tmp_path):
+    """The command a user runs: rtsynth (-i basic) and FluidSynth, every row, table/JSON/PNG."""
+    cmd = [sys.executable, "-m", "rtsynth.bench.cli", "--quick", "--private-server",
+           "-i", "basic", "-o", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+    assert set(res["synths"]) == {"rtsynth basic", "FluidSynth"}, r.stderr[-2000:]
+    for label, row in res["synths"].items():
+        assert not row["errors"], (label, row["errors"], r.stderr[-2000:])
+        assert row["latency"]["128"]["n"] >= 50, label
+        assert row["startup"]["first_sound_s"] > 0
+        assert "dropouts" in row["load"]
+        assert row["capacity"]["steps"]
+        assert row["render"][0]["x_realtime"] > 0, row["render"]
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "latency median @128" in r.stdout
+    assert res["ratios"]["rtsynth basic / FluidSynth"]["render_x"] is not None
