@@ -225,6 +225,9 @@ class RtMidiInputs:
 
 
 # ---------------------------------------------------------------------- PortAudio
+_PA_JACK_NAME = None
+
+
 def set_portaudio_jack_name(name: str) -> None:
     """Name PortAudio's JACK client (it would be 'PortAudio'); re-initialises PortAudio."""
     import ctypes
@@ -235,8 +238,12 @@ def set_portaudio_jack_name(name: str) -> None:
         fn = lib.PaJack_SetClientName
     except (OSError, AttributeError):
         return
+    # PortAudio keeps the pointer, not a copy: the buffer must outlive the stream.
+    global _PA_JACK_NAME
+    _PA_JACK_NAME = ctypes.create_string_buffer(name.encode())
+    fn.argtypes = [ctypes.c_char_p]
     sd._terminate()
-    fn(ctypes.c_char_p(name.encode()))
+    fn(_PA_JACK_NAME)
     sd._initialize()
 
 

@@ -1,0 +1,156 @@
+"""The command line as a user meets it: bad input gives one clear line and a non-zero exit."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rtsynth.render import demo_events
+
+
+def run_cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "rtsynth.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def one_clear_line(r):
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.startswith("rtsynth: error:")]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+@pytest.fixture()
+def good_mid(tmp_path):
+    import mido
+    mid = mido.MidiFile()
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.Message("note_on", note=60, velocity=100, time=0))
+    tr.append(mido.Message("note_off", note=60, velocity=0, time=480))
+    p = tmp_path / "good.mid"
+    mid.save(p)
+    return p
+
+
+def test_truncated_midi_file(tmp_path, good_mid):
+    bad = tmp_path / "truncated.mid"
+    bad.write_bytes(good_mid.read_bytes()[:20])
+    line = one_clear_line(run_cli("render", str(bad), "-o", str(tmp_path / "x.wav"), "-i", "basic"))
+    assert "truncated.mid" in line
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_file_that_is_not_midi(tmp_path):
+    bad = tmp_path / "song.mid"
+    bad.write_text("this is not a MIDI file\n" * 10)
+    line = one_clear_line(run_cli("render", str(bad), "-o", str(tmp_path / "x.wav"), "-i", "basic"))
+    assert "not a readable MIDI file" in line
+
+
+def test_missing_midi_file(tmp_path):
+    line = one_clear_line(run_cli("render", str(tmp_path / "nope.mid"), "-o",
+                                  str(tmp_path / "x.wav"), "-i", "basic"))
+    assert "no such MIDI file" in line
+
+
+def test_missing_model_path(tmp_path, good_mid):
+    line = one_clear_line(run_cli("render", str(good_mid), "-o", str(tmp_path / "x.wav"),
+                                  "-i", str(tmp_path / "no_such_model")))
+    assert "no model at" in line
+
+
+def test_unknown_instrument_name(tmp_path, good_mid):
+    line = one_clear_line(run_cli("render", str(good_mid), "-o", str(tmp_path / "x.wav"),
+                                  "-i", "kazoo"))
+    assert "unknown instrument 'kazoo'" in line and "basic" in line
+
+
+def test_bad_output_extension(tmp_path, good_mid):
+    line = one_clear_line(run_cli("render", str(good_mid), "-o", str(tmp_path / "x.mp9"),
+                                  "-i", "basic"))
+    assert ".wav" in line
+
+
+def test_unknown_audio_device_with_jack(jack_server):
+    env = dict(jack_server.env)
+    r = run_cli("play", "--driver", "portaudio", "--audio-device", "no-such-card", "-i", "basic",
+                env=env)
+    line = one_clear_line(r)
+    assert "no audio output device matches 'no-such-card'" in line and "system" in line
+
+
+def test_no_audio_device_at_all(tmp_path):
+    import os
+    env = dict(os.environ, JACK_DEFAULT_SERVER="rtsynth-nonexistent-server",
+               JACK_NO_START_SERVER="1")
+    r = run_cli("play", "-i", "basic", env=env)
+    assert r.returncode == 3
+    line = one_clear_line(r)
+    assert "no audio output device found" in line and "render" in line
+
+
+def test_render_is_deterministic_and_has_every_note(tmp_path):
+    import mido
+    import soundfile as sf
+    mid = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    chord = [48, 55, 64, 71]
+    for n in chord:
+        tr.append(mido.Message("note_on", note=n, velocity=90, time=0))
+    tr.append(mido.Message("note_off", note=chord[0], velocity=0, time=960))
+    for n in chord[1:]:
+        tr.append(mido.Message("note_off", note=n, velocity=0, time=0))
+    p = tmp_path / "chord.mid"
+    mid.save(p)
+    outs = []
+    for k in range(2):
+        o = tmp_path / f"chord{k}.wav"
+        r = run_cli("render", str(p), "-o", str(o), "-i", "basic")
+        assert r.returncode == 0, r.stderr
+        outs.append(sf.read(o, dtype="float32")[0])
+    assert np.array_equal(outs[0], outs[1])
+    x = outs[0].mean(axis=1)[4800:40000] * np.hanning(35200)
+    spec = np.abs(np.fft.rfft(x, 1 << 18))
+    f = np.fft.rfftfreq(1 << 18, 1 / 48000)
+    for n in chord:
+        f0 = 440 * 2 ** ((n - 69) / 12)
+        near = spec[(f > f0 * 0.99) & (f < f0 * 1.01)].max()
+        between = spec[(f > f0 * 1.02) & (f < f0 * 1.04)].max()
+        assert near > 10 * between, n
+
+
+def test_render_reads_all_tracks_and_channels(tmp_path):
+    import mido
+    from rtsynth.render import read_midi_events
+    mid = mido.MidiFile(type=1, ticks_per_beat=480)
+    for ch in (0, 5, 9):
+        tr = mido.MidiTrack()
+        mid.tracks.append(tr)
+        tr.append(mido.Message("note_on", channel=ch, note=60 + ch, velocity=80, time=ch * 10))
+        tr.append(mido.Message("note_off", channel=ch, note=60 + ch, velocity=0, time=480))
+    p = tmp_path / "multi.mid"
+    mid.save(p)
+    ev = read_midi_events(p)
+    assert sorted({m[0] & 0x0F for _, m in ev}) == [0, 5, 9]
+    assert len(ev) == 6
+
+
+def test_demo_renders(tmp_path):
+    o = tmp_path / "demo.flac"
+    r = run_cli("render", "--demo", "-o", str(o), "-i", "basic")
+    assert r.returncode == 0, r.stderr
+    import soundfile as sf
+    x, sr = sf.read(o)
+    assert sr == 48000 and len(x) > 5 * sr and 0.01 < np.abs(x).max() <= 1.0
+    assert len(demo_events()) > 20
+
+
+def test_devices_lists_sections(jack_server):
+    r = run_cli("devices", env=dict(jack_server.env))
+    assert r.returncode == 0
+    assert "JACK Audio Connection Kit" in r.stdout and "system" in r.stdout
+    assert "JACK server: running" in r.stdout and "Instruments" in r.stdout
