@@ -1,0 +1,305 @@
+#!/usr/bin/env python
+"""Micro-benchmarks of rtsynth's hot kernels, apart from the test suite.
+
+    python tools/bench_kernels.py [--quick] [-k SUBSTRING] [--json PATH]
+    pytest tools/bench_kernels.py --benchmark-only          # the same kernels, pytest-benchmark
+
+Kernels: one model step per backbone (GRU, CNN, attention; default sizes and every shipped model)
+and batch size, the basic instrument's step, the Numba oscillator bank (harmonics only), the
+filtered noise (noise only), both together, the master chain (reverb, DC blocker, limiter), and
+one whole engine block with V held voices. Each is warmed up (JIT, first-call allocations), then
+timed call by call: median, p99, min, and the share of a 128-frame block at 48 kHz (2.667 ms).
+A kernel whose code has not landed yet is listed as skipped, with the reason.
+
+One thread for torch and Numba, like the live engine. Numbers depend on the machine and on what
+else runs on it: compare runs from the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BLOCK = 128
+SR = 48000
+BUDGET_MS = 1000.0 * BLOCK / SR
+
+
+class SkipKernel(Exception):
+    """The kernel's code (or a dependency) is not available."""
+
+
+# -- the harness ---------------------------------------------------------------------------------
+
+def measure(fn, *, warmup_s: float = 0.2, min_warmup: int = 20, min_time: float = 1.0,
+            max_reps: int = 20000, min_reps: int = 30) -> dict:
+    """Warm up, then time single calls: ``{median_ms, p99_ms, min_ms, mean_ms, reps}``."""
+    t_end = time.perf_counter() + warmup_s
+    n = 0
+    while n < min_warmup or time.perf_counter() < t_end:
+        fn()
+        n += 1
+    times = []
+    t_end = time.perf_counter() + min_time
+    pc = time.perf_counter_ns
+    while (len(times) < min_reps or time.perf_counter() < t_end) and len(times) < max_reps:
+        t0 = pc()
+        fn()
+        times.append(pc() - t0)
+    a = np.asarray(times, dtype=np.float64) / 1e6
+    return {"median_ms": float(np.median(a)), "p99_ms": float(np.percentile(a, 99)),
+            "min_ms": float(a.min()), "mean_ms": float(a.mean()), "reps": int(a.size)}
+
+
+# -- kernels -------------------------------------------------------------------------------------
+# Each factory returns a zero-argument callable that runs the kernel once, or raises SkipKernel.
+
+def _one_thread():
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    try:
+        import numba
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):
+        pass
+
+
+def _features(n: int, seed: int = 0) -> np.ndarray:
+    from rtsynth import spec
+    rng = np.random.default_rng(seed)
+    f = rng.random((n, spec.N_FEATURES)).astype(np.float32)
+    f[:, 0] = rng.uniform(-0.5, 0.5, n)
+    f[:, 2] = 1.0
+    return f
+
+
+def instrument_step(inst, batch: int):
+    from rtsynth import spec
+    inst.allocate(max(batch, 64))
+    f = _features(batch)
+    slots = np.arange(batch, dtype=np.int64)[::-1].copy()
+    h = np.zeros((batch, spec.N_HARMONICS), np.float32)
+    g = np.zeros((batch, spec.N_NOISE_BANDS), np.float32)
+    return lambda: inst.step(f, slots, h, g)
+
+
+def neural_default(kind: str):
+    try:
+        from rtsynth import spec
+        from rtsynth.nn.instrument import NeuralInstrument
+        from rtsynth.nn.io import decoder_config
+        from rtsynth.nn.model import Decoder
+    except ImportError as e:
+        raise SkipKernel(f"rtsynth.nn not available ({e})")
+    d = Decoder(kind)
+    cfg = {"architecture": decoder_config(d), "hop": spec.HOP, "sample_rate": spec.SAMPLE_RATE}
+    return NeuralInstrument(d, cfg, kind)
+
+
+def shipped_models() -> list[str]:
+    try:
+        from rtsynth.instruments import available_instruments
+        return [m for m in available_instruments() if m != "basic"]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def load(name: str):
+    try:
+        from rtsynth.instruments import load_instrument
+    except ImportError as e:
+        raise SkipKernel(f"rtsynth.instruments not available ({e})")
+    return load_instrument(name)
+
+
+def held_engine(voices: int, instrument="basic", reverb: float = 0.12, settle_blocks: int = 40):
+    """An engine with ``voices`` held notes, past their attack."""
+    try:
+        from rtsynth.engine import Engine
+    except ImportError as e:
+        raise SkipKernel(f"rtsynth.engine not available ({e})")
+    inst = load(instrument) if isinstance(instrument, str) else instrument
+    eng = Engine(inst, sample_rate=SR, block=BLOCK, n_slots=voices, reverb=reverb)
+    if hasattr(eng, "warmup"):
+        eng.warmup()
+    for i in range(voices):
+        ch = (i // 64) % 16
+        eng.push(eng.time + i, bytes([0x90 | ch, 36 + (i * 5) % 64, 100]))
+    for _ in range(settle_blocks):
+        eng.render()
+    av = eng.active_voices
+    av = av() if callable(av) else av
+    if av < voices:
+        raise SkipKernel(f"only {av} of {voices} voices active")
+    return eng
+
+
+def synth_kernel(voices: int, part: str):
+    """``render_voices`` alone, on a held engine's state: ``harm`` (oscillator bank: noise gains
+    zeroed), ``noise`` (harmonic amplitudes zeroed) or ``both``."""
+    eng = held_engine(voices, reverb=0.0)
+    try:
+        from rtsynth.dsp.synth import render_voices
+    except ImportError as e:
+        raise SkipKernel(f"rtsynth.dsp.synth not available ({e})")
+    if part == "harm":
+        for a in (eng.prev_g, eng.cur_g, eng.new_g):
+            a[:] = 0
+    elif part == "noise":
+        for a in (eng.prev_h, eng.cur_h, eng.new_h):
+            a[:] = 0
+    eng.n_new[:] = 0
+    n = BLOCK
+    out = eng.out[:n]
+    eng._begin_channel_arrays(n)
+    eng._finish_channel_arrays(n)
+    args = (n, float(eng.sr), eng.hop, eng.active, eng.start_off, eng.chan, eng.note, eng.vpos,
+            eng.theta, eng.inc, eng.zr, eng.zi, eng.rr, eng.ri, eng.prev_h, eng.cur_h,
+            eng.prev_g, eng.cur_g, eng.new_h, eng.new_g, eng.n_new, eng.frozen, eng.noise_off,
+            eng.tables, eng.kill_start, eng.kill_pos, eng.kill_len, eng._bend_arr, eng._vib_arr,
+            eng.lfo_w, eng.chan_gain, eng.pan_l, eng.pan_r, eng.scratch, out, eng.bad)
+    eng.start_off[:] = 0
+
+    def run():
+        out[:] = 0.0
+        render_voices(*args)
+    try:
+        run()
+    except TypeError as e:  # the kernel's signature moved on: update this hook
+        raise SkipKernel(f"render_voices signature changed ({e})")
+    return run
+
+
+def master_kernel():
+    try:
+        from rtsynth.dsp.effects import MasterState
+    except ImportError as e:
+        raise SkipKernel(f"rtsynth.dsp.effects not available ({e})")
+    m = MasterState(SR, reverb=0.12)
+    rng = np.random.default_rng(0)
+    buf0 = (0.1 * rng.standard_normal((BLOCK, 2))).astype(np.float32)
+    buf = buf0.copy()
+
+    def run():
+        buf[:] = buf0
+        m.process(buf, 0.5)
+    return run
+
+
+def engine_block(voices: int, instrument="basic"):
+    eng = held_engine(voices, instrument)
+    return eng.render
+
+
+def kernels(quick: bool = False) -> list[tuple[str, object]]:
+    """``[(name, factory)]`` in display order."""
+    batches = [1, 8, 32, 64] if not quick else [1, 32]
+    voices = [32, 64] if not quick else [32]
+    out = []
+    for kind in ("gru", "cnn", "attention"):
+        for b in batches:
+            out.append((f"model step {kind} (default size) x{b}",
+                        lambda kind=kind, b=b: instrument_step(neural_default(kind), b)))
+    for m in shipped_models():
+        for b in batches:
+            out.append((f"model step {m} x{b}", lambda m=m, b=b: instrument_step(load(m), b)))
+    for b in batches:
+        out.append((f"basic instrument step x{b}", lambda b=b: instrument_step(load("basic"), b)))
+    for v in voices:
+        out.append((f"oscillator bank {v} voices x {BLOCK}", lambda v=v: synth_kernel(v, "harm")))
+        out.append((f"noise filter {v} voices x {BLOCK}", lambda v=v: synth_kernel(v, "noise")))
+        out.append((f"harmonic+noise {v} voices x {BLOCK}", lambda v=v: synth_kernel(v, "both")))
+    out.append((f"master chain (reverb, DC, limiter) {BLOCK}", master_kernel))
+    for v in voices:
+        out.append((f"engine block basic {v} voices", lambda v=v: engine_block(v, "basic")))
+        for m in shipped_models()[: (1 if quick else None)]:
+            out.append((f"engine block {m} {v} voices", lambda v=v, m=m: engine_block(v, m)))
+    return out
+
+
+def run_all(quick: bool = False, pattern: str | None = None, min_time: float | None = None,
+            log=print) -> list[dict]:
+    _one_thread()
+    rows = []
+    for name, factory in kernels(quick):
+        if pattern and pattern.lower() not in name.lower():
+            continue
+        row = {"kernel": name}
+        try:
+            fn = factory()
+            row.update(measure(fn, min_time=min_time or (0.3 if quick else 1.0)))
+            row["block_share"] = row["median_ms"] / BUDGET_MS
+        except SkipKernel as e:
+            row["skipped"] = str(e)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            row["error"] = f"{type(e).__name__}: {e}"
+        rows.append(row)
+        if log:
+            if "median_ms" in row:
+                log(f"{name:48s} median {row['median_ms']:8.4f} ms  p99 {row['p99_ms']:8.4f} ms"
+                    f"  ({100 * row['block_share']:5.1f}% of a {BLOCK}-frame block)")
+            else:
+                log(f"{name:48s} {row.get('skipped') or row.get('error')}")
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer sizes, shorter timing")
+    ap.add_argument("-k", default=None, help="only kernels whose name contains this")
+    ap.add_argument("--min-time", type=float, default=None, help="seconds of timing per kernel")
+    ap.add_argument("--json", default=None, help="write the rows to this JSON file")
+    a = ap.parse_args(argv)
+    rows = run_all(a.quick, a.k, a.min_time)
+    if a.json:
+        meta = {"machine": platform.machine(), "cpus": os.cpu_count(),
+                "python": platform.python_version(), "block": BLOCK, "sample_rate": SR,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        Path(a.json).write_text(json.dumps({"meta": meta, "kernels": rows}, indent=1))
+    return 1 if any("error" in r for r in rows) else 0
+
+
+# -- pytest-benchmark entry (run apart: pytest tools/bench_kernels.py --benchmark-only) --------
+
+def _pytest_params():
+    try:
+        return kernels(quick=os.environ.get("RTSYNTH_BENCH_QUICK") == "1")
+    except Exception:  # noqa: BLE001
+        return []
+
+
+try:
+    import pytest
+
+    _PARAMS = _pytest_params()
+
+    @pytest.mark.parametrize("kernel", _PARAMS, ids=[n for n, _ in _PARAMS])
+    def test_kernel(benchmark, kernel):
+        name, factory = kernel
+        _one_thread()
+        try:
+            fn = factory()
+        except SkipKernel as e:
+            pytest.skip(str(e))
+        benchmark.pedantic(fn, warmup_rounds=20, rounds=200, iterations=1)
+except ImportError:  # pragma: no cover
+    pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
