@@ -6,6 +6,7 @@ Usage::
     python tools/evaluate.py                          # basic + every models/* folder
     python tools/evaluate.py basic flute_gru -d data --json out/eval.json
     python tools/evaluate.py basic --instrument flute --path step
+    python tools/evaluate.py basic flute --phrases data/phrases/flute   # whole phrases
 
 For each model (``basic`` or a model folder) and each dataset it applies to (a model's
 ``config.json`` ``program`` (int or list) / ``programs`` selects the datasets in ``data/*`` whose
@@ -145,8 +146,12 @@ def track_f0(x: np.ndarray, pitch_frames: np.ndarray, sample_rate: int = spec.SA
 
 
 def note_metrics(ref: np.ndarray, est: np.ndarray, pitch_frames: np.ndarray,
-                 sample_rate: int = spec.SAMPLE_RATE, hop: int = spec.HOP) -> dict:
-    """Metrics of one note; ``cents`` holds the per-frame f0 errors for pooling."""
+                 sample_rate: int = spec.SAMPLE_RATE, hop: int = spec.HOP,
+                 pitched: np.ndarray | None = None) -> dict:
+    """Metrics of one note (or phrase); ``cents`` holds the per-frame f0 errors for pooling.
+
+    pitched: optional bool ``[T]``, frames where ``pitch_frames`` is meaningful (a key is down).
+    """
     T = len(pitch_frames)
     n = T * hop
     r = np.zeros(n)
@@ -161,11 +166,14 @@ def note_metrics(ref: np.ndarray, est: np.ndarray, pitch_frames: np.ndarray,
     out["loudness_db"] = float(np.mean(np.abs(np.maximum(Le, top - 50) - np.maximum(Lr, top - 50))
                                        [sel])) if sel.any() else float("nan")
     voiced = (Lr > top - 30.0) & (Le > Le.max() - 30.0)
+    if pitched is not None:
+        voiced &= pitched
     fr = track_f0(r, pitch_frames, sample_rate, hop)
     fe = track_f0(e, pitch_frames, sample_rate, hop)
     cents = np.abs(1200.0 * np.log2(fe / fr))[voiced]
     out["cents"] = cents
-    midi_c = np.abs(1200.0 * np.log2(fr / spec.midi_to_hz(pitch_frames)))[Lr > top - 30.0]
+    rv = (Lr > top - 30.0) if pitched is None else (Lr > top - 30.0) & pitched
+    midi_c = np.abs(1200.0 * np.log2(fr / spec.midi_to_hz(pitch_frames)))[rv]
     out["ref_cents"] = midi_c
     out["midi_cents"] = np.abs(1200.0 * np.log2(fe / spec.midi_to_hz(pitch_frames)))[voiced]
     return out
@@ -225,25 +233,48 @@ def note_events(ex: Example, bend_range: int = 2) -> list[tuple[int, tuple]]:
     return ev
 
 
-def render_engine(inst, ex: Example, block: int = 128) -> np.ndarray:
-    """The engine path (what ``rtsynth render`` runs), one voice at unit gain, mono."""
+def _engine(inst, block: int = 128):
     from rtsynth.engine import Engine
-    eng = Engine(inst, block=block, n_slots=4, gain=1.0, reverb=0.0, master=False)
-    for when, msg in note_events(ex):
-        eng.push(when, msg)
-    n = len(ex.audio)
-    out = np.zeros(n)
-    pos = 0
-    while pos < n:
-        m = min(block, n - pos)
-        y = eng.render(m)
-        out[pos: pos + m] = y[:, :2].mean(1)
-        pos += m
+    eng = Engine(inst, block=block, n_slots=8, gain=1.0, reverb=0.0, master=False)
     try:
         chan = float(eng._target_gain()[0])  # CC7 100 by default -> (100/127)^2
     except Exception:  # pragma: no cover
         chan = (100 / 127) ** 2
+    return eng, chan
+
+
+def render_events_mono(inst, events: list[tuple[int, tuple]], n: int, block: int = 128
+                       ) -> np.ndarray:
+    """Events ``[(sample, message)]`` through the engine -> mono ``[n]`` at unit voice gain.
+
+    Uses :func:`rtsynth.render.render_events` (the offline path of ``rtsynth render``) when it
+    exists, else drives :class:`rtsynth.engine.Engine` block by block the same way.
+    """
+    eng, chan = _engine(inst, block)
+    try:
+        from rtsynth.render import render_events
+    except ImportError:
+        render_events = None
+    if render_events is not None:
+        y = render_events(eng, [(t, bytes(m)) for t, m in events], tail=n / eng.sr + 0.1)
+        mono = y[:, :2].mean(1).astype(np.float64)
+    else:
+        for when, msg in events:
+            eng.push(when, msg)
+        mono = np.zeros(n + block)
+        pos = 0
+        while pos < n:
+            mono[pos: pos + block] = eng.render(block)[:, :2].mean(1)
+            pos += block
+    out = np.zeros(n)
+    m = min(n, len(mono))
+    out[:m] = mono[:m]
     return out / chan
+
+
+def render_engine(inst, ex: Example, block: int = 128) -> np.ndarray:
+    """The engine path (what ``rtsynth render`` runs), one voice at unit gain, mono."""
+    return render_events_mono(inst, note_events(ex), len(ex.audio), block)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,6 +354,77 @@ def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
     return rows
 
 
+def phrase_pitch(events: list[tuple[int, bytes]], n_frames: int, hop: int = spec.HOP):
+    """Midi pitch (newest held key + bend, RPN-0 range honoured) at each frame start of a
+    monophonic phrase, and a mask of frames where a key is down."""
+    held: list[int] = []
+    bend = 0.0
+    rng = 2.0
+    rpn = [127, 127]
+    out = np.zeros(n_frames)
+    mask = np.zeros(n_frames, bool)
+    ev = sorted(events, key=lambda e: e[0])
+    i = 0
+    for k in range(n_frames):
+        while i < len(ev) and ev[i][0] <= k * hop:
+            m = ev[i][1]
+            st = m[0] & 0xF0
+            if st == 0x90 and m[2] > 0:
+                held.append(m[1])
+            elif st == 0x80 or (st == 0x90 and m[2] == 0):
+                held = [p for p in held if p != m[1]]
+            elif st == 0xE0:
+                bend = (((m[2] << 7) | m[1]) - 8192) / 8192.0
+            elif st == 0xB0 and m[1] in (101, 100):
+                rpn[0 if m[1] == 101 else 1] = m[2]
+            elif st == 0xB0 and m[1] == 6 and rpn == [0, 0]:
+                rng = float(m[2])
+            i += 1
+        if held:
+            out[k] = held[-1] + bend * rng
+            mask[k] = True
+        else:
+            out[k] = out[k - 1] if k else 60.0
+    return out, mask
+
+
+def evaluate_phrases(models: list[str], phrase_dir: str, verbose: bool = True) -> list[dict]:
+    """Whole-engine evaluation on ``phrase*.mid`` + ``phrase*.wav`` pairs rendered by FluidSynth
+    (``tools/build_dataset.py phrases``): each MIDI file goes through the engine
+    (:func:`render_events_mono`) and is compared with FluidSynth's WAV (mono) by the same metrics;
+    f0 on frames where a key is down, against the newest held key + bend."""
+    import soundfile as sf
+    from rtsynth.instruments import load_instrument
+    from rtsynth.render import read_midi_events
+    pairs = [(m, m.with_suffix(".wav")) for m in sorted(Path(phrase_dir).glob("*.mid"))
+             if m.with_suffix(".wav").exists()]
+    rows = []
+    for model in models:
+        per = []
+        t0 = time.perf_counter()
+        for mid, wav in pairs:
+            ref, sr = sf.read(str(wav), dtype="float64", always_2d=True)
+            ref = ref.mean(1)
+            ev = read_midi_events(mid, sr)
+            T = -(-len(ref) // spec.HOP)
+            pf, mask = phrase_pitch(ev, T)
+            y = render_events_mono(load_instrument(model), ev, len(ref))
+            per.append(note_metrics(ref, y, pf, sr, spec.HOP, pitched=mask))
+        if not per:
+            continue
+        row = dict(model=model, dataset=f"phrases:{Path(phrase_dir).name}", program=None,
+                   path="engine", **aggregate(per), seconds=round(time.perf_counter() - t0, 2))
+        rows.append(row)
+        if verbose:
+            print(f"  {model:>18s} on {row['dataset']:<10s} mss {row['mss_distance']:.3f}",
+                  file=sys.stderr)
+    base = {r["dataset"]: r["mss_distance"] for r in rows if r["model"] == "basic"}
+    for r in rows:
+        if r["dataset"] in base and base[r["dataset"]] > 0:
+            r["mss_vs_basic"] = r["mss_distance"] / base[r["dataset"]]
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
     hdr = (f"{'model':<20s} {'dataset':<10s} {'notes':>5s} {'MSS':>7s} {'xbasic':>6s} "
            f"{'f0 med c':>8s} {'f0 p95 c':>8s} {'loud dB':>7s}")
@@ -344,12 +446,17 @@ def main(argv=None) -> int:
     ap.add_argument("--path", choices=["engine", "step"], default=None)
     ap.add_argument("--max-notes", type=int, default=None)
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--phrases", default=None, metavar="DIR",
+                    help="instead: whole-engine phrases (MIDI + FluidSynth WAV pairs in DIR)")
     args = ap.parse_args(argv)
     models = args.models
     if not models:
         from rtsynth.instruments import available_instruments
         models = available_instruments()
-    rows = evaluate(models, args.data, args.path, args.instrument, args.max_notes)
+    if args.phrases:
+        rows = evaluate_phrases(models, args.phrases)
+    else:
+        rows = evaluate(models, args.data, args.path, args.instrument, args.max_notes)
     print(format_table(rows))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
