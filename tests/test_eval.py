@@ -127,3 +127,23 @@ def test_phrase_evaluation_runs_engine_against_fluidsynth(tmp_path):
     assert np.isfinite(r["mss_distance"]) and r["mss_distance"] > 0.1
     # the reference tracks its own MIDI within a few cents (the clarinet samples are in tune)
     assert r["ref_f0_vs_midi_cents_median"] < 10
+
+
+def test_multi_instrument_model_gets_each_instruments_timbre():
+    class Fake:
+        has_timbre = True
+        pos = None
+
+        def set_timbre(self, p):
+            self.pos = p
+
+    cfg = {"program": [73, 56, 40], "timbre": {"path": ["flute", "trumpet", "violin"]}}
+    f = Fake()
+    assert ev.select_timbre(f, cfg, "trumpet") == 0.5 and f.pos == 0.5
+    assert ev.select_timbre(f, cfg, "violin") == 1.0
+    assert ev.select_timbre(f, cfg, "cello") is None
+    assert ev.select_timbre(object(), cfg, "flute") is None
+    md = ev.format_markdown([dict(model="m", dataset="flute", n_notes=3, mss_distance=1.0,
+                                  mss_vs_basic=0.5, f0_cents_median=1.0, f0_cents_p95=2.0,
+                                  loudness_db=3.0)])
+    assert md.count("\n") == 2 and "| m | flute | 3 | 1.000 | 0.50 |" in md

@@ -291,22 +291,40 @@ def find_datasets(data_dir: str) -> dict[str, dict]:
     return out
 
 
-def model_programs(model: str) -> tuple[list[int] | None, Path | None]:
+def model_config(model: str) -> dict:
     if model == "basic":
-        return None, None
+        return {}
     from rtsynth.instruments import models_dir
     p = Path(model)
     if not (p / "config.json").exists():
         p = models_dir() / model
-    cfg = json.loads((p / "config.json").read_text())
-    progs = None
+    return json.loads((p / "config.json").read_text())
+
+
+def model_programs(model: str) -> list[int] | None:
+    """GM programs a model was trained on (config ``program`` int or list, or ``programs``);
+    None: measure on every dataset."""
+    cfg = model_config(model)
     for key in ("programs", "program"):
-        v = cfg.get(key, cfg.get("source", {}).get(key) if isinstance(cfg.get("source"), dict)
-                    else None)
+        v = cfg.get(key)
+        if v is None and isinstance(cfg.get("source"), dict):
+            v = cfg["source"].get(key)
         if v is not None:
             progs = [int(x) for x in (v if isinstance(v, list) else [v])]
-            break
-    return progs, p
+            return [p for p in progs if p >= 0] or None
+    return None
+
+
+def select_timbre(inst, cfg: dict, dataset_name: str) -> float | None:
+    """For a multi-instrument (VAE) model: put the timbre at the dataset's instrument on the
+    model's timbre path (``config.timbre.path``), i.e. ``set_timbre(i / (m - 1))``."""
+    path = (cfg.get("timbre") or {}).get("path") or []
+    if not getattr(inst, "has_timbre", False) or dataset_name not in path:
+        return None
+    m = len(path)
+    pos = path.index(dataset_name) / (m - 1) if m > 1 else 0.0
+    inst.set_timbre(pos)
+    return pos
 
 
 def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
@@ -324,7 +342,8 @@ def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
         datasets = {k: v for k, v in datasets.items() if k in instrument.split(",")}
     rows = []
     for model in models:
-        progs, _ = model_programs(model)
+        progs = model_programs(model)
+        cfg = model_config(model)
         for dname, idx in datasets.items():
             prog = idx.get("source", {}).get("program")
             if progs is not None and prog not in progs:
@@ -333,13 +352,15 @@ def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
             if max_notes:
                 exs = exs[:max_notes]
             inst = load_instrument(model)
+            timbre = select_timbre(inst, cfg, dname)
             t0 = time.perf_counter()
             per = []
             for ex in exs:
                 y = render_engine(inst, ex) if path == "engine" else render_step(inst, ex)
                 per.append(note_metrics(ex.audio, y, ex.pitch_frames, idx["sample_rate"],
                                         idx.get("hop", spec.HOP)))
-            row = dict(model=model, dataset=dname, program=prog, path=path, **aggregate(per),
+            row = dict(model=model, dataset=dname, program=prog, path=path, timbre=timbre,
+                       **aggregate(per),
                        seconds=round(time.perf_counter() - t0, 2))
             rows.append(row)
             if verbose:
@@ -437,6 +458,19 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(rows: list[dict]) -> str:
+    """The rows as a Markdown table (for model cards and the README)."""
+    lines = ["| model | held-out set | notes | MSS distance | x basic | f0 median (cents) | "
+             "f0 p95 (cents) | loudness error (dB) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        ratio = f"{r['mss_vs_basic']:.2f}" if "mss_vs_basic" in r else "-"
+        lines.append(f"| {Path(str(r['model'])).name} | {r['dataset']} | {r['n_notes']} | "
+                     f"{r['mss_distance']:.3f} | {ratio} | {r['f0_cents_median']:.2f} | "
+                     f"{r['f0_cents_p95']:.2f} | {r['loudness_db']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="held-out evaluation against FluidSynth samples")
     ap.add_argument("models", nargs="*", help="basic, model folder names or paths "
@@ -446,6 +480,7 @@ def main(argv=None) -> int:
     ap.add_argument("--path", choices=["engine", "step"], default=None)
     ap.add_argument("--max-notes", type=int, default=None)
     ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--markdown", default=None, help="write a Markdown table here")
     ap.add_argument("--phrases", default=None, metavar="DIR",
                     help="instead: whole-engine phrases (MIDI + FluidSynth WAV pairs in DIR)")
     args = ap.parse_args(argv)
@@ -458,6 +493,9 @@ def main(argv=None) -> int:
     else:
         rows = evaluate(models, args.data, args.path, args.instrument, args.max_notes)
     print(format_table(rows))
+    if args.markdown:
+        os.makedirs(os.path.dirname(os.path.abspath(args.markdown)), exist_ok=True)
+        Path(args.markdown).write_text(format_markdown(rows) + "\n")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
