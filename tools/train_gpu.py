@@ -42,6 +42,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval", type=float, default=0, help="seconds for tools/evaluate.py (0: skip)")
     ap.add_argument("--work", default="work")
     ap.add_argument("--extra", default="", help="extra arguments for every rtsynth train")
+    ap.add_argument("--gan-init", default="", help="comma list of model folders under --init-dir "
+                    "to fine-tune adversarially for --t2 s each (written to work/models/NAME-gan)")
+    ap.add_argument("--init-dir", default=".carry/init")
     a = ap.parse_args(argv)
 
     out = Path(a.out)
@@ -65,12 +68,21 @@ def main(argv=None) -> int:
 
     gan = ["--gan-steps", "1000000", "--gan-time-limit", str(a.t2)] if a.t2 > 0 else []
     for inst in insts:
-        for bb in bbs:
+        for bb in bbs if a.t1 > 0 else []:
             name = f"{inst}-{bb}"
             args = ["--backbone", bb]
             if gan:
                 args += gan + ["--export-before-gan", f"{a.work}/models/{name}-nogan"]
             launch(name, [f"data/{inst}"], {"t1": a.t1, "args": args})
+    for name in [x for x in a.gan_init.split(",") if x]:
+        init = Path(a.init_dir) / name
+        cfg = json.loads((ROOT / init / "config.json").read_text())
+        data = cfg["training"]["data"]
+        args = ["--backbone", cfg["architecture"]["backbone"], "--init", str(init), "--steps", "0",
+                "--gan-steps", "1000000", "--gan-time-limit", str(a.t2)]
+        if cfg["architecture"]["z_dim"]:
+            continue  # a VAE needs its encoder, which a model folder does not hold
+        launch(f"{name}-gan", data, {"t1": 0, "args": args})
     if a.morph:
         args = ["--backbone", a.morph, "--vae"]
         if gan:
@@ -104,6 +116,7 @@ def main(argv=None) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     groups = {inst: [n for n, _, _ in jobs if n.startswith(inst + "-")] for inst in insts}
+    groups = {g: v for g, v in groups.items() if v}
     if a.morph:
         groups["morph"] = ["morph"]
     for g, names in groups.items():
@@ -122,6 +135,8 @@ def main(argv=None) -> int:
         procs = []
         for inst in insts:
             models = [str(d) for d in sorted((work / "models").glob(f"{inst}-*"))]
+            models += [str(d) for d in sorted((ROOT / a.init_dir).glob(f"{inst}-*"))
+                       if d.name + "-gan" in {Path(m).name for m in models}]
             if a.morph:
                 models += [str(d) for d in sorted((work / "models").glob("morph*"))]
             cmd = [sys.executable, "tools/evaluate.py", "basic", *models, "-d", "data",

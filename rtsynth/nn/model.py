@@ -159,7 +159,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 # --- discriminators (GAN phase) ------------------------------------------------------------------
 
 class _SpecDisc(nn.Module):
-    def __init__(self, n_fft: int, ch: int = 32):
+    def __init__(self, n_fft: int, ch: int = 16):
         super().__init__()
         self.n_fft = n_fft
         self.register_buffer("win", torch.hann_window(n_fft), persistent=False)
@@ -182,7 +182,7 @@ class _SpecDisc(nn.Module):
 
 
 class _WaveDisc(nn.Module):
-    def __init__(self, pool: int, ch: int = 32):
+    def __init__(self, pool: int, ch: int = 16):
         super().__init__()
         self.pool = pool
         self.layers = nn.ModuleList([

@@ -48,6 +48,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--init", default=None, help="start from this model folder's weights "
+                   "(same architecture), e.g. to fine-tune a trained model with --gan-steps")
+    p.add_argument("--noise-warmup", type=int, default=200,
+                   help="steps over which the noise gains ramp in")
     p.add_argument("--export-before-gan", default=None,
                    help="also write the model as it is before the GAN phase to this folder")
 
@@ -64,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         run_dir=args.run_dir, max_frames=args.max_frames, tiny=args.tiny,
         backbone_kw=json.loads(args.backbone_kw) if args.backbone_kw else None,
         ckpt_every=args.ckpt_every, log_every=args.log_every, resume=args.resume,
-        quiet=args.quiet, export_before_gan=args.export_before_gan)
+        quiet=args.quiet, export_before_gan=args.export_before_gan, init=args.init,
+        noise_warmup=args.noise_warmup)
     if getattr(args, "command_line", None):
         cfg.command = args.command_line
     out = train_and_export(cfg)

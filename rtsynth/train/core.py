@@ -64,6 +64,8 @@ class TrainConfig:
     resume: bool = False
     quiet: bool = False
     export_before_gan: str | None = None  # also export the spectral-only model here
+    init: str | None = None               # start from this exported model folder's weights
+    noise_warmup: int = 200               # noise gains ramp 0 -> 1 over these first steps
     command: str = field(default_factory=lambda: _command_line())
 
 
@@ -162,6 +164,10 @@ class Trainer:
                                z_dim=z).to(self.device)
         self.encoder = (TimbreEncoder(z, channels=16 if cfg.tiny else 128).to(self.device)
                         if cfg.vae else None)
+        if cfg.init:
+            from ..nn.io import load_decoder
+            init_dec, _ = load_decoder(cfg.init)
+            self.decoder.load_state_dict(init_dec.state_dict())
         params = list(self.decoder.parameters()) + (list(self.encoder.parameters())
                                                     if self.encoder else [])
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -173,8 +179,11 @@ class Trainer:
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.9))
             self.opt_g = torch.optim.Adam(params, lr=cfg.gan_lr, betas=(0.5, 0.9))
         self.loss_fn = MultiResolutionSTFTLoss().to(self.device)
+        lab = self.ts.label.cpu().numpy()
+        self._by_label = {int(l): np.nonzero(lab == l)[0] for l in np.unique(lab)}
         self.step = 0
         self.gan_step = 0
+        self.in_gan = False
         self.elapsed = 0.0
         self.gan_elapsed = 0.0
         self.last: dict = {}
@@ -223,7 +232,16 @@ class Trainer:
         kl = None
         z = None
         if self.encoder is not None:
-            mu, logvar = self.encoder(target)
+            # the timbre comes from ANOTHER note of the same instrument (a random crop of it), so
+            # the latent can only carry what the instrument's notes share, not this note's pitch
+            # or loudness: the instrument's mean latent then plays all its notes
+            lab = ts.label[idx].cpu().numpy()
+            other = np.array([self.rng.choice(self._by_label[l]) for l in lab])
+            onf = ts.n_frames[torch.as_tensor(other, device=self.device)].cpu().numpy()
+            os_ = np.minimum(self.rng.integers(0, np.maximum(onf - crop // 2, 1)), t_all - crop)
+            osamp = torch.as_tensor(os_, device=self.device)[:, None] * hop + ar[None, :]
+            enc_in = torch.gather(ts.audio[torch.as_tensor(other, device=self.device)], 1, osamp)
+            mu, logvar = self.encoder(enc_in)
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
             kl = kl_divergence(mu, logvar)
         harm, noise, _ = self.decoder(feats, z)
@@ -237,6 +255,11 @@ class Trainer:
         f0 = torch.gather(ts.f0[idx], 1, sampf.clamp(min=0))
         off = torch.as_tensor(self.rng.integers(0, spec.NOISE_TABLE_LEN, cfg.batch),
                               device=self.device)
+        if (self.decoder.training and not self.in_gan and not self.cfg.init
+                and self.step < self.cfg.noise_warmup):
+            # harmonics first: with noise at full strength from the start, a model can settle
+            # in the minimum where noise carries all the energy and the harmonic amplitude dies
+            n_c = n_c * (self.step / self.cfg.noise_warmup)
         y = synth.synthesize(h_c, n_c, f0, off)[:, hop:]
         return y, target, kl
 
@@ -296,6 +319,7 @@ class Trainer:
 
     def train_gan(self, prog) -> None:
         cfg = self.cfg
+        self.in_gan = True
         task = prog.add_task(f"{self.out.name} GAN", total=cfg.gan_steps, completed=self.gan_step,
                              info="")
         t0 = time.time() - self.gan_elapsed
@@ -381,6 +405,7 @@ class Trainer:
                          "gan_steps": self.gan_step, "gan": self.gan_step > 0,
                          "spectral_loss": "rtsynth.nn.losses.MultiResolutionSTFTLoss",
                          "seconds": round(self.elapsed + self.gan_elapsed, 1),
+                         "init": cfg.init,
                          "device": str(self.device), "final": self.last,
                          "config": {k: v for k, v in asdict(cfg).items() if k != "command"}},
             "metrics": {},
@@ -389,7 +414,9 @@ class Trainer:
             config.update(extra)
         card = model_card(config)
         save_model(out, dec, config, card, timbre=timbre)
-        self.decoder.to(self.device)
+        self.decoder.to(self.device).train()
+        if self.encoder is not None:
+            self.encoder.train()
         return out
 
 
