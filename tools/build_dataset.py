@@ -561,6 +561,48 @@ def yin_f0(audio48: np.ndarray, fmin: float = 50.0, fmax: float = 2000.0, n_win:
     return f0, per
 
 
+def fix_subharmonics(x: np.ndarray, f0: np.ndarray, voiced: np.ndarray, n_win: int = 4096,
+                     ratio: float = 0.18, fmin: float = 30.0) -> np.ndarray:
+    """Correct a tracker's octave / twelfth errors upwards of the true pitch (the tiny CREPE
+    model on low notes): if the spectrum has partials *between* the harmonics of f, at
+    j * f / k with j not a multiple of k (k = 2 or 3, j < 4k), whose mean magnitude is at least
+    ``ratio`` (-15 dB) of the mean magnitude of f's own first harmonics (a partial counts only
+    where it is a peak: twice the spectrum half-way to its neighbours), the pitch is f / k."""
+    out = f0.copy()
+    win = np.hanning(n_win + 1)[:-1]
+    nfft = 4 * n_win
+    xp = np.concatenate([np.zeros(n_win // 2), np.asarray(x, np.float64), np.zeros(n_win)])
+    for k0 in np.nonzero(voiced)[0]:
+        seg = xp[k0 * HOP: k0 * HOP + n_win]
+        if len(seg) < n_win:
+            continue
+        X = np.abs(np.fft.rfft(seg * win, nfft))
+
+        def mag(freqs):
+            b = np.round(np.asarray(freqs) * nfft / SR).astype(int)
+            b = b[(b > 0) & (b < len(X) - 2)]
+            # the peak within +-1 bin (the tracker's f is not exact)
+            return np.array([X[i - 1: i + 2].max() for i in b]) if len(b) else np.zeros(1)
+
+        f = f0[k0]
+        own = mag(f * np.arange(1, 5)).mean()
+        best, best_k = ratio, 1
+        for k in (2, 3):
+            if f / k < fmin:
+                continue
+            js = np.array([j for j in range(1, 4 * k) if j % k], dtype=np.float64)
+            mid = mag(f / k * js)
+            # a partial is a peak, not leakage: above the spectrum half-way to its neighbours
+            valley = np.minimum(mag(f / k * (js - 0.5))[: len(mid)], mag(f / k * (js + 0.5))
+                                [: len(mid)])
+            mid = np.where(mid > 2.0 * valley, mid, 0.0)
+            r = mid.mean() / max(own, 1e-12)
+            if r > best:
+                best, best_k = r, k
+        out[k0] = f / best_k
+    return out
+
+
 def segment_notes(loud: np.ndarray, midi: np.ndarray, voiced: np.ndarray, gate_db: float,
                   min_frames: int = 12, jump: float = 0.7, hold: int = 10, stable: float = 0.35,
                   rearticulation_db: float = 9.0) -> list[tuple[int, int, int]]:
@@ -639,7 +681,7 @@ def harmonic_level_db(x: np.ndarray, frames: np.ndarray, f0: float, n_win: int =
 
 
 def refine_onsets(x: np.ndarray, notes: list[tuple[int, int, int]], midi: np.ndarray,
-                  lookback: int = 50, legato_lookback: int = 15) -> list[tuple[int, int, int]]:
+                  lookback: int = 50, legato_lookback: int = 30) -> list[tuple[int, int, int]]:
     """Move each onset back to where the note's own harmonics (at its median pitch) rise from
     their floor: the frame after the last one within 6 dB of their minimum over ``lookback``
     frames (``legato_lookback`` after a legato pitch change), as a loudness gate or a pitch
@@ -666,6 +708,24 @@ def refine_onsets(x: np.ndarray, notes: list[tuple[int, int, int]], midi: np.nda
     return [tuple(n) for n in out]
 
 
+def merge_glitches(notes: list[tuple[int, int, int]], min_frames: int = 16
+                   ) -> list[tuple[int, int, int]]:
+    """A very short note (< ``min_frames``, 64 ms) that runs straight into the next one is a
+    transition glitch of the tracker: the next note starts at its onset instead."""
+    out: list[tuple[int, int, int]] = []
+    i = 0
+    while i < len(notes):
+        s, rel, e = notes[i]
+        if e - s < min_frames and i + 1 < len(notes) and notes[i + 1][0] <= e:
+            ns, nrel, ne = notes[i + 1]
+            notes[i + 1] = (s, nrel, ne)
+            i += 1
+            continue
+        out.append((s, rel, e))
+        i += 1
+    return out
+
+
 def build_from_recordings(rec_dir: str, out_dir: str, name: str, test_fraction: float = 0.15,
                           tracker: str = "crepe", gate_db: float = -45.0, flac: bool = False,
                           min_periodicity: float = 0.5, quiet: bool = False,
@@ -686,9 +746,11 @@ def build_from_recordings(rec_dir: str, out_dir: str, name: str, test_fraction: 
         else:
             f0, per = yin_f0(x)
         T = len(loud)
-        midi = np.asarray(spec.hz_to_midi(np.maximum(f0[:T], 1.0)))
         voiced = (per[:T] >= min_periodicity) & (loud > gate_db)
-        for s, rel, e in refine_onsets(x, segment_notes(loud, midi, voiced, gate_db), midi):
+        f0 = fix_subharmonics(x, f0[:T], voiced)
+        midi = np.asarray(spec.hz_to_midi(np.maximum(f0, 1.0)))
+        notes = refine_onsets(x, segment_notes(loud, midi, voiced, gate_db), midi)
+        for s, rel, e in merge_glitches(list(notes)):
             # tail: to the end of the note's region, at most MAX_TAIL after the release
             end = min(e, rel + int(MAX_TAIL * SR / HOP))
             v = voiced[s:end]
