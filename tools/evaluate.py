@@ -6,7 +6,8 @@ Usage::
     python tools/evaluate.py                          # basic + every models/* folder
     python tools/evaluate.py basic flute_gru -d data --json out/eval.json
     python tools/evaluate.py basic --instrument flute --path step
-    python tools/evaluate.py basic flute --phrases data/phrases/flute   # whole phrases
+    python tools/build_dataset.py phrases -p 73 -o out/phrases/flute    # (once per instrument)
+    python tools/evaluate.py --phrases out/phrases     # whole phrases through the engine
 
 For each model (``basic`` or a model folder) and each dataset it applies to (a model's
 ``config.json`` ``program`` (int or list) / ``programs`` selects the datasets in ``data/*`` whose
@@ -409,53 +410,64 @@ def phrase_pitch(events: list[tuple[int, bytes]], n_frames: int, hop: int = spec
     return out, mask
 
 
+def _phrase_dirs(phrase_dir: str) -> list[Path]:
+    root = Path(phrase_dir)
+    dirs = [root] if any(root.glob("*.mid")) else []
+    return dirs + sorted(d for d in root.iterdir() if d.is_dir() and any(d.glob("*.mid")))
+
+
 def evaluate_phrases(models: list[str], phrase_dir: str, verbose: bool = True) -> list[dict]:
     """Whole-engine evaluation on ``phrase*.mid`` + ``phrase*.wav`` pairs rendered by FluidSynth
     (``tools/build_dataset.py phrases``): each MIDI file goes through the engine
     (:func:`render_events_mono`) and is compared with FluidSynth's WAV (mono) by the same metrics;
-    f0 on frames where a key is down, against the newest held key + bend."""
+    f0 on frames where a key is down, against the newest held key + bend.
+
+    ``phrase_dir`` holds the pairs, or one sub-folder per instrument (e.g. ``out/phrases/flute``)
+    of which each model gets those of its GM program(s) (from ``phrase*.json``)."""
     import soundfile as sf
     from rtsynth.instruments import load_instrument
     from rtsynth.render import read_midi_events
-    pairs = [(m, m.with_suffix(".wav")) for m in sorted(Path(phrase_dir).glob("*.mid"))
-             if m.with_suffix(".wav").exists()]
     rows = []
     for model in models:
-        per = []
-        t0 = time.perf_counter()
-        for mid, wav in pairs:
-            ref, sr = sf.read(str(wav), dtype="float64", always_2d=True)
-            ref = ref.mean(1)
-            ev = read_midi_events(mid, sr)
-            T = -(-len(ref) // spec.HOP)
-            pf, mask = phrase_pitch(ev, T)
-            y = render_events_mono(load_instrument(model), ev, len(ref))
-            per.append(note_metrics(ref, y, pf, sr, spec.HOP, pitched=mask))
-        if not per:
-            continue
-        row = dict(model=model, dataset=f"phrases:{Path(phrase_dir).name}", program=None,
-                   path="engine", **aggregate(per), seconds=round(time.perf_counter() - t0, 2))
-        rows.append(row)
-        if verbose:
-            print(f"  {model:>18s} on {row['dataset']:<10s} mss {row['mss_distance']:.3f}",
-                  file=sys.stderr)
+        progs = model_programs(model)
+        cfg = model_config(model)
+        for d in _phrase_dirs(phrase_dir):
+            pairs = [(m, m.with_suffix(".wav")) for m in sorted(d.glob("*.mid"))
+                     if m.with_suffix(".wav").exists()]
+            if progs is not None:
+                keep = []
+                for m, w in pairs:
+                    j = m.with_suffix(".json")
+                    prog = json.loads(j.read_text()).get("program") if j.exists() else None
+                    if prog is None or prog in progs:
+                        keep.append((m, w))
+                pairs = keep
+            if not pairs:
+                continue
+            per = []
+            t0 = time.perf_counter()
+            inst = load_instrument(model)
+            timbre = select_timbre(inst, cfg, d.name)
+            for mid, wav in pairs:
+                ref, sr = sf.read(str(wav), dtype="float64", always_2d=True)
+                ref = ref.mean(1)
+                ev = read_midi_events(mid, sr)
+                T = -(-len(ref) // spec.HOP)
+                pf, mask = phrase_pitch(ev, T)
+                y = render_events_mono(inst, ev, len(ref))
+                per.append(note_metrics(ref, y, pf, sr, spec.HOP, pitched=mask))
+            row = dict(model=model, dataset=f"phrases:{d.name}", program=None, path="engine",
+                       timbre=timbre, **aggregate(per),
+                       seconds=round(time.perf_counter() - t0, 2))
+            rows.append(row)
+            if verbose:
+                print(f"  {model:>18s} on {row['dataset']:<10s} mss {row['mss_distance']:.3f}",
+                      file=sys.stderr)
     base = {r["dataset"]: r["mss_distance"] for r in rows if r["model"] == "basic"}
     for r in rows:
         if r["dataset"] in base and base[r["dataset"]] > 0:
             r["mss_vs_basic"] = r["mss_distance"] / base[r["dataset"]]
     return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    hdr = (f"{'model':<20s} {'dataset':<10s} {'notes':>5s} {'MSS':>7s} {'xbasic':>6s} "
-           f"{'f0 med c':>8s} {'f0 p95 c':>8s} {'loud dB':>7s}")
-    lines = [hdr, "-" * len(hdr)]
-    for r in rows:
-        ratio = f"{r['mss_vs_basic']:.2f}" if "mss_vs_basic" in r else "-"
-        lines.append(f"{r['model']:<20s} {r['dataset']:<10s} {r['n_notes']:>5d} "
-                     f"{r['mss_distance']:>7.3f} {ratio:>6s} {r['f0_cents_median']:>8.2f} "
-                     f"{r['f0_cents_p95']:>8.2f} {r['loudness_db']:>7.2f}")
-    return "\n".join(lines)
 
 
 def format_markdown(rows: list[dict]) -> str:
