@@ -470,6 +470,18 @@ def evaluate_phrases(models: list[str], phrase_dir: str, verbose: bool = True) -
     return rows
 
 
+def format_table(rows: list[dict]) -> str:
+    hdr = (f"{'model':<20s} {'dataset':<16s} {'notes':>5s} {'MSS':>7s} {'xbasic':>6s} "
+           f"{'f0 med c':>8s} {'f0 p95 c':>8s} {'loud dB':>7s}")
+    lines = [hdr, "-" * len(hdr)]
+    for r in rows:
+        ratio = f"{r['mss_vs_basic']:.2f}" if "mss_vs_basic" in r else "-"
+        lines.append(f"{str(r['model']):<20s} {r['dataset']:<16s} {r['n_notes']:>5d} "
+                     f"{r['mss_distance']:>7.3f} {ratio:>6s} {r['f0_cents_median']:>8.2f} "
+                     f"{r['f0_cents_p95']:>8.2f} {r['loudness_db']:>7.2f}")
+    return "\n".join(lines)
+
+
 def format_markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table (for model cards and the README)."""
     lines = ["| model | held-out set | notes | MSS distance | x basic | f0 median (cents) | "
