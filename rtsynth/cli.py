@@ -33,13 +33,10 @@ def _realtime_setup() -> None:
 
 
 def _make_engine(args, block: int):
-    import torch
-
     from .engine import Engine
     from .instruments import load_instrument
 
-    torch.set_num_threads(1)
-    inst = load_instrument(args.instrument)
+    inst = load_instrument(args.instrument)   # neural instruments set torch to one thread
     if args.sample_rate and args.sample_rate != inst.sample_rate:
         raise UserError(f"instrument {inst.name!r} is trained at {inst.sample_rate} Hz; "
                         f"-r {args.sample_rate} is not supported for it")
@@ -154,7 +151,7 @@ def cmd_render(args) -> int:
         raise UserError("give a MIDI file to render, or --demo")
     else:
         events = read_midi_events(args.midi)
-    engine = _make_engine(args, args.block or 512)
+    engine = _make_engine(args, args.block or 2048)   # the block size does not change the output
     t0 = time.perf_counter()
     quiet = args.quiet or not sys.stderr.isatty()
     with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -237,7 +234,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="sample rate (the instrument's; 48000 for the shipped ones)")
     p.add_argument("-z", "--block", type=int, default=None,
                    help="audio block size in frames (default: JACK's period, else 128; "
-                        "render: 512)")
+                        "render: 2048)")
     p.add_argument("-g", "--gain", type=float, default=0.5, help="master gain (default 0.5)")
     p.add_argument("--polyphony", type=int, default=32, help="voice slots (default 32)")
     p.add_argument("--reverb", type=float, default=0.12, help="reverb send, 0 = dry")

@@ -45,6 +45,92 @@ def _smooth_rows(target, state, coef, n):
         state[c] = s
 
 
+@nb.njit(cache=True, nogil=True)
+def _plan_frames(n, hop, sr, n_slots, active, kill_start, vpos, start_off, note, chan, velocity,
+                 released_at, bend_arr, vib_arr, lfo_w, tau_fast, tau_slow,
+                 p_slots, p_feat, p_nf, p_toff, p_rel, counts, n_new):
+    """List the control frames that start in this block, per round; returns the round count.
+
+    Features per :mod:`rtsynth.spec`, from the voice's state at the frame's first sample (pitch
+    as the oscillator computes it there: note + bend + key-synced vibrato).
+    """
+    for r in range(counts.shape[0]):
+        counts[r] = 0
+    for v in range(n_new.shape[0]):
+        n_new[v] = 0
+    rounds = 0
+    for v in range(n_slots):
+        if active[v] == 0 or kill_start[v] >= 0:
+            continue
+        n0 = vpos[v]
+        so = start_off[v]
+        end = n0 + n - so
+        nf = ((n0 + hop - 1) // hop) * hop
+        ch = chan[v]
+        r = 0
+        while nf < end:
+            m = counts[r]
+            toff = so + nf - n0
+            pitch = note[v] + bend_arr[ch, toff] + vib_arr[ch, toff] * math.sin(lfo_w * nf)
+            f = p_feat[r, m]
+            f[0] = (pitch - 60.0) / 24.0
+            f[1] = velocity[v] / 127.0
+            t_on = nf / sr
+            f[3] = math.exp(-t_on / tau_fast)
+            f[4] = math.exp(-t_on / tau_slow)
+            rel = released_at[v]
+            if rel <= nf:
+                t_off = (nf - rel) / sr
+                f[2] = 0.0
+                f[5] = math.exp(-t_off / tau_fast)
+                f[6] = math.exp(-t_off / tau_slow)
+            else:
+                f[2] = 1.0
+                f[5] = 0.0
+                f[6] = 0.0
+            p_slots[r, m] = v
+            p_nf[r, m] = nf
+            p_toff[r, m] = toff
+            p_rel[r, m] = rel
+            counts[r] = m + 1
+            r += 1
+            nf += hop
+        if r > rounds:
+            rounds = r
+    return rounds
+
+
+@nb.njit(cache=True, nogil=True)
+def _store_round(r, m, slots, nf, rel, toff, oh, og, new_h, new_g, n_new, level, hop,
+                 max_release, silent, k_slot, k_off, k_code):
+    """File round ``r``'s controls per voice; list released voices to end (1: silent, 2: long)."""
+    nk = 0
+    for i in range(m):
+        v = slots[i]
+        lvl = 0.0
+        for k in range(oh.shape[1]):
+            new_h[v, r, k] = oh[i, k]
+            lvl += oh[i, k]
+        for b in range(og.shape[1]):
+            new_g[v, r, b] = og[i, b]
+            lvl += og[i, b]
+        n_new[v] = r + 1
+        level[v] = lvl
+        if rel[i] <= nf[i]:
+            since = nf[i] - rel[i]
+            code = 0
+            if since > hop and lvl < silent:
+                code = 1
+            elif since > max_release:
+                code = 2
+            if code:
+                k_slot[nk] = v
+                k_off[nk] = toff[i]
+                k_code[nk] = code
+                nk += 1
+    return nk
+
+
 class Engine:
     """Polyphonic engine around one :class:`StreamingInstrument`.
 
@@ -91,10 +177,6 @@ class Engine:
         self.vpos = np.zeros(S, np.int64)
         self.theta = np.zeros(S, np.float64)
         self.inc = np.zeros(S, np.float64)
-        self.zr = np.zeros((S, K), f32)
-        self.zi = np.zeros((S, K), f32)
-        self.rr = np.zeros((S, K), f32)
-        self.ri = np.zeros((S, K), f32)
         self.prev_h = np.zeros((S, K), f32)
         self.cur_h = np.zeros((S, K), f32)
         self.prev_g = np.zeros((S, B), f32)
@@ -139,7 +221,16 @@ class Engine:
         # buffers
         self.scratch = np.zeros(self.block, np.float64)
         self.out = np.zeros((self.block, 2), np.float32)
-        self._feat = np.zeros((S, inst.n_features), np.float32)
+        R = self.R
+        self._p_slots = np.zeros((R, S), np.int64)
+        self._p_feat = np.zeros((R, S, inst.n_features), np.float32)
+        self._p_nf = np.zeros((R, S), np.int64)
+        self._p_toff = np.zeros((R, S), np.int64)
+        self._p_rel = np.zeros((R, S), np.int64)
+        self._p_count = np.zeros(R, np.int64)
+        self._k_slot = np.zeros(S, np.int64)
+        self._k_off = np.zeros(S, np.int64)
+        self._k_code = np.zeros(S, np.int64)
         self._oh = np.zeros((S, K), np.float32)
         self._og = np.zeros((S, B), np.float32)
         self.master = MasterState(self.sr, reverb=reverb)
@@ -191,8 +282,7 @@ class Engine:
         out[:] = 0.0
         self.bad[:] = 0
         render_voices(n, float(self.sr), self.hop, self.active, self.start_off, self.chan,
-                      self.note, self.vpos, self.theta, self.inc, self.zr, self.zi, self.rr,
-                      self.ri, self.prev_h, self.cur_h, self.prev_g, self.cur_g, self.new_h,
+                      self.note, self.vpos, self.theta, self.inc, self.prev_h, self.cur_h, self.prev_g, self.cur_g, self.new_h,
                       self.new_g, self.n_new, self.frozen, self.noise_off, self.tables,
                       self.kill_start, self.kill_pos, self.kill_len, self._bend_arr,
                       self._vib_arr, self.lfo_w, self.chan_gain, self.pan_l, self.pan_r, self.scratch, out, self.bad)
@@ -392,7 +482,7 @@ class Engine:
         idle = fades[self.active[fades] == 0]
         f = int(idle[0]) if len(idle) else int(fades[np.argmax(self.kill_pos[fades])])
         for a in (self.active, self.start_off, self.chan, self.note, self.vpos, self.theta,
-                  self.inc, self.zr, self.zi, self.rr, self.ri, self.noise_off):
+                  self.inc, self.noise_off):
             a[f] = a[slot]
         ph = (self.vpos[slot] % self.hop) / self.hop
         cur = self.prev_h[slot] + ph * (self.cur_h[slot] - self.prev_h[slot])
@@ -430,58 +520,32 @@ class Engine:
 
     # ----------------------------------------------------------------- frames
     def _compute_frames(self, n: int) -> None:
-        """Run the instrument for every control frame that starts in this block, batched."""
-        ns = self.n_slots
-        H = self.hop
-        self.n_new[:] = 0
-        v = np.flatnonzero((self.active[:ns] != 0) & (self.kill_start[:ns] < 0))
-        if not len(v):
-            return
-        n0 = self.vpos[v]
-        count = n - self.start_off[v]
-        first = -(-n0 // H) * H
-        nfr = np.where(first < n0 + count, (n0 + count - 1 - first) // H + 1, 0)
-        feat = self._feat
-        for r in range(int(nfr.max()) if len(nfr) else 0):
-            sel = nfr > r
-            vs = v[sel]
-            m = len(vs)
-            nf = first[sel] + r * H                      # voice sample of the frame start
-            toff = self.start_off[vs] + (nf - n0[sel])   # its block offset
-            f = feat[:m]
-            ch = self.chan[vs]
-            # pitch at the frame start, as the oscillator computes it at that sample
-            pitch = (self.note[vs] + self._bend_arr[ch, toff]
-                     + self._vib_arr[ch, toff] * np.sin(self.lfo_w * nf))
-            f[:, 0] = (pitch - 60.0) / 24.0
-            f[:, 1] = self.velocity[vs] / 127.0
-            rel_at = self.released_at[vs]
-            released = rel_at <= nf
-            f[:, 2] = np.where(released, 0.0, 1.0)
-            t_on = nf / self.sr
-            f[:, 3] = np.exp(-t_on / spec.TAU_FAST)
-            f[:, 4] = np.exp(-t_on / spec.TAU_SLOW)
-            t_off = np.where(released, nf - np.minimum(rel_at, nf), 0) / self.sr
-            f[:, 5] = np.where(released, np.exp(-t_off / spec.TAU_FAST), 0.0)
-            f[:, 6] = np.where(released, np.exp(-t_off / spec.TAU_SLOW), 0.0)
+        """Run the instrument for every control frame that starts in this block, batched.
+
+        A Numba pass lists, per round ``r``, the voices whose ``r``-th frame in this block starts
+        here, with their features; each round is one ``instrument.step`` call.
+        """
+        rounds = _plan_frames(n, self.hop, float(self.sr), self.n_slots, self.active,
+                              self.kill_start, self.vpos, self.start_off, self.note, self.chan,
+                              self.velocity, self.released_at, self._bend_arr, self._vib_arr,
+                              self.lfo_w, spec.TAU_FAST, spec.TAU_SLOW, self._p_slots,
+                              self._p_feat, self._p_nf, self._p_toff, self._p_rel,
+                              self._p_count, self.n_new)
+        for r in range(rounds):
+            m = int(self._p_count[r])
+            vs = self._p_slots[r, :m]
             oh = self._oh[:m]
             og = self._og[:m]
-            self.inst.step(f, vs.astype(np.int64), oh, og)
-            self.new_h[vs, r] = oh
-            self.new_g[vs, r] = og
-            self.n_new[vs] = r + 1
-            lvl = oh.sum(axis=1) + og.sum(axis=1)
-            self.level[vs] = lvl
-            # a released voice ends at the first frame that is silent (or after max_release):
-            # decided on the voice's own frame grid, so it does not depend on the block size
-            if released.any():
-                since = nf - rel_at
-                quiet = released & (since > H) & (lvl < SILENT_LEVEL)
-                long = released & (since > self.max_release)
-                for mask, secs in ((quiet, 0.001), (long, 0.05)):
-                    if mask.any():
-                        for vi, o in zip(vs[mask], toff[mask]):
-                            self._kill(np.array([vi]), int(o), secs)
+            self.inst.step(self._p_feat[r, :m], vs, oh, og)
+            nk = _store_round(r, m, vs, self._p_nf[r], self._p_rel[r], self._p_toff[r], oh, og,
+                              self.new_h, self.new_g, self.n_new, self.level, self.hop,
+                              self.max_release, SILENT_LEVEL, self._k_slot, self._k_off,
+                              self._k_code)
+            # a released voice ends at its first silent frame (or after max_release): decided
+            # on the voice's own frame grid, so it does not depend on the block size
+            for i in range(nk):
+                self._kill(self._k_slot[i:i + 1], int(self._k_off[i]),
+                           0.001 if self._k_code[i] == 1 else 0.05)
 
     def _end_voices(self) -> None:
         """Free the slots of voices whose fade-out ended in this block."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import math
+
+import numba as nb
 import numpy as np
 
 from . import spec
@@ -84,10 +87,6 @@ class BasicInstrument(StreamingInstrument):
     def __init__(self, sample_rate: int = spec.SAMPLE_RATE):
         self.sample_rate = sample_rate
         self.n_slots = 0
-        h = np.arange(1, self.n_harmonics + 1, dtype=np.float32)
-        self._logh = np.log(h)[None, :]
-        self._noise_shape = (0.3 / (1.0 + np.arange(self.n_noise_bands, dtype=np.float32))
-                             )[None, :]
 
     def allocate(self, n_slots: int) -> None:
         self.n_slots = n_slots
@@ -96,15 +95,30 @@ class BasicInstrument(StreamingInstrument):
         pass
 
     def step(self, features, slots, out_harm, out_noise) -> None:
-        f = features
-        vel = f[:, 1]
-        gate = f[:, 2]
-        env = (1.0 - 0.9 * f[:, 3]) * (0.7 + 0.3 * f[:, 4]) * (gate + (1.0 - gate) * f[:, 5])
-        amp = 0.02 + 0.16 * vel * vel
-        amp = amp * env
+        _basic_step(features, out_harm, out_noise, float(self.sample_rate), spec.NYQUIST_MARGIN)
+
+
+@nb.njit(cache=True, nogil=True)
+def _basic_step(f, out_harm, out_noise, sample_rate, margin):
+    n, K = out_harm.shape
+    B = out_noise.shape[1]
+    nyq = sample_rate / 2.0
+    for i in range(n):
+        vel = f[i, 1]
+        gate = f[i, 2]
+        env = (1.0 - 0.9 * f[i, 3]) * (0.7 + 0.3 * f[i, 4]) * (gate + (1.0 - gate) * f[i, 5])
+        amp = (0.02 + 0.16 * vel * vel) * env
         p = 2.2 - 1.2 * vel
-        dist = np.exp(-p[:, None] * self._logh)
-        pitch = f[:, 0] * 24.0 + 60.0
-        f0 = spec.midi_to_hz(pitch)
-        out_harm[:] = spec.harmonic_amplitudes(amp, dist, f0, self.sample_rate)
-        out_noise[:] = (0.04 * amp)[:, None] * self._noise_shape
+        f0 = 440.0 * 2.0 ** ((f[i, 0] * 24.0 + 60.0 - 69.0) / 12.0)
+        total = 0.0
+        for k in range(K):
+            mask = (margin * nyq - f0 * (k + 1)) / (0.05 * nyq)
+            mask = min(max(mask, 0.0), 1.0)
+            d = math.exp(-p * math.log(k + 1.0)) * mask
+            out_harm[i, k] = d
+            total += d
+        scale = amp / max(total, 1e-7)
+        for k in range(K):
+            out_harm[i, k] *= scale
+        for b in range(B):
+            out_noise[i, b] = 0.04 * amp * 0.3 / (1.0 + b)

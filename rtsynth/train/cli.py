@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..nn.backbones import BACKBONES
+# kept literal: importing the backbones would import torch for every rtsynth command
+BACKBONES = ("gru", "cnn", "attention")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
