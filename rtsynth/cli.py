@@ -32,11 +32,14 @@ def _realtime_setup() -> None:
     sys.setswitchinterval(0.0005)
 
 
-def _make_engine(args, block: int):
+def _make_engine(args, block: int, device_rate: int | None = None):
     from .engine import Engine
-    from .instruments import load_instrument
+    from .instruments import BasicInstrument, load_instrument
 
     inst = load_instrument(args.instrument)   # neural instruments set torch to one thread
+    rate = args.sample_rate or device_rate
+    if isinstance(inst, BasicInstrument) and rate:
+        inst = BasicInstrument(rate)          # the DSP instrument runs at any rate
     if args.sample_rate and args.sample_rate != inst.sample_rate:
         raise UserError(f"instrument {inst.name!r} is trained at {inst.sample_rate} Hz; "
                         f"-r {args.sample_rate} is not supported for it")
@@ -58,17 +61,19 @@ def cmd_play(args) -> int:
         # fail fast, before loading models, when there is no device at all
         drivers.find_output_device(args.audio_device)
     block = args.block
-    if driver_name == "jack" and block is None:
+    device_rate = None
+    if driver_name == "jack":
         import jack
         drivers._quiet_jack()
         try:
             probe = jack.Client("rtsynth-probe", no_start_server=True)
-            block = probe.blocksize
+            block = block or probe.blocksize
+            device_rate = probe.samplerate
             probe.close()
         except jack.JackOpenError:
             raise drivers.NoAudioDevice(drivers.NO_DEVICE_HINT) from None
     block = block or 128
-    engine = _make_engine(args, block)
+    engine = _make_engine(args, block, device_rate)
     engine.warmup()
     player = Player(engine, ahead=args.ahead,
                     host_margin=0 if driver_name == "jack" else block)
