@@ -33,7 +33,8 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="under two minutes: block 128 only, fewer notes, shorter holds")
     p.add_argument("-i", "--instrument", action="append", default=None,
-                   help="rtsynth instrument(s) to measure (repeatable; default: basic)")
+                   help="rtsynth instrument(s) to measure (repeatable; default: every shipped "
+                        "instrument and basic; --quick: the default instrument)")
     p.add_argument("--no-peer", action="store_true", help="skip FluidSynth")
     p.add_argument("--blocks", type=_ints, default=None,
                    help="block sizes for latency (default '64 128 256'; quick '128')")
@@ -59,6 +60,14 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
+def default_instruments(quick: bool) -> list[str]:
+    try:
+        from rtsynth.instruments import available_instruments, default_instrument
+    except ImportError:
+        return ["basic"]
+    return [default_instrument()] if quick else available_instruments()
+
+
 def run(args) -> int:
     import shutil
 
@@ -80,7 +89,8 @@ def run(args) -> int:
     if bad:
         err.print(f"rtsynth bench: unknown rows {', '.join(sorted(bad))}")
         return 2
-    cfg = BenchConfig(quick=args.quick, instruments=args.instrument or ["basic"],
+    cfg = BenchConfig(quick=args.quick, instruments=args.instrument or
+                      default_instruments(args.quick),
                       peer=not args.no_peer, blocks=args.blocks, notes=args.notes,
                       load_seconds=args.seconds, load_voices=args.voices,
                       capacity_steps=args.capacity_steps,

@@ -75,6 +75,8 @@ def print_table(res: dict, console=None) -> None:
                              + (f", DSP {dl:.0f}%" if dl is not None else ""))
             console.print(f"[bold]{s}[/] capacity steps (block {cap['block']}, "
                           f"{cap['seconds']:g} s each; gen median/p99/max): " + "; ".join(parts))
+        for e in row.get("retries", []):
+            console.print(f"[yellow]{s} (retried): {e}[/]")
         for e in row.get("errors", []):
             console.print(f"[red]{s}: {e}[/]")
     console.print(f"bench took {m.get('bench_s', 0):.0f} s")

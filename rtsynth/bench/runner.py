@@ -61,7 +61,9 @@ class BenchConfig:
 def default_synths(cfg: BenchConfig) -> list[SynthSpec]:
     out = []
     for inst in cfg.instruments:
+        bb = _backbone(inst)
         out.append(rtsynth_spec(inst, python=cfg.python,
+                                label=f"rtsynth {inst}" + (f" ({bb})" if bb else ""),
                                 extra=["--no-hw-midi", *cfg.rtsynth_args],
                                 voices_args=["--polyphony", "{voices}"]))
     if cfg.peer:
@@ -71,6 +73,18 @@ def default_synths(cfg: BenchConfig) -> list[SynthSpec]:
             if cfg.log:
                 cfg.log(f"peer skipped: {e}")
     return out
+
+
+def _backbone(inst: str) -> str | None:
+    """The backbone named in a model folder's config.json (None for basic or unknown)."""
+    import json
+    try:
+        from rtsynth.instruments import models_dir
+        p = Path(inst) if Path(inst).is_dir() else models_dir() / inst
+        arch = json.loads((p / "config.json").read_text()).get("architecture", {})
+        return arch.get("backbone")
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _dry_args(spec: SynthSpec) -> list[str]:
@@ -88,9 +102,11 @@ def _with_args(spec: SynthSpec, extra: list[str]) -> SynthSpec:
 
 
 def _err_line(e: BaseException) -> str:
-    s = str(e).strip().splitlines()
-    tail = [l for l in s if l.strip()][-3:]
-    return f"{type(e).__name__}: " + (" | ".join(tail) if tail else "")
+    """The exception's first line and the last lines of any process output it carries."""
+    s = [l for l in str(e).strip().splitlines() if l.strip()]
+    if len(s) > 4:
+        s = s[:1] + ["..."] + s[-3:]
+    return f"{type(e).__name__}: " + " | ".join(s)
 
 
 def run_bench(cfg: BenchConfig) -> dict:
@@ -159,26 +175,16 @@ def _run_on_server(cfg, specs, res, server, env, log, servername, blocks):
             r = res["synths"][spec.label]
             # start-up + latency, in one process, dry
             if "latency" in cfg.rows or "startup" in cfg.rows:
-                dry = _with_args(spec, _dry_args(spec))
-                live = LiveSynth(dry, env, rig, block, workdir=cfg.workdir)
-                try:
-                    log(f"[{block}] start-up: {spec.label}")
-                    st = M.measure_startup(live, timeout=120.0)
-                    if main or "startup" not in r:
-                        r["startup"] = dict(st, block=block)
-                    if "latency" in cfg.rows:
-                        log(f"[{block}] latency, {cfg.notes} notes: {spec.label}")
-                        spacing = max(4800, 12 * block)
-                        r["latency"][str(block)] = M.measure_latency(
-                            live, n_notes=cfg.notes, spacing=spacing,
-                            length=min(1920, spacing // 2))
-                except Exception as e:  # noqa: BLE001
-                    r["errors"].append(f"[{block}] start-up/latency: {_err_line(e)}")
-                    log(f"  failed: {_err_line(e)}")
-                finally:
-                    live.stop()
-                    if live.stats:
-                        r.setdefault("play_stats", {})[str(block)] = _brief_stats(live.stats)
+                for attempt in (1, 2):  # a synth that fails to start gets one more chance
+                    err = _startup_latency(cfg, spec, env, rig, block, main, r, log)
+                    if err is None:
+                        break
+                    msg = f"[{block}] start-up/latency{' (retried)' if attempt == 2 else ''}: {err}"
+                    log(f"  failed: {err}")
+                    if attempt == 2:
+                        r["errors"].append(msg)
+                    else:
+                        r.setdefault("retries", []).append(msg)
             if not main:
                 continue
             if "load" in cfg.rows:
@@ -192,6 +198,29 @@ def _run_on_server(cfg, specs, res, server, env, log, servername, blocks):
                     log(f"  failed: {_err_line(e)}")
             if "capacity" in cfg.rows:
                 r["capacity"] = _capacity(cfg, spec, env, rig, block, server, log, r)
+
+
+def _startup_latency(cfg, spec, env, rig, block, main, r, log) -> str | None:
+    """Start-up, then latency, in one process, dry. Returns an error line or None."""
+    dry = _with_args(spec, _dry_args(spec))
+    live = LiveSynth(dry, env, rig, block, workdir=cfg.workdir)
+    try:
+        log(f"[{block}] start-up: {spec.label}")
+        st = M.measure_startup(live, timeout=120.0)
+        if main or "startup" not in r:
+            r["startup"] = dict(st, block=block)
+        if "latency" in cfg.rows:
+            log(f"[{block}] latency, {cfg.notes} notes: {spec.label}")
+            spacing = max(4800, 12 * block)
+            r["latency"][str(block)] = M.measure_latency(
+                live, n_notes=cfg.notes, spacing=spacing, length=min(1920, spacing // 2))
+    except Exception as e:  # noqa: BLE001 - a row fails, the bench goes on
+        return _err_line(e)
+    finally:
+        live.stop()
+        if live.stats:
+            r.setdefault("play_stats", {})[str(block)] = _brief_stats(live.stats)
+    return None
 
 
 def _held_run(spec, env, rig, block, server, k, seconds, workdir) -> dict:
