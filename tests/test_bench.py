@@ -63,8 +63,8 @@ def test_dropped_blocks_are_reported(tmp_path):
     # every dropped block inside the analysed window is a silent gap in the recording:
     # 3 s - settle - 2 blocks at one drop per 25 blocks, give or take the window's edges
     expected = (3.0 - 0.5) * 48000 / 128 / 25
-    assert abs(d["gaps"] - expected) <= 3
-    assert d["gap_frames"] == 128 * d["gaps"]
+    assert abs(d["gaps"] - expected) <= 4
+    assert 128 * d["gaps"] <= d["gap_frames"] <= 128 * d["gaps"] + 8
 
 
 def test_missed_deadlines_are_blamed_on_the_synth(tmp_path):
@@ -130,3 +130,19 @@ def test_bench_quick_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "latency median @128" in r.stdout
     assert res["ratios"]["rtsynth basic / FluidSynth"]["render_x"] is not None
+
+
+def test_uses_a_running_server(tmp_path, monkeypatch):
+    from rtsynth.jackserver import JackServer
+    with JackServer(period=256) as srv:
+        monkeypatch.setenv("JACK_DEFAULT_SERVER", srv.name)
+        spec = delay_spec(64, wave="impulse", label="known")
+        cfg = BenchConfig(quick=True, synths=[spec], rows=("latency",), render=False,
+                          notes=20, workdir=str(tmp_path))
+        res = run_bench(cfg)
+        assert srv.running()                       # ours to keep: the bench did not stop it
+    assert res["meta"]["server"] == f"running server {srv.name!r}"
+    assert res["meta"]["blocks"] == [256]
+    lat = res["synths"]["known"]["latency"]["256"]
+    assert lat["median"] == lat["max"] == 64
+    srv.cleanup()
