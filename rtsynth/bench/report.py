@@ -46,6 +46,19 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
                     r = a / f if a is not None and f else None
                 rat.append("-" if r is None else f"{r:.2f}")
             rows.append([name] + [_fmt(v, unit) for v in vals] + rat)
+    # generator time per block in the dropout run (rtsynth's own counter; the peer has none)
+    gens = []
+    for s in synths:
+        g = (res["synths"][s].get("load") or {}).get("gen_ms")
+        gens.append(f"{g['median']:.2f}/{g['p99']:.2f}/{g['max']:.2f} ms" if g else "-")
+    if any(g != "-" for g in gens):
+        rows.append(["  generator per block med/p99/max"] + gens + ["-"] * len(ratio_keys))
+    dl = []
+    for s in synths:
+        v = (res["synths"][s].get("load") or {}).get("dsp_load_median")
+        dl.append(f"{v:.0f}%" if v is not None else "-")
+    if any(v != "-" for v in dl):
+        rows.append(["  JACK DSP load (median)"] + dl + ["-"] * len(ratio_keys))
     return header, rows
 
 
@@ -79,6 +92,11 @@ def print_table(res: dict, console=None) -> None:
             console.print(f"[yellow]{s} (retried): {e}[/]")
         for e in row.get("errors", []):
             console.print(f"[red]{s}: {e}[/]")
+    for t in res.get("targets", []):
+        mark = {True: "[green]met[/]", False: "[red]NOT met[/]", None: "[dim]n/a[/]"}[t["ok"]]
+        v = t["value"]
+        console.print(f"target {mark}: {t['synth']}: {t['target']}"
+                      + (f" (measured {v:.2f})" if isinstance(v, (int, float)) else ""))
     console.print(f"bench took {m.get('bench_s', 0):.0f} s")
 
 

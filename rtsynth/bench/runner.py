@@ -160,6 +160,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             res["synths"][s.label]["render"] = rows
     res["meta"]["bench_s"] = time.monotonic() - t_all
     res["ratios"] = ratios(res)
+    res["targets"] = targets(res)
     return res
 
 
@@ -326,4 +327,39 @@ def ratios(res: dict) -> dict:
             a, f = metric(row, path, b), metric(res["synths"][peer], path, b)
             rr[key] = (a / f) if a is not None and f not in (None, 0.0) else None
         out[f"{label} / {peer}"] = rr
+    return out
+
+
+def targets(res: dict) -> list[dict]:
+    """The issue's targets, checked for every rtsynth synth against the peer of the same run."""
+    peer = next((k for k, v in res["synths"].items() if v["kind"] == "fluidsynth"), None)
+    blocks = res["meta"]["blocks"]
+    b = MAIN_BLOCK if MAIN_BLOCK in blocks else blocks[0]
+    bud = 1000.0 * b / res["meta"].get("sample_rate", 48000)
+    out = []
+    for label, row in res["synths"].items():
+        if row["kind"] != "rtsynth":
+            continue
+        p99 = metric(row, ("latency", "{b}", "p99_ms"), b)
+        jit = metric(row, ("latency", "{b}", "jitter_ms"), b)
+        drop = metric(row, ("load", "dropouts"), b)
+        cap = metric(row, ("capacity", "voices"), b)
+        rx = metric(row, ("render", 0, "x_realtime"), b)
+        fp99 = metric(res["synths"][peer], ("latency", "{b}", "p99_ms"), b) if peer else None
+        frx = metric(res["synths"][peer], ("render", 0, "x_realtime"), b) if peer else None
+
+        def add(name, value, ok):
+            out.append({"synth": label, "target": name, "value": value,
+                        "ok": None if ok is None else bool(ok)})
+        add(f"latency p99 <= FluidSynth p99 + one block ({bud:.2f} ms) @{b}", p99,
+            None if p99 is None or fp99 is None else p99 <= fp99 + bud)
+        add(f"latency jitter < 1 ms @{b}", jit, None if jit is None else jit < 1.0)
+        load = row.get("load") or {}
+        add(f"zero dropouts holding {load.get('voices', '?')} voices for "
+            f"{load.get('seconds', '?')} s @{b}", drop, None if drop is None else drop == 0)
+        tested = (row.get("capacity") or {}).get("tested_up_to")
+        add("capacity >= 64 voices", cap,
+            None if cap is None or (tested is not None and tested < 64) else cap >= 64)
+        add("offline render faster than FluidSynth (same file)", rx,
+            None if rx is None or frx is None else rx > frx)
     return out
