@@ -173,8 +173,13 @@ def load_dataset(path: str | os.PathLike, split: str | None = None,
 
 
 def write_dataset(out_dir: str | os.PathLike, index: dict, audios: dict[str, np.ndarray],
-                  flac: bool = False) -> None:
-    """Write ``index.json`` + ``audio.npz`` (int16) and optionally FLAC copies (16-bit)."""
+                  flac: bool = False, npz: bool = True) -> None:
+    """Write ``index.json`` + ``audio.npz`` (int16) and optionally FLAC copies (16-bit).
+
+    ``npz=False`` (with ``flac=True``) writes FLAC only: half the size, but reading it needs
+    ``soundfile``."""
+    if not (npz or flac):
+        raise ValueError("write_dataset: npz or flac (or both)")
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     index = dict(index)
@@ -183,10 +188,15 @@ def write_dataset(out_dir: str | os.PathLike, index: dict, audios: dict[str, np.
     ints = {}
     for k, a in audios.items():
         ints[k] = np.round(np.clip(a, -1.0, 1.0) * 32767.0).astype(np.int16)
-    np.savez_compressed(d / "audio.npz", **ints)
+    if npz:
+        np.savez_compressed(d / "audio.npz", **ints)
+    elif (d / "audio.npz").exists():
+        (d / "audio.npz").unlink()
     if flac:
         import soundfile as sf
         (d / "flac").mkdir(exist_ok=True)
+        for old in (d / "flac").glob("*.flac"):
+            old.unlink()
         for ex in index["examples"]:
             ex["file"] = f"flac/{ex['id']}.flac"
             sf.write(str(d / ex["file"]), ints[ex["id"]], int(index["sample_rate"]),

@@ -67,6 +67,18 @@ def test_roundtrip_and_padding(tmp_path):
     assert np.allclose(e1.pitch_frames, [62.0, 62.1, 62.2, 62.2, 62.2, 62.2])
 
 
+def test_flac_only_roundtrip(tmp_path):
+    pytest.importorskip("soundfile")
+    a = (0.25 * np.sin(np.arange(3 * HOP) * 0.05)).astype(np.float32)
+    ex = dict(id="e0", split="train", kind="note", pitch=60, velocity=64, release_sample=HOP,
+              n_samples=3 * HOP, bend=[])
+    idx = dict(sample_rate=SR, hop=HOP, name="f", source={}, examples=[ex])
+    write_dataset(tmp_path / "f", idx, {"e0": a}, flac=True, npz=False)
+    assert not (tmp_path / "f" / "audio.npz").exists()
+    (e,) = load_dataset(tmp_path / "f")
+    assert np.max(np.abs(e.audio - a)) < 1e-4
+
+
 @pytest.mark.parametrize("name", list(bd.INSTRUMENTS))
 def test_plan_holds_out_pitches_and_velocities(name):
     notes, meta = bd.plan_notes(name)

@@ -300,7 +300,8 @@ def cut_tail(x: np.ndarray, release: int) -> int:
 
 def render_instrument(name: str, out_root: str, flac: bool = False, density: float = 1.0,
                       seed: int = 0, sf2: str = SF2, gain: float = GAIN,
-                      notes: list[dict] | None = None, quiet: bool = False) -> dict:
+                      notes: list[dict] | None = None, quiet: bool = False,
+                      npz: bool = True) -> dict:
     program, lo, hi = INSTRUMENTS.get(name, (None, None, None))
     if notes is None:
         notes, meta = plan_notes(name, seed, density)
@@ -361,13 +362,14 @@ def render_instrument(name: str, out_root: str, flac: bool = False, density: flo
                  alignment=dict(tick_samples=TICK, max_onset_delay_samples=max_delay),
                  **meta, examples=examples)
     out_dir = os.path.join(out_root, name)
-    rdata.write_dataset(out_dir, index, audios, flac=flac)
+    rdata.write_dataset(out_dir, index, audios, flac=flac, npz=npz)
     tot = sum(len(a) for a in audios.values()) / SR
     ntest = sum(e["split"] == "test" for e in examples)
-    size = os.path.getsize(os.path.join(out_dir, "audio.npz")) / 2 ** 20
+    size = sum(f.stat().st_size for f in Path(out_dir).rglob("*")
+               if f.is_file() and f.name != "index.json") / 2 ** 20
     if not quiet:
         print(f"{name}: program {program}, {len(examples)} examples ({ntest} test), "
-              f"{tot:.1f} s audio, audio.npz {size:.1f} MiB, peak {peak:.3f}, "
+              f"{tot:.1f} s audio, audio {size:.1f} MiB, peak {peak:.3f}, "
               f"onset delay <= {max_delay} samples -> {out_dir}")
     return index
 
@@ -839,6 +841,8 @@ def main(argv=None) -> int:
                    help="comma list of: " + ",".join(INSTRUMENTS))
     a.add_argument("-o", "--out", default="data")
     a.add_argument("--flac", action="store_true", help="also write 16-bit FLAC copies")
+    a.add_argument("--flac-only", action="store_true",
+                   help="FLAC without audio.npz (half the size; loading needs soundfile)")
     a.add_argument("--density", type=float, default=1.0, help="scale the number of notes")
     a.add_argument("--gain", type=float, default=GAIN)
     a.add_argument("--seed", type=int, default=0)
@@ -865,8 +869,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "soundfont":
         for nm in args.instruments.split(","):
-            render_instrument(nm.strip(), args.out, flac=args.flac, density=args.density,
-                              seed=args.seed, sf2=args.sf2, gain=args.gain)
+            render_instrument(nm.strip(), args.out, flac=args.flac or args.flac_only,
+                              density=args.density, seed=args.seed, sf2=args.sf2,
+                              gain=args.gain, npz=not args.flac_only)
     elif args.cmd == "phrases":
         for p in render_phrases(args.program, args.out, args.n, args.notes, args.seed,
                                 args.gain, stereo_wav=args.stereo):
