@@ -363,6 +363,15 @@ def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
             row = dict(model=model, dataset=dname, program=prog, path=path, timbre=timbre,
                        **aggregate(per),
                        seconds=round(time.perf_counter() - t0, 2))
+            row["by_kind"] = {k: aggregate([m for m, ex in zip(per, exs) if ex.kind == k])
+                              for k in sorted({ex.kind for ex in exs})}
+            row["per_note"] = [dict(id=ex.id, kind=ex.kind, pitch=ex.pitch,
+                                    velocity=ex.velocity,
+                                    mss_distance=round(m["mss_distance"], 4),
+                                    loudness_db=round(m["loudness_db"], 3),
+                                    f0_cents_median=round(float(np.median(m["cents"])), 3)
+                                    if len(m["cents"]) else None)
+                               for m, ex in zip(per, exs)]
             rows.append(row)
             if verbose:
                 print(f"  {model:>18s} on {dname:<10s} mss {row['mss_distance']:.3f}  "
