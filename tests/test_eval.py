@@ -147,3 +147,11 @@ def test_multi_instrument_model_gets_each_instruments_timbre():
                                   mss_vs_basic=0.5, f0_cents_median=1.0, f0_cents_p95=2.0,
                                   loudness_db=3.0)])
     assert md.count("\n") == 2 and "| m | flute | 3 | 1.000 | 0.50 |" in md
+
+
+def test_spectrogram_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    d = _tiny_dataset(tmp_path)
+    out = ev.plot_spectrograms(["basic"], str(d), str(tmp_path / "s.png"), "tiny", n_notes=2,
+                               path="step")
+    assert Path(out).stat().st_size > 10000

@@ -479,6 +479,45 @@ def evaluate_phrases(models: list[str], phrase_dir: str, verbose: bool = True) -
     return rows
 
 
+def plot_spectrograms(models: list[str], data_dir: str, out_png: str, instrument: str,
+                      n_notes: int = 3, path: str = "engine") -> str:
+    """Log-magnitude spectrograms (FFT 2048, hop 256, 0-8 kHz) of ``n_notes`` held-out notes:
+    the FluidSynth sample, then each model, one row per note (e.g. before/after GAN)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rtsynth.instruments import load_instrument
+    exs = load_dataset(Path(data_dir) / instrument, split="test")
+    step = max(1, len(exs) // n_notes)
+    exs = exs[::step][:n_notes]
+    cols = ["FluidSynth"] + [Path(m).name for m in models]
+    fig, axes = plt.subplots(len(exs), len(cols), figsize=(3.2 * len(cols), 2.4 * len(exs)),
+                             squeeze=False)
+    for i, ex in enumerate(exs):
+        sigs = [ex.audio.astype(np.float64)]
+        for m in models:
+            inst = load_instrument(m)
+            select_timbre(inst, model_config(m), instrument)
+            sigs.append(render_engine(inst, ex) if path == "engine" else render_step(inst, ex))
+        sr = spec.SAMPLE_RATE
+        top = None
+        for j, (x, name) in enumerate(zip(sigs, cols)):
+            S = 20 * np.log10(_stft_mag(x, 2048)[:, : int(8000 / sr * 2048)].T + 1e-5)
+            top = S.max() if top is None else top  # one colour scale per row: the sample's
+            ax = axes[i, j]
+            ax.imshow(S, origin="lower", aspect="auto", vmin=top - 90, vmax=top,
+                      extent=[0, len(x) / sr, 0, 8], cmap="magma")
+            ax.set_title(f"{name}: {ex.kind} p{ex.pitch} v{ex.velocity}", fontsize=8)
+            ax.set_xlabel("s", fontsize=7)
+            ax.set_ylabel("kHz", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
 def format_table(rows: list[dict]) -> str:
     hdr = (f"{'model':<20s} {'dataset':<16s} {'notes':>5s} {'MSS':>7s} {'xbasic':>6s} "
            f"{'f0 med c':>8s} {'f0 p95 c':>8s} {'loud dB':>7s}")
@@ -514,6 +553,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-notes", type=int, default=None)
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--markdown", default=None, help="write a Markdown table here")
+    ap.add_argument("--plot", default=None, metavar="PNG",
+                    help="instead: spectrograms of held-out notes of --instrument, sample vs "
+                    "each model")
     ap.add_argument("--phrases", default=None, metavar="DIR",
                     help="instead: whole-engine phrases (MIDI + FluidSynth WAV pairs in DIR)")
     args = ap.parse_args(argv)
@@ -521,6 +563,12 @@ def main(argv=None) -> int:
     if not models:
         from rtsynth.instruments import available_instruments
         models = available_instruments()
+    if args.plot:
+        if not args.instrument:
+            ap.error("--plot needs --instrument NAME")
+        print(plot_spectrograms(models, args.data, args.plot, args.instrument,
+                                path=args.path or "engine"))
+        return 0
     if args.phrases:
         rows = evaluate_phrases(models, args.phrases)
     else:
