@@ -146,7 +146,7 @@ def test_multi_instrument_model_gets_each_instruments_timbre():
     md = ev.format_markdown([dict(model="m", dataset="flute", n_notes=3, mss_distance=1.0,
                                   mss_vs_basic=0.5, f0_cents_median=1.0, f0_cents_p95=2.0,
                                   loudness_db=3.0)])
-    assert md.count("\n") == 2 and "| m | flute | 3 | 1.000 | 0.50 |" in md
+    assert md.count("\n") == 2 and "| m | flute | 3 | 1.000 | 0.50 | 1.00 | 2.00 | 3.00 | nan" in md
 
 
 def test_spectrogram_plot(tmp_path):

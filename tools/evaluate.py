@@ -520,26 +520,33 @@ def plot_spectrograms(models: list[str], data_dir: str, out_png: str, instrument
 
 def format_table(rows: list[dict]) -> str:
     hdr = (f"{'model':<20s} {'dataset':<16s} {'notes':>5s} {'MSS':>7s} {'xbasic':>6s} "
-           f"{'f0 med c':>8s} {'f0 p95 c':>8s} {'loud dB':>7s}")
+           f"{'f0 med c':>8s} {'f0 p95 c':>8s} {'loud dB':>7s} {'midi med':>8s} {'ref/midi':>8s}")
     lines = [hdr, "-" * len(hdr)]
     for r in rows:
         ratio = f"{r['mss_vs_basic']:.2f}" if "mss_vs_basic" in r else "-"
         lines.append(f"{str(r['model']):<20s} {r['dataset']:<16s} {r['n_notes']:>5d} "
                      f"{r['mss_distance']:>7.3f} {ratio:>6s} {r['f0_cents_median']:>8.2f} "
-                     f"{r['f0_cents_p95']:>8.2f} {r['loudness_db']:>7.2f}")
+                     f"{r['f0_cents_p95']:>8.2f} {r['loudness_db']:>7.2f} "
+                     f"{r['f0_vs_midi_cents_median']:>8.2f} "
+                     f"{r['ref_f0_vs_midi_cents_median']:>8.2f}")
+    lines.append("f0 med/p95: |f0 model - f0 sample|; midi med: |f0 model - MIDI pitch|; "
+                 "ref/midi: |f0 sample - MIDI pitch| (the floor of f0 med), cents")
     return "\n".join(lines)
 
 
 def format_markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table (for model cards and the README)."""
     lines = ["| model | held-out set | notes | MSS distance | x basic | f0 median (cents) | "
-             "f0 p95 (cents) | loudness error (dB) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "f0 p95 (cents) | loudness error (dB) | f0 vs MIDI median (cents) | "
+             "sample vs MIDI median (cents) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         ratio = f"{r['mss_vs_basic']:.2f}" if "mss_vs_basic" in r else "-"
         lines.append(f"| {Path(str(r['model'])).name} | {r['dataset']} | {r['n_notes']} | "
                      f"{r['mss_distance']:.3f} | {ratio} | {r['f0_cents_median']:.2f} | "
-                     f"{r['f0_cents_p95']:.2f} | {r['loudness_db']:.2f} |")
+                     f"{r['f0_cents_p95']:.2f} | {r['loudness_db']:.2f} | "
+                     f"{r.get('f0_vs_midi_cents_median', float('nan')):.2f} | "
+                     f"{r.get('ref_f0_vs_midi_cents_median', float('nan')):.2f} |")
     return "\n".join(lines)
 
 
