@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     ap.add_argument("--gan-init", default="", help="comma list of model folders under --init-dir "
                     "to fine-tune adversarially for --t2 s each (written to work/models/NAME-gan)")
     ap.add_argument("--init-dir", default=".carry/init")
+    ap.add_argument("--variants", default="", help="semicolon list of SUFFIX=ARGS: each instrument x "
+                    "backbone is also trained with these extra arguments, as NAME-SUFFIX")
     a = ap.parse_args(argv)
 
     out = Path(a.out)
@@ -73,7 +75,12 @@ def main(argv=None) -> int:
             args = ["--backbone", bb]
             if gan:
                 args += gan + ["--export-before-gan", f"{a.work}/models/{name}-nogan"]
-            launch(name, [f"data/{inst}"], {"t1": a.t1, "args": args})
+            if not a.variants:
+                launch(name, [f"data/{inst}"], {"t1": a.t1, "args": args})
+            for var in [v for v in a.variants.split(";") if v]:
+                suffix, vargs = var.split("=", 1)
+                launch(f"{name}-{suffix}", [f"data/{inst}"],
+                       {"t1": a.t1, "args": ["--backbone", bb, *vargs.split()]})
     for name in [x for x in a.gan_init.split(",") if x]:
         init = Path(a.init_dir) / name
         cfg = json.loads((ROOT / init / "config.json").read_text())

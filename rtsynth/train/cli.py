@@ -53,6 +53,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "(same architecture), e.g. to fine-tune a trained model with --gan-steps")
     p.add_argument("--noise-warmup", type=int, default=200,
                    help="steps over which the noise gains ramp in")
+    p.add_argument("--amp-bias", type=float, default=None,
+                   help="initial amplitude logit bias (e.g. -2: start quiet)")
     p.add_argument("--export-before-gan", default=None,
                    help="also write the model as it is before the GAN phase to this folder")
 
@@ -70,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         backbone_kw=json.loads(args.backbone_kw) if args.backbone_kw else None,
         ckpt_every=args.ckpt_every, log_every=args.log_every, resume=args.resume,
         quiet=args.quiet, export_before_gan=args.export_before_gan, init=args.init,
-        noise_warmup=args.noise_warmup)
+        noise_warmup=args.noise_warmup, amp_bias=args.amp_bias)
     if getattr(args, "command_line", None):
         cfg.command = args.command_line
     out = train_and_export(cfg)

@@ -66,6 +66,7 @@ class TrainConfig:
     export_before_gan: str | None = None  # also export the spectral-only model here
     init: str | None = None               # start from this exported model folder's weights
     noise_warmup: int = 200               # noise gains ramp 0 -> 1 over these first steps
+    amp_bias: float | None = None         # initial bias of the amplitude logit (0: amp 0.41)
     command: str = field(default_factory=lambda: _command_line())
 
 
@@ -164,6 +165,9 @@ class Trainer:
                                z_dim=z).to(self.device)
         self.encoder = (TimbreEncoder(z, channels=16 if cfg.tiny else 128).to(self.device)
                         if cfg.vae else None)
+        if cfg.amp_bias is not None:
+            with torch.no_grad():
+                self.decoder.head.bias[0] = cfg.amp_bias
         if cfg.init:
             from ..nn.io import load_decoder
             init_dec, _ = load_decoder(cfg.init)
