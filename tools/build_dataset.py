@@ -764,6 +764,7 @@ def build_from_recordings(rec_dir: str, out_dir: str, name: str, test_fraction: 
     if not files:
         raise SystemExit(f"no WAV/FLAC files in {rec_dir}")
     segs = []
+    gates: list[float] = []
     for fpath in files:
         a, sr = sf.read(str(fpath), dtype="float64", always_2d=True)
         x = resample(a.mean(1), sr, SR)
@@ -773,10 +774,13 @@ def build_from_recordings(rec_dir: str, out_dir: str, name: str, test_fraction: 
         else:
             f0, per = yin_f0(x)
         T = len(loud)
-        voiced = (per[:T] >= min_periodicity) & (loud > gate_db)
+        # the gate rises above a noisy floor: 12 dB over the file's quietest 5 % of frames
+        gate = max(gate_db, float(np.percentile(loud, 5)) + 12.0)
+        gates.append(round(gate, 1))
+        voiced = (per[:T] >= min_periodicity) & (loud > gate)
         f0 = fix_subharmonics(x, f0[:T], voiced)
         midi = np.asarray(spec.hz_to_midi(np.maximum(f0, 1.0)))
-        notes = refine_onsets(x, segment_notes(loud, midi, voiced, gate_db), midi)
+        notes = refine_onsets(x, segment_notes(loud, midi, voiced, gate), midi)
         for s, rel, e in merge_glitches(list(notes)):
             # tail: to the end of the note's region, at most MAX_TAIL after the release
             end = min(e, rel + int(MAX_TAIL * SR / HOP))
@@ -818,7 +822,7 @@ def build_from_recordings(rec_dir: str, out_dir: str, name: str, test_fraction: 
                  source=dict(type="recordings", dir=str(rec_dir), name=name, program=-1,
                              files=[f.name for f in files], pitch_tracker=tr_name,
                              loudness="A-weighted RMS dB (rtsynth.data.loudness_db)",
-                             gate_db=gate_db,
+                             gate_db=gate_db, gates_used_db=gates,
                              velocity="127 * 10**((peak_dB - loudest_peak_dB) / 40)",
                              split="unseen pitches (pitch % 4 == 2)" if by_pitch
                              else f"every {every}th note"),
@@ -864,7 +868,8 @@ def main(argv=None) -> int:
     c.add_argument("--crepe-model", choices=["tiny", "full"], default="tiny",
                    help="full: fewer octave errors on low notes, ~50x slower on a CPU")
     c.add_argument("--gate-db", type=float, default=-45.0,
-                   help="loudness gate (A-weighted dB re full scale)")
+                   help="loudness gate (A-weighted dB re full scale); raised per file to "
+                   "12 dB above its noise floor")
     c.add_argument("--flac", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "soundfont":
