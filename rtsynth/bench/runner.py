@@ -299,6 +299,7 @@ METRICS = [
     ("underruns", "  underruns (own counter)", ("load", "underruns"), "", "lower"),
     ("client_xruns", "  JACK xruns blamed on it", ("load", "client_xruns"), "", "lower"),
     ("gaps", "  silent gaps in its output", ("load", "gaps"), "", "lower"),
+    ("server_xruns", "  server xruns, any cause", ("load", "server_xruns"), "", "lower"),
     ("capacity", "polyphony capacity", ("capacity", "voices"), "voices", "higher"),
     ("render_x", "offline render speed", ("render", 0, "x_realtime"), "x RT", "higher"),
     ("render_long_x", "offline render speed, long", ("render", 1, "x_realtime"), "x RT",
