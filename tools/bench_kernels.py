@@ -11,7 +11,7 @@ one whole engine block with V held voices. Each is warmed up (JIT, first-call al
 timed call by call: median, p99, min, and the share of a 128-frame block at 48 kHz (2.667 ms).
 A kernel whose code has not landed yet is listed as skipped, with the reason.
 
-One thread for torch and Numba, like the live engine. Numbers depend on the machine and on what
+One thread for torch, Numba and BLAS (OpenBLAS), like the live engine. Numbers depend on the machine and on what
 else runs on it: compare runs from the same machine.
 """
 
@@ -25,7 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# One BLAS thread, like the live engine should run: on this 2-core VM OpenBLAS's own threads made
+# a NumPy GRU step for 32 voices take 16 ms instead of 0.6 ms. Override from the environment
+# (OPENBLAS_NUM_THREADS=2 python tools/bench_kernels.py) to see the difference.
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -108,6 +114,25 @@ def neural_default(kind: str):
     d = Decoder(kind)
     cfg = {"architecture": decoder_config(d), "hop": spec.HOP, "sample_rate": spec.SAMPLE_RATE}
     return NeuralInstrument(d, cfg, kind)
+
+
+def fast_gru_step(batch: int):
+    """The nn engineer's NumPy real-time path for one-layer GRU decoders (rtsynth.nn.fast)."""
+    try:
+        from rtsynth import spec
+        from rtsynth.nn.fast import FastGRUDecoder
+        from rtsynth.nn.model import Decoder
+    except ImportError as e:
+        raise SkipKernel(f"rtsynth.nn.fast not available ({e})")
+    d = Decoder("gru")
+    fast = FastGRUDecoder(d, max(batch, 64))
+    f = _features(batch)
+    z = np.zeros((batch, getattr(fast, "z_dim", 0) or 0), np.float32) if getattr(
+        fast, "z_dim", 0) else None
+    slots = np.arange(batch, dtype=np.int64)[::-1].copy()
+    h = np.zeros((batch, spec.N_HARMONICS), np.float32)
+    g = np.zeros((batch, spec.N_NOISE_BANDS), np.float32)
+    return lambda: fast.step(f, z, slots, h, g)
 
 
 def shipped_models() -> list[str]:
@@ -223,6 +248,9 @@ def kernels(quick: bool = False) -> list[tuple[str, object]]:
         for b in batches:
             out.append((f"model step {kind} (default size) x{b}",
                         lambda kind=kind, b=b: instrument_step(neural_default(kind), b)))
+    for b in batches:
+        out.append((f"model step gru numpy fast path (default size) x{b}",
+                    lambda b=b: fast_gru_step(b)))
     for m in shipped_models():
         for b in batches:
             out.append((f"model step {m} x{b}", lambda m=m, b=b: instrument_step(load(m), b)))
