@@ -137,3 +137,12 @@ def test_stalling_client_is_blamed(jack_server, jack_rig):
     assert jack_server.client_xruns("staller", since) >= 3
     # the rig itself is not what the server blames for those
     assert jack_server.client_xruns("staller", since) > jack_server.client_xruns("rig", since)
+
+
+def test_detect_onset_lookback_sees_early_sound():
+    x = np.zeros(4000, np.float32)
+    x[1900:] = 0.2                      # sound starts 100 frames before the "note-on" at 2000
+    assert detect_onset(x, 2000) == -1 or detect_onset(x, 2000) >= 0  # floor swallows it
+    assert detect_onset(x, 2000, lookback=128) == -100
+    from rtsynth.testing.jackrig import NO_ONSET
+    assert detect_onset(np.zeros(4000), 2000, lookback=128) == NO_ONSET

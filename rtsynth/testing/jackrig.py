@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["JackRig", "RigResult", "detect_onset", "detect_onsets", "find_gaps", "pitch_cents",
+__all__ = ["JackRig", "RigResult", "detect_onset", "detect_onsets", "NO_ONSET", "find_gaps",
+           "pitch_cents",
            "find_client_ports", "wait_for_ports", "note_schedule"]
 
 
@@ -314,20 +315,30 @@ def _mono(x: np.ndarray) -> np.ndarray:
 
 
 def detect_onset(x: np.ndarray, start: int, *, threshold: float = 1e-3, rel: float = 4.0,
-                 floor_window: int = 256, search: int | None = None) -> int:
-    """Frames from ``start`` to the first sample above the onset threshold, or -1.
+                 floor_window: int = 256, search: int | None = None, lookback: int = 0) -> int:
+    """Frames from ``start`` to the first sample above the onset threshold; -1 if none
+    (:data:`NO_ONSET` if none and ``lookback`` > 0, since -1 is then a valid latency).
 
     The threshold is ``max(threshold, rel * noise floor)``, the noise floor being the peak
-    ``|x|`` over the ``floor_window`` frames before ``start``. ``x``: mono, or
+    ``|x|`` over the ``floor_window`` frames before ``start - lookback``. The search starts at
+    ``start - lookback``: a synth that applies events at its block start can sound *before* the
+    event's frame (negative latency), and ``lookback`` (e.g. one block) lets that show. With
+    ``lookback`` > 0 use :data:`NO_ONSET` to test for "none". ``x``: mono, or
     ``[channels, frames]`` (peak over channels)."""
     m = _mono(x)
-    if start < 0 or start >= len(m):
-        return -1
-    floor = float(m[max(0, start - floor_window):start].max()) if start > 0 else 0.0
+    s0 = start - lookback
+    if s0 < 0 or start >= len(m):
+        return NO_ONSET if lookback else -1
+    floor = float(m[max(0, s0 - floor_window):s0].max()) if s0 > 0 else 0.0
     thr = max(threshold, rel * floor)
-    seg = m[start:] if search is None else m[start:start + search]
+    seg = m[s0:] if search is None else m[s0:start + search]
     hit = np.flatnonzero(seg > thr)
-    return int(hit[0]) if hit.size else -1
+    if not hit.size:
+        return NO_ONSET if lookback else -1
+    return int(hit[0]) - lookback
+
+
+NO_ONSET = -(1 << 40)
 
 
 def detect_onsets(x: np.ndarray, starts, **kw) -> np.ndarray:
