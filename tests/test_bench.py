@@ -43,6 +43,18 @@ def test_latency_of_known_delay(tmp_path, delay):
     assert row["startup"]["first_sound_s"] > 0
 
 
+def test_block_quantised_synth_shows_its_jitter(tmp_path):
+    """A synth that applies events at its block start (as FluidSynth does) answers an event
+    at offset o of a block N - o frames later: negative for o > N, jitter of one block."""
+    spec = delay_spec(20, wave="impulse", extra=["--quantize"], label="quantised")
+    res = bench(tmp_path, [spec], ["latency"], notes=60)
+    lat = res["synths"]["quantised"]["latency"]["128"]
+    assert lat["missed"] == 0 and lat["n"] >= 40
+    assert all(f + o == 20 for f, o in zip(lat["frames"], lat["offsets_in_block"]))
+    assert lat["min"] < 0 < lat["max"] <= 20
+    assert lat["jitter"] >= 100                # offsets spread over the block
+
+
 def test_latency_at_other_block_sizes(tmp_path):
     spec = delay_spec(100, wave="impulse", label="known")
     res = bench(tmp_path, [spec], ["latency"], notes=20, blocks=[64, 256])
@@ -103,7 +115,7 @@ def test_ratios_table_json_png(tmp_path):
     res["ratios"] = ratios(res)
     header, rows = report.table_rows(res)
     assert header[1:3] == ["rtsynth basic", "FluidSynth"]
-    assert any(r[0].startswith("latency median") and r[-1] == "2.00" for r in rows)
+    assert any(r[0].startswith("latency median") and r[-1] == "2.00 (+1.50 ms)" for r in rows)
     j = report.write_json(res, tmp_path / "b.json")
     assert json.loads(j.read_text())["ratios"]
     pytest.importorskip("matplotlib")

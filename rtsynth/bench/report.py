@@ -38,12 +38,17 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
             name = f"{label} @{b}" if path[0] == "latency" else label
             rat = []
             for rk in ratio_keys:
-                r = res["ratios"][rk].get(key) if b == (MAIN_BLOCK if MAIN_BLOCK in blocks
-                                                        else blocks[0]) else None
-                if r is None and path[0] == "latency":
+                if path[0] == "latency":  # per block: ratio (when both > 0) and difference
                     a = vals[synths.index(rk.split(" / ")[0])]
                     f = vals[synths.index(rk.split(" / ")[1])]
-                    r = a / f if a is not None and f else None
+                    r = a / f if a is not None and f is not None and f > 0 and a >= 0 else None
+                    d = a - f if a is not None and f is not None else None
+                    cell = "-" if r is None else f"{r:.2f}"
+                    if d is not None:
+                        cell += f" ({d:+.2f} ms)"
+                    rat.append(cell)
+                    continue
+                r = res["ratios"][rk].get(key)
                 rat.append("-" if r is None else f"{r:.2f}")
             rows.append([name] + [_fmt(v, unit) for v in vals] + rat)
     # generator time per block in the dropout run (rtsynth's own counter; the peer has none)

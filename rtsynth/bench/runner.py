@@ -315,7 +315,8 @@ def metric(synth_row: dict, path, block: int) -> float | None:
 
 
 def ratios(res: dict) -> dict:
-    """rtsynth / FluidSynth for every metric (None where either is missing or the peer's is 0)."""
+    """rtsynth / FluidSynth for every metric (None where either is missing, the peer's is <= 0
+    or ours is < 0), and for latencies also the difference in ms (``KEY_minus_peer``)."""
     peer = next((k for k, v in res["synths"].items() if v["kind"] == "fluidsynth"), None)
     out = {}
     if peer is None:
@@ -328,7 +329,12 @@ def ratios(res: dict) -> dict:
         rr = {}
         for key, _, path, _, _ in METRICS:
             a, f = metric(row, path, b), metric(res["synths"][peer], path, b)
-            rr[key] = (a / f) if a is not None and f not in (None, 0.0) else None
+            ok = a is not None and f is not None and f > 0 and a >= 0
+            rr[key] = (a / f) if ok else None
+            if path[0] == "latency" and a is not None and f is not None:
+                # latencies can be <= 0 (FluidSynth sounds from the start of the block an event
+                # arrives in): the difference is the meaningful comparison
+                rr[key + "_minus_peer"] = a - f
         out[f"{label} / {peer}"] = rr
     return out
 
@@ -352,6 +358,8 @@ def targets(res: dict) -> list[dict]:
         frx = metric(res["synths"][peer], ("render", 0, "x_realtime"), b) if peer else None
 
         def add(name, value, ok):
+            if value is None:  # the row was not run
+                return
             out.append({"synth": label, "target": name, "value": value,
                         "ok": None if ok is None else bool(ok)})
         add(f"latency p99 <= FluidSynth p99 + one block ({bud:.2f} ms) @{b}", p99,

@@ -12,6 +12,8 @@ line (``delayclient: playing``); ``--stats-json`` written at exit with ``underru
 ``--zero-every K``   output silence in every K-th cycle while a note sounds (counted as underruns)
 ``--stall-every K --stall-ms M``  sleep M ms inside every K-th process callback after the first
                      note-on: the server reports ``client = NAME was not finished`` (an xrun)
+``--quantize``       ignore event offsets: sound starts ``N`` frames after the start of the cycle
+                     the event arrived in (latency ``N - offset``: jitter of one block)
 ``--max-voices K``   output silence in every cycle where more than K voices sound (a synth whose
                      capacity is exactly K)
 """
@@ -38,6 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--zero-every", type=int, default=0)
     ap.add_argument("--stall-every", type=int, default=0)
     ap.add_argument("--stall-ms", type=float, default=0.0)
+    ap.add_argument("--quantize", action="store_true",
+                    help="apply every event at the start of the cycle it arrives in (as "
+                         "FluidSynth does), ignoring its offset")
     ap.add_argument("--max-voices", type=int, default=0,
                     help="output silence (an underrun) in every cycle with more voices sounding")
     ap.add_argument("--stats-json", default=None)
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
             if len(data) < 2:
                 continue
             s = data[0] & 0xF0
-            f = t + off + delay
+            f = t + (0 if args.quantize else off) + delay
             if s == 0x90 and len(data) >= 3 and data[2] > 0:
                 pending.append((f, 1, data[1], data[2]))
                 st["started"] = True
