@@ -446,10 +446,30 @@ def model_card(config: dict) -> str:
               + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                           for k, v in tr["final"].items()), "",
               "## Held-out metrics", ""]
-    m = config.get("metrics") or {}
+    if tr.get("note"):
+        lines[lines.index("## Data") - 1:lines.index("## Data") - 1] = ["", tr["note"]]
+    if tr.get("gpu_command"):
+        lines[-2:-2] = ["Trained on the GPU machine by `" + tr["gpu_command"] + "`, which ran the "
+                        "command above in one process per model.", ""]
+    m = (config.get("metrics") or {}).get("held_out") or {}
+    base = (config.get("metrics") or {}).get("basic_baseline") or {}
     if m:
-        for k, v in m.items():
-            lines.append(f"- {k}: {v}")
+        lines += ["Held-out notes (pitches and velocities never seen in training) against the "
+                  "real FluidSynth samples, `tools/evaluate.py` (engine path unless noted):", "",
+                  "| dataset | notes | MSS distance | x basic | basic MSS | f0 err median / p95 "
+                  "(cents) | f0 vs MIDI median (cents) | sample vs MIDI (cents) | loudness err "
+                  "(dB) | basic loudness err (dB) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for ds, r in m.items():
+            b = base.get(ds, {})
+            f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+            lines.append(
+                f"| {ds} | {r.get('n_notes')} | {f(r.get('mss_distance'))} | "
+                f"{f(r.get('mss_vs_basic'), 2)} | {f(b.get('mss_distance'))} | "
+                f"{f(r.get('f0_cents_median'), 2)} / {f(r.get('f0_cents_p95'), 1)} | "
+                f"{f(r.get('f0_vs_midi_cents_median'), 2)} | "
+                f"{f(r.get('ref_f0_vs_midi_cents_median'), 2)} | {f(r.get('loudness_db'), 2)} | "
+                f"{f(b.get('loudness_db'), 2)} |")
     else:
         lines.append("(not measured yet: `python tools/evaluate.py " + config["name"] + "`)")
     return "\n".join(lines) + "\n"

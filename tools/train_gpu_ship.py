@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Install models trained by ``tools/train_gpu.py`` into ``models/`` with metrics and model cards.
+
+Usage::
+
+    python tools/train_gpu_ship.py FROM_DIR [--eval EVAL.json ...] [--best cnn] [--gpu-command STR]
+
+``FROM_DIR`` holds ``INST-BACKBONE`` folders (and ``morph``). Each ``INST-BACKBONE`` becomes
+``models/INST-BACKBONE``; the ``--best`` backbone is also installed as ``models/INST`` (the name
+``-i INST`` picks). Held-out metrics (``tools/evaluate.py --json`` rows) are written into each
+``config.json`` under ``metrics`` and into the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+KEYS = ("n_notes", "mss_distance", "mss_vs_basic", "f0_cents_median", "f0_cents_p95",
+        "loudness_db", "f0_vs_midi_cents_median", "f0_vs_midi_cents_p95",
+        "ref_f0_vs_midi_cents_median", "path")
+
+
+def load_rows(paths):
+    rows = []
+    for p in paths:
+        rows += json.loads(Path(p).read_text())["rows"]
+    return rows
+
+
+def metrics_for(rows, src_name: str):
+    out = {}
+    for r in rows:
+        if Path(r["model"]).name == src_name:
+            out[r["dataset"]] = {k: (round(r[k], 4) if isinstance(r[k], float) else r[k])
+                                 for k in KEYS if k in r}
+    return out
+
+
+def install(src: Path, dst: Path, rows, note: str, gpu_command: str | None) -> None:
+    from rtsynth.train.core import model_card
+
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["name"] = dst.name
+    m = metrics_for(rows, src.name) or metrics_for(rows, dst.name)
+    if m:
+        cfg["metrics"] = {"held_out": m, "basic_baseline": {
+            r["dataset"]: {k: round(r[k], 4) for k in ("mss_distance", "f0_cents_median",
+                                                       "loudness_db") if k in r}
+            for r in rows if r["model"] == "basic" and r["dataset"] in m},
+            "tool": "tools/evaluate.py (held-out notes, unseen pitches and velocities)"}
+    if gpu_command:
+        cfg["training"]["gpu_command"] = gpu_command
+    if note:
+        cfg["training"]["note"] = note
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    card = model_card(cfg)
+    (dst / "README.md").write_text(card)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("src")
+    ap.add_argument("--eval", nargs="*", default=[])
+    ap.add_argument("--best", default="cnn")
+    ap.add_argument("--models", default=str(ROOT / "models"))
+    ap.add_argument("--gpu-command", default=None)
+    a = ap.parse_args(argv)
+    src, models = Path(a.src), Path(a.models)
+    rows = load_rows(a.eval)
+    for d in sorted(src.iterdir()):
+        if not (d / "config.json").exists():
+            continue
+        install(d, models / d.name, rows, "", a.gpu_command)
+        inst, _, bb = d.name.partition("-")
+        if bb == a.best:
+            install(d, models / inst, rows,
+                    f"the {bb} backbone (best held-out MSS of the three); the others are "
+                    f"{inst}-gru, {inst}-cnn, {inst}-attention", a.gpu_command)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
