@@ -17,8 +17,8 @@ buffers with a per-slot frame counter ``pos``), instead of gathering and scatter
                               of the k taps; cached padding = a ring of the last ``(k-1)*d``
                               inputs of each layer
 - :class:`WindowAttentionBackbone` causal self-attention over the current and the last ``W-1``
-                              frames; KV cache = a ring of the last ``W-1`` keys and values of each
-                              layer; a learned bias per head and relative offset (0..W-1) gives
+                              frames; KV cache = a ring of the last ``W`` keys and values of each
+                              layer (the step writes the current frame, then reads the ring); a learned bias per head and relative offset (0..W-1) gives
                               position, so no absolute clock is needed.
 """
 
@@ -146,33 +146,32 @@ class CausalCNNBackbone(nn.Module):
         return super().train(mode)
 
     def _prepare(self):
-        """Weights regrouped for :meth:`step_slots`; cached in eval mode (see :meth:`train`)."""
+        """Index constants for :meth:`step_slots`; cached in eval mode (see :meth:`train`)."""
         if self._fast is None or self.training:
-            c, k, nl = self.channels, self.kernel, len(self.dilations)
-            w = torch.stack([cv.weight for cv in self.convs])                   # [L, C, k*C]
-            w_past = w[:, :, :(k - 1) * c].reshape(nl, c, k - 1, c)             # [L, O, k-1, C]
-            w_cur = [cv.weight[:, (k - 1) * c:] for cv in self.convs]           # [C, C]
+            k, nl = self.kernel, len(self.dilations)
             off = torch.tensor([[(k - 1 - j) * d for j in range(k - 1)] for d in self.dilations],
                                dtype=torch.int64)                               # [L, k-1]
-            self._fast = (None, w_past.detach().clone(), [x.detach().clone() for x in w_cur], off)
-        return self._fast[1:]
+            self._fast = (off, torch.arange(nl, dtype=torch.int64) * self.ring)
+        return self._fast
 
     def step_slots(self, x: torch.Tensor, state: State, idx: torch.Tensor) -> torch.Tensor:
-        w_past, w_cur, off = self._prepare()
-        n, nl, r = x.shape[0], len(self.dilations), self.ring
+        off, lbase = self._prepare()
+        n, nl, r, c = x.shape[0], len(self.dilations), self.ring, self.channels
         pos = state["pos"].index_select(0, idx)
-        buf = state["buf"]
-        tix = (pos[:, None, None] - off[None]) % r                              # [n, L, k-1]
-        lix = torch.arange(nl)[None, :, None]
-        taps = buf[idx[:, None, None], lix, tix]                                # [n, L, k-1, C]
-        past = torch.einsum("nljc,lojc->nlo", taps, w_past)                     # [n, L, C]
+        flat = state["buf"].view(-1, c)                  # rows (slot, layer, ring index)
+        base = idx * (nl * r)                            # [n]
+        # every layer's past taps in one index_select: row (idx, l, (pos - off) mod R)
+        rows = (base[None, :, None] + lbase[:, None, None]
+                + (pos[None, :, None] - off[:, None, :]) % r)                   # [L, n, k-1]
+        taps = flat.index_select(0, rows.view(-1)).view(nl, n, -1)             # [L, n, (k-1)C]
         h = self.inp(x)
         ins = []
         for i, (conv, mix) in enumerate(zip(self.convs, self.mix)):
             ins.append(h)
-            y = torch.addmm(past[:, i] + conv.bias, h, w_cur[i].t())
+            y = conv(torch.cat([taps[i], h], dim=-1))
             h = h + mix(F.leaky_relu(y, 0.1))
-        buf[idx[:, None], torch.arange(nl)[None, :], (pos % r)[:, None]] = torch.stack(ins, 1)
+        wrows = (base[:, None] + lbase[None, :] + (pos % r)[:, None]).view(-1)  # [n*L]
+        flat.index_copy_(0, wrows, torch.stack(ins, 1).view(-1, c))
         state["pos"].index_copy_(0, idx, pos + 1)
         return h
 
@@ -203,25 +202,27 @@ class WindowAttentionBackbone(nn.Module):
                                      / 8.0)
 
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> State:
-        r = self.window - 1
+        # a ring of W frames: the real-time step writes the current frame first (over the one
+        # that just left the window) and then reads the whole ring, so it never concatenates
+        w = self.window
         st = {}
         for i in range(self.n_layers):
-            st[f"k{i}"] = torch.zeros(batch, self.heads, r, self.head_dim, device=device, dtype=dtype)
-            st[f"v{i}"] = torch.zeros(batch, self.heads, r, self.head_dim, device=device, dtype=dtype)
+            st[f"k{i}"] = torch.zeros(batch, self.heads, w, self.head_dim, device=device, dtype=dtype)
+            st[f"v{i}"] = torch.zeros(batch, self.heads, w, self.head_dim, device=device, dtype=dtype)
         st["pos"] = torch.zeros(batch, dtype=torch.int64, device=device)
         return st
 
     def _bias(self, t: int, pos: torch.Tensor) -> torch.Tensor:
-        """``[B, heads, T, W-1+T]`` additive mask + relative bias (hist oldest first, then new)."""
-        r = self.window - 1
+        """``[B, heads, T, W+T]`` additive mask + relative bias (history oldest first, then new)."""
+        w = self.window
         dev = pos.device
-        qpos = torch.arange(t, device=dev)[:, None] + r
-        kpos = torch.arange(r + t, device=dev)[None, :]
-        off = qpos - kpos                                          # [T, R+T]
-        ok = (off >= 0) & (off <= r)
-        bias = self.rel_bias[:, off.clamp(0, r)]                   # [H, T, R+T]
-        valid = kpos >= (r - pos.clamp(max=r))[:, None]            # [B, R+T] frames that exist
-        allow = ok[None] & valid[:, None]                          # [B, T, R+T]
+        qpos = torch.arange(t, device=dev)[:, None] + w
+        kpos = torch.arange(w + t, device=dev)[None, :]
+        off = qpos - kpos                                          # [T, W+T]
+        ok = (off >= 0) & (off <= w - 1)
+        bias = self.rel_bias[:, off.clamp(0, w - 1)]               # [H, T, W+T]
+        valid = kpos >= (w - pos.clamp(max=w))[:, None]            # [B, W+T] frames that exist
+        allow = ok[None] & valid[:, None]                          # [B, T, W+T]
         return bias[None].masked_fill(~allow[:, None], float("-inf"))
 
     def forward(self, x: torch.Tensor, state: State | None = None):
@@ -251,27 +252,25 @@ class WindowAttentionBackbone(nn.Module):
 
     def step_slots(self, x: torch.Tensor, state: State, idx: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        r = self.window - 1
+        w, nh, dh = self.window, self.heads, self.head_dim
         pos = state["pos"].index_select(0, idx)                                 # [n]
-        ring = torch.arange(r, device=x.device)
-        off = (pos[:, None] - 1 - ring[None, :]) % r + 1                        # [n, R] 1..R
-        ring_bias = self.rel_bias[:, off].permute(1, 0, 2)                     # [n, H, R]
-        ring_bias = ring_bias.masked_fill((off > pos[:, None])[:, None], float("-inf"))
-        self_bias = self.rel_bias[:, 0][None, :, None]                          # [1, H, 1]
-        bias = torch.cat([ring_bias, self_bias.expand(n, -1, -1)], dim=2)[:, :, None]  # [n,H,1,R+1]
-        scale = 1.0 / math.sqrt(self.head_dim)
-        wpos = pos % r
+        wpos = pos % w
+        ring = torch.arange(w, device=x.device)
+        off = (pos[:, None] - ring[None, :]) % w                                # [n, W] 0..W-1
+        bias = self.rel_bias[:, off].permute(1, 0, 2)                          # [n, H, W]
+        bias = bias.masked_fill((off > pos[:, None])[:, None], float("-inf"))[:, :, None]
+        # rows (slot, head, ring index) of the flattened caches that this frame writes
+        wrows = ((idx[:, None] * nh + torch.arange(nh)[None, :]) * w + wpos[:, None]).view(-1)
+        scale = 1.0 / math.sqrt(dh)
         h = self.inp(x)
         for i in range(self.n_layers):
             q, k, v = self.qkv[i](self.norm1[i](h)).split(self.dim, dim=-1)
-            q = q.view(n, self.heads, 1, self.head_dim)
-            k = k.view(n, self.heads, 1, self.head_dim)
-            v = v.view(n, self.heads, 1, self.head_dim)
             kr, vr = state[f"k{i}"], state[f"v{i}"]
-            kf = torch.cat([kr.index_select(0, idx), k], dim=2)                 # [n, H, R+1, dh]
-            vf = torch.cat([vr.index_select(0, idx), v], dim=2)
-            kr[idx, :, wpos] = k[:, :, 0]
-            vr[idx, :, wpos] = v[:, :, 0]
+            kr.view(-1, dh).index_copy_(0, wrows, k.reshape(n * nh, dh))
+            vr.view(-1, dh).index_copy_(0, wrows, v.reshape(n * nh, dh))
+            kf = kr.index_select(0, idx)                                        # [n, H, W, dh]
+            vf = vr.index_select(0, idx)
+            q = q.view(n, nh, 1, dh)
             att = torch.softmax(torch.matmul(q, kf.transpose(2, 3)) * scale + bias, dim=-1)
             o = torch.matmul(att, vf).reshape(n, self.dim)
             h = h + self.proj[i](o)

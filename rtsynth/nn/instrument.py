@@ -84,8 +84,9 @@ class NeuralInstrument(StreamingInstrument):
             x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
             z = None if self.z is None else self.z[None, :].expand(n, -1)
             h, g = self.decoder.step_slots(x, z, self.state, idx)
-            bad = ~(torch.isfinite(h).all(-1) & torch.isfinite(g).all(-1))
-            if bool(bad.any()):
+            # one reduction in the common case: a sum is finite only if every term is
+            if not bool(torch.isfinite(h.sum() + g.sum())):
+                bad = ~(torch.isfinite(h).all(-1) & torch.isfinite(g).all(-1))
                 h = torch.where(bad[:, None], torch.zeros_like(h), h)
                 g = torch.where(bad[:, None], torch.zeros_like(g), g)
                 reset_state(self.state, idx[bad], self._fresh)
