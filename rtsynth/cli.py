@@ -291,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
             mod = __import__(modname, fromlist=["add_parser"])
         except ImportError:
             continue
-        mod.add_parser(sub)
+        p = mod.add_parser(sub)
+        if p is not None and p.get_default("func") is None:
+            p.set_defaults(func=mod.run)
     return ap
 
 
