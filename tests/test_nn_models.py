@@ -59,3 +59,26 @@ def test_morph_path_covers_the_four_instruments():
     cfg = json.loads((MODELS / "morph" / "config.json").read_text())
     assert cfg["timbre"]["path"] == list(INSTRUMENTS)
     assert sorted(cfg["source"]["program"]) == sorted(INSTRUMENTS.values())
+
+
+def test_morph_moves_smoothly_between_instruments():
+    """Rendering one note along the timbre path: neighbouring positions sound alike, the ends
+    differ; a sampled timbre is a valid sound too."""
+    inst = load_neural_instrument(MODELS / "morph")
+    feats = spec.note_features(50, 62.0, 100, None)
+
+    def spectrum(pos=None, seed=None):
+        if seed is None:
+            inst.set_timbre(pos)
+        else:
+            inst.sample_timbre(seed)
+        h, g = inst.render_note(feats)
+        return np.log(h[20:].mean(0) + 1e-6)
+
+    specs = [spectrum(p) for p in np.linspace(0, 1, 31)]
+    steps = [np.abs(a - b).mean() for a, b in zip(specs, specs[1:])]
+    ends = np.abs(specs[0] - specs[-1]).mean()
+    assert ends > 0.2
+    assert max(steps) < 0.35 * ends
+    s = spectrum(seed=7)
+    assert np.isfinite(s).all()

@@ -61,6 +61,13 @@ class Decoder(nn.Module):
         self._mask_c0 = spec.NYQUIST_MARGIN * nyq / (0.05 * nyq)
         self.register_buffer("h_scaled", torch.arange(1, n_harmonics + 1, dtype=torch.float32)
                              / (0.05 * nyq), persistent=False)
+        scale = torch.zeros(1 + n_harmonics + n_noise)
+        scale[0] = amp_max
+        scale[1 + n_harmonics:] = noise_max
+        self.register_buffer("_gain_scale", scale, persistent=False)
+        self.register_buffer("_eps", torch.tensor(1e-7), persistent=False)
+        self.register_buffer("_f0_log_offset_t", torch.tensor(self._f0_log_offset), persistent=False)
+        self.register_buffer("_mask_c0_t", torch.tensor(self._mask_c0), persistent=False)
         with torch.no_grad():  # start with quiet noise and a falling harmonic slope
             self.head.bias[1 + n_harmonics:] = -3.0
             self.head.bias[1:1 + n_harmonics] = -torch.log(torch.arange(1, n_harmonics + 1.0))
@@ -79,18 +86,22 @@ class Decoder(nn.Module):
         return F.leaky_relu(self.pre(x), 0.1)
 
     def _heads(self, y: torch.Tensor, p: torch.Tensor, features: torch.Tensor):
-        """Lean on ops (it runs every frame for every voice): softmax, Nyquist mask and
-        renormalisation fold into ``exp(l - max) * mask / sum``, and ``f0 * h`` into one exp."""
+        """Lean on ops (it runs every frame for every voice): one sigmoid/pow/addcmul for the
+        amplitude and the noise gains; softmax, Nyquist mask and renormalisation fold into
+        ``exp(l - max) * mask / sum``; ``f0 * h`` is one exp and one addcmul."""
         o = self.head(torch.cat([y, p], dim=-1))
         k = self.n_harmonics
-        amp = self.amp_max * torch.sigmoid(o[..., :1]) ** LOG10 + 1e-7
+        # [amp, logits..., noise...] -> scale * sigmoid(o) ** log(10) + 1e-7 (logits scaled by 0)
+        sg = torch.addcmul(self._eps, torch.sigmoid(o) ** LOG10, self._gain_scale)
+        amp = sg[..., :1]
+        noise = sg[..., 1 + k:]
         logits = o[..., 1:1 + k]
         e = torch.exp(logits - logits.amax(-1, keepdim=True))
-        # f0 * h / (0.05 nyq) = exp(ln2 * 2 * pitch_feature + c) * h / (0.05 nyq)
-        fh = torch.exp(features[..., :1] * (2.0 * LN2) + self._f0_log_offset) * self.h_scaled
-        e = e * torch.clamp(self._mask_c0 - fh, 0.0, 1.0)
+        # mask = clamp(c0 - f0 * h / (0.05 nyq), 0, 1), f0 = exp(2 ln2 * pitch + c)
+        f0 = torch.exp(torch.add(self._f0_log_offset_t, features[..., :1], alpha=2.0 * LN2))
+        mask = torch.clamp(torch.addcmul(self._mask_c0_t, f0, self.h_scaled, value=-1.0), 0.0, 1.0)
+        e = e * mask
         harm = e * (amp / torch.clamp(e.sum(-1, keepdim=True), min=1e-30))
-        noise = self.noise_max * torch.sigmoid(o[..., 1 + k:]) ** LOG10 + 1e-7
         return harm, noise
 
     def forward(self, features: torch.Tensor, z: torch.Tensor | None = None,
