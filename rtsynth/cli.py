@@ -75,7 +75,9 @@ def cmd_play(args) -> int:
     block = block or 128
     engine = _make_engine(args, block, device_rate)
     engine.warmup()
-    player = Player(engine, ahead=args.ahead,
+    if args.sync and driver_name != "jack":
+        raise UserError("--sync needs the JACK driver (a JACK server must be running)")
+    player = Player(engine, ahead=args.ahead, sync=args.sync,
                     host_margin=0 if driver_name == "jack" else block)
     player.prefill()
     midi_inputs = None
@@ -270,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connect the outputs to the system playback ports (JACK)")
     p.add_argument("--ahead", type=int, default=1,
                    help="blocks rendered ahead of the device (latency = (1+ahead) blocks)")
+    p.add_argument("--sync", action="store_true",
+                   help="JACK: render inside the process callback; no added latency (MIDI sounds "
+                        "at its exact frame in the same period), but no margin against a slow "
+                        "block")
     p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")
     p.set_defaults(func=cmd_play)

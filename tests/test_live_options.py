@@ -64,3 +64,28 @@ def test_portaudio_driver_and_rtmidi_virtual_port(jack_server, jack_rig):
     on = np.flatnonzero(np.abs(x) > 1e-4)[0] - res.event_frames[0]
     # host-clock stamped: latency within (1 + ahead) blocks + one block of margin + the device's
     assert 0 < on < 6 * 128 + 192, on
+
+
+def test_sync_mode_sounds_in_the_same_period(jack_server, jack_rig):
+    """--sync renders in the process callback: a note sounds at its own frame (no added delay)."""
+    from rtsynth import spec
+    from rtsynth.testing.jackrig import detect_onsets
+    with play(jack_server, "--sync", "--reverb", "0") as p:
+        assert "latency MIDI->audio 0 frames" in p.output
+        wait_for_ports(jack_rig.rx, r"rtsynth", midi=True, is_input=True)
+        jack_rig.connect_midi("rtsynth:midi_in")
+        jack_rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
+        rng = np.random.default_rng(3)
+        ev = []
+        for k in range(8):
+            t = k * 9600 + int(rng.integers(128))
+            ev += [(t, bytes([0x90, 60 + k, 100])), (t + 4800, bytes([0x80, 60 + k, 0])),
+                   (t + 7000, bytes([0xB0, 120, 0]))]
+        for _ in range(4):
+            res = jack_rig.run(ev, 8 * 9600 + 2000)
+            if res.complete and res.xruns == 0:
+                break
+        jack_rig.disconnect_all()
+        assert p.stop() == 0
+    on = detect_onsets(res.audio, res.event_frames[0::3], threshold=1e-4)
+    assert np.all(on >= 0) and np.all(on <= spec.HOP), on

@@ -105,10 +105,19 @@ class JackDriver:
             for offset, data in midi.incoming_midi_events():
                 at_frame(offset, data)
 
+        begin = player.begin_cycle
+        render_now = player.render_now
+
+        def process_sync(frames):
+            begin()
+            for offset, data in midi.incoming_midi_events():
+                at_frame(offset, data)
+            render_now(out_l.get_array(), out_r.get_array(), frames)
+
         def xrun(delay):
             player.xruns += 1
 
-        c.set_process_callback(process)
+        c.set_process_callback(process_sync if player.sync else process)
         c.set_xrun_callback(xrun)
 
     @property

@@ -31,11 +31,13 @@ class Player:
     """Owns the ring, the generator thread and the counters of one live stream."""
 
     def __init__(self, engine: Engine, ahead: int = 1, host_margin: int = 0,
-                 stats_capacity: int = 1 << 20):
+                 stats_capacity: int = 1 << 20, sync: bool = False):
         self.engine = engine
         self.block = engine.block
         self.ahead = int(ahead)
-        self.fill_target = (1 + self.ahead) * self.block
+        #: render inside the audio callback (JACK): no added latency, no safety margin
+        self.sync = bool(sync)
+        self.fill_target = 0 if self.sync else (1 + self.ahead) * self.block
         #: events from host-clock sources get this many frames more, for the clock's uncertainty
         self.host_margin = int(host_margin)
         self.latency_frames = self.fill_target
@@ -111,6 +113,34 @@ class Player:
         except (BlockingIOError, OSError):
             pass
 
+    def begin_cycle(self) -> None:
+        """Sync mode: mark the start of a cycle (before its MIDI is read). Audio callback only."""
+        self.last_cb_frame = self.w
+        self.last_cb_time = time.perf_counter()
+
+    def render_now(self, left: np.ndarray, right: np.ndarray, frames: int) -> None:
+        """Sync mode: render this cycle's block here, its MIDI applied at the exact frames.
+
+        The whole generator runs in the audio thread: the block must be done within the period.
+        Audio callback only.
+        """
+        eng = self.engine
+        q = self.midi_in
+        t = time.perf_counter()
+        self.callbacks += 1
+        while q:
+            when, data = q.popleft()
+            eng.push(when, data)
+        out = eng.render(frames)
+        if self._fade_at is not None:
+            self._apply_fade(out)
+        left[:] = out[:, 0]
+        right[:] = out[:, 1]
+        self.gen_ms[self.blocks % len(self.gen_ms)] = (time.perf_counter() - t) * 1e3
+        self.blocks += 1
+        self.w += frames
+        self.r = self.w
+
     def midi_at_frame(self, offset: int, data) -> None:
         """A MIDI message at ``offset`` frames into the current callback. Audio callback only."""
         self.midi_in.append((self.last_cb_frame + offset + self.latency_frames, bytes(data)))
@@ -123,7 +153,8 @@ class Player:
 
     # ------------------------------------------------------- generator thread
     def prefill(self) -> None:
-        self._render_until(self.fill_target)
+        if not self.sync:
+            self._render_until(self.fill_target)
 
     def _render_until(self, target_w: int) -> None:
         eng = self.engine
@@ -176,6 +207,8 @@ class Player:
             self.error = e
 
     def start(self) -> None:
+        if self.sync:
+            return
         self._thread = threading.Thread(target=self._run, name="rtsynth-generator", daemon=True)
         self._thread.start()
 
@@ -211,6 +244,7 @@ class Player:
             "block": int(self.block),
             "sample_rate": int(self.engine.sr),
             "latency_frames": int(self.latency_frames),
+            "sync": self.sync,
             "gen_ms_median": float(np.median(g)) if n else 0.0,
             "gen_ms_p99": float(np.percentile(g, 99)) if n else 0.0,
             "gen_ms_max": float(np.max(g)) if n else 0.0,
