@@ -37,7 +37,7 @@ def exp_sigmoid(x: torch.Tensor, exponent: float = math.log(10.0), max_value: fl
 DEFAULT_BACKBONE_KW = {
     "gru": {"hidden": 256, "layers": 1},
     "cnn": {"channels": 96, "kernel": 4, "dilations": [1, 4, 16, 64]},
-    "attention": {"dim": 64, "heads": 4, "layers": 2, "window": 48, "ff_mult": 2},
+    "attention": {"dim": 64, "heads": 4, "layers": 1, "window": 64, "ff_mult": 4},
 }
 
 
