@@ -76,7 +76,8 @@ def run(args) -> int:
     from . import report
     from .runner import BenchConfig, run_bench
 
-    console = Console(stderr=False)
+    # a log file or a pipe gets a wide table rather than rich's 80 columns
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
     err = Console(stderr=True)
     if shutil.which("jackd") is None:
         from rtsynth.jackserver import server_running
