@@ -53,6 +53,13 @@ class NeuralInstrument(StreamingInstrument):
         with torch.inference_mode():
             self.state = self.decoder.init_state(self.n_slots)
             self._fresh = self.decoder.init_state(1)
+        self._fast = None
+        if self.decoder.backbone_kind == "gru" and self.decoder.backbone.layers == 1:
+            # the NumPy path (rtsynth.nn.fast): same numbers, a fraction of torch's overhead;
+            # the torch state tensor is a view of its hidden state, so reset/snapshot still work
+            from .fast import FastGRUDecoder
+            self._fast = FastGRUDecoder(self.decoder, self.n_slots)
+            self.state["h"] = torch.from_numpy(self._fast.h).unsqueeze(1)
 
     def reset(self, slots: np.ndarray) -> None:
         if not self.state:
@@ -68,7 +75,12 @@ class NeuralInstrument(StreamingInstrument):
 
     def restore(self, snap: dict[str, Any]) -> None:
         with torch.inference_mode():
-            self.state = {k: v.clone() for k, v in snap["state"].items()}
+            if getattr(self, "_fast", None) is not None and \
+                    snap["state"]["h"].shape[0] == self._fast.h.shape[0]:
+                self._fast.h[:] = snap["state"]["h"][:, 0].numpy()
+            else:
+                self._fast = None
+                self.state = {k: v.clone() for k, v in snap["state"].items()}
             self.n_slots = next(iter(self.state.values())).shape[0] if self.state else 0
             if snap.get("z") is not None:
                 self.z = snap["z"].clone()
@@ -78,6 +90,12 @@ class NeuralInstrument(StreamingInstrument):
              out_harm: np.ndarray, out_noise: np.ndarray) -> None:
         n = len(slots)
         if n == 0:
+            return
+        if getattr(self, "_fast", None) is not None:
+            z = None if self.z is None else self.z.numpy()[None, :]
+            bad = self._fast.step(features, z, slots, out_harm, out_noise)
+            if bad.any():
+                self.n_nan_resets += int(bad.sum())
             return
         with torch.inference_mode():
             idx = torch.from_numpy(np.ascontiguousarray(slots, dtype=np.int64))
