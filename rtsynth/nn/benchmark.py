@@ -1,6 +1,7 @@
 """Time one model step for N voices on one core: ``python -m rtsynth.nn.benchmark [-n 32]``.
 
-Uses :class:`NeuralInstrument.step` (the engine's path: gather slot state, one frame, scatter back,
+Runs ``--rounds`` rounds of ``--steps`` steps and reports the quietest round (the machine is
+shared). Uses :class:`NeuralInstrument.step` (the engine's path: gather slot state, one frame, scatter back,
 NaN guard), with the shipped default sizes or the model folders given with ``-m``.
 """
 
@@ -18,7 +19,7 @@ from .io import decoder_config, load_neural_instrument
 from .model import Decoder
 
 
-def bench(inst, n: int, steps: int = 2000) -> dict:
+def bench(inst, n: int, steps: int = 2000, rounds: int = 1) -> dict:
     inst.allocate(max(64, n))
     inst.warmup()
     rng = np.random.default_rng(0)
@@ -28,19 +29,26 @@ def bench(inst, n: int, steps: int = 2000) -> dict:
     g = np.zeros((n, spec.N_NOISE_BANDS), np.float32)
     for _ in range(100):
         inst.step(f, slots, h, g)
-    times = np.empty(steps)
-    for i in range(steps):
-        t0 = time.perf_counter()
-        inst.step(f, slots, h, g)
-        times[i] = time.perf_counter() - t0
-    return {"median_ms": 1e3 * float(np.median(times)), "p99_ms": 1e3 * float(np.percentile(times, 99))}
+    meds, p99s = [], []
+    for _ in range(rounds):
+        times = np.empty(steps)
+        for i in range(steps):
+            t0 = time.perf_counter()
+            inst.step(f, slots, h, g)
+            times[i] = time.perf_counter() - t0
+        meds.append(1e3 * float(np.median(times)))
+        p99s.append(1e3 * float(np.percentile(times, 99)))
+    # on a shared machine the quietest round is the best estimate of the step's own cost
+    best = int(np.argmin(meds))
+    return {"median_ms": meds[best], "p99_ms": p99s[best], "rounds_median_ms": meds}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-n", "--voices", type=int, default=32)
     ap.add_argument("-m", "--model", action="append", default=[], help="model folder(s)")
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5, help="report the quietest round")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     if a.model:
@@ -52,10 +60,11 @@ def main(argv=None) -> int:
             cfg = {"architecture": decoder_config(d), "hop": spec.HOP, "sample_rate": spec.SAMPLE_RATE}
             insts.append((f"{kind} (default size)", NeuralInstrument(d, cfg, kind)))
     for name, inst in insts:
-        r = bench(inst, a.voices, a.steps)
+        r = bench(inst, a.voices, a.steps, a.rounds)
         nparam = sum(p.numel() for p in inst.decoder.parameters())
         print(f"{name:32s} params {nparam:8d}  step for {a.voices} voices: median "
-              f"{r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms")
+              f"{r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  (round medians "
+              + " ".join(f"{m:.2f}" for m in r["rounds_median_ms"]) + ")")
     return 0
 
 
