@@ -100,13 +100,15 @@ class JackDriver:
         pull = player.pull
         at_frame = player.midi_at_frame
 
-        def process(frames):
-            pull(out_l.get_array(), out_r.get_array(), frames, c.last_frame_time)
-            for offset, data in midi.incoming_midi_events():
-                at_frame(offset, data)
-
         begin = player.begin_cycle
         render_now = player.render_now
+
+        def process(frames):
+            # MIDI first: pull() wakes the generator, which may start the next block at once
+            begin(c.last_frame_time)
+            for offset, data in midi.incoming_midi_events():
+                at_frame(offset, data)
+            pull(out_l.get_array(), out_r.get_array(), frames)
 
         def process_sync(frames):
             begin()
@@ -295,9 +297,12 @@ class PortAudioDriver:
         self.device_name = sd.query_devices(idx)["name"]
         pull = player.pull
 
+        begin = player.begin_cycle
+
         def callback(outdata, frames, time_info, status):
             if status.output_underflow:
                 player.xruns += 1
+            begin()
             pull(outdata[:, 0], outdata[:, 1], frames)
 
         try:

@@ -69,26 +69,31 @@ class Player:
         self.error: BaseException | None = None
 
     # ----------------------------------------------------------- audio thread
-    def pull(self, left: np.ndarray, right: np.ndarray, frames: int, clock: int | None = None
-             ) -> None:
-        """Copy ``frames`` frames into the two output buffers. Audio callback only.
+    def begin_cycle(self, clock: int | None = None) -> None:
+        """Start of an audio cycle, before its MIDI is read. Audio callback only.
 
         ``clock``: the server's frame counter at this cycle's first frame (JACK), which locks the
         stream's frames to the server's: after a cycle the server skipped (an xrun), the frames
         it skipped are skipped in the ring too, so latency stays what it was.
         """
-        r = self.r
-        if clock is not None:
+        if clock is not None and not self.sync:
             if self.clock_base is None:
-                self.clock_base = clock - r
+                self.clock_base = clock - self.r
             else:
                 expected = (clock - self.clock_base) & 0xFFFFFFFF
-                if expected > r and expected - r < (1 << 30):
-                    self.skipped_frames += expected - r
-                    r = expected
-                    self.r = r
-        self.last_cb_frame = r
+                if expected > self.r and expected - self.r < (1 << 30):
+                    self.skipped_frames += expected - self.r
+                    self.r = expected
+        self.last_cb_frame = self.r if not self.sync else self.w
         self.last_cb_time = time.perf_counter()
+
+    def pull(self, left: np.ndarray, right: np.ndarray, frames: int) -> None:
+        """Copy ``frames`` frames into the two output buffers, then wake the generator.
+
+        Call :meth:`begin_cycle` and hand over this cycle's MIDI first: the generator may start
+        on the next block the moment it is woken. Audio callback only.
+        """
+        r = self.r
         self.callbacks += 1
         if self.w - r >= frames:
             i = r & (self.cap - 1)
@@ -112,11 +117,6 @@ class Player:
             os.write(self._wfd, b"\0")
         except (BlockingIOError, OSError):
             pass
-
-    def begin_cycle(self) -> None:
-        """Sync mode: mark the start of a cycle (before its MIDI is read). Audio callback only."""
-        self.last_cb_frame = self.w
-        self.last_cb_time = time.perf_counter()
 
     def render_now(self, left: np.ndarray, right: np.ndarray, frames: int) -> None:
         """Sync mode: render this cycle's block here, its MIDI applied at the exact frames.
