@@ -51,9 +51,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--init", default=None, help="start from this model folder's weights "
                    "(same architecture), e.g. to fine-tune a trained model with --gan-steps")
-    p.add_argument("--noise-warmup", type=int, default=200,
+    p.add_argument("--noise-warmup", type=int, default=400,
                    help="steps over which the noise gains ramp in")
-    p.add_argument("--amp-bias", type=float, default=None,
+    p.add_argument("--amp-bias", type=float, default=-2.0,
                    help="initial amplitude logit bias (e.g. -2: start quiet)")
     p.add_argument("--export-before-gan", default=None,
                    help="also write the model as it is before the GAN phase to this folder")

@@ -65,8 +65,8 @@ class TrainConfig:
     quiet: bool = False
     export_before_gan: str | None = None  # also export the spectral-only model here
     init: str | None = None               # start from this exported model folder's weights
-    noise_warmup: int = 200               # noise gains ramp 0 -> 1 over these first steps
-    amp_bias: float | None = None         # initial bias of the amplitude logit (0: amp 0.41)
+    noise_warmup: int = 400               # noise gains ramp 0 -> 1 over these first steps
+    amp_bias: float | None = -2.0         # initial bias of the amplitude logit (0: amp 0.41)
     command: str = field(default_factory=lambda: _command_line())
 
 
