@@ -36,19 +36,22 @@ def test_chunked_equals_whole(kind):
 
 @pytest.mark.parametrize("kind", BACKBONES)
 def test_decoder_chunked_equals_whole_default_sizes(kind):
+    """The shipped sizes: controls from blocks of 1, 64, 128, 256, 1000 frames == whole."""
     torch.manual_seed(1)
     dec = Decoder(kind).eval()
-    x = torch.rand(2, 400, 7)
+    x = torch.rand(2, 1000, 7)
     with torch.no_grad():
         h, n, _ = dec(x)
-        st = dec.init_state(2)
-        hs, ns = [], []
-        for s in range(0, 400, 128):
-            a, b, st = dec(x[:, s:s + 128], state=st)
-            hs.append(a)
-            ns.append(b)
-        assert (torch.cat(hs, 1) - h).abs().max() <= 1e-5
-        assert (torch.cat(ns, 1) - n).abs().max() <= 1e-5
+        for chunk in (1, 64, 128, 256, 1000):
+            t_end = 150 if chunk == 1 else 1000
+            st = dec.init_state(2)
+            hs, ns = [], []
+            for s in range(0, t_end, chunk):
+                a, b, st = dec(x[:, s:min(s + chunk, t_end)], state=st)
+                hs.append(a)
+                ns.append(b)
+            assert (torch.cat(hs, 1) - h[:, :t_end]).abs().max() <= 1e-5, chunk
+            assert (torch.cat(ns, 1) - n[:, :t_end]).abs().max() <= 1e-5, chunk
 
 
 @pytest.mark.parametrize("kind", BACKBONES)
