@@ -45,6 +45,9 @@ def main(argv=None) -> int:
     ap.add_argument("--gan-init", default="", help="comma list of model folders under --init-dir "
                     "to fine-tune adversarially for --t2 s each (written to work/models/NAME-gan)")
     ap.add_argument("--init-dir", default=".carry/init")
+    ap.add_argument("--finetune", default="", help="comma list of model folders under --init-dir "
+                    "to train further with the spectral loss for --t1 s (work/models/NAME-ft)")
+    ap.add_argument("--finetune-args", default="--lr 3e-4 --lr-final 3e-5")
     ap.add_argument("--variants", default="", help="semicolon list of SUFFIX=ARGS: each instrument x "
                     "backbone is also trained with these extra arguments, as NAME-SUFFIX")
     a = ap.parse_args(argv)
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
 
     gan = ["--gan-steps", "1000000", "--gan-time-limit", str(a.t2)] if a.t2 > 0 else []
     for inst in insts:
-        for bb in bbs if a.t1 > 0 else []:
+        for bb in bbs if a.t1 > 0 and a.backbones else []:
             name = f"{inst}-{bb}"
             args = ["--backbone", bb]
             if gan:
@@ -81,6 +84,14 @@ def main(argv=None) -> int:
                 suffix, vargs = var.split("=", 1)
                 launch(f"{name}-{suffix}", [f"data/{inst}"],
                        {"t1": a.t1, "args": ["--backbone", bb, *vargs.split()]})
+    for name in [x for x in a.finetune.split(",") if x]:
+        init = Path(a.init_dir) / name
+        cfg = json.loads((ROOT / init / "config.json").read_text())
+        if cfg["architecture"]["z_dim"]:
+            continue  # a VAE needs its encoder, which a model folder does not hold
+        launch(f"{name}-ft", cfg["training"]["data"],
+               {"t1": a.t1, "args": ["--backbone", cfg["architecture"]["backbone"], "--init",
+                                     str(init), *a.finetune_args.split()]})
     for name in [x for x in a.gan_init.split(",") if x]:
         init = Path(a.init_dir) / name
         cfg = json.loads((ROOT / init / "config.json").read_text())
