@@ -27,6 +27,9 @@ import numpy as np
 from ..engine import Engine
 
 
+GENERATOR_RT_PRIORITY = 5
+
+
 class Player:
     """Owns the ring, the generator thread and the counters of one live stream."""
 
@@ -67,6 +70,7 @@ class Player:
         self._fade_len = int(0.08 * engine.sr)
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.realtime = False      # the generator thread got real-time scheduling
 
     # ----------------------------------------------------------- audio thread
     def begin_cycle(self, clock: int | None = None) -> None:
@@ -190,10 +194,18 @@ class Player:
 
     def _run(self) -> None:
         if sys.platform.startswith("linux"):
-            try:   # a little priority over other user threads; no privileges needed for this
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), -5)
-            except OSError:
-                pass
+            # Real-time scheduling below the audio server's threads (JACK's run at 10 and up),
+            # where the system allows it (root, or the audio group's rtprio limit); else a
+            # little priority over other user threads. It sleeps whenever the ring is full.
+            tid = threading.get_native_id()
+            try:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(GENERATOR_RT_PRIORITY))
+                self.realtime = True
+            except (OSError, AttributeError):
+                try:
+                    os.setpriority(os.PRIO_PROCESS, tid, -5)
+                except OSError:
+                    pass
         try:
             while not self._stop:
                 self._render_until(self.r + self.fill_target)
@@ -245,6 +257,7 @@ class Player:
             "sample_rate": int(self.engine.sr),
             "latency_frames": int(self.latency_frames),
             "sync": self.sync,
+            "generator_realtime": self.realtime,
             "gen_ms_median": float(np.median(g)) if n else 0.0,
             "gen_ms_p99": float(np.percentile(g, 99)) if n else 0.0,
             "gen_ms_max": float(np.max(g)) if n else 0.0,
