@@ -46,12 +46,22 @@ def metrics_for(rows, src_name: str):
 def install(src: Path, dst: Path, rows, note: str, gpu_command: str | None) -> None:
     from rtsynth.train.core import model_card
 
+    stage1 = None
+    if src.name.endswith("-ft") and (dst / "config.json").exists():
+        # a fine-tuned model (tools/train_gpu.py --finetune): keep the history of stage 1
+        old = json.loads((dst / "config.json").read_text())["training"]
+        stage1 = {k: old.get(k) for k in ("command", "gpu_command", "steps", "seconds", "final",
+                                          "stage1")}
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
     cfg = json.loads((dst / "config.json").read_text())
     cfg["name"] = dst.name
     m = metrics_for(rows, src.name) or metrics_for(rows, dst.name)
+    for ds, r in m.items():
+        base = [b for b in rows if b["model"] == "basic" and b["dataset"] == ds]
+        if "mss_vs_basic" not in r and base:
+            r["mss_vs_basic"] = round(r["mss_distance"] / base[0]["mss_distance"], 4)
     if m:
         cfg["metrics"] = {"held_out": m, "basic_baseline": {
             r["dataset"]: {k: round(r[k], 4) for k in ("mss_distance", "f0_cents_median",
@@ -60,6 +70,12 @@ def install(src: Path, dst: Path, rows, note: str, gpu_command: str | None) -> N
             "tool": "tools/evaluate.py (held-out notes, unseen pitches and velocities)"}
     if gpu_command:
         cfg["training"]["gpu_command"] = gpu_command
+    if stage1:
+        cfg["training"]["stage1"] = stage1
+        note = ((note + " ") if note else "") + (
+            "Trained in two stages: stage 1 `" + str(stage1["command"]) + "` ("
+            + str(stage1["steps"]) + " steps), then stage 2, the command below, continued from it "
+            "(`--init`) at a lower learning rate.")
     if note:
         cfg["training"]["note"] = note
     (dst / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
@@ -80,8 +96,9 @@ def main(argv=None) -> int:
     for d in sorted(src.iterdir()):
         if not (d / "config.json").exists():
             continue
-        install(d, models / d.name, rows, "", a.gpu_command)
-        inst, _, bb = d.name.partition("-")
+        name = d.name[:-3] if d.name.endswith("-ft") else d.name
+        install(d, models / name, rows, "", a.gpu_command)
+        inst, _, bb = name.partition("-")
         if bb == a.best:
             install(d, models / inst, rows,
                     f"the {bb} backbone (best held-out MSS of the three); the others are "
