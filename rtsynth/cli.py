@@ -75,6 +75,9 @@ def cmd_play(args) -> int:
     block = block or 128
     engine = _make_engine(args, block, device_rate)
     engine.warmup()
+    if args.ahead < 1:
+        raise UserError("--ahead must be at least 1 (for the lowest latency under JACK, use "
+                        "--sync)")
     if args.sync and driver_name != "jack":
         raise UserError("--sync needs the JACK driver (a JACK server must be running)")
     player = Player(engine, ahead=args.ahead, sync=args.sync,
@@ -271,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jack-connect", action="store_true",
                    help="connect the outputs to the system playback ports (JACK)")
     p.add_argument("--ahead", type=int, default=1,
-                   help="blocks rendered ahead of the device (latency = (1+ahead) blocks)")
+                   help="blocks rendered ahead of the device, at least 1 (latency = (1+ahead) "
+                        "blocks; default 1)")
     p.add_argument("--sync", action="store_true",
                    help="JACK: render inside the process callback; no added latency (MIDI sounds "
                         "at its exact frame in the same period), but no margin against a slow "
