@@ -229,3 +229,26 @@ def test_frames_are_computed_in_one_batch_per_block():
         e.push(0, (0x90, 40 + i, 100))
     render(e, blocks=1)
     assert len(inst.seen) == 1 and len(inst.seen[0][0]) == 16
+
+
+def test_mod_wheel_morphs_a_timbre_model():
+    """With a morphing (VAE) model, CC1 moves the timbre instead of adding vibrato."""
+    from rtsynth.instruments import load_instrument
+    inst = load_instrument("morph")
+    assert inst.has_timbre
+    e = Engine(inst, block=128, reverb=0.0)
+    e.push(0, (0x90, 67, 100))
+    e.push(0, (0xB0, 1, 0))
+    a = render(e, seconds=0.6)
+    assert inst.timbre_position == 0.0
+    e.push(e.time, (0xB0, 1, 127))
+    b = render(e, seconds=0.6)
+    assert inst.timbre_position == 1.0
+    # flute at one end of the path, cello at the other: the spectrum changes audibly
+    sa = np.abs(np.fft.rfft(a[SR // 5:, 0]))
+    sb = np.abs(np.fft.rfft(b[SR // 5:, 0]))
+    sa /= sa.sum()
+    sb /= sb.sum()
+    assert np.abs(sa - sb).sum() > 0.2
+    # and the pitch did not wobble: no vibrato from the wheel on a timbre model
+    assert abs(cents(fundamental(b[:, 0], SR // 5, len(b) - 100, 392.0), 392.0)) < 5
