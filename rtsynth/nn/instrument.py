@@ -53,13 +53,16 @@ class NeuralInstrument(StreamingInstrument):
         with torch.inference_mode():
             self.state = self.decoder.init_state(self.n_slots)
             self._fresh = self.decoder.init_state(1)
-        self._fast = None
-        if self.decoder.backbone_kind == "gru" and self.decoder.backbone.layers == 1:
-            # the NumPy path (rtsynth.nn.fast): same numbers, a fraction of torch's overhead;
-            # the torch state tensor is a view of its hidden state, so reset/snapshot still work
-            from .fast import FastGRUDecoder
-            self._fast = FastGRUDecoder(self.decoder, self.n_slots)
+        # The NumPy path (rtsynth.nn.fast) for GRU and CNN decoders: same numbers, a fraction
+        # of torch's per-operator overhead. The torch state tensors are views of its arrays, so
+        # reset and snapshot still work on them.
+        from .fast import FastCNNDecoder, FastGRUDecoder, fast_decoder
+        self._fast = fast_decoder(self.decoder, self.n_slots)
+        if isinstance(self._fast, FastGRUDecoder):
             self.state["h"] = torch.from_numpy(self._fast.h).unsqueeze(1)
+        elif isinstance(self._fast, FastCNNDecoder):
+            self.state["buf"] = torch.from_numpy(self._fast.buf)
+            self.state["pos"] = torch.from_numpy(self._fast.pos)
 
     def reset(self, slots: np.ndarray) -> None:
         if not self.state:
@@ -75,9 +78,12 @@ class NeuralInstrument(StreamingInstrument):
 
     def restore(self, snap: dict[str, Any]) -> None:
         with torch.inference_mode():
-            if getattr(self, "_fast", None) is not None and \
-                    snap["state"]["h"].shape[0] == self._fast.h.shape[0]:
-                self._fast.h[:] = snap["state"]["h"][:, 0].numpy()
+            fast_ok = getattr(self, "_fast", None) is not None and all(
+                k in self.state and self.state[k].shape == v.shape
+                for k, v in snap["state"].items())
+            if fast_ok:       # copy into the arrays the torch tensors view
+                for k, v in snap["state"].items():
+                    self.state[k].copy_(v)
             else:
                 self._fast = None
                 self.state = {k: v.clone() for k, v in snap["state"].items()}
