@@ -7,7 +7,6 @@ are deterministic: the same file, instrument and settings give the same samples.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -126,4 +125,4 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
 
 
 def realtime_factor(audio_frames: int, sample_rate: int, seconds: float) -> float:
-    return (audio_frames / sample_rate) / max(seconds, 1e-9) if seconds > 0 else math.inf
+    return (audio_frames / sample_rate) / max(seconds, 1e-9)

@@ -6,7 +6,6 @@ machine happens to be.
 """
 
 import json
-import os
 import sys
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 
 from rtsynth.testing.jackrig import detect_onsets, pitch_cents, wait_for_ports
 from rtsynth.testing.procs import ManagedProcess
-from rtsynth.testing.pytest_fixtures import jack_rig, jack_server  # noqa: F401
 
 SR = 48000
 PERIOD = 128

@@ -31,7 +31,7 @@ def test_ctrl_c_fades_out_without_a_click(jack_server, jack_rig):
         wait_for_ports(jack_rig.rx, r"rtsynth", midi=True, is_input=True)
         jack_rig.connect_midi("rtsynth:midi_in")
         jack_rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
-        t0 = jack_rig.start([(0, bytes([0x90, 69, 110])), (10, bytes([0x90, 76, 110]))],
+        jack_rig.start([(0, bytes([0x90, 69, 110])), (10, bytes([0x90, 76, 110]))],
                             int(48000 * 4))
         time.sleep(1.5)
         p.proc.send_signal(signal.SIGINT)

@@ -24,6 +24,7 @@ class MasterState:
         self.fdn_buf = np.zeros((len(lengths), int(lengths.max())), dtype=np.float32)
         self.fdn_pos = np.zeros(len(lengths), dtype=np.int64)
         self.fdn_lp = np.zeros(len(lengths), dtype=np.float32)
+        self.fdn_out = np.zeros(len(lengths), dtype=np.float64)   # scratch: one read per line
         self.reverb = float(reverb)
         self.room = float(room)
         self.dc = np.zeros(4, dtype=np.float64)       # x1L, y1L, x1R, y1R
@@ -42,18 +43,17 @@ class MasterState:
     def process(self, buf: np.ndarray, gain: float) -> None:
         """Process ``buf [n, 2]`` float32 in place."""
         master_chain(buf, gain, self.reverb, self.room, self.fdn_buf, self.fdn_len, self.fdn_pos,
-                     self.fdn_lp, self.dc, self.dc_r, self.lim_gain, self.lim_release,
+                     self.fdn_lp, self.fdn_out, self.dc, self.dc_r, self.lim_gain, self.lim_release,
                      self.ceiling, self.counters)
 
 
 @nb.njit(cache=True, nogil=True)
-def master_chain(buf, gain, wet, room, fdn_buf, fdn_len, fdn_pos, fdn_lp, dc, dc_r,
+def master_chain(buf, gain, wet, room, fdn_buf, fdn_len, fdn_pos, fdn_lp, outs, dc, dc_r,
                  lim_gain, lim_release, ceiling, counters):
     n = buf.shape[0]
     m = fdn_len.shape[0]
     g = lim_gain[0]
     limited = False
-    outs = np.empty(m, dtype=np.float64)
     for t in range(n):
         xl = buf[t, 0] * gain
         xr = buf[t, 1] * gain

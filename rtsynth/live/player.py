@@ -101,16 +101,10 @@ class Player:
         self.callbacks += 1
         if self.w - r >= frames:
             i = r & (self.cap - 1)
-            j = i + frames
-            if j <= self.cap:
-                left[:] = self.ring[0, i:j]
-                right[:] = self.ring[1, i:j]
-            else:
-                k = self.cap - i
-                left[:k] = self.ring[0, i:]
-                left[k:] = self.ring[0, : frames - k]
-                right[:k] = self.ring[1, i:]
-                right[k:] = self.ring[1, : frames - k]
+            k = min(frames, self.cap - i)              # frames before the ring wraps
+            for ch, out in ((0, left), (1, right)):
+                out[:k] = self.ring[ch, i:i + k]
+                out[k:] = self.ring[ch, : frames - k]
             self.r = r + frames
         else:
             left.fill(0.0)
@@ -172,16 +166,9 @@ class Player:
             if self._fade_at is not None:
                 self._apply_fade(out)
             i = self.w & (self.cap - 1)
-            j = i + self.block
-            if j <= self.cap:
-                self.ring[0, i:j] = out[:, 0]
-                self.ring[1, i:j] = out[:, 1]
-            else:
-                k = self.cap - i
-                self.ring[0, i:] = out[:k, 0]
-                self.ring[0, : self.block - k] = out[k:, 0]
-                self.ring[1, i:] = out[:k, 1]
-                self.ring[1, : self.block - k] = out[k:, 1]
+            k = min(self.block, self.cap - i)          # frames before the ring wraps
+            self.ring[:, i:i + k] = out[:k].T
+            self.ring[:, : self.block - k] = out[k:].T
             self.gen_ms[self.blocks % len(self.gen_ms)] = (time.perf_counter() - t) * 1e3
             self.blocks += 1
             self.w += self.block

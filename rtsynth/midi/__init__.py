@@ -1,3 +1,3 @@
-"""MIDI as data: message kinds, parsing of raw bytes, MIDI files."""
+"""MIDI as data: message kinds and parsing of raw bytes (files: :mod:`rtsynth.render`)."""
 
-from .messages import (CHANNEL_KINDS, MidiError, parse_message, iter_stream)  # noqa: F401
+from .messages import CHANNEL_KINDS, MidiError, parse_message  # noqa: F401

@@ -7,8 +7,6 @@ messages, stray data bytes, running status). The parser never raises on live inp
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
-
 # status nibble -> (kind, number of data bytes)
 CHANNEL_KINDS: dict[int, tuple[str, int]] = {
     0x80: ("note_off", 2),
@@ -19,13 +17,6 @@ CHANNEL_KINDS: dict[int, tuple[str, int]] = {
     0xD0: ("channel_aftertouch", 1),
     0xE0: ("pitch_bend", 2),
 }
-
-# System messages and their data lengths (None: variable, SysEx until 0xF7).
-SYSTEM_LENGTHS: dict[int, int | None] = {
-    0xF0: None, 0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF7: 0,
-    0xF8: 0, 0xFA: 0, 0xFB: 0, 0xFC: 0, 0xFE: 0, 0xFF: 0,
-}
-
 
 class MidiError(ValueError):
     """A MIDI file or message that cannot be used."""
@@ -55,44 +46,3 @@ def parse_message(data: bytes | bytearray | list[int] | tuple[int, ...]
         status = 0x80 | (status & 0x0F)
         d2 = 64
     return status, d1, d2
-
-
-def iter_stream(stream: Iterable[int]) -> Iterator[tuple[int, int, int]]:
-    """Parse a raw byte stream (with running status); skips what cannot be parsed."""
-    running = 0
-    buf: list[int] = []
-    need = 0
-    in_sysex = False
-    for b in stream:
-        if b >= 0xF8:            # real-time bytes may appear anywhere
-            continue
-        if in_sysex:
-            if b == 0xF7:
-                in_sysex = False
-            elif b >= 0x80:
-                in_sysex = False
-            else:
-                continue
-        if b >= 0x80:
-            if b == 0xF0:
-                in_sysex = True
-                running = 0
-                continue
-            if b >= 0xF0:
-                running = 0
-                buf = []
-                continue
-            running = b
-            buf = [b]
-            need = CHANNEL_KINDS[b & 0xF0][1]
-            continue
-        if not running:
-            continue             # stray data byte
-        if not buf:
-            buf = [running]
-        buf.append(b)
-        if len(buf) == 1 + need:
-            msg = parse_message(buf)
-            if msg is not None:
-                yield msg
-            buf = []
