@@ -155,3 +155,35 @@ def test_spectrogram_plot(tmp_path):
     out = ev.plot_spectrograms(["basic"], str(d), str(tmp_path / "s.png"), "tiny", n_notes=2,
                                path="step")
     assert Path(out).stat().st_size > 10000
+
+
+def test_resynthesis_f0_follows_a_detuned_vibrato_sample(tmp_path):
+    """A "sample" 15 cents sharp with a 6 Hz, +-25 cent vibrato: played from its MIDI note, the
+    basic instrument is off by the sample's own intonation; played with the sample's tracked
+    pitch curve (the resynthesis protocol), it lands within a cent or two of the sample."""
+    pytest.importorskip("rtsynth.engine")
+    T, rel = 150, 120
+    t = np.arange(T * HOP) / SR
+    cents = 15.0 + 25.0 * np.sin(2 * np.pi * 6.0 * t)
+    f = spec.midi_to_hz(64) * 2 ** (cents / 1200)
+    ph = np.cumsum(2 * np.pi * f / SR)
+    y = sum(0.2 / h * np.sin(h * ph) for h in range(1, 7))
+    y *= np.minimum(1, t / 0.03) * np.clip((rel * HOP - np.arange(T * HOP)) / 2400 + 1, 0, 1)
+    exs = [dict(id="e0", split="test", kind="note", pitch=64, velocity=90,
+                release_sample=rel * HOP, n_samples=T * HOP, bend=[])]
+    write_dataset(tmp_path / "vib", dict(sample_rate=SR, hop=HOP, name="vib",
+                                         source=dict(type="test", program=98), examples=exs),
+                  {"e0": y.astype(np.float32)})
+    (r,) = ev.evaluate(["basic"], str(tmp_path), path="engine", verbose=False)
+    assert r["f0_cents_median"] > 10          # the MIDI protocol: the sample's intonation
+    assert r["ref_f0_vs_midi_cents_median"] > 10
+    assert r["f0_resynth_cents_median"] < 2.0  # the resynthesis protocol follows it
+    assert r["f0_resynth_cents_p95"] < 6.0, r
+
+
+def test_resynthesis_pitch_curve_holds_nearest_voiced_value():
+    fr = spec.midi_to_hz(60.0) * 2 ** (np.array([0, 0, 10, 20, 30, 0, 0]) / 1200)
+    voiced = np.array([False, False, True, True, True, False, False])
+    c = ev.resynth_pitch_cents(fr, voiced, 60)
+    assert np.allclose(c, [10, 10, 10, 20, 30, 30, 30])
+    assert np.allclose(ev.resynth_pitch_cents(fr, np.zeros(7, bool), 60), 0)
