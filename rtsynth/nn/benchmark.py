@@ -11,12 +11,10 @@ import argparse
 import time
 
 import numpy as np
-import torch
 
 from .. import spec
 from .instrument import NeuralInstrument
-from .io import decoder_config, load_neural_instrument
-from .model import Decoder
+from .io import load_neural_instrument
 
 
 def bench(inst, n: int, steps: int = 2000, rounds: int = 1) -> dict:
@@ -50,18 +48,18 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=5, help="report the quietest round")
     a = ap.parse_args(argv)
-    torch.set_num_threads(1)
     if a.model:
         insts = [(m, load_neural_instrument(m)) for m in a.model]
     else:
+        from .model import Decoder        # the default sizes need torch to initialise
         insts = []
         for kind in ("gru", "cnn", "attention"):
             d = Decoder(kind)
-            cfg = {"architecture": decoder_config(d), "hop": spec.HOP, "sample_rate": spec.SAMPLE_RATE}
+            cfg = {"hop": spec.HOP, "sample_rate": spec.SAMPLE_RATE}
             insts.append((f"{kind} (default size)", NeuralInstrument(d, cfg, kind)))
     for name, inst in insts:
         r = bench(inst, a.voices, a.steps, a.rounds)
-        nparam = sum(p.numel() for p in inst.decoder.parameters())
+        nparam = inst.n_params
         print(f"{name:32s} params {nparam:8d}  step for {a.voices} voices: median "
               f"{r['median_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  (round medians "
               + " ".join(f"{m:.2f}" for m in r["rounds_median_ms"]) + ")")

@@ -1,53 +1,124 @@
-"""A NumPy real-time path for the GRU decoder: the same numbers as ``Decoder.step_slots``.
+"""The NumPy real-time path of every decoder: the same numbers as ``Decoder.step_slots``.
 
 At the sizes of a voice batch (1 to 64 rows) torch's per-operator dispatch costs more than the
-arithmetic: one torch step for 4 voices took ~0.5 ms here, most of it overhead. This path runs
-the same frame as a handful of NumPy matrix products on preallocated buffers, with the weights
-copied out of the decoder once. It is exact up to float32 rounding (tested against torch).
+arithmetic, and importing torch costs ~2 s of start-up. These classes run one frame as a handful
+of NumPy matrix products on preallocated buffers (the attention core is one small Numba loop),
+with weights given either as the NumPy state dict of a model file
+(:func:`rtsynth.nn.io.load_weights`, no torch) or as a torch ``Decoder``. Exact up to float32
+rounding (tested against torch).
+
+Every class owns its per-slot state (``.state``: a dict of NumPy arrays, first axis the slot):
+
+- :class:`FastGRUDecoder`        ``h [n_slots, layers, H]``
+- :class:`FastCNNDecoder`        ``buf [n_slots, sum_l (k-1) d_l + 1, C]`` (one ring per layer of
+                                 just the past inputs that layer's taps read, plus the current
+                                 frame) and ``pos [n_slots]``
+- :class:`FastAttentionDecoder`  ``k{i}, v{i} [n_slots, W, D]`` rings and ``pos [n_slots]``
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numba as nb
 import numpy as np
 
 LN10 = math.log(10.0)
+LN2 = math.log(2.0)
 
 
 def _sigmoid(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.negative(x, out=out)
+    np.minimum(out, 80.0, out=out)      # exp(80) is finite in float32; sigmoid(-80) ~ 2e-35
     np.exp(out, out=out)
     out += 1.0
     np.reciprocal(out, out=out)
     return out
 
 
+def _leaky(y: np.ndarray, tmp: np.ndarray) -> None:
+    """In place: LeakyReLU(0.1), no temporaries (``tmp`` same shape as ``y``)."""
+    np.multiply(y, 0.1, out=tmp)
+    np.maximum(y, tmp, out=y)
+
+
+def decoder_weights(decoder) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A torch ``Decoder`` -> (NumPy float32 state dict, architecture)."""
+    from .io import decoder_config
+
+    w = {k: np.ascontiguousarray(v.detach().cpu().float().numpy())
+         for k, v in decoder.state_dict().items()}
+    return w, decoder_config(decoder)
+
+
+def _weights(decoder, arch):
+    if arch is None:                      # a torch Decoder
+        return decoder_weights(decoder)
+    return decoder, arch
+
+
+def _T(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32).T)
+
+
 class _FastDecoder:
     """What every decoder shares: the input layer and the heads (see ``Decoder._heads``)."""
 
-    def __init__(self, decoder, n_slots: int, out_dim: int):
-        import torch
-        with torch.no_grad():
-            self.w_pre = _np(decoder.pre.weight.T)              # [F+Z, P]
-            self.b_pre = _np(decoder.pre.bias)
-            w_head = _np(decoder.head.weight.T)                 # [out_dim+P, 1+K+B]
-            self.b_head = _np(decoder.head.bias)
-            self.h_scaled = _np(decoder.h_scaled)
+    kind = ""
+
+    def __init__(self, decoder, n_slots: int, arch: dict[str, Any] | None = None):
+        from .io import backbone_kw
+
+        w, arch = _weights(decoder, arch)
+        if arch["backbone"] != self.kind:
+            raise ValueError(f"not a {self.kind} decoder")
+        self.arch = arch
+        self.kw = backbone_kw(arch)
+        self.n_slots = m = int(n_slots)
+        self.z_dim = int(arch["z_dim"])
+        self.k = K = int(arch["n_harmonics"])
+        nyq = arch["sample_rate"] / 2.0
+        self.amp_max = float(arch["amp_max"])
+        self.noise_max = float(arch["noise_max"])
+        self.f0_off = math.log(440.0) - 0.75 * LN2          # as Decoder._f0_log_offset
+        from .. import spec
+        self.mask_c0 = spec.NYQUIST_MARGIN * nyq / (0.05 * nyq)
+        self.h_scaled = (np.arange(1, K + 1, dtype=np.float32) / np.float32(0.05 * nyq))[None, :]
+        self.w_pre = _T(w["pre.weight"])                    # [F+Z, P]
+        self.b_pre = w["pre.bias"].astype(np.float32)
+        out_dim = self._setup(w, m)
+        w_head = _T(w["head.weight"])                       # [out_dim+P, 1+K+B]
+        self.b_head = w["head.bias"].astype(np.float32)
         self.w_head_y = np.ascontiguousarray(w_head[:out_dim])
         self.w_head_p = np.ascontiguousarray(w_head[out_dim:])
-        self.k = decoder.n_harmonics
-        self.z_dim = decoder.z_dim
-        self.amp_max = float(decoder.amp_max)
-        self.noise_max = float(decoder.noise_max)
-        self.f0_off = float(decoder._f0_log_offset)
-        self.mask_c0 = float(decoder._mask_c0)
-        self.n_slots = n_slots
-        m = n_slots
+        n_out = self.b_head.shape[0]
         self._x = np.zeros((m, self.w_pre.shape[0]), np.float32)
         self._p = np.zeros((m, self.w_pre.shape[1]), np.float32)
-        self._o = np.zeros((m, self.b_head.shape[0]), np.float32)
-        self._o2 = np.zeros((m, self.b_head.shape[0]), np.float32)
+        self._pt = np.zeros((m, self.w_pre.shape[1]), np.float32)
+        self._o = np.zeros((m, n_out), np.float32)
+        self._o2 = np.zeros((m, n_out), np.float32)
+        self._e = np.zeros((m, K), np.float32)
+        self._fh = np.zeros((m, K), np.float32)
+        self._c = np.zeros((m, 1), np.float32)
+        self._c2 = np.zeros((m, 1), np.float32)
+
+    # subclasses: _setup (weights, state, buffers -> backbone output width), step, state
+    state: dict[str, np.ndarray]
+
+    def reset(self, slots: np.ndarray) -> None:
+        """The given slots := a fresh voice (zero history)."""
+        for v in self.state.values():
+            v[slots] = 0
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Copy ``state`` (same keys, any number of slots) in; reallocates if the slot count
+        differs."""
+        n = next(iter(state.values())).shape[0]
+        if n != self.n_slots:
+            self.__init__(self._source(), n, self.arch)
+        for k, v in state.items():
+            np.copyto(self.state[k], v)
 
     def _inputs(self, features: np.ndarray, z: np.ndarray | None) -> np.ndarray:
         n, F = features.shape
@@ -58,62 +129,85 @@ class _FastDecoder:
         p = self._p[:n]
         np.matmul(x, self.w_pre, out=p)
         p += self.b_pre
-        np.maximum(p, 0.1 * p, out=p)                       # leaky ReLU 0.1
+        _leaky(p, self._pt[:n])
         return p
 
     def _heads(self, y, p, features, out_harm, out_noise) -> np.ndarray:
         n = len(y)
+        k = self.k
         o = self._o[:n]
         np.matmul(y, self.w_head_y, out=o)
         o2 = self._o2[:n]
         np.matmul(p, self.w_head_p, out=o2)
         o += o2
         o += self.b_head
-        k = self.k
-        amp = self.amp_max * _sigmoid(o[:, :1], self._o2[:n, :1]) ** LN10 + 1e-7
+        amp = _sigmoid(o[:, :1], self._c[:n])
+        amp **= LN10
+        amp *= self.amp_max
+        amp += 1e-7
         logits = o[:, 1:1 + k]
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        fh = np.exp(features[:, :1] * (2.0 * math.log(2.0)) + self.f0_off) * self.h_scaled
-        e *= np.clip(self.mask_c0 - fh, 0.0, 1.0)
-        e *= amp / np.maximum(e.sum(axis=1, keepdims=True), 1e-30)
-        noise = self.noise_max * _sigmoid(o[:, 1 + k:], self._o2[:n, 1 + k:]) ** LN10 + 1e-7
-        out_harm[:n] = e
-        out_noise[:n] = noise
-        bad = ~(np.isfinite(e).all(axis=1) & np.isfinite(noise).all(axis=1))
-        if bad.any():
-            out_harm[:n][bad] = 0.0
-            out_noise[:n][bad] = 0.0
+        e = self._e[:n]
+        mx = self._c2[:n]
+        np.max(logits, axis=1, keepdims=True, out=mx)
+        np.subtract(logits, mx, out=e)
+        np.exp(e, out=e)
+        # Nyquist mask: clip(c0 - f0 * h / (0.05 nyq), 0, 1), f0 = exp(2 ln2 pitch + c)
+        f0 = self._c2[:n]
+        np.multiply(features[:, :1], 2.0 * LN2, out=f0)
+        f0 += self.f0_off
+        np.exp(f0, out=f0)
+        fh = self._fh[:n]
+        np.multiply(f0, self.h_scaled, out=fh)
+        np.subtract(self.mask_c0, fh, out=fh)
+        np.clip(fh, 0.0, 1.0, out=fh)
+        e *= fh
+        s = self._c2[:n]
+        np.sum(e, axis=1, keepdims=True, out=s)
+        np.maximum(s, 1e-30, out=s)
+        np.divide(amp, s, out=s)
+        np.multiply(e, s, out=out_harm[:n])
+        noise = out_noise[:n]
+        _sigmoid(o[:, 1 + k:], noise)
+        noise **= LN10
+        noise *= self.noise_max
+        noise += 1e-7
+        # one reduction in the common case: a sum is finite only if every term is
+        if math.isfinite(float(out_harm[:n].sum()) + float(noise.sum())):
+            return _NO_BAD[:n] if n <= len(_NO_BAD) else np.zeros(n, bool)
+        bad = ~(np.isfinite(out_harm[:n]).all(axis=1) & np.isfinite(noise).all(axis=1))
+        out_harm[:n][bad] = 0.0
+        noise[bad] = 0.0
         return bad
 
 
-def _np(t) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().cpu().numpy().astype(np.float32))
+_NO_BAD = np.zeros(4096, bool)
+_NO_BAD.setflags(write=False)
 
 
 class FastGRUDecoder(_FastDecoder):
-    """A one-layer GRU ``Decoder``. State: ``h [n_slots, hidden]`` float32, owned here."""
+    """A GRU ``Decoder`` (any number of layers). State: ``h [n_slots, layers, H]``."""
 
-    def __init__(self, decoder, n_slots: int):
-        import torch
-        bb = decoder.backbone
-        if getattr(bb, "kind", "") != "gru" or bb.layers != 1:
-            raise ValueError("the fast path supports one-layer GRU decoders")
-        super().__init__(decoder, n_slots, bb.hidden)
-        with torch.no_grad():
-            self.w_ih = _np(bb.gru.weight_ih_l0.T)              # [P, 3H]
-            self.b_ih = _np(bb.gru.bias_ih_l0)
-            self.w_hh = _np(bb.gru.weight_hh_l0.T)              # [H, 3H]
-            self.b_hh = _np(bb.gru.bias_hh_l0)
-        self.hidden = H = bb.hidden
-        self.h = np.zeros((n_slots, H), np.float32)
-        m = n_slots
+    kind = "gru"
+
+    def _setup(self, w, m):
+        self._w = w
+        self.hidden = H = int(self.kw["hidden"])
+        self.layers = L = int(self.kw["layers"])
+        g = "backbone.gru."
+        self.w_ih = [_T(w[f"{g}weight_ih_l{i}"]) for i in range(L)]      # [in, 3H]
+        self.b_ih = [w[f"{g}bias_ih_l{i}"].astype(np.float32) for i in range(L)]
+        self.w_hh = [_T(w[f"{g}weight_hh_l{i}"]) for i in range(L)]      # [H, 3H]
+        self.b_hh = [w[f"{g}bias_hh_l{i}"].astype(np.float32) for i in range(L)]
+        self.h = np.zeros((m, L, H), np.float32)
+        self.state = {"h": self.h}
         self._gi = np.zeros((m, 3 * H), np.float32)
         self._gh = np.zeros((m, 3 * H), np.float32)
-        self._t = np.zeros((m, 2 * H), np.float32)
+        self._hc = [np.zeros((m, H), np.float32) for _ in range(L)]
         self._hn = np.zeros((m, H), np.float32)
+        return H
 
-    def reset(self, slots: np.ndarray) -> None:
-        self.h[slots] = 0.0
+    def _source(self):
+        return self._w
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
@@ -121,28 +215,32 @@ class FastGRUDecoder(_FastDecoder):
         n = len(slots)
         H = self.hidden
         p = self._inputs(features, z)
+        x = p
         gi = self._gi[:n]
-        np.matmul(p, self.w_ih, out=gi)
-        gi += self.b_ih
-        h = self.h[slots]
         gh = self._gh[:n]
-        np.matmul(h, self.w_hh, out=gh)
-        gh += self.b_hh
-        rz = self._t[:n]
-        np.add(gi[:, : 2 * H], gh[:, : 2 * H], out=rz)
-        _sigmoid(rz, rz)
-        r = rz[:, :H]
-        zg = rz[:, H:]
         hn = self._hn[:n]
-        np.multiply(r, gh[:, 2 * H:], out=hn)
-        hn += gi[:, 2 * H:]
-        np.tanh(hn, out=hn)
-        # h' = n + z * (h - n)
-        h -= hn
-        h *= zg
-        h += hn
-        self.h[slots] = h
-        bad = self._heads(h, p, features, out_harm, out_noise)
+        for i in range(self.layers):
+            np.matmul(x, self.w_ih[i], out=gi)
+            gi += self.b_ih[i]
+            h = self._hc[i][:n]
+            np.take(self.h[:, i], slots, axis=0, out=h, mode="clip")
+            np.matmul(h, self.w_hh[i], out=gh)
+            gh += self.b_hh[i]
+            rz = gi[:, : 2 * H]
+            rz += gh[:, : 2 * H]
+            _sigmoid(rz, rz)
+            r = rz[:, :H]
+            zg = rz[:, H:]
+            np.multiply(r, gh[:, 2 * H:], out=hn)
+            hn += gi[:, 2 * H:]
+            np.tanh(hn, out=hn)
+            # h' = n + z * (h - n)
+            h -= hn
+            h *= zg
+            h += hn
+            self.h[slots, i] = h
+            x = h
+        bad = self._heads(x, p, features, out_harm, out_noise)
         if bad.any():
             self.h[slots[bad]] = 0.0
         return bad
@@ -151,67 +249,249 @@ class FastGRUDecoder(_FastDecoder):
 class FastCNNDecoder(_FastDecoder):
     """A causal dilated CNN ``Decoder`` (see ``CausalCNNBackbone.step_slots``).
 
-    State: ``buf [n_slots, L, R, C]`` (each layer's past inputs, a ring) and ``pos [n_slots]``,
-    owned here; the torch state dict is given views of them.
+    Layer ``l`` (dilation ``d``, kernel ``k``) reads its inputs of frames ``t - j d``,
+    ``j = 0..k-1``; its ring keeps ``(k-1) d + 1`` frames: the step writes the current input,
+    then gathers all ``k`` taps in one ``take`` into a contiguous ``[n, k, C]`` buffer and runs
+    the conv as one matrix product. All layers' rings of a slot are one contiguous block
+    (``sum (k-1) d_l + 1`` rows of ``C``: 259 x 96 floats for the shipped models, against
+    4 x 192 x 96 for the torch layout), so a reset is one contiguous zeroing.
     """
 
-    def __init__(self, decoder, n_slots: int):
-        import torch
-        bb = decoder.backbone
-        if getattr(bb, "kind", "") != "cnn":
-            raise ValueError("not a CNN decoder")
-        super().__init__(decoder, n_slots, bb.channels)
-        with torch.no_grad():
-            self.w_inp = _np(bb.inp.weight.T)                   # [P, C]
-            self.b_inp = _np(bb.inp.bias)
-            self.w_conv = [_np(c.weight.T) for c in bb.convs]   # [k*C, C]
-            self.b_conv = [_np(c.bias) for c in bb.convs]
-            self.w_mix = [_np(m.weight.T) for m in bb.mix]      # [C, C]
-            self.b_mix = [_np(m.bias) for m in bb.mix]
-        self.kernel, self.dilations, self.ring = bb.kernel, bb.dilations, bb.ring
-        self.channels = C = bb.channels
-        L = len(self.dilations)
-        self.off = np.array([[(self.kernel - 1 - j) * d for j in range(self.kernel - 1)]
-                             for d in self.dilations], dtype=np.int64)          # [L, k-1]
-        self.buf = np.zeros((n_slots, L, self.ring, C), np.float32)
-        self.pos = np.zeros(n_slots, np.int64)
-        self._cat = np.zeros((n_slots, self.kernel * C), np.float32)
+    kind = "cnn"
+
+    def _setup(self, w, m):
+        self._w = w
+        b = "backbone."
+        self.channels = C = int(self.kw["channels"])
+        self.kernel = k = int(self.kw["kernel"])
+        self.dilations = tuple(int(d) for d in self.kw["dilations"])
+        self.w_inp = _T(w[f"{b}inp.weight"])                                # [P, C]
+        self.b_inp = w[f"{b}inp.bias"].astype(np.float32)
+        nl = len(self.dilations)
+        self.w_conv = [_T(w[f"{b}convs.{i}.weight"]) for i in range(nl)]    # [k*C, C]
+        self.b_conv = [w[f"{b}convs.{i}.bias"].astype(np.float32) for i in range(nl)]
+        self.w_mix = [_T(w[f"{b}mix.{i}.weight"]) for i in range(nl)]       # [C, C]
+        self.b_mix = [w[f"{b}mix.{i}.bias"].astype(np.float32) for i in range(nl)]
+        self.rings = [(k - 1) * d + 1 for d in self.dilations]
+        self.base = np.cumsum([0] + self.rings[:-1]).astype(np.int64)
+        self.rows_per_slot = R = int(sum(self.rings))
+        # tap j of layer l reads frame t - (k-1-j) d: ring offsets, oldest first (conv order)
+        self.off = [np.array([(k - 1 - j) * d for j in range(k)], np.int64) for d in self.dilations]
+        self.buf = np.zeros((m, R, C), np.float32)
+        self.pos = np.zeros(m, np.int64)
+        self.state = {"buf": self.buf, "pos": self.pos}
+        self._flat = self.buf.reshape(m * R, C)
+        self._cat = np.zeros((m, k, C), np.float32)
+        self._h = np.zeros((m, C), np.float32)
+        self._y = np.zeros((m, C), np.float32)
+        self._t = np.zeros((m, C), np.float32)
+        self._pos = np.zeros(m, np.int64)
+        self._sb = np.zeros(m, np.int64)
+        self._wr = np.zeros(m, np.int64)
+        self._rows = np.zeros((m, k), np.int64)
+        return C
+
+    def _source(self):
+        return self._w
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
         n = len(slots)
-        C, R, k = self.channels, self.ring, self.kernel
+        C, k = self.channels, self.kernel
         p = self._inputs(features, z)
-        h = p @ self.w_inp
+        h = self._h[:n]
+        np.matmul(p, self.w_inp, out=h)
         h += self.b_inp
-        pos = self.pos[slots]
-        w = pos % R
+        pos = self._pos[:n]
+        np.take(self.pos, slots, out=pos, mode="clip")
+        sb = self._sb[:n]
+        np.multiply(slots, self.rows_per_slot, out=sb)
+        wr = self._wr[:n]
+        rows = self._rows[:n]
         cat = self._cat[:n]
-        for i in range(len(self.dilations)):
-            rows = (pos[:, None] - self.off[i][None, :]) % R                    # [n, k-1]
-            cat[:, : (k - 1) * C] = self.buf[slots[:, None], i, rows].reshape(n, -1)
-            cat[:, (k - 1) * C:] = h
-            self.buf[slots, i, w] = h                       # this layer's input, for later taps
-            y = cat @ self.w_conv[i]
+        cat2 = cat.reshape(n, k * C)
+        y, t = self._y[:n], self._t[:n]
+        flat = self._flat
+        for i, R in enumerate(self.rings):
+            # write this layer's input (frame t), then read frames t - j d (j = k-1..0)
+            np.remainder(pos, R, out=wr)
+            wr += sb
+            wr += self.base[i]
+            flat[wr] = h
+            np.subtract(pos[:, None], self.off[i][None, :], out=rows)
+            np.remainder(rows, R, out=rows)
+            rows += sb[:, None]
+            rows += self.base[i]
+            np.take(flat, rows, axis=0, out=cat, mode="clip")
+            np.matmul(cat2, self.w_conv[i], out=y)
             y += self.b_conv[i]
-            np.maximum(y, 0.1 * y, out=y)
-            m = y @ self.w_mix[i]
-            m += self.b_mix[i]
-            h = h + m
-        self.pos[slots] = pos + 1
+            _leaky(y, t)
+            np.matmul(y, self.w_mix[i], out=t)
+            t += self.b_mix[i]
+            h += t
+        pos += 1
+        self.pos[slots] = pos
         bad = self._heads(h, p, features, out_harm, out_noise)
         if bad.any():
-            b = slots[bad]
-            self.buf[b] = 0.0
-            self.pos[b] = 0
+            self.reset(slots[bad])
         return bad
 
 
-def fast_decoder(decoder, n_slots: int):
-    """The NumPy path for ``decoder`` if there is one (GRU of one layer, CNN), else None."""
-    kind = getattr(decoder.backbone, "kind", "")
-    if kind == "gru" and decoder.backbone.layers == 1:
-        return FastGRUDecoder(decoder, n_slots)
-    if kind == "cnn":
-        return FastCNNDecoder(decoder, n_slots)
-    return None
+@nb.njit(cache=True, nogil=True)
+def _attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc):  # pragma: no cover
+    """Windowed causal attention for one frame of each row: write k, v of the frame into the
+    slot's ring at ``pos % W``, attend over the frames that exist (offsets 0..min(pos, W-1)),
+    ``softmax(q.k * scale + rel_bias[head, offset])``, weighted sum of v into ``out``."""
+    n = slots.shape[0]
+    W = kr.shape[1]
+    D = kr.shape[2]
+    dh = D // n_heads
+    for r in range(n):
+        s = slots[r]
+        p = pos[r]
+        wp = p % W
+        for c in range(D):
+            kr[s, wp, c] = qkv[r, D + c]
+            vr[s, wp, c] = qkv[r, 2 * D + c]
+        nv = min(p + 1, W)
+        for hh in range(n_heads):
+            c0 = hh * dh
+            mx = -np.inf
+            for j in range(nv):
+                w = (wp - j + W) % W
+                acc = 0.0
+                for d in range(dh):
+                    acc += qkv[r, c0 + d] * kr[s, w, c0 + d]
+                v = acc * scale + rel_bias[hh, j]
+                sc[j] = v
+                if v > mx:
+                    mx = v
+            tot = 0.0
+            for j in range(nv):
+                e = math.exp(sc[j] - mx)
+                sc[j] = e
+                tot += e
+            for d in range(dh):
+                out[r, c0 + d] = 0.0
+            for j in range(nv):
+                w = (wp - j + W) % W
+                a = sc[j] / tot
+                for d in range(dh):
+                    out[r, c0 + d] += a * vr[s, w, c0 + d]
+
+
+class FastAttentionDecoder(_FastDecoder):
+    """A windowed-attention ``Decoder`` (see ``WindowAttentionBackbone.step_slots``).
+
+    State: ``k{i}, v{i} [n_slots, W, D]`` (ring of the last W frames' keys and values per layer,
+    heads side by side) and ``pos [n_slots]``. The attention itself is one Numba loop that reads
+    the rings in place (no gather of the caches)."""
+
+    kind = "attention"
+
+    def _setup(self, w, m):
+        self._w = w
+        b = "backbone."
+        kw = self.kw
+        self.dim = D = int(kw["dim"])
+        self.heads = int(kw["heads"])
+        self.n_layers = L = int(kw["layers"])
+        self.window = W = int(kw["window"])
+        ff = int(kw["ff_mult"]) * D
+        self.scale = 1.0 / math.sqrt(D // self.heads)
+        f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+        self.w_inp, self.b_inp = _T(w[f"{b}inp.weight"]), f32(w[f"{b}inp.bias"])
+        self.g1 = [f32(w[f"{b}norm1.{i}.weight"]) for i in range(L)]
+        self.n1 = [f32(w[f"{b}norm1.{i}.bias"]) for i in range(L)]
+        self.g2 = [f32(w[f"{b}norm2.{i}.weight"]) for i in range(L)]
+        self.n2 = [f32(w[f"{b}norm2.{i}.bias"]) for i in range(L)]
+        self.w_qkv = [_T(w[f"{b}qkv.{i}.weight"]) for i in range(L)]
+        self.b_qkv = [f32(w[f"{b}qkv.{i}.bias"]) for i in range(L)]
+        self.w_proj = [_T(w[f"{b}proj.{i}.weight"]) for i in range(L)]
+        self.b_proj = [f32(w[f"{b}proj.{i}.bias"]) for i in range(L)]
+        self.w_ff1 = [_T(w[f"{b}ff1.{i}.weight"]) for i in range(L)]
+        self.b_ff1 = [f32(w[f"{b}ff1.{i}.bias"]) for i in range(L)]
+        self.w_ff2 = [_T(w[f"{b}ff2.{i}.weight"]) for i in range(L)]
+        self.b_ff2 = [f32(w[f"{b}ff2.{i}.bias"]) for i in range(L)]
+        self.rel_bias = f32(w[f"{b}rel_bias"])                                # [H, W]
+        self.state = {}
+        for i in range(L):
+            self.state[f"k{i}"] = np.zeros((m, W, D), np.float32)
+            self.state[f"v{i}"] = np.zeros((m, W, D), np.float32)
+        self.pos = np.zeros(m, np.int64)
+        self.state["pos"] = self.pos
+        self._h = np.zeros((m, D), np.float32)
+        self._a = np.zeros((m, D), np.float32)
+        self._t = np.zeros((m, D), np.float32)
+        self._mu = np.zeros((m, 1), np.float32)
+        self._var = np.zeros((m, 1), np.float32)
+        self._qkv = np.zeros((m, 3 * D), np.float32)
+        self._att = np.zeros((m, D), np.float32)
+        self._f = np.zeros((m, ff), np.float32)
+        self._ft = np.zeros((m, ff), np.float32)
+        self._pos = np.zeros(m, np.int64)
+        self._sc = np.zeros(W, np.float64)
+        return D
+
+    def _source(self):
+        return self._w
+
+    def _norm(self, h, g, b, out):
+        n = len(h)
+        mu, var = self._mu[:n], self._var[:n]
+        np.mean(h, axis=1, keepdims=True, out=mu)
+        np.subtract(h, mu, out=out)
+        t = self._t[:n]
+        np.multiply(out, out, out=t)
+        np.mean(t, axis=1, keepdims=True, out=var)
+        var += 1e-5
+        np.sqrt(var, out=var)
+        out /= var
+        out *= g
+        out += b
+        return out
+
+    def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
+             out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
+        n = len(slots)
+        p = self._inputs(features, z)
+        h = self._h[:n]
+        np.matmul(p, self.w_inp, out=h)
+        h += self.b_inp
+        pos = self._pos[:n]
+        np.take(self.pos, slots, out=pos, mode="clip")
+        a, t, qkv, att = self._a[:n], self._t[:n], self._qkv[:n], self._att[:n]
+        f, ft = self._f[:n], self._ft[:n]
+        sl = np.ascontiguousarray(slots, dtype=np.int64)
+        for i in range(self.n_layers):
+            self._norm(h, self.g1[i], self.n1[i], a)
+            np.matmul(a, self.w_qkv[i], out=qkv)
+            qkv += self.b_qkv[i]
+            _attend(qkv, self.state[f"k{i}"], self.state[f"v{i}"], sl, pos, self.rel_bias,
+                    self.scale, self.heads, att, self._sc)
+            np.matmul(att, self.w_proj[i], out=t)
+            t += self.b_proj[i]
+            h += t
+            self._norm(h, self.g2[i], self.n2[i], a)
+            np.matmul(a, self.w_ff1[i], out=f)
+            f += self.b_ff1[i]
+            _leaky(f, ft)
+            np.matmul(f, self.w_ff2[i], out=t)
+            t += self.b_ff2[i]
+            h += t
+        pos += 1
+        self.pos[slots] = pos
+        bad = self._heads(h, p, features, out_harm, out_noise)
+        if bad.any():
+            self.reset(slots[bad])
+        return bad
+
+
+FAST = {"gru": FastGRUDecoder, "cnn": FastCNNDecoder, "attention": FastAttentionDecoder}
+
+
+def fast_decoder(decoder, n_slots: int, arch: dict[str, Any] | None = None):
+    """The NumPy path for a decoder: a torch ``Decoder``, or (``arch`` given) its NumPy state
+    dict (:func:`rtsynth.nn.io.load_weights`)."""
+    kind = decoder.backbone_kind if arch is None else arch["backbone"]
+    return FAST[kind](decoder, n_slots, arch)

@@ -1,8 +1,10 @@
 """A trained decoder as a :class:`rtsynth.instrument.StreamingInstrument`.
 
-State is one batch row per voice slot (see :mod:`rtsynth.nn.backbones`). :meth:`step` gathers the
-rows of the given slots, runs one frame for all of them in one batched call, writes the rows back
-and the controls into the engine's arrays. Runs under ``torch.inference_mode`` with one thread.
+State is one row per voice slot, NumPy arrays owned by the decoder's NumPy real-time path
+(:mod:`rtsynth.nn.fast`, every backbone): :meth:`step` runs one frame for the given slots in one
+batched call and writes the controls into the engine's arrays. Nothing here imports torch; a
+torch ``Decoder`` is accepted (and built on demand from the weights, :attr:`decoder`) for
+training and analysis only.
 """
 
 from __future__ import annotations
@@ -10,86 +12,93 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from .. import spec
 from ..instrument import StreamingInstrument
-from .backbones import reset_state
-from .model import Decoder
+from .fast import decoder_weights, fast_decoder
 
 
 class NeuralInstrument(StreamingInstrument):
-    def __init__(self, decoder: Decoder, config: dict[str, Any], name: str = "neural"):
-        self.decoder = decoder.eval()
-        for p in self.decoder.parameters():
-            p.requires_grad_(False)
+    def __init__(self, decoder, config: dict[str, Any], name: str = "neural"):
+        """``decoder``: the NumPy state dict of a model file (:func:`rtsynth.nn.io.load_weights`,
+        names without the ``decoder.`` prefix; ``config['architecture']`` describes it), or a
+        torch ``Decoder``."""
+        if isinstance(decoder, dict):
+            self.weights = decoder
+            self._decoder = None
+            self.arch = config["architecture"]
+        else:
+            self._decoder = decoder.eval()
+            for p in self._decoder.parameters():
+                p.requires_grad_(False)
+            self.weights, self.arch = decoder_weights(self._decoder)
         self.config = config
         self.name = name
         self.sample_rate = int(config.get("sample_rate", spec.SAMPLE_RATE))
         self.hop = int(config.get("hop", spec.HOP))
-        arch = config["architecture"]
+        arch = self.arch
         src = config.get("source") or {}
         self.description = config.get("description") or (
             f"neural {arch['backbone']} instrument"
             + (f", {src.get('name', '')} (GM program {src['program']})" if "program" in src else ""))
         self.n_slots = 0
-        self.state: dict[str, torch.Tensor] = {}
-        self._fresh = None
+        self.state: dict[str, np.ndarray] = {}
+        self._fast = None
         timbre = config.get("timbre")
         self.z_dim = int(arch["z_dim"])
         if self.z_dim:
             self._anchors = np.array([timbre["anchors"][n] for n in timbre["path"]], dtype=np.float32)
-            self.z = torch.from_numpy(self._anchors[0].copy())
+            self.z = self._anchors[0].copy()
         else:
             self._anchors = None
             self.z = None
         self.timbre_position = 0.0
         self.n_nan_resets = 0
 
+    @property
+    def n_params(self) -> int:
+        return int(sum(v.size for v in self.weights.values()))
+
+    @property
+    def decoder(self):
+        """The torch ``Decoder`` with these weights (built on first use; imports torch)."""
+        if self._decoder is None:
+            import torch
+            from .io import build_decoder
+            d = build_decoder(self.arch)
+            d.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
+            self._decoder = d.eval()
+            for p in self._decoder.parameters():
+                p.requires_grad_(False)
+        return self._decoder
+
     # --- state --------------------------------------------------------------------------------
     def allocate(self, n_slots: int) -> None:
-        torch.set_num_threads(1)
         self.n_slots = int(n_slots)
-        with torch.inference_mode():
-            self.state = self.decoder.init_state(self.n_slots)
-            self._fresh = self.decoder.init_state(1)
-        # The NumPy path (rtsynth.nn.fast) for GRU and CNN decoders: same numbers, a fraction
-        # of torch's per-operator overhead. The torch state tensors are views of its arrays, so
-        # reset and snapshot still work on them.
-        from .fast import FastCNNDecoder, FastGRUDecoder, fast_decoder
-        self._fast = fast_decoder(self.decoder, self.n_slots)
-        if isinstance(self._fast, FastGRUDecoder):
-            self.state["h"] = torch.from_numpy(self._fast.h).unsqueeze(1)
-        elif isinstance(self._fast, FastCNNDecoder):
-            self.state["buf"] = torch.from_numpy(self._fast.buf)
-            self.state["pos"] = torch.from_numpy(self._fast.pos)
+        self._fast = fast_decoder(self.weights, self.n_slots, self.arch)
+        self.state = self._fast.state
 
     def reset(self, slots: np.ndarray) -> None:
-        if not self.state:
+        if self._fast is None:
             return
-        idx = torch.as_tensor(np.asarray(slots, dtype=np.int64))
-        if idx.numel():
-            with torch.inference_mode():
-                reset_state(self.state, idx, self._fresh)
+        slots = np.asarray(slots, dtype=np.int64)
+        if slots.size:
+            self._fast.reset(slots)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"state": {k: v.clone() for k, v in self.state.items()},
-                "z": None if self.z is None else self.z.clone()}
+        return {"state": {k: v.copy() for k, v in self.state.items()},
+                "z": None if self.z is None else self.z.copy()}
 
     def restore(self, snap: dict[str, Any]) -> None:
-        with torch.inference_mode():
-            fast_ok = getattr(self, "_fast", None) is not None and all(
-                k in self.state and self.state[k].shape == v.shape
-                for k, v in snap["state"].items())
-            if fast_ok:       # copy into the arrays the torch tensors view
-                for k, v in snap["state"].items():
-                    self.state[k].copy_(v)
-            else:
-                self._fast = None
-                self.state = {k: v.clone() for k, v in snap["state"].items()}
-            self.n_slots = next(iter(self.state.values())).shape[0] if self.state else 0
-            if snap.get("z") is not None:
-                self.z = snap["z"].clone()
+        st = snap["state"]
+        if st:
+            if self._fast is None:
+                self.allocate(next(iter(st.values())).shape[0])
+            self._fast.load_state(st)
+            self.state = self._fast.state
+            self.n_slots = self._fast.n_slots
+        if snap.get("z") is not None:
+            self.z = np.array(snap["z"], dtype=np.float32)
 
     # --- the real-time step -------------------------------------------------------------------
     def step(self, features: np.ndarray, slots: np.ndarray,
@@ -97,26 +106,10 @@ class NeuralInstrument(StreamingInstrument):
         n = len(slots)
         if n == 0:
             return
-        if getattr(self, "_fast", None) is not None:
-            z = None if self.z is None else self.z.numpy()[None, :]
-            bad = self._fast.step(features, z, slots, out_harm, out_noise)
-            if bad.any():
-                self.n_nan_resets += int(bad.sum())
-            return
-        with torch.inference_mode():
-            idx = torch.from_numpy(np.ascontiguousarray(slots, dtype=np.int64))
-            x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-            z = None if self.z is None else self.z[None, :].expand(n, -1)
-            h, g = self.decoder.step_slots(x, z, self.state, idx)
-            # one reduction in the common case: a sum is finite only if every term is
-            if not bool(torch.isfinite(h.sum() + g.sum())):
-                bad = ~(torch.isfinite(h).all(-1) & torch.isfinite(g).all(-1))
-                h = torch.where(bad[:, None], torch.zeros_like(h), h)
-                g = torch.where(bad[:, None], torch.zeros_like(g), g)
-                reset_state(self.state, idx[bad], self._fresh)
-                self.n_nan_resets += int(bad.sum())
-            out_harm[:n] = h.numpy()
-            out_noise[:n] = g.numpy()
+        z = None if self.z is None else self.z[None, :]
+        bad = self._fast.step(features, z, slots, out_harm, out_noise)
+        if bad.any():
+            self.n_nan_resets += int(bad.sum())
 
     # --- timbre (VAE models) --------------------------------------------------------------------
     @property
@@ -137,7 +130,7 @@ class NeuralInstrument(StreamingInstrument):
             i = min(int(s), m - 2)
             a = s - i
             z = (1.0 - a) * self._anchors[i] + a * self._anchors[i + 1]
-        self.z = torch.from_numpy(np.asarray(z, dtype=np.float32).copy())
+        self.z = np.asarray(z, dtype=np.float32).copy()
 
     def sample_timbre(self, seed: int | None = None) -> None:
         """A new timbre: a random mixture of the instruments' latents plus prior noise."""
@@ -146,12 +139,18 @@ class NeuralInstrument(StreamingInstrument):
         rng = np.random.default_rng(seed)
         w = rng.dirichlet(np.ones(len(self._anchors)))
         z = w @ self._anchors + 0.3 * rng.standard_normal(self.z_dim) * self._anchors.std(0)
-        self.z = torch.from_numpy(z.astype(np.float32))
+        self.z = z.astype(np.float32)
 
     def render_note(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Offline helper: whole-note features ``[T, 7]`` -> (harm ``[T, K]``, noise ``[T, Bn]``)."""
-        with torch.inference_mode():
-            x = torch.from_numpy(np.asarray(features, dtype=np.float32))[None]
-            z = None if self.z is None else self.z[None]
-            h, g, _ = self.decoder(x, z, None)
-        return h[0].numpy(), g[0].numpy()
+        """Offline helper: whole-note features ``[T, 7]`` -> (harm ``[T, K]``, noise ``[T, Bn]``),
+        one fresh voice stepped frame by frame (the same numbers as the whole-sequence pass)."""
+        f = np.ascontiguousarray(features, dtype=np.float32)
+        fast = fast_decoder(self.weights, 1, self.arch)
+        z = None if self.z is None else self.z[None, :]
+        T = len(f)
+        h = np.zeros((T, self.n_harmonics), np.float32)
+        g = np.zeros((T, self.n_noise_bands), np.float32)
+        slot = np.zeros(1, np.int64)
+        for t in range(T):
+            fast.step(f[t:t + 1], z, slot, h[t:t + 1], g[t:t + 1])
+        return h, g

@@ -4,6 +4,15 @@ Loading never unpickles: weights are read with safetensors only, the config is p
 every tensor's name, shape and dtype is checked against the architecture the config describes.
 Whatever is wrong with a model folder (missing, corrupt, truncated, hostile, mismatched) raises
 :class:`ModelLoadError` with a message that names the file and the problem.
+
+Two ways in, one validation (:func:`load_weights`):
+
+- :func:`load_neural_instrument` (``rtsynth play``/``render``): NumPy only. The weights are read
+  as NumPy arrays and the real-time step runs in :mod:`rtsynth.nn.fast`; torch is never imported
+  (it costs ~2 s of start-up), for every backbone.
+- :func:`load_decoder` (training, ``--init``, analysis): the torch :class:`Decoder`.
+
+This module imports torch only inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -12,19 +21,28 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from .. import spec
-from .backbones import BACKBONES
-from .model import Decoder, TimbreEncoder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .model import Decoder
 
 FORMAT = "rtsynth-neural-1"
 MAX_CONFIG_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 64 << 20
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+#: the backbones (the same tuple as :data:`rtsynth.nn.backbones.BACKBONES`, without torch)
+BACKBONES = ("gru", "cnn", "attention")
+#: the backbone constructors' defaults for keys a config's ``backbone_kw`` leaves out
+BACKBONE_DEFAULTS = {
+    "gru": {"hidden": 256, "layers": 1},
+    "cnn": {"channels": 64, "kernel": 2, "dilations": [1, 2, 4, 8, 16, 32, 64, 128]},
+    "attention": {"dim": 64, "heads": 4, "layers": 2, "window": 48, "ff_mult": 2},
+}
 
 
 class ModelLoadError(Exception):
@@ -48,11 +66,68 @@ def decoder_config(model: Decoder) -> dict[str, Any]:
 
 
 def build_decoder(arch: dict[str, Any]) -> Decoder:
+    from .model import Decoder
+
     return Decoder(backbone=arch["backbone"], backbone_kw=arch["backbone_kw"],
                    pre_dim=arch["pre_dim"], z_dim=arch["z_dim"], n_features=arch["n_features"],
                    n_harmonics=arch["n_harmonics"], n_noise=arch["n_noise"],
                    sample_rate=arch["sample_rate"], amp_max=arch["amp_max"],
                    noise_max=arch["noise_max"])
+
+
+def backbone_kw(arch: dict[str, Any]) -> dict[str, Any]:
+    """``arch['backbone_kw']`` with the constructor defaults filled in."""
+    kw = dict(BACKBONE_DEFAULTS[arch["backbone"]])
+    kw.update(arch["backbone_kw"])
+    return kw
+
+
+def expected_shapes(arch: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The decoder's ``state_dict`` (names without the ``decoder.`` prefix) -> shape, computed
+    from a validated architecture without building it (tested equal to the torch module's)."""
+    P, F, Z = arch["pre_dim"], arch["n_features"], arch["z_dim"]
+    n_out = 1 + arch["n_harmonics"] + arch["n_noise"]
+    kw = backbone_kw(arch)
+    s: dict[str, tuple[int, ...]] = {"pre.weight": (P, F + Z), "pre.bias": (P,)}
+
+    def lin(name, n_in, n_o):
+        s[f"backbone.{name}.weight"] = (n_o, n_in)
+        s[f"backbone.{name}.bias"] = (n_o,)
+
+    kind = arch["backbone"]
+    if kind == "gru":
+        H = kw["hidden"]
+        for i in range(kw["layers"]):
+            s[f"backbone.gru.weight_ih_l{i}"] = (3 * H, P if i == 0 else H)
+            s[f"backbone.gru.weight_hh_l{i}"] = (3 * H, H)
+            s[f"backbone.gru.bias_ih_l{i}"] = (3 * H,)
+            s[f"backbone.gru.bias_hh_l{i}"] = (3 * H,)
+        out = H
+    elif kind == "cnn":
+        C, k = kw["channels"], kw["kernel"]
+        lin("inp", P, C)
+        for i in range(len(kw["dilations"])):
+            lin(f"convs.{i}", k * C, C)
+        for i in range(len(kw["dilations"])):
+            lin(f"mix.{i}", C, C)
+        out = C
+    else:
+        D, ff = kw["dim"], kw["ff_mult"] * kw["dim"]
+        lin("inp", P, D)
+        for i in range(kw["layers"]):
+            s[f"backbone.norm1.{i}.weight"] = (D,)
+            s[f"backbone.norm1.{i}.bias"] = (D,)
+            lin(f"qkv.{i}", D, 3 * D)
+            lin(f"proj.{i}", D, D)
+            s[f"backbone.norm2.{i}.weight"] = (D,)
+            s[f"backbone.norm2.{i}.bias"] = (D,)
+            lin(f"ff1.{i}", D, ff)
+            lin(f"ff2.{i}", ff, D)
+        s["backbone.rel_bias"] = (kw["heads"], kw["window"])
+        out = D
+    s["head.weight"] = (n_out, out + P)
+    s["head.bias"] = (n_out,)
+    return s
 
 
 def save_model(folder: str | os.PathLike, decoder: Decoder, config: dict[str, Any],
@@ -120,7 +195,8 @@ def _validate_arch(arch: Any, where: str) -> dict[str, Any]:
         else:
             _check(_is_int(v) and 1 <= v <= 4096, f"{where}: backbone_kw.{k} out of range")
     if arch["backbone"] == "attention":
-        _check(kw.get("dim", 128) % kw.get("heads", 4) == 0, f"{where}: dim not divisible by heads")
+        full = backbone_kw(arch)
+        _check(full["dim"] % full["heads"] == 0, f"{where}: dim not divisible by heads")
     return arch
 
 
@@ -153,10 +229,14 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
-def load_decoder(folder: str | os.PathLike) -> tuple[Decoder, dict[str, Any]]:
-    """Load and validate a model folder -> (decoder in eval mode, config)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load_weights(folder: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and validate a model folder without torch -> (weights, config).
+
+    ``weights``: the decoder's state dict as float32 NumPy arrays (names without the ``decoder.``
+    prefix). Names, dtypes and shapes are checked from the safetensors header before any tensor
+    is read; every tensor must be finite.
+    """
+    from safetensors import safe_open
 
     folder = Path(folder)
     cfg = read_config(folder)
@@ -164,38 +244,67 @@ def load_decoder(folder: str | os.PathLike) -> tuple[Decoder, dict[str, Any]]:
     _check(wpath.is_file(), f"{wpath}: missing")
     _check(wpath.stat().st_size <= MAX_WEIGHTS_BYTES, f"{wpath}: larger than {MAX_WEIGHTS_BYTES} bytes")
     try:
+        expected = {f"decoder.{k}": v for k, v in expected_shapes(cfg["architecture"]).items()}
+    except Exception as e:  # noqa: BLE001 - any inconsistency in the architecture
+        raise ModelLoadError(f"{folder}: cannot build the architecture ({e})") from None
+    weights = {}
+    try:
+        with safe_open(str(wpath), framework="np") as f:
+            names = set(f.keys())
+            missing = sorted(set(expected) - names)
+            extra = sorted(names - set(expected))
+            _check(not missing, f"{wpath}: missing tensors {missing[:5]}")
+            _check(not extra, f"{wpath}: unexpected tensors {extra[:5]}")
+            for k, shape in expected.items():
+                sl = f.get_slice(k)
+                dt, got = sl.get_dtype(), tuple(sl.get_shape())
+                _check(dt == "F32", f"{wpath}: {k} has dtype {dt}, expected float32 (F32)")
+                _check(got == tuple(shape), f"{wpath}: {k} has shape {got}, expected {tuple(shape)}")
+                t = np.ascontiguousarray(f.get_tensor(k), dtype=np.float32)
+                _check(t.shape == tuple(shape), f"{wpath}: {k} reads as shape {t.shape}")
+                _check(bool(np.isfinite(t).all()), f"{wpath}: {k} holds non-finite values")
+                weights[k[len("decoder."):]] = t
+    except ModelLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, anything a hostile file provokes
+        raise ModelLoadError(f"{wpath}: not a readable safetensors file ({e})") from None
+    return weights, cfg
+
+
+def load_decoder(folder: str | os.PathLike) -> tuple[Decoder, dict[str, Any]]:
+    """Load and validate a model folder -> (torch decoder in eval mode, config)."""
+    import torch
+
+    folder = Path(folder)
+    weights, cfg = load_weights(folder)
+    try:
         model = build_decoder(cfg["architecture"])
     except Exception as e:  # noqa: BLE001 - any inconsistency in the architecture
         raise ModelLoadError(f"{folder}: cannot build the architecture ({e})") from None
     try:
-        tensors = load_file(str(wpath), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError, Exception) as e:  # noqa: BLE001
-        raise ModelLoadError(f"{wpath}: not a readable safetensors file ({e})") from None
-    expected = {f"decoder.{k}": v for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    _check(not missing, f"{wpath}: missing tensors {missing[:5]}")
-    _check(not extra, f"{wpath}: unexpected tensors {extra[:5]}")
-    state = {}
-    for k, ref in expected.items():
-        t = tensors[k]
-        _check(t.dtype == torch.float32, f"{wpath}: {k} has dtype {t.dtype}, expected float32")
-        _check(tuple(t.shape) == tuple(ref.shape),
-               f"{wpath}: {k} has shape {tuple(t.shape)}, expected {tuple(ref.shape)}")
-        _check(bool(torch.isfinite(t).all()), f"{wpath}: {k} holds non-finite values")
-        state[k[len("decoder."):]] = t
-    model.load_state_dict(state)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    except RuntimeError as e:
+        raise ModelLoadError(f"{folder / WEIGHTS}: does not fit the architecture ({e})") from None
     model.eval()
     return model, cfg
 
 
 def load_neural_instrument(folder: str | os.PathLike):
-    """A :class:`rtsynth.instrument.StreamingInstrument` for the model in ``folder``."""
+    """A :class:`rtsynth.instrument.StreamingInstrument` for the model in ``folder`` (NumPy
+    real-time step; torch is not imported)."""
     from .instrument import NeuralInstrument
 
-    decoder, cfg = load_decoder(folder)
-    return NeuralInstrument(decoder, cfg, name=Path(folder).name)
+    weights, cfg = load_weights(folder)
+    return NeuralInstrument(weights, cfg, name=Path(folder).name)
 
 
-__all__ = ["ModelLoadError", "save_model", "load_decoder", "load_neural_instrument", "read_config",
-           "build_decoder", "decoder_config", "TimbreEncoder"]
+def __getattr__(name: str):
+    if name == "TimbreEncoder":     # kept importable from here; lazily, it needs torch
+        from .model import TimbreEncoder
+        return TimbreEncoder
+    raise AttributeError(name)
+
+
+__all__ = ["ModelLoadError", "save_model", "load_decoder", "load_weights",
+           "load_neural_instrument", "read_config", "build_decoder", "decoder_config",
+           "expected_shapes", "TimbreEncoder"]
