@@ -158,3 +158,41 @@ def test_uses_a_running_server(tmp_path, monkeypatch):
     lat = res["synths"]["known"]["latency"]["256"]
     assert lat["median"] == lat["max"] == 64
     srv.cleanup()
+
+
+def test_play_options_reach_rtsynth(tmp_path):
+    """--variant (and --sync / --play-arg) reach `rtsynth play`: the process's own stats and its
+    measured latency say which mode it ran in; JSON and table heading record the options."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "rtsynth.bench.cli", "--private-server", "--no-peer", "-i",
+           "basic", "--rows", "latency", "--blocks", "128", "--notes", "10", "--no-plot",
+           "--play-arg=--gain=0.4", "--variant=--buffered", "--variant=--sync", "-o", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((out / "bench.json").read_text())
+    assert res["meta"]["play_args"] == ["--gain=0.4"]
+    assert res["meta"]["variants"] == [["--buffered"], ["--sync"]]
+    buf, syn = res["synths"]["rtsynth basic [--buffered]"], res["synths"]["rtsynth basic [--sync]"]
+    assert buf["play_args"] == ["--gain=0.4", "--buffered"]
+    assert syn["play_args"] == ["--gain=0.4", "--sync"]
+    assert buf["play_stats"]["128"]["sync"] is False
+    assert buf["play_stats"]["128"]["latency_frames"] == 256
+    assert syn["play_stats"]["128"]["sync"] is True
+    assert syn["latency"]["128"]["median"] < 128 <= 256 <= buf["latency"]["128"]["median"]
+    head = r.stdout.replace("\n", " ")
+    assert "rtsynth play --gain=0.4" in head and "variants: --buffered, --sync" in head
+
+
+def test_sync_shorthand_and_play_arg():
+    import argparse
+    from rtsynth.bench.cli import _add_options, play_args
+    from rtsynth.bench.runner import default_synths
+    p = argparse.ArgumentParser()
+    _add_options(p)
+    a = p.parse_args(["--sync", "--rtsynth-arg=--reverb=0", "--play-arg=-g0.3"])
+    assert play_args(a) == ["--reverb=0", "-g0.3", "--sync"]
+    cfg = BenchConfig(instruments=["basic"], peer=False, rtsynth_args=play_args(a))
+    (spec,) = default_synths(cfg)
+    assert spec.cmd[-3:] == ["--reverb=0", "-g0.3", "--sync"] and spec.label == "rtsynth basic"
+    assert report.heading_play_args({"play_args": play_args(a)}) == \
+        "; rtsynth play --reverb=0 -g0.3 --sync"

@@ -6,6 +6,7 @@ Runnable before it is wired in as ``python -m rtsynth.bench.cli [--quick]``.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -50,8 +51,18 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="comma-separated subset of startup,latency,load,capacity,render")
     p.add_argument("--private-server", action="store_true",
                    help="start a private dummy JACK server even if one is running")
-    p.add_argument("--rtsynth-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for 'rtsynth play' (repeatable)")
+    p.add_argument("--play-arg", "--rtsynth-arg", dest="play_arg", action="append", default=[],
+                   metavar="ARG",
+                   help="extra argument for every 'rtsynth play' the bench starts (repeatable; "
+                        "one that starts with '-' is written --play-arg=--ahead=2)")
+    p.add_argument("--sync", action="store_true",
+                   help="shorthand for --play-arg=--sync (render in the JACK callback)")
+    p.add_argument("--buffered", action="store_true",
+                   help="shorthand for --play-arg=--buffered (render ahead into a ring)")
+    p.add_argument("--variant", action="append", default=None, metavar="ARGS",
+                   help="measure every instrument once per variant, side by side in the same "
+                        "run; ARGS: play options in one string, '' for none (repeatable: "
+                        "--variant='' --variant=--sync)")
     p.add_argument("-o", "--output-dir", default="bench-results",
                    help="where bench.json and bench.png go (default ./bench-results)")
     p.add_argument("--json", default=None, help="JSON path (default OUTPUT_DIR/bench.json)")
@@ -66,6 +77,15 @@ def default_instruments(quick: bool) -> list[str]:
     except ImportError:
         return ["basic"]
     return [default_instrument()] if quick else available_instruments()
+
+
+def play_args(args) -> list[str]:
+    """The options every `rtsynth play` of this bench gets (--play-arg, --sync, --buffered)."""
+    out = list(args.play_arg)
+    for flag in ("sync", "buffered"):
+        if getattr(args, flag, False) and f"--{flag}" not in out:
+            out.append(f"--{flag}")
+    return out
 
 
 def run(args) -> int:
@@ -97,7 +117,8 @@ def run(args) -> int:
                       capacity_steps=args.capacity_steps,
                       capacity_seconds=args.capacity_seconds, rows=rows,
                       render="render" in rows, private_server=args.private_server,
-                      rtsynth_args=args.rtsynth_arg,
+                      rtsynth_args=play_args(args),
+                      variants=[shlex.split(v) for v in args.variant] if args.variant else None,
                       log=None if args.quiet else (lambda s: err.print(f"[dim]bench:[/] {s}")))
     res = run_bench(cfg)
     out = Path(args.output_dir)

@@ -178,6 +178,9 @@ def finish_held(row: dict, stats: dict | None) -> dict:
     """Add the synth's own counters (from ``--stats-json`` at exit) and the dropout total."""
     if stats:
         row["underruns"] = int(stats.get("underruns", 0))
+        # sync mode: a block that ends after its period is an underrun of its own counter and
+        # the xrun the server blames on it; counted once
+        row["late_blocks"] = int(stats.get("late_blocks", 0))
         g = np.asarray(stats.get("gen_ms") or [], dtype=np.float64)
         if g.size:
             row["gen_ms"] = {"median": float(np.median(g)), "p99": float(np.percentile(g, 99)),
@@ -185,7 +188,9 @@ def finish_held(row: dict, stats: dict | None) -> dict:
                              "budget": 1000.0 * row["block"] / stats.get("sample_rate", 48000)}
     else:
         row["underruns"] = None
-    row["dropouts"] = int((row.get("underruns") or 0) + (row.get("client_xruns") or 0)
+    late = row.get("late_blocks") or 0
+    row["dropouts"] = int((row.get("underruns") or 0) - late
+                          + max(late, row.get("client_xruns") or 0)
                           + (row["gaps"] if not row.get("underruns") else 0))
     return row
 

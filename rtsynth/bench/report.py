@@ -67,6 +67,16 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def heading_play_args(meta: dict) -> str:
+    """What the table heading says about the options given to `rtsynth play`."""
+    parts = []
+    if meta.get("play_args"):
+        parts.append("rtsynth play " + " ".join(meta["play_args"]))
+    if meta.get("variants"):
+        parts.append("variants: " + ", ".join(" ".join(v) or "as is" for v in meta["variants"]))
+    return ("; " + "; ".join(parts)) if parts else ""
+
+
 def print_table(res: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -74,7 +84,8 @@ def print_table(res: dict, console=None) -> None:
     header, rows = table_rows(res)
     m = res["meta"]
     t = Table(title=f"rtsynth bench{' --quick' if m.get('quick') else ''} - {m.get('cpu')} "
-                    f"({m.get('cpus')} CPUs), {m.get('server')}, {m.get('date')}")
+                    f"({m.get('cpus')} CPUs), {m.get('server')}, {m.get('date')}"
+                    + heading_play_args(m))
     for i, h in enumerate(header):
         t.add_column(h, justify="left" if i == 0 else "right")
     for r in rows:

@@ -37,7 +37,8 @@ class BenchConfig:
     rows: tuple[str, ...] = ("startup", "latency", "load", "capacity", "render")
     private_server: bool = False             # always start our own, even if one runs
     python: str = sys.executable
-    rtsynth_args: list[str] = field(default_factory=list)
+    rtsynth_args: list[str] = field(default_factory=list)   # every `rtsynth play` gets these
+    variants: list[list[str]] | None = None  # each instrument once per variant (play options)
     synths: list[SynthSpec] | None = None    # instead of rtsynth instruments + FluidSynth
     workdir: str | None = None
     sample_rate: int = 48000
@@ -64,10 +65,13 @@ def default_synths(cfg: BenchConfig) -> list[SynthSpec]:
     out = []
     for inst in cfg.instruments:
         bb = _backbone(inst)
-        out.append(rtsynth_spec(inst, python=cfg.python,
-                                label=f"rtsynth {inst}" + (f" ({bb})" if bb else ""),
-                                extra=["--no-hw-midi", *cfg.rtsynth_args],
-                                voices_args=["--polyphony", "{voices}"]))
+        for var in cfg.variants or [[]]:
+            args = [*cfg.rtsynth_args, *var]
+            label = (f"rtsynth {inst}" + (f" ({bb})" if bb else "")
+                     + (f" [{' '.join(var) or 'as is'}]" if cfg.variants else ""))
+            out.append(rtsynth_spec(inst, python=cfg.python, label=label,
+                                    extra=["--no-hw-midi", *args],
+                                    voices_args=["--polyphony", "{voices}"]))
     if cfg.peer:
         try:
             out.append(fluidsynth_spec())
@@ -87,6 +91,13 @@ def _backbone(inst: str) -> str | None:
         return arch.get("backbone")
     except Exception:  # noqa: BLE001
         return None
+
+
+def _play_args(spec: SynthSpec) -> list[str]:
+    """The options after `play` that the bench adds to its fixed ones (what makes a variant)."""
+    cmd = spec.cmd
+    i = cmd.index("{stats}") + 1 if "{stats}" in cmd else len(cmd)
+    return [c for c in cmd[i:] if c != "--no-hw-midi"]
 
 
 def _dry_args(spec: SynthSpec) -> list[str]:
@@ -120,8 +131,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         "host": platform.node(), "machine": platform.machine(), "cpus": os.cpu_count(),
         "cpu": _cpu_name(), "python": platform.python_version(), "quick": cfg.quick,
         "blocks": cfg.blocks, "sample_rate": cfg.sample_rate,
-        "argv": sys.argv[1:]},
-        "synths": {s.label: {"kind": s.kind, "latency": {}, "errors": []} for s in specs}}
+        "argv": sys.argv[1:], "play_args": list(cfg.rtsynth_args),
+        "variants": cfg.variants},
+        "synths": {s.label: {"kind": s.kind, "latency": {}, "errors": [],
+                             **({"play_args": _play_args(s)} if s.kind == "rtsynth" else {})}
+                   for s in specs}}
     t_all = time.monotonic()
 
     use_running = (not cfg.private_server) and server_running()
@@ -297,6 +311,7 @@ METRICS = [
      "lower"),
     ("dropouts", "dropouts under load", ("load", "dropouts"), "", "lower"),
     ("underruns", "  underruns (own counter)", ("load", "underruns"), "", "lower"),
+    ("late_blocks", "  of which late blocks (sync)", ("load", "late_blocks"), "", "lower"),
     ("client_xruns", "  JACK xruns blamed on it", ("load", "client_xruns"), "", "lower"),
     ("gaps", "  silent gaps in its output", ("load", "gaps"), "", "lower"),
     ("server_xruns", "  server xruns, any cause", ("load", "server_xruns"), "", "lower"),
