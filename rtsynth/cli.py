@@ -82,12 +82,8 @@ def cmd_play(args) -> int:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
-    if args.ahead < 1:
-        raise UserError("--ahead must be at least 1 (for the lowest latency under JACK, use "
-                        "--sync)")
-    if args.sync and driver_name != "jack":
-        raise UserError("--sync needs the JACK driver (a JACK server must be running)")
-    player = Player(engine, ahead=args.ahead, sync=args.sync,
+    sync = _play_mode(args, driver_name)
+    player = Player(engine, ahead=args.ahead or 1, sync=sync,
                     host_margin=0 if driver_name == "jack" else block)
     player.prefill()
     midi_inputs = None
@@ -109,8 +105,13 @@ def cmd_play(args) -> int:
     def on_signal(signum, frame):
         stop["flag"] = True
 
+    def on_usr1(signum, frame):
+        stop["usr1"] = True
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, on_usr1)
     player.start()
     made = driver.start()
     sr = engine.sr
@@ -129,10 +130,15 @@ def cmd_play(args) -> int:
           f"{dev_lat} frames ({dev_lat / sr * 1e3:.2f} ms); start-up "
           f"{time.perf_counter() - t_start:.2f} s. Ctrl-C stops.", flush=True)
     t_end = time.monotonic() + args.duration if args.duration else None
+    status = _Status(player, sr, block)
     try:
         while not stop["flag"] and player.error is None:
-            if t_end is not None and time.monotonic() >= t_end:
+            now = time.monotonic()
+            if t_end is not None and now >= t_end:
                 break
+            if stop.pop("usr1", False):
+                status.print_stats(now)
+            status.tick(now)
             time.sleep(0.02)
     finally:
         player.fade_out()
@@ -143,12 +149,68 @@ def cmd_play(args) -> int:
     if player.error is not None:
         raise UserError(f"the generator stopped: {player.error!r}")
     st = player.stats()
-    print(f"rtsynth: underruns {st['underruns']} in {st['callbacks']} callbacks, server xruns "
-          f"{st['xruns']}, generator per block median {st['gen_ms_median']:.3f} ms, p99 "
-          f"{st['gen_ms_p99']:.3f} ms, max {st['gen_ms_max']:.3f} ms", flush=True)
+    print(f"rtsynth: {_summary_line(st)}", flush=True)
     if args.stats_json:
         Path(args.stats_json).write_text(json.dumps(st))
     return 0
+
+
+def _play_mode(args, driver_name: str) -> bool:
+    """True for sync mode (render in the JACK callback), False for the ring (render ahead)."""
+    if args.sync and (args.buffered or args.ahead is not None):
+        raise UserError("--sync renders in the callback; --buffered/--ahead render ahead: "
+                        "choose one")
+    if args.ahead is not None and args.ahead < 1:
+        raise UserError("--ahead must be at least 1 (for the lowest latency under JACK, use "
+                        "--sync)")
+    if args.sync and driver_name != "jack":
+        raise UserError("--sync needs the JACK driver (a JACK server must be running)")
+    if args.sync:
+        return True
+    if args.buffered or args.ahead is not None or driver_name != "jack":
+        return False
+    return SYNC_DEFAULT_JACK
+
+
+#: JACK's default mode: render in the process callback (see `rtsynth play --help`)
+SYNC_DEFAULT_JACK = False
+
+
+def _summary_line(st: dict) -> str:
+    """The counters, as the exit line and SIGUSR1 print them (after 'rtsynth: ')."""
+    late = f" ({st['late_blocks']} late blocks)" if st.get("late_blocks") else ""
+    return (f"underruns {st['underruns']}{late} in {st['callbacks']} callbacks, server xruns "
+            f"{st['xruns']}, generator per block median {st['gen_ms_median']:.3f} ms, p99 "
+            f"{st['gen_ms_p99']:.3f} ms, max {st['gen_ms_max']:.3f} ms")
+
+
+class _Status:
+    """Live reports from the main thread (never the audio callback): a line at most once a
+    second when the underrun count has changed, and the full counters on SIGUSR1."""
+
+    def __init__(self, player, sr: int, block: int, interval: float = 1.0):
+        self.player = player
+        self.interval = interval
+        self.t0 = time.monotonic()
+        self.last_t = self.t0
+        self.last_n = player.underruns
+        self.blocks_per_s = max(1, int(sr / block))
+
+    def tick(self, now: float) -> None:
+        p = self.player
+        n = p.underruns
+        if n == self.last_n or now - self.last_t < self.interval:
+            return
+        s = p.summary(last_blocks=int(self.blocks_per_s * (now - self.last_t)) + 1)
+        print(f"rtsynth: underruns {n} (+{n - self.last_n} in {now - self.last_t:.1f} s), "
+              f"server xruns {s['xruns']}, generator per block p99 {s['gen_ms_p99']:.2f} ms, "
+              f"max {s['gen_ms_max']:.2f} ms (period {1e3 / self.blocks_per_s:.2f} ms)",
+              file=sys.stderr, flush=True)
+        self.last_t, self.last_n = now, n
+
+    def print_stats(self, now: float) -> None:
+        s = self.player.summary()
+        print(f"rtsynth: at {now - self.t0:.1f} s: {_summary_line(s)}", flush=True)
 
 
 # ------------------------------------------------------------------------- render
@@ -280,13 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open only the virtual MIDI input port")
     p.add_argument("-j", "--jack-connect", action="store_true",
                    help="connect the outputs to the system playback ports (JACK)")
-    p.add_argument("--ahead", type=int, default=1,
-                   help="blocks rendered ahead of the device, at least 1 (latency = (1+ahead) "
-                        "blocks; default 1)")
+    p.add_argument("--ahead", type=int, default=None,
+                   help="render this many blocks ahead into a ring, at least 1 (latency = "
+                        "(1+ahead) blocks; implies --buffered; default 1)")
     p.add_argument("--sync", action="store_true",
                    help="JACK: render inside the process callback; no added latency (MIDI sounds "
                         "at its exact frame in the same period), but no margin against a slow "
                         "block")
+    p.add_argument("--buffered", action="store_true",
+                   help="render ahead in a generator thread into a ring (latency (1+ahead) "
+                        "blocks, a margin against a slow block); PortAudio always does")
     p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")
     p.set_defaults(func=cmd_play)

@@ -111,13 +111,13 @@ class JackDriver:
             pull(out_l.get_array(), out_r.get_array(), frames)
 
         def process_sync(frames):
-            begin()
+            begin(None, c.frames_since_cycle_start)
             for offset, data in midi.incoming_midi_events():
                 at_frame(offset, data)
             render_now(out_l.get_array(), out_r.get_array(), frames)
 
         def xrun(delay):
-            player.xruns += 1
+            player.server_xrun()
 
         c.set_process_callback(process_sync if player.sync else process)
         c.set_xrun_callback(xrun)

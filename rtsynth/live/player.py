@@ -11,6 +11,14 @@ Real-time rules (DESIGN.md), as they apply here:
 - The generator keeps ``(1 + ahead)`` blocks rendered beyond what the device has taken. An event
   received at frame ``F`` is scheduled at ``F + latency``, ``latency = (1 + ahead) * block``:
   constant latency, no jitter.
+- Sync mode (JACK) renders in the process callback instead: latency 0. A block that ends after
+  its period (the server then reports an xrun) is counted as an underrun (``late_blocks``).
+- After a gap (a ring underrun, or a late block in sync mode) the next block fades in over
+  ``GAP_FADE`` frames, and an underrun fades the last sample out instead of dropping to zero at
+  once: no step, so no click. The engine's safety clip already turns non-finite samples into 0.
+
+``RTSYNTH_TEST_STALL=EVERY:MS`` (tests only) sleeps MS milliseconds every EVERY-th block where
+the block is rendered (generator thread, or the callback in sync mode), to force underruns.
 """
 
 from __future__ import annotations
@@ -28,6 +36,16 @@ from ..engine import Engine
 
 
 GENERATOR_RT_PRIORITY = 5
+GAP_FADE = 64      # frames of fade in/out around a gap
+
+
+def _test_stall() -> tuple[int, float]:
+    v = os.environ.get("RTSYNTH_TEST_STALL", "")
+    try:
+        every, ms = v.split(":")
+        return max(int(every), 0), float(ms) / 1e3
+    except ValueError:
+        return 0, 0.0
 
 
 class Player:
@@ -71,15 +89,26 @@ class Player:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.realtime = False      # the generator thread got real-time scheduling
+        self.late_blocks = 0       # sync mode: blocks that ended after their period
+        self._cycle_used = 0.0     # seconds of the period gone when the callback began
+        self._budget = self.block / engine.sr
+        n = min(GAP_FADE, self.block)
+        self._ramp_up = ((np.arange(n) + 1) / (n + 1)).astype(np.float32)
+        self._ramp_down = self._ramp_up[::-1].copy()
+        self._gap = False          # the last callback left a gap: fade the next block in
+        self._last = np.zeros(2, np.float32)     # the last sample sent, per channel
+        self._stall_every, self._stall_s = _test_stall()
 
     # ----------------------------------------------------------- audio thread
-    def begin_cycle(self, clock: int | None = None) -> None:
+    def begin_cycle(self, clock: int | None = None, used_frames: int = 0) -> None:
         """Start of an audio cycle, before its MIDI is read. Audio callback only.
 
         ``clock``: the server's frame counter at this cycle's first frame (JACK), which locks the
         stream's frames to the server's: after a cycle the server skipped (an xrun), the frames
-        it skipped are skipped in the ring too, so latency stays what it was.
+        it skipped are skipped in the ring too, so latency stays what it was. ``used_frames``:
+        how much of the period was gone when the callback began (sync mode's deadline).
         """
+        self._cycle_used = used_frames / self.engine.sr
         if clock is not None and not self.sync:
             if self.clock_base is None:
                 self.clock_base = clock - self.r
@@ -88,6 +117,7 @@ class Player:
                 if expected > self.r and expected - self.r < (1 << 30):
                     self.skipped_frames += expected - self.r
                     self.r = expected
+                    self._gap = True
         self.last_cb_frame = self.r if not self.sync else self.w
         self.last_cb_time = time.perf_counter()
 
@@ -106,11 +136,20 @@ class Player:
                 out[:k] = self.ring[ch, i:i + k]
                 out[k:] = self.ring[ch, : frames - k]
             self.r = r + frames
+            if self._gap:
+                self._fade_in(left, right)
         else:
-            left.fill(0.0)
-            right.fill(0.0)
+            # silence, reached through a short ramp from the last sample sent (no step)
+            n = min(len(self._ramp_down), frames)
+            for ch, out in ((0, left), (1, right)):
+                out.fill(0.0)
+                out[:n] = self._ramp_down[:n]
+                out[:n] *= self._last[ch]
             self.underruns += 1
             self.underrun_frames += frames
+            self._gap = True
+        self._last[0] = left[frames - 1]
+        self._last[1] = right[frames - 1]
         try:
             os.write(self._wfd, b"\0")
         except (BlockingIOError, OSError):
@@ -132,12 +171,36 @@ class Player:
         out = eng.render(frames)
         if self._fade_at is not None:
             self._apply_fade(out)
+        if self._stall_every and self.blocks % self._stall_every == self._stall_every - 1:
+            time.sleep(self._stall_s)
         left[:] = out[:, 0]
         right[:] = out[:, 1]
-        self.gen_ms[self.blocks % len(self.gen_ms)] = (time.perf_counter() - t) * 1e3
+        if self._gap:
+            self._fade_in(left, right)
+        t1 = time.perf_counter()
+        self.gen_ms[self.blocks % len(self.gen_ms)] = (t1 - t) * 1e3
         self.blocks += 1
         self.w += frames
         self.r = self.w
+        if t1 - self.last_cb_time + self._cycle_used > self._budget:
+            # too late for this period: the server reports an xrun and this block is not heard
+            # where it belongs; count it, and fade the next one in
+            self.late_blocks += 1
+            self.underruns += 1
+            self.underrun_frames += frames
+            self._gap = True
+
+    def _fade_in(self, left: np.ndarray, right: np.ndarray) -> None:
+        n = min(len(self._ramp_up), len(left))
+        left[:n] *= self._ramp_up[:n]
+        right[:n] *= self._ramp_up[:n]
+        self._gap = False
+
+    def server_xrun(self) -> None:
+        """The server reported an xrun (any thread): count it; the next block fades in, since
+        what the server played around it is not what was rendered."""
+        self.xruns += 1
+        self._gap = True
 
     def midi_at_frame(self, offset: int, data) -> None:
         """A MIDI message at ``offset`` frames into the current callback. Audio callback only."""
@@ -165,6 +228,8 @@ class Player:
             out = eng.render()
             if self._fade_at is not None:
                 self._apply_fade(out)
+            if self._stall_every and self.blocks % self._stall_every == self._stall_every - 1:
+                time.sleep(self._stall_s)
             i = self.w & (self.cap - 1)
             k = min(self.block, self.cap - i)          # frames before the ring wraps
             self.ring[:, i:i + k] = out[:k].T
@@ -230,12 +295,29 @@ class Player:
             except OSError:
                 pass
 
+    def summary(self, last_blocks: int | None = None) -> dict:
+        """Counters and generator times (all blocks, or the last ``last_blocks``), cheaply, from
+        any non-real-time thread while the stream runs."""
+        b = self.blocks
+        cap = len(self.gen_ms)
+        n = min(b, cap) if last_blocks is None else min(b, cap, last_blocks)
+        if n:
+            idx = (np.arange(b - n, b) % cap) if n < min(b, cap) else slice(0, n)
+            g = self.gen_ms[idx]
+            gen = (float(np.median(g)), float(np.percentile(g, 99)), float(np.max(g)))
+        else:
+            gen = (0.0, 0.0, 0.0)
+        return {"underruns": int(self.underruns), "late_blocks": int(self.late_blocks),
+                "callbacks": int(self.callbacks), "xruns": int(self.xruns),
+                "gen_ms_median": gen[0], "gen_ms_p99": gen[1], "gen_ms_max": gen[2]}
+
     def stats(self) -> dict:
         n = min(self.blocks, len(self.gen_ms))
         g = self.gen_ms[:n]
         return {
             "underruns": int(self.underruns),
             "underrun_frames": int(self.underrun_frames),
+            "late_blocks": int(self.late_blocks),
             "callbacks": int(self.callbacks),
             "xruns": int(self.xruns),
             "skipped_frames": int(self.skipped_frames),
