@@ -4,6 +4,7 @@
 Usage::
 
     python tools/train_gpu_ship.py FROM_DIR [--eval EVAL.json ...] [--best cnn] [--gpu-command STR]
+    python tools/train_gpu_ship.py models --refresh --eval EVAL.json   # new metrics, same weights
 
 ``FROM_DIR`` holds ``INST-BACKBONE`` folders (and ``morph``). Each ``INST-BACKBONE`` becomes
 ``models/INST-BACKBONE``; the ``--best`` backbone is also installed as ``models/INST`` (the name
@@ -24,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 KEYS = ("n_notes", "mss_distance", "mss_vs_basic", "f0_cents_median", "f0_cents_p95",
         "loudness_db", "f0_vs_midi_cents_median", "f0_vs_midi_cents_p95",
-        "ref_f0_vs_midi_cents_median", "path")
+        "ref_f0_vs_midi_cents_median", "f0_resynth_cents_median", "f0_resynth_cents_p95", "path")
 
 
 def load_rows(paths):
@@ -44,8 +45,6 @@ def metrics_for(rows, src_name: str):
 
 
 def install(src: Path, dst: Path, rows, note: str, gpu_command: str | None) -> None:
-    from rtsynth.train.core import model_card
-
     stage1 = None
     if src.name.endswith("-ft") and (dst / "config.json").exists():
         # a fine-tuned model (tools/train_gpu.py --finetune): keep the history of stage 1
@@ -57,17 +56,7 @@ def install(src: Path, dst: Path, rows, note: str, gpu_command: str | None) -> N
     shutil.copytree(src, dst)
     cfg = json.loads((dst / "config.json").read_text())
     cfg["name"] = dst.name
-    m = metrics_for(rows, src.name) or metrics_for(rows, dst.name)
-    for ds, r in m.items():
-        base = [b for b in rows if b["model"] == "basic" and b["dataset"] == ds]
-        if "mss_vs_basic" not in r and base:
-            r["mss_vs_basic"] = round(r["mss_distance"] / base[0]["mss_distance"], 4)
-    if m:
-        cfg["metrics"] = {"held_out": m, "basic_baseline": {
-            r["dataset"]: {k: round(r[k], 4) for k in ("mss_distance", "f0_cents_median",
-                                                       "loudness_db") if k in r}
-            for r in rows if r["model"] == "basic" and r["dataset"] in m},
-            "tool": "tools/evaluate.py (held-out notes, unseen pitches and velocities)"}
+    _set_metrics(cfg, rows, src.name, dst.name)
     if gpu_command:
         cfg["training"]["gpu_command"] = gpu_command
     if stage1:
@@ -78,9 +67,38 @@ def install(src: Path, dst: Path, rows, note: str, gpu_command: str | None) -> N
             "(`--init`) at a lower learning rate.")
     if note:
         cfg["training"]["note"] = note
+    _write(dst, cfg)
+
+
+def _write(dst: Path, cfg: dict) -> None:
+    from rtsynth.train.core import model_card
     (dst / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    card = model_card(cfg)
-    (dst / "README.md").write_text(card)
+    (dst / "README.md").write_text(model_card(cfg))
+
+
+def refresh(dst: Path, rows) -> bool:
+    """Rewrite the metrics and the model card of an installed model from new evaluation rows."""
+    cfg = json.loads((dst / "config.json").read_text())
+    if not _set_metrics(cfg, rows, dst.name, dst.name):
+        return False
+    _write(dst, cfg)
+    return True
+
+
+def _set_metrics(cfg: dict, rows, src_name: str, dst_name: str) -> bool:
+    m = metrics_for(rows, src_name) or metrics_for(rows, dst_name)
+    for ds, r in m.items():
+        base = [b for b in rows if b["model"] == "basic" and b["dataset"] == ds]
+        if "mss_vs_basic" not in r and base:
+            r["mss_vs_basic"] = round(r["mss_distance"] / base[0]["mss_distance"], 4)
+    if m:
+        cfg["metrics"] = {"held_out": m, "basic_baseline": {
+            r["dataset"]: {k: round(r[k], 4) for k in ("mss_distance", "f0_cents_median",
+                                                       "f0_resynth_cents_median", "loudness_db")
+                           if k in r}
+            for r in rows if r["model"] == "basic" and r["dataset"] in m},
+            "tool": "tools/evaluate.py (held-out notes, unseen pitches and velocities)"}
+    return bool(m)
 
 
 def main(argv=None) -> int:
@@ -90,9 +108,16 @@ def main(argv=None) -> int:
     ap.add_argument("--best", default="cnn")
     ap.add_argument("--models", default=str(ROOT / "models"))
     ap.add_argument("--gpu-command", default=None)
+    ap.add_argument("--refresh", action="store_true", help="SRC is the models folder: only rewrite "
+                    "each installed model's metrics and card from --eval")
     a = ap.parse_args(argv)
     src, models = Path(a.src), Path(a.models)
     rows = load_rows(a.eval)
+    if a.refresh:
+        for d in sorted(src.iterdir()):
+            if (d / "config.json").exists():
+                print(d.name, "updated" if refresh(d, rows) else "no rows")
+        return 0
     for d in sorted(src.iterdir()):
         if not (d / "config.json").exists():
             continue
