@@ -52,3 +52,36 @@ def test_phrase_recording_to_dataset(tmp_path, tracker):
         held = e.pitch_frames[: e.release_sample // spec.HOP]
         assert np.median(np.abs(held - e.pitch)) < 0.5
     assert idx["source"]["type"] == "recordings"
+
+
+@pytest.mark.skipif(not HAVE_FS, reason="fluidsynth / FluidR3_GM not installed")
+def test_recordings_to_playable_instrument_end_to_end(tmp_path):
+    """A folder of audio files (no MIDI) -> dataset -> `rtsynth train` (tiny, CPU) -> model folder
+    -> `rtsynth render -i FOLDER`: the whole path a player takes with their own recordings."""
+    import soundfile as sf
+    from rtsynth import cli as rcli
+    from rtsynth.train import cli as tcli
+    src = tmp_path / "src"
+    bd.render_phrases(71, str(src), n=2, n_notes=5, seed=5)
+    rec = tmp_path / "takes"
+    rec.mkdir()
+    for w in src.glob("*.wav"):  # only the audio goes in
+        shutil.copy(w, rec / w.name)
+    idx = bd.build_from_recordings(str(rec), str(tmp_path / "ds"), "mine", tracker="yin",
+                                   quiet=True)
+    assert idx["source"]["type"] == "recordings" and len(idx["examples"]) >= 6
+    out, run = tmp_path / "mine-model", tmp_path / "run"
+    assert tcli.main([str(tmp_path / "ds"), "-o", str(out), "--run-dir", str(run), "--tiny",
+                      "--backbone", "gru", "--batch", "4", "--crop", "64", "--steps", "30",
+                      "--device", "cpu", "--quiet", "--log-every", "1", "--lr", "3e-3"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["source"]["type"] == "recordings" and cfg["source"]["files"]
+    assert "a folder of recordings" in (out / "README.md").read_text()
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    loss = [r["mrstft"] for r in log if "mrstft" in r]
+    assert len(loss) == 30 and np.mean(loss[-5:]) < np.mean(loss[:5])  # it learns
+    wav = tmp_path / "played.wav"
+    assert rcli.main(["render", str(src / "phrase00.mid"), "-o", str(wav), "-i", str(out)]) == 0
+    y, sr = sf.read(str(wav))
+    assert sr == spec.SAMPLE_RATE and np.isfinite(y).all()
+    assert 1e-3 < np.abs(y).max() <= 1.0
