@@ -70,6 +70,10 @@ def test_recordings_to_playable_instrument_end_to_end(tmp_path):
     idx = bd.build_from_recordings(str(rec), str(tmp_path / "ds"), "mine", tracker="yin",
                                    quiet=True)
     assert idx["source"]["type"] == "recordings" and len(idx["examples"]) >= 6
+    import import_accuracy
+    acc = import_accuracy.accuracy(str(src), str(tmp_path / "ds"))
+    assert acc["played"] == 10 and acc["found"] >= 8 and acc["right_pitch"] >= 7, acc
+    assert abs(acc["after_silence"]["median_ms"]) <= 10, acc
     out, run = tmp_path / "mine-model", tmp_path / "run"
     assert tcli.main([str(tmp_path / "ds"), "-o", str(out), "--run-dir", str(run), "--tiny",
                       "--backbone", "gru", "--batch", "4", "--crop", "64", "--steps", "30",
