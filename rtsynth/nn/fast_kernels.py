@@ -1,0 +1,183 @@
+"""Numba kernels of the NumPy real-time path (:mod:`rtsynth.nn.fast`): everything of a decoder
+step that is not a matrix product, fused, so that a step is a few BLAS calls plus a few of
+these instead of dozens of small NumPy calls (each ~1-3 us: at 1 to 8 voices, the usual size of
+an offline render, they cost more than the arithmetic). Float32 in and out; the arithmetic
+inside is done in float64 where it is cheaper to be exact than to think about it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+LN10 = math.log(10.0)
+LN2 = math.log(2.0)
+_jit = nb.njit(cache=True, nogil=True)
+
+
+@_jit
+def bias_leaky(y, b):  # pragma: no cover - compiled
+    """In place: ``y = leaky_relu(y + b, 0.1)``."""
+    n, c = y.shape
+    for r in range(n):
+        for j in range(c):
+            v = y[r, j] + b[j]
+            y[r, j] = v if v > 0 else 0.1 * v
+
+
+@_jit
+def residual(h, t, b):  # pragma: no cover - compiled
+    """In place: ``h += t + b``."""
+    n, c = h.shape
+    for r in range(n):
+        for j in range(c):
+            h[r, j] += t[r, j] + b[j]
+
+
+@_jit
+def gru_update(gi, gh, b_ih, b_hh, h, hv, slots):  # pragma: no cover - compiled
+    """The GRU cell after its two matrix products (``gi = W_ih x.T``, ``gh = W_hh h.T``, both
+    ``[3H, n]``, gates r, z, n): ``h' = n + z (h - n)`` into ``h`` (the gathered rows ``[n, H]``)
+    and ``hv[slots]``."""
+    n, H = h.shape
+    for r in range(n):
+        s = slots[r]
+        for j in range(H):
+            a = gi[j, r] + b_ih[j] + gh[j, r] + b_hh[j]
+            rg = 1.0 / (1.0 + math.exp(-a))
+            a = gi[H + j, r] + b_ih[H + j] + gh[H + j, r] + b_hh[H + j]
+            zg = 1.0 / (1.0 + math.exp(-a))
+            ng = math.tanh(gi[2 * H + j, r] + b_ih[2 * H + j] + rg * (gh[2 * H + j, r] + b_hh[2 * H + j]))
+            v = ng + zg * (h[r, j] - ng)
+            h[r, j] = v
+            hv[s, j] = v
+
+
+@_jit
+def cnn_ring(flat, h, slots, pos, rows_per_slot, base, ring, off, cat):  # pragma: no cover
+    """One CNN layer's cache: write the layer input ``h`` (frame ``pos``) into each slot's ring
+    (``ring`` rows from row ``slot * rows_per_slot + base`` of ``flat``), then gather the taps,
+    frames ``pos - off[j]``, into ``cat [n, k, C]``."""
+    n, C = h.shape
+    k = off.shape[0]
+    for r in range(n):
+        row0 = slots[r] * rows_per_slot + base
+        w = row0 + pos[r] % ring
+        for c in range(C):
+            flat[w, c] = h[r, c]
+        for j in range(k):
+            src = row0 + (pos[r] - off[j]) % ring
+            for c in range(C):
+                cat[r, j, c] = flat[src, c]
+
+
+@_jit
+def layer_norm(h, g, b, out):  # pragma: no cover - compiled
+    """``out = LayerNorm(h) * g + b`` (eps 1e-5, biased variance, as torch)."""
+    n, c = h.shape
+    for r in range(n):
+        mu = 0.0
+        for j in range(c):
+            mu += h[r, j]
+        mu /= c
+        var = 0.0
+        for j in range(c):
+            d = h[r, j] - mu
+            var += d * d
+        inv = 1.0 / math.sqrt(var / c + 1e-5)
+        for j in range(c):
+            out[r, j] = (h[r, j] - mu) * inv * g[j] + b[j]
+
+
+@_jit
+def heads(o, b_head, feat, h_scaled, amp_max, noise_max, f0_off, mask_c0, out_harm, out_noise,
+          bad):  # pragma: no cover - compiled
+    """``Decoder._heads`` after the head's matrix product ``o`` (bias ``b_head`` added here):
+    amplitude and noise gains ``max * sigmoid ** ln 10 + 1e-7``, the harmonic softmax times the
+    Nyquist mask of the frame's f0, renormalised to the amplitude. A row with a non-finite value
+    is written as zeros and flagged in ``bad``; returns the number of such rows."""
+    n = o.shape[0]
+    K = out_harm.shape[1]
+    B = out_noise.shape[1]
+    n_bad = 0
+    for r in range(n):
+        a = o[r, 0] + b_head[0]
+        amp = amp_max * (1.0 / (1.0 + math.exp(-a))) ** LN10 + 1e-7
+        mx = -np.inf
+        for j in range(K):
+            v = o[r, 1 + j] + b_head[1 + j]
+            if v > mx:
+                mx = v
+        f0 = math.exp(feat[r, 0] * (2.0 * LN2) + f0_off)
+        tot = 0.0
+        for j in range(K):
+            m = mask_c0 - f0 * h_scaled[j]
+            m = 0.0 if m < 0.0 else (1.0 if m > 1.0 else m)
+            e = math.exp(o[r, 1 + j] + b_head[1 + j] - mx) * m
+            out_harm[r, j] = e
+            tot += e
+        sc = amp / max(tot, 1e-30)
+        chk = sc
+        for j in range(K):
+            out_harm[r, j] *= sc
+        for j in range(B):
+            a = o[r, 1 + K + j] + b_head[1 + K + j]
+            v = noise_max * (1.0 / (1.0 + math.exp(-a))) ** LN10 + 1e-7
+            out_noise[r, j] = v
+            chk += v
+        chk += tot
+        if math.isfinite(chk):
+            bad[r] = False
+        else:
+            bad[r] = True
+            n_bad += 1
+            for j in range(K):
+                out_harm[r, j] = 0.0
+            for j in range(B):
+                out_noise[r, j] = 0.0
+    return n_bad
+
+
+@_jit
+def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc):  # pragma: no cover
+    """Windowed causal attention for one frame of each row: write k, v of the frame into the
+    slot's ring at ``pos % W``, attend over the frames that exist (offsets 0..min(pos, W-1)),
+    ``softmax(q.k * scale + rel_bias[head, offset])``, weighted sum of v into ``out``."""
+    n = slots.shape[0]
+    W = kr.shape[1]
+    D = kr.shape[2]
+    dh = D // n_heads
+    for r in range(n):
+        s = slots[r]
+        p = pos[r]
+        wp = p % W
+        for c in range(D):
+            kr[s, wp, c] = qkv[r, D + c]
+            vr[s, wp, c] = qkv[r, 2 * D + c]
+        nv = min(p + 1, W)
+        for hh in range(n_heads):
+            c0 = hh * dh
+            mx = -np.inf
+            for j in range(nv):
+                w = (wp - j + W) % W
+                acc = 0.0
+                for d in range(dh):
+                    acc += qkv[r, c0 + d] * kr[s, w, c0 + d]
+                v = acc * scale + rel_bias[hh, j]
+                sc[j] = v
+                if v > mx:
+                    mx = v
+            tot = 0.0
+            for j in range(nv):
+                e = math.exp(sc[j] - mx)
+                sc[j] = e
+                tot += e
+            for d in range(dh):
+                out[r, c0 + d] = 0.0
+            for j in range(nv):
+                w = (wp - j + W) % W
+                a = sc[j] / tot
+                for d in range(dh):
+                    out[r, c0 + d] += a * vr[s, w, c0 + d]
