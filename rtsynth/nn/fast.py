@@ -163,11 +163,17 @@ class FastGRUDecoder(_FastDecoder):
         self.b_ih = [w[f"{g}bias_ih_l{i}"].astype(np.float32) for i in range(L)]
         self.w_hh = [f32(w[f"{g}weight_hh_l{i}"]) for i in range(L)]      # [3H, H]
         self.b_hh = [w[f"{g}bias_hh_l{i}"].astype(np.float32) for i in range(L)]
+        # column biases for the [3H, n] gate layout: r and z take both, n takes them apart
+        self.b_rz = [(self.b_ih[i][:2 * H] + self.b_hh[i][:2 * H])[:, None].copy() for i in range(L)]
+        self.b_in = [self.b_ih[i][2 * H:, None].copy() for i in range(L)]
+        self.b_hn = [self.b_hh[i][2 * H:, None].copy() for i in range(L)]
         self.h = np.zeros((m, L, H), np.float32)
         self._hv = [self.h[:, i] for i in range(L)]         # [m, H] views (contiguous if L == 1)
         self.state = {"h": self.h}
         self._gi = np.zeros(3 * H * m, np.float32)      # [3H, n] for n rows: the first 3H n
         self._gh = np.zeros(3 * H * m, np.float32)
+        self._rz = np.zeros(2 * H * m, np.float32)
+        self._ng = np.zeros(H * m, np.float32)
         self._hc = [np.zeros((m, H), np.float32) for _ in range(L)]
         return H
 
@@ -180,16 +186,31 @@ class FastGRUDecoder(_FastDecoder):
         n = len(slots)
         p = self._inputs(features, z)
         x = p
-        H3 = 3 * self.hidden
-        gi = self._gi[:H3 * n].reshape(H3, n)
-        gh = self._gh[:H3 * n].reshape(H3, n)
+        H = self.hidden
+        gi = self._gi[:3 * H * n].reshape(3 * H, n)
+        gh = self._gh[:3 * H * n].reshape(3 * H, n)
+        rz = self._rz[:2 * H * n].reshape(2 * H, n)
+        ng = self._ng[:H * n].reshape(H, n)
         for i in range(self.layers):
             np.matmul(self.w_ih[i], x.T, out=gi)
             h = self._hc[i][:n]
             hv = self._hv[i]
             np.take(hv, slots, axis=0, out=h, mode="clip")
             np.matmul(self.w_hh[i], h.T, out=gh)
-            K_.gru_update(gi, gh, self.b_ih[i], self.b_hh[i], h, hv, slots)
+            # r, z = sigmoid(gi + gh + b); n = tanh(gi_n + b_in + r (gh_n + b_hn))
+            np.add(gi[:2 * H], gh[:2 * H], out=rz)
+            rz += self.b_rz[i]
+            np.negative(rz, out=rz)
+            np.minimum(rz, 80.0, out=rz)            # exp(80) is finite in float32
+            np.exp(rz, out=rz)
+            rz += 1.0
+            np.reciprocal(rz, out=rz)
+            np.add(gh[2 * H:], self.b_hn[i], out=ng)
+            ng *= rz[:H]
+            ng += gi[2 * H:]
+            ng += self.b_in[i]
+            np.tanh(ng, out=ng)
+            K_.gru_blend(rz[H:], ng, h, hv, slots)
             x = h
         bad = self._heads(x, p, features, out_harm, out_noise)
         if bad.any():

@@ -3,6 +3,11 @@ step that is not a matrix product, fused, so that a step is a few BLAS calls plu
 these instead of dozens of small NumPy calls (each ~1-3 us: at 1 to 8 voices, the usual size of
 an offline render, they cost more than the arithmetic). Float32 in and out; the arithmetic
 inside is done in float64 where it is cheaper to be exact than to think about it.
+
+This Numba build has no vector math library (SVML): ``exp``/``tanh`` here are scalar libm calls,
+~10x slower per element than NumPy's SIMD loops, so the many-element transcendental work (the
+GRU gates) stays in NumPy; the heads (85 per voice) and attention (one exp per frame and head)
+are cheap enough here.
 """
 
 from __future__ import annotations
@@ -37,20 +42,15 @@ def residual(h, t, b):  # pragma: no cover - compiled
 
 
 @_jit
-def gru_update(gi, gh, b_ih, b_hh, h, hv, slots):  # pragma: no cover - compiled
-    """The GRU cell after its two matrix products (``gi = W_ih x.T``, ``gh = W_hh h.T``, both
-    ``[3H, n]``, gates r, z, n): ``h' = n + z (h - n)`` into ``h`` (the gathered rows ``[n, H]``)
-    and ``hv[slots]``."""
+def gru_blend(z, ng, h, hv, slots):  # pragma: no cover - compiled
+    """The GRU state update from its gates (``z``, ``n``: ``[H, n]``, computed with NumPy's
+    vectorised exp/tanh, which this Numba build cannot match): ``h' = n + z (h - n)`` into
+    ``h`` (the gathered rows, ``[n, H]``) and ``hv[slots]``."""
     n, H = h.shape
     for r in range(n):
         s = slots[r]
         for j in range(H):
-            a = gi[j, r] + b_ih[j] + gh[j, r] + b_hh[j]
-            rg = 1.0 / (1.0 + math.exp(-a))
-            a = gi[H + j, r] + b_ih[H + j] + gh[H + j, r] + b_hh[H + j]
-            zg = 1.0 / (1.0 + math.exp(-a))
-            ng = math.tanh(gi[2 * H + j, r] + b_ih[2 * H + j] + rg * (gh[2 * H + j, r] + b_hh[2 * H + j]))
-            v = ng + zg * (h[r, j] - ng)
+            v = ng[j, r] + z[j, r] * (h[r, j] - ng[j, r])
             h[r, j] = v
             hv[s, j] = v
 
