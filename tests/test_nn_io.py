@@ -130,6 +130,9 @@ def _corrupt_cases(tmp_path):
         d, lambda c: c["architecture"].update(pre_dim="8")))
     yield variant("wrong_format", lambda d: set_cfg(d, lambda c: c.update(format="other")))
     yield variant("not_object", lambda d: (d / "config.json").write_text("[1, 2]"))
+    yield variant("huge_state", lambda d: set_cfg(          # 4096 x 4096 state per voice
+        d, lambda c: c["architecture"].update(backbone="cnn", backbone_kw={
+            "channels": 4096, "kernel": 2, "dilations": [4096]})))
     yield variant("vae_without_anchors", lambda d: set_cfg(
         d, lambda c: c["architecture"].update(z_dim=4)))
 
@@ -166,7 +169,7 @@ def test_bad_folders_raise_one_error(tmp_path):
                 load(d)
             assert str(d) in str(e.value) and len(str(e.value)) > len(str(d)) + 5
         n += 1
-    assert n >= 17
+    assert n >= 18
 
 
 def test_bad_folders_without_torch(tmp_path):
@@ -191,3 +194,27 @@ def test_loader_never_unpickles():
     import rtsynth.nn.io as io
     src = inspect.getsource(io)
     assert "torch.load" not in src and "import pickle" not in src
+
+
+def test_restore_into_another_size(tmp_path):
+    folder, _ = make(tmp_path, "cnn")
+    a = load_neural_instrument(folder)
+    a.allocate(6)
+    f = np.full((2, 7), 0.5, np.float32)
+    h = np.zeros((2, spec.N_HARMONICS), np.float32)
+    g = np.zeros((2, spec.N_NOISE_BANDS), np.float32)
+    for _ in range(5):
+        a.step(f, np.array([1, 4]), h, g)
+    snap = a.snapshot()
+    b = load_neural_instrument(folder)          # never allocated
+    b.restore(snap)
+    c = load_neural_instrument(folder)
+    c.allocate(2)                               # another size
+    c.restore(snap)
+    outs = []
+    for inst in (a, b, c):
+        assert inst.n_slots == 6
+        inst.step(f, np.array([1, 4]), h, g)
+        outs.append(h.copy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_array_equal(outs[0], outs[2])

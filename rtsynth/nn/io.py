@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 FORMAT = "rtsynth-neural-1"
 MAX_CONFIG_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 64 << 20
+#: per-voice state of the real-time step (float32 values): the shipped models need 256 (GRU) to
+#: 24 864 (CNN); a config that asks for more than this is refused, not allocated
+MAX_STATE_PER_SLOT = 1 << 22
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 #: the backbones (the same tuple as :data:`rtsynth.nn.backbones.BACKBONES`, without torch)
@@ -197,7 +200,20 @@ def _validate_arch(arch: Any, where: str) -> dict[str, Any]:
     if arch["backbone"] == "attention":
         full = backbone_kw(arch)
         _check(full["dim"] % full["heads"] == 0, f"{where}: dim not divisible by heads")
+    n = state_per_slot(arch)
+    _check(n <= MAX_STATE_PER_SLOT,
+           f"{where}: the architecture needs {n} state values per voice (at most {MAX_STATE_PER_SLOT})")
     return arch
+
+
+def state_per_slot(arch: dict[str, Any]) -> int:
+    """Float32 values of real-time state per voice slot (:mod:`rtsynth.nn.fast`'s layout)."""
+    kw = backbone_kw(arch)
+    if arch["backbone"] == "gru":
+        return kw["layers"] * kw["hidden"]
+    if arch["backbone"] == "cnn":
+        return kw["channels"] * sum((kw["kernel"] - 1) * d + 1 for d in kw["dilations"])
+    return kw["layers"] * 2 * kw["window"] * kw["dim"]
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -307,4 +323,4 @@ def __getattr__(name: str):
 
 __all__ = ["ModelLoadError", "save_model", "load_decoder", "load_weights",
            "load_neural_instrument", "read_config", "build_decoder", "decoder_config",
-           "expected_shapes", "TimbreEncoder"]
+           "expected_shapes", "state_per_slot", "TimbreEncoder"]
