@@ -126,8 +126,10 @@ def cmd_play(args) -> int:
     if midi_inputs is not None:
         for n in midi_inputs.names:
             print(f"rtsynth: MIDI input {n}", flush=True)
-    print(f"rtsynth: latency MIDI->audio {lat} frames ({lat / sr * 1e3:.2f} ms) + device output "
-          f"{dev_lat} frames ({dev_lat / sr * 1e3:.2f} ms); start-up "
+    mode = ("sync: rendered in the JACK callback" if player.sync else
+            f"buffered: {1 + player.ahead} blocks rendered ahead")
+    print(f"rtsynth: latency MIDI->audio {lat} frames ({lat / sr * 1e3:.2f} ms, {mode}) + "
+          f"device output {dev_lat} frames ({dev_lat / sr * 1e3:.2f} ms); start-up "
           f"{time.perf_counter() - t_start:.2f} s. Ctrl-C stops.", flush=True)
     t_end = time.monotonic() + args.duration if args.duration else None
     status = _Status(player, sr, block)
@@ -348,10 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sync", action="store_true",
                    help="JACK: render inside the process callback; no added latency (MIDI sounds "
                         "at its exact frame in the same period), but no margin against a slow "
-                        "block")
+                        "block: one that misses its period is a dropout (counted as an "
+                        "underrun). Best with light instruments and few voices")
     p.add_argument("--buffered", action="store_true",
-                   help="render ahead in a generator thread into a ring (latency (1+ahead) "
-                        "blocks, a margin against a slow block); PortAudio always does")
+                   help="render ahead in a generator thread into a ring (the default): latency "
+                        "(1+ahead) blocks, a margin against a slow block; PortAudio always does")
     p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")
     p.set_defaults(func=cmd_play)

@@ -191,3 +191,29 @@ def test_sync_late_block_counts_as_underrun(jack_server, jack_rig, tmp_path):
     # it fades in. The recorder is a client of the same stalled server and loses cycles too,
     # so not every gap it sees ends where rtsynth resumed: ask for one faded gap end.
     assert gaps and any(up < 0.2 * usual for _, up in edges), (gaps, edges, usual)
+
+
+def test_play_mode_selection():
+    """JACK: --sync / --buffered / --ahead choose the mode, the default is SYNC_DEFAULT_JACK;
+    PortAudio always renders ahead; contradictory options are refused."""
+    import pytest
+
+    from rtsynth.cli import SYNC_DEFAULT_JACK, UserError, _play_mode, build_parser
+
+    def mode(*argv, driver="jack"):
+        return _play_mode(build_parser().parse_args(["play", *argv]), driver)
+    assert mode() is SYNC_DEFAULT_JACK
+    assert mode("--sync") is True
+    assert mode("--buffered") is False and mode("--ahead", "2") is False
+    assert mode(driver="portaudio") is False
+    for bad in (("--sync", "--buffered"), ("--sync", "--ahead", "1"), ("--ahead", "0")):
+        with pytest.raises(UserError):
+            mode(*bad)
+    with pytest.raises(UserError):
+        mode("--sync", driver="portaudio")
+
+
+def test_buffered_mode_latency_on_jack(jack_server):
+    with play(jack_server, "--ahead", "2") as p:
+        assert "latency MIDI->audio 384 frames" in p.output and "buffered" in p.output
+        assert p.stop() == 0
