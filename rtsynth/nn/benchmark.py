@@ -1,8 +1,10 @@
 """Time one model step for N voices on one core: ``python -m rtsynth.nn.benchmark [-n 32]``.
 
 Runs ``--rounds`` rounds of ``--steps`` steps and reports the quietest round (the machine is
-shared). Uses :class:`NeuralInstrument.step` (the engine's path: gather slot state, one frame, scatter back,
-NaN guard), with the shipped default sizes or the model folders given with ``-m``.
+shared). Uses :class:`NeuralInstrument.step` (the engine's path: the NumPy step of
+:mod:`rtsynth.nn.fast` for every backbone, NaN guard included), with the model folders given
+with ``-m`` (loaded without torch) or, without ``-m``, freshly initialised decoders of the
+default sizes (these need torch to initialise).
 """
 
 from __future__ import annotations
