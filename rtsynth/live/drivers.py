@@ -301,7 +301,7 @@ class PortAudioDriver:
 
         def callback(outdata, frames, time_info, status):
             if status.output_underflow:
-                player.xruns += 1
+                player.server_xrun()
             begin()
             pull(outdata[:, 0], outdata[:, 1], frames)
 
