@@ -17,9 +17,9 @@ import numpy as np
 from . import spec
 from .instrument import StreamingInstrument
 
-#: the instrument `rtsynth play` and `rtsynth render` use when none is named: the GRU flute,
-#: whose NumPy real-time path is the cheapest per block of the three backbones
-DEFAULT_INSTRUMENT = "flute-gru"
+#: the instrument `rtsynth play` and `rtsynth render` use when none is named: the CNN flute,
+#: the lowest held-out spectral distance of the flutes and the cheapest real-time step
+DEFAULT_INSTRUMENT = "flute"
 
 
 class InstrumentError(Exception):
