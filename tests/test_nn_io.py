@@ -50,7 +50,6 @@ def test_roundtrip_and_instrument_matches_decoder(tmp_path, kind):
         hs.append(h.copy())
         if t == 19:
             snap = inst.snapshot()
-            h20 = None
     np.testing.assert_allclose(np.concatenate(hs), h_ref[0].numpy(), atol=1e-5)
     # snapshot/restore: replaying frames 20.. gives the same output
     inst.restore(snap)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from rtsynth.jackserver import JackServer
 from rtsynth.testing.jackrig import (NO_ONSET, JackRig, detect_onsets, find_client_ports,
                                      find_gaps, note_schedule)
 
-from .synths import LiveSynth, SynthSpec
+from .synths import LiveSynth
 
 ONSET_THRESHOLD = 1e-4   # -80 dBFS, above a noise floor measured before each note
 GAP_MIN = 32             # frames of exact silence that count as a dropout while notes sound

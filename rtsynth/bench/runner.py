@@ -7,7 +7,6 @@ import os
 import platform
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from rtsynth.jackserver import JackServer, default_server_name, server_running
 from rtsynth.testing.jackrig import JackRig
 
 from . import measure as M
-from .synths import LiveSynth, SynthSpec, find_sf2, fluidsynth_spec, rtsynth_spec
+from .synths import LiveSynth, SynthSpec, fluidsynth_spec, rtsynth_spec
 
 MAIN_BLOCK = 128
 

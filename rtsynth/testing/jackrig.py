@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 

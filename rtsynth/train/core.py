@@ -10,7 +10,6 @@ nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import sys
 import time
