@@ -141,7 +141,7 @@ def write_png(res: dict, path) -> Path:
                 labels.append(f"{s}\n@{b}")
     if data:
         a.boxplot(data, whis=(1, 99))
-        a.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+        a.set_xticks(range(1, len(labels) + 1), labels, fontsize=7, rotation=20, ha="right")
     a.set_ylabel("MIDI -> first sample (ms)")
     a.set_title("latency (whiskers p1-p99)")
     # capacity: generator time per block vs voices, and DSP load
@@ -173,11 +173,11 @@ def write_png(res: dict, path) -> Path:
     for s in synths:
         for r in res["synths"][s].get("render", []) or []:
             if r.get("x_realtime"):
-                names.append(f"{s}\n{r['file']}")
+                names.append(f"{s.replace('rtsynth ', '')}\n{Path(str(r['file'])).stem}")
                 vals.append(r["x_realtime"])
     if vals:
         a.bar(range(len(vals)), vals)
-        a.set_xticks(range(len(vals)), names, fontsize=7)
+        a.set_xticks(range(len(vals)), names, fontsize=7, rotation=30, ha="right")
     a.set_ylabel("x real time (whole command)")
     a.set_title("offline render speed")
     # start-up and dropouts
@@ -185,7 +185,8 @@ def write_png(res: dict, path) -> Path:
     st = [(s, res["synths"][s].get("startup", {}).get("first_sound_s")) for s in synths]
     st = [(s, v) for s, v in st if v is not None]
     if st:
-        a.bar([s for s, _ in st], [v for _, v in st], color="tab:orange")
+        a.bar(range(len(st)), [v for _, v in st], color="tab:orange")
+        a.set_xticks(range(len(st)), [s for s, _ in st], fontsize=7, rotation=20, ha="right")
     a.set_ylabel("s")
     a.set_title("start-up: command start to first audible sample")
     fig.suptitle(f"rtsynth bench - {res['meta'].get('cpu')} - {res['meta'].get('date')}")
