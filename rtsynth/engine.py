@@ -233,6 +233,10 @@ class Engine:
         self._k_code = np.zeros(S, np.int64)
         self._oh = np.zeros((S, K), np.float32)
         self._og = np.zeros((S, B), np.float32)
+        self._mf = np.zeros((self.n_slots, inst.n_features), np.float32)   # multi-frame rows
+        self._ms = np.zeros(self.n_slots, np.int64)
+        #: the instrument takes several frames of a voice per call (set False to compare)
+        self._multi_frame = bool(getattr(inst, "multi_frame", False))
         self.master = MasterState(self.sr, reverb=reverb)
         self.use_master = bool(master)
         self.events: deque = deque()
@@ -531,21 +535,45 @@ class Engine:
                               self.lfo_w, spec.TAU_FAST, spec.TAU_SLOW, self._p_slots,
                               self._p_feat, self._p_nf, self._p_toff, self._p_rel,
                               self._p_count, self.n_new)
-        for r in range(rounds):
-            m = int(self._p_count[r])
-            vs = self._p_slots[r, :m]
-            oh = self._oh[:m]
-            og = self._og[:m]
-            self.inst.step(self._p_feat[r, :m], vs, oh, og)
-            nk = _store_round(r, m, vs, self._p_nf[r], self._p_rel[r], self._p_toff[r], oh, og,
-                              self.new_h, self.new_g, self.n_new, self.level, self.hop,
-                              self.max_release, SILENT_LEVEL, self._k_slot, self._k_off,
-                              self._k_code)
-            # a released voice ends at its first silent frame (or after max_release): decided
-            # on the voice's own frame grid, so it does not depend on the block size
-            for i in range(nk):
-                self._kill(self._k_slot[i:i + 1], int(self._k_off[i]),
-                           0.001 if self._k_code[i] == 1 else 0.05)
+        multi = rounds > 1 and self._multi_frame
+        r = 0
+        while r < rounds:
+            # rounds r .. q-1 go through the instrument in one call: one round, or (a
+            # multi-frame instrument: several frames of a voice in one call, in order) as many
+            # whole rounds as fit in n_slots rows. Kills do not touch the instrument, so the
+            # output is the same either way.
+            q, rows = r + 1, int(self._p_count[r])
+            if multi:
+                while q < rounds and rows + int(self._p_count[q]) <= self.n_slots:
+                    rows += int(self._p_count[q])
+                    q += 1
+            if q == r + 1:
+                self.inst.step(self._p_feat[r, :rows], self._p_slots[r, :rows], self._oh[:rows],
+                               self._og[:rows])
+            else:
+                o = 0
+                for i in range(r, q):
+                    m = int(self._p_count[i])
+                    self._mf[o:o + m] = self._p_feat[i, :m]
+                    self._ms[o:o + m] = self._p_slots[i, :m]
+                    o += m
+                self.inst.step(self._mf[:rows], self._ms[:rows], self._oh[:rows],
+                               self._og[:rows])
+            o = 0
+            for i in range(r, q):
+                m = int(self._p_count[i])
+                nk = _store_round(i, m, self._p_slots[i, :m], self._p_nf[i], self._p_rel[i],
+                                  self._p_toff[i], self._oh[o:o + m], self._og[o:o + m],
+                                  self.new_h, self.new_g, self.n_new, self.level, self.hop,
+                                  self.max_release, SILENT_LEVEL, self._k_slot, self._k_off,
+                                  self._k_code)
+                o += m
+                # a released voice ends at its first silent frame (or after max_release):
+                # decided on the voice's own frame grid, so it does not depend on the block size
+                for j in range(nk):
+                    self._kill(self._k_slot[j:j + 1], int(self._k_off[j]),
+                               0.001 if self._k_code[j] == 1 else 0.05)
+            r = q
 
     def _end_voices(self) -> None:
         """Free the slots of voices whose fade-out ended in this block."""

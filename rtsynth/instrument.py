@@ -33,6 +33,10 @@ class StreamingInstrument(ABC):
     n_features: int = spec.N_FEATURES
     #: a short free-text description for ``rtsynth devices``/``info`` and the play banner
     description: str = ""
+    #: True when :meth:`step` accepts several consecutive frames of a slot in one call: rows in
+    #: frame order, a slot at most once per frame (the engine then batches the rounds of a
+    #: block, which an offline render with large blocks gains from)
+    multi_frame: bool = False
 
     @abstractmethod
     def allocate(self, n_slots: int) -> None:
@@ -48,7 +52,8 @@ class StreamingInstrument(ABC):
         """Advance the given slots by one control frame.
 
         features  ``[n, n_features]`` float32 (see :mod:`rtsynth.spec`)
-        slots     ``[n]`` int64, distinct slot indices
+        slots     ``[n]`` int64, distinct slot indices (with :attr:`multi_frame`: several frames of
+                  a slot may follow each other, in frame order)
         out_harm  ``[n, n_harmonics]`` float32, written: linear harmonic amplitudes, band-limited
         out_noise ``[n, n_noise_bands]`` float32, written: noise band RMS gains
         """

@@ -252,3 +252,37 @@ def test_mod_wheel_morphs_a_timbre_model():
     assert np.abs(sa - sb).sum() > 0.2
     # and the pitch did not wobble: no vibrato from the wheel on a timbre model
     assert abs(cents(fundamental(b[:, 0], SR // 5, len(b) - 100, 392.0), 392.0)) < 5
+
+
+@pytest.mark.parametrize("name", ["flute", "flute-attention"])
+def test_multi_frame_batches_rounds_with_the_same_output(name):
+    """CNN and attention models take several frames of a voice per call: at large blocks
+    (offline render) the rounds of a block go through the model together, fewer calls, same
+    samples as one round per call and as small blocks."""
+    from rtsynth.instruments import load_instrument
+    events = [(0, (0x90, 60, 100)), (700, (0x90, 64, 80)), (3100, (0x90, 67, 90)),
+              (9000, (0xE0, 0, 80)), (15000, (0x80, 60, 0)), (16000, (0x90, 72, 110)),
+              (30000, (0x80, 64, 0)), (31000, (0x80, 67, 0)), (40000, (0x80, 72, 0))]
+
+    def run(block, multi):
+        inst = load_instrument(name)
+        calls = []
+        step = inst.step
+        inst.step = lambda f, s, h, g: (calls.append(len(s)), step(f, s, h, g))
+        e = Engine(inst, block=block, reverb=0.0)
+        assert inst.multi_frame and e._multi_frame       # known once the slots are allocated
+        e._multi_frame = multi
+        for t, m in events:
+            e.push(t, m)
+        n = 52000
+        out = np.concatenate([e.render().copy() for _ in range(n // block + 1)])[:n]
+        return out, calls
+
+    ref, calls_1 = run(2048, False)
+    got, calls_n = run(2048, True)
+    small, _ = run(128, True)
+    assert np.abs(ref).max() > 0.01
+    assert np.max(np.abs(got - ref)) <= 1e-5
+    assert np.max(np.abs(small - ref)) <= 1e-5
+    assert len(calls_n) * 4 < len(calls_1)       # ~10 rounds per 2048-frame block, batched
+    assert max(calls_n) > 3                      # frames of several voices and rounds per call

@@ -52,6 +52,10 @@ class _FastDecoder:
     """What every decoder shares: the input layer and the heads (see ``Decoder._heads``)."""
 
     kind = ""
+    #: ``step`` may get several consecutive frames of a slot in one call (rows in frame order,
+    #: a slot at most once per frame): the feed-forward backbones (CNN, attention) write each
+    #: row's frame into the slot's cache and read it back row by row, in order
+    multi_frame = False
 
     def __init__(self, decoder, n_slots: int, arch: dict[str, Any] | None = None):
         from .io import backbone_kw
@@ -230,6 +234,7 @@ class FastCNNDecoder(_FastDecoder):
     """
 
     kind = "cnn"
+    multi_frame = True
 
     def _setup(self, w, m):
         self._w = w
@@ -272,7 +277,7 @@ class FastCNNDecoder(_FastDecoder):
         np.matmul(p, self.w_inp, out=h)
         h += self.b_inp
         pos = self._pos[:n]
-        np.take(self.pos, slots, out=pos, mode="clip")
+        K_.frame_positions(slots, self.pos, pos)
         cat = self._cat[:n]
         cat2 = cat.reshape(n, k * C)
         y, t = self._y[:n], self._t[:n]
@@ -284,8 +289,7 @@ class FastCNNDecoder(_FastDecoder):
             K_.bias_leaky(y, self.b_conv[i])
             np.matmul(y, self.w_mix[i], out=t)
             K_.residual(h, t, self.b_mix[i])
-        pos += 1
-        self.pos[slots] = pos
+        K_.store_positions(slots, pos, self.pos)
         bad = self._heads(h, p, features, out_harm, out_noise)
         if bad.any():
             self.reset(slots[bad])
@@ -300,6 +304,7 @@ class FastAttentionDecoder(_FastDecoder):
     the rings in place (no gather of the caches)."""
 
     kind = "attention"
+    multi_frame = True
 
     def _setup(self, w, m):
         self._w = w
@@ -353,7 +358,7 @@ class FastAttentionDecoder(_FastDecoder):
         np.matmul(p, self.w_inp, out=h)
         h += self.b_inp
         pos = self._pos[:n]
-        np.take(self.pos, slots, out=pos, mode="clip")
+        K_.frame_positions(slots, self.pos, pos)
         a, t, qkv, att = self._a[:n], self._t[:n], self._qkv[:n], self._att[:n]
         f = self._f[:n]
         sl = np.ascontiguousarray(slots, dtype=np.int64)
@@ -370,8 +375,7 @@ class FastAttentionDecoder(_FastDecoder):
             K_.bias_leaky(f, self.b_ff1[i])
             np.matmul(f, self.w_ff2[i], out=t)
             K_.residual(h, t, self.b_ff2[i])
-        pos += 1
-        self.pos[slots] = pos
+        K_.store_positions(slots, pos, self.pos)
         bad = self._heads(h, p, features, out_harm, out_noise)
         if bad.any():
             self.reset(slots[bad])

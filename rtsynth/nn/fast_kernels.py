@@ -181,3 +181,22 @@ def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc):  # pragm
                 a = sc[j] / tot
                 for d in range(dh):
                     out[r, c0 + d] += a * vr[s, w, c0 + d]
+
+
+@_jit
+def frame_positions(slots, pos_state, pos):  # pragma: no cover - compiled
+    """Rows of several consecutive frames (a slot may appear once per frame, frames in order):
+    ``pos[r]`` = the slot's frame counter + how many earlier rows had the same slot."""
+    n = slots.shape[0]
+    for r in range(n):
+        pos[r] = pos_state[slots[r]]
+        pos_state[slots[r]] += 1
+    for r in range(n):           # back to the counters before the rows (stored after the step)
+        pos_state[slots[r]] -= 1
+
+
+@_jit
+def store_positions(slots, pos, pos_state):  # pragma: no cover - compiled
+    """``pos_state[slot] = pos[r] + 1`` in row order (the last row of a slot wins)."""
+    for r in range(slots.shape[0]):
+        pos_state[slots[r]] = pos[r] + 1

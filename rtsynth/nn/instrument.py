@@ -101,6 +101,10 @@ class NeuralInstrument(StreamingInstrument):
             self.z = np.array(snap["z"], dtype=np.float32)
 
     # --- the real-time step -------------------------------------------------------------------
+    @property
+    def multi_frame(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self._fast, "multi_frame", False))
+
     def step(self, features: np.ndarray, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> None:
         n = len(slots)
