@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -146,3 +147,4 @@ def test_detect_onset_lookback_sees_early_sound():
     assert detect_onset(x, 2000, lookback=128) == -100
     from rtsynth.testing.jackrig import NO_ONSET
     assert detect_onset(np.zeros(4000), 2000, lookback=128) == NO_ONSET
+

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -217,20 +218,31 @@ class JackRig:
         self.start(events, n_frames, lead_frames)
         return self.finish(timeout=timeout, stop_when=stop_when, cpu_load=cpu_load)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> bool:
+        """Deactivate and close both clients; False when the server did not answer within
+        ``timeout`` s (a wedged server: seen once in CI, a ``jack_deactivate`` that never
+        returned). The calls then go on in a daemon thread, which ends when the server is
+        stopped (its socket closes), so a test session never hangs on it."""
         if self._closed:
-            return
+            return True
         self._closed = True
         self._sched = None
-        for c in (self.tx, self.rx):
-            try:
-                c.deactivate()
-            except Exception:
-                pass
-            try:
-                c.close()
-            except Exception:
-                pass
+
+        def shut():
+            for c in (self.tx, self.rx):
+                try:
+                    c.deactivate()
+                except Exception:
+                    pass
+                try:
+                    c.close()
+                except Exception:
+                    pass
+
+        t = threading.Thread(target=shut, name="jackrig-close", daemon=True)
+        t.start()
+        t.join(timeout)
+        return not t.is_alive()
 
     def __enter__(self) -> "JackRig":
         return self

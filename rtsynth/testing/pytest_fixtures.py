@@ -36,4 +36,7 @@ def jack_rig(jack_server):
     try:
         yield rig
     finally:
-        rig.close()
+        if not rig.close():
+            import warnings
+            warnings.warn("JACK rig: the server did not answer the clients' deactivation in "
+                          "10 s; it is stopped next (jack_server teardown)")
