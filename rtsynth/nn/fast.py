@@ -53,8 +53,7 @@ class _FastDecoder:
 
     kind = ""
     #: ``step`` may get several consecutive frames of a slot in one call (rows in frame order,
-    #: a slot at most once per frame): the feed-forward backbones (CNN, attention) write each
-    #: row's frame into the slot's cache and read it back row by row, in order
+    #: a slot at most once per frame): see :class:`_FeedForwardDecoder`
     multi_frame = False
 
     def __init__(self, decoder, n_slots: int, arch: dict[str, Any] | None = None):
@@ -77,6 +76,7 @@ class _FastDecoder:
         self.h_scaled = np.arange(1, K + 1, dtype=np.float32) / np.float32(0.05 * nyq)
         self.w_pre = _T(w["pre.weight"])                    # [F+Z, P]
         self.b_pre = w["pre.bias"].astype(np.float32)
+        self._w = w                                         # to rebuild at another slot count
         out_dim = self._setup(w, m)
         w_head = _T(w["head.weight"])                       # [out_dim+P, 1+K+B]
         self.b_head = w["head.bias"].astype(np.float32)
@@ -120,7 +120,7 @@ class _FastDecoder:
         differs."""
         n = next(iter(state.values())).shape[0]
         if n != self.n_slots:
-            self.__init__(self._source(), n, self.arch)
+            self.__init__(self._w, n, self.arch)
         for k, v in state.items():
             np.copyto(self.state[k], v)
 
@@ -156,7 +156,6 @@ class FastGRUDecoder(_FastDecoder):
     kind = "gru"
 
     def _setup(self, w, m):
-        self._w = w
         self.hidden = H = int(self.kw["hidden"])
         self.layers = L = int(self.kw["layers"])
         g = "backbone.gru."
@@ -180,9 +179,6 @@ class FastGRUDecoder(_FastDecoder):
         self._ng = np.zeros(H * m, np.float32)
         self._hc = [np.zeros((m, H), np.float32) for _ in range(L)]
         return H
-
-    def _source(self):
-        return self._w
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
@@ -218,26 +214,49 @@ class FastGRUDecoder(_FastDecoder):
             x = h
         bad = self._heads(x, p, features, out_harm, out_noise)
         if bad.any():
-            self.h[slots[bad]] = 0.0
+            self.reset(slots[bad])
         return bad
 
 
-class FastCNNDecoder(_FastDecoder):
+class _FeedForwardDecoder(_FastDecoder):
+    """CNN and attention: an input layer to the backbone width, per-slot frame counters
+    ``pos``, caches written and read row by row (so several frames of a slot fit in one call)."""
+
+    multi_frame = True
+
+    def _begin_rows(self, features, z, slots):
+        """-> (decoder input ``p``, backbone input ``h``, each row's frame position)."""
+        n = len(slots)
+        p = self._inputs(features, z)
+        h = self._h[:n]
+        np.matmul(p, self.w_inp, out=h)
+        h += self.b_inp
+        pos = self._pos[:n]
+        K_.frame_positions(slots, self.pos, pos)
+        return p, h, pos
+
+    def _end_rows(self, h, p, pos, features, slots, out_harm, out_noise) -> np.ndarray:
+        K_.store_positions(slots, pos, self.pos)
+        bad = self._heads(h, p, features, out_harm, out_noise)
+        if bad.any():
+            self.reset(slots[bad])
+        return bad
+
+
+class FastCNNDecoder(_FeedForwardDecoder):
     """A causal dilated CNN ``Decoder`` (see ``CausalCNNBackbone.step_slots``).
 
     Layer ``l`` (dilation ``d``, kernel ``k``) reads its inputs of frames ``t - j d``,
     ``j = 0..k-1``; its ring keeps ``(k-1) d + 1`` frames: the step writes the current input,
-    then gathers all ``k`` taps in one ``take`` into a contiguous ``[n, k, C]`` buffer and runs
-    the conv as one matrix product. All layers' rings of a slot are one contiguous block
+    then gathers all ``k`` taps (one Numba kernel, :func:`fast_kernels.cnn_ring`) into a
+    contiguous ``[n, k, C]`` buffer and runs the conv as one matrix product. All layers' rings of a slot are one contiguous block
     (``sum (k-1) d_l + 1`` rows of ``C``: 259 x 96 floats for the shipped models, against
     4 x 192 x 96 for the torch layout), so a reset is one contiguous zeroing.
     """
 
     kind = "cnn"
-    multi_frame = True
 
     def _setup(self, w, m):
-        self._w = w
         b = "backbone."
         self.channels = C = int(self.kw["channels"])
         self.kernel = k = int(self.kw["kernel"])
@@ -265,19 +284,11 @@ class FastCNNDecoder(_FastDecoder):
         self._pos = np.zeros(m, np.int64)
         return C
 
-    def _source(self):
-        return self._w
-
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
         n = len(slots)
         C, k = self.channels, self.kernel
-        p = self._inputs(features, z)
-        h = self._h[:n]
-        np.matmul(p, self.w_inp, out=h)
-        h += self.b_inp
-        pos = self._pos[:n]
-        K_.frame_positions(slots, self.pos, pos)
+        p, h, pos = self._begin_rows(features, z, slots)
         cat = self._cat[:n]
         cat2 = cat.reshape(n, k * C)
         y, t = self._y[:n], self._t[:n]
@@ -289,14 +300,10 @@ class FastCNNDecoder(_FastDecoder):
             K_.bias_leaky(y, self.b_conv[i])
             np.matmul(y, self.w_mix[i], out=t)
             K_.residual(h, t, self.b_mix[i])
-        K_.store_positions(slots, pos, self.pos)
-        bad = self._heads(h, p, features, out_harm, out_noise)
-        if bad.any():
-            self.reset(slots[bad])
-        return bad
+        return self._end_rows(h, p, pos, features, slots, out_harm, out_noise)
 
 
-class FastAttentionDecoder(_FastDecoder):
+class FastAttentionDecoder(_FeedForwardDecoder):
     """A windowed-attention ``Decoder`` (see ``WindowAttentionBackbone.step_slots``).
 
     State: ``k{i}, v{i} [n_slots, W, D]`` (ring of the last W frames' keys and values per layer,
@@ -304,10 +311,8 @@ class FastAttentionDecoder(_FastDecoder):
     the rings in place (no gather of the caches)."""
 
     kind = "attention"
-    multi_frame = True
 
     def _setup(self, w, m):
-        self._w = w
         b = "backbone."
         kw = self.kw
         self.dim = D = int(kw["dim"])
@@ -347,18 +352,10 @@ class FastAttentionDecoder(_FastDecoder):
         self._sc = np.zeros(W, np.float64)
         return D
 
-    def _source(self):
-        return self._w
-
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
         n = len(slots)
-        p = self._inputs(features, z)
-        h = self._h[:n]
-        np.matmul(p, self.w_inp, out=h)
-        h += self.b_inp
-        pos = self._pos[:n]
-        K_.frame_positions(slots, self.pos, pos)
+        p, h, pos = self._begin_rows(features, z, slots)
         a, t, qkv, att = self._a[:n], self._t[:n], self._qkv[:n], self._att[:n]
         f = self._f[:n]
         sl = np.ascontiguousarray(slots, dtype=np.int64)
@@ -375,11 +372,7 @@ class FastAttentionDecoder(_FastDecoder):
             K_.bias_leaky(f, self.b_ff1[i])
             np.matmul(f, self.w_ff2[i], out=t)
             K_.residual(h, t, self.b_ff2[i])
-        K_.store_positions(slots, pos, self.pos)
-        bad = self._heads(h, p, features, out_harm, out_noise)
-        if bad.any():
-            self.reset(slots[bad])
-        return bad
+        return self._end_rows(h, p, pos, features, slots, out_harm, out_noise)
 
 
 FAST = {"gru": FastGRUDecoder, "cnn": FastCNNDecoder, "attention": FastAttentionDecoder}
