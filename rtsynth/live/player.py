@@ -312,14 +312,11 @@ class Player:
                 "gen_ms_median": gen[0], "gen_ms_p99": gen[1], "gen_ms_max": gen[2]}
 
     def stats(self) -> dict:
+        """Everything, at exit: :meth:`summary` plus the configuration and every block time."""
         n = min(self.blocks, len(self.gen_ms))
-        g = self.gen_ms[:n]
         return {
-            "underruns": int(self.underruns),
+            **self.summary(),
             "underrun_frames": int(self.underrun_frames),
-            "late_blocks": int(self.late_blocks),
-            "callbacks": int(self.callbacks),
-            "xruns": int(self.xruns),
             "skipped_frames": int(self.skipped_frames),
             "blocks": int(self.blocks),
             "block": int(self.block),
@@ -327,9 +324,6 @@ class Player:
             "latency_frames": int(self.latency_frames),
             "sync": self.sync,
             "generator_realtime": self.realtime,
-            "gen_ms_median": float(np.median(g)) if n else 0.0,
-            "gen_ms_p99": float(np.percentile(g, 99)) if n else 0.0,
-            "gen_ms_max": float(np.max(g)) if n else 0.0,
-            "gen_ms": [round(float(x), 4) for x in g],
+            "gen_ms": [round(float(x), 4) for x in self.gen_ms[:n]],
             "engine": dict(self.engine.stats),
         }
