@@ -212,21 +212,9 @@ def resynth_events(ex: Example, cents: np.ndarray, bend_range: int = RESYNTH_BEN
     a 14-bit pitch bend (RPN 0 range ``bend_range`` semitones, 0.05-cent steps at 4) one frame
     ahead of each frame, since the engine's control ramp reaches a frame's value at its end, so
     the synthesized pitch at each frame start is the curve's value there."""
-    hop = len(ex.audio) // max(ex.n_frames, 1)
-    ev = [(0, (0xB0, 101, 0)), (0, (0xB0, 100, 0)), (0, (0xB0, 6, bend_range)),
-          (0, (0xB0, 38, 0)), (0, (0xB0, 101, 127)), (0, (0xB0, 100, 127))]
     T = len(cents)
-    last = None
-    for k in range(T):
-        target = cents[min(k + 1, T - 1)] if k else cents[0]
-        v = int(np.clip(round(target / 100.0 / bend_range * 8192), -8192, 8191)) + 8192
-        if v != last:
-            ev.append((k * hop, (0xE0, v & 0x7F, v >> 7)))
-            last = v
-    ev.append((0, (0x90, int(ex.pitch), int(ex.velocity))))
-    ev.append((int(ex.release_sample), (0x80, int(ex.pitch), 0)))
-    ev.sort(key=lambda e: (e[0], 0 if e[1][0] in (0xB0, 0xE0) else 1))
-    return ev
+    ahead = np.concatenate([cents[:1], cents[2:], cents[-1:]])[:T] if T > 1 else cents
+    return bent_note_events(ex, [(k, c / 100.0) for k, c in enumerate(ahead)], bend_range)
 
 
 def resynth_metrics(inst, ex: Example, m: dict, hop: int = spec.HOP) -> np.ndarray:
@@ -238,8 +226,7 @@ def resynth_metrics(inst, ex: Example, m: dict, hop: int = spec.HOP) -> np.ndarr
     y = render_events_mono(inst, resynth_events(ex, cents), len(ex.audio))
     guide = ex.pitch + cents / 100.0
     fe = track_f0(y[: T * hop], guide, spec.SAMPLE_RATE, hop)
-    Le = loudness_db(np.concatenate([y, np.zeros(max(0, T * hop - len(y)))])[: T * hop],
-                     spec.SAMPLE_RATE, hop)[:T]
+    Le = loudness_db(y[: T * hop], spec.SAMPLE_RATE, hop)[:T]   # len(y) == len(ex.audio) == T hop
     voiced = m["ref_voiced"] & (Le > Le.max() - 30.0)
     return np.abs(1200.0 * np.log2(fe / m["ref_f0"]))[voiced]
 
@@ -287,15 +274,22 @@ def render_step(inst, ex: Example) -> np.ndarray:
 
 def note_events(ex: Example, bend_range: int = 2) -> list[tuple[int, tuple]]:
     """The MIDI events of one held-out note (channel 0), in voice samples."""
+    return bent_note_events(ex, ex.meta.get("bend", []) or [], bend_range)
+
+
+def bent_note_events(ex: Example, bends, bend_range: int) -> list[tuple[int, tuple]]:
+    """Note-on at sample 0 and note-off at the release of ``ex`` (channel 0), the RPN 0 bend
+    range, and a pitch bend to ``semitones`` at each ``(frame, semitones)`` of ``bends`` where
+    the 14-bit value changes; controllers before a note-on at the same sample."""
     ev = [(0, (0xB0, 101, 0)), (0, (0xB0, 100, 0)), (0, (0xB0, 6, bend_range)),
           (0, (0xB0, 38, 0)), (0, (0xB0, 101, 127)), (0, (0xB0, 100, 127))]
     hop = len(ex.audio) // max(ex.n_frames, 1)
-    for fr, semis in ex.meta.get("bend", []) or []:
+    last = None
+    for fr, semis in bends:
         v = int(np.clip(round(semis / bend_range * 8192), -8192, 8191)) + 8192
-        ev.append((int(fr) * hop, (0xE0, v & 0x7F, v >> 7)))
-    if ex.meta.get("bend") and ex.meta["bend"][0][0] == 0:
-        # a bend at frame 0 must precede the note-on
-        ev.sort(key=lambda e: e[0])
+        if v != last:
+            ev.append((int(fr) * hop, (0xE0, v & 0x7F, v >> 7)))
+            last = v
     ev.append((0, (0x90, int(ex.pitch), int(ex.velocity))))
     ev.append((int(ex.release_sample), (0x80, int(ex.pitch), 0)))
     ev.sort(key=lambda e: (e[0], 0 if e[1][0] in (0xB0, 0xE0) else 1))
