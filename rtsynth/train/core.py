@@ -291,10 +291,7 @@ class Trainer:
                 y, target, kl = self.batch()
                 rec = self.loss_fn(y, target)
                 loss = rec + (cfg.kl_weight * kl if kl is not None else 0.0)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.opt.param_groups[0]["params"], 3.0)
-                self.opt.step()
+                _descend(self.opt, loss, clip=3.0)
                 self.step += 1
                 self.elapsed = time.time() - t0
                 if self.step % cfg.log_every == 0 or self.step == 1:
@@ -331,9 +328,7 @@ class Trainer:
             y, target, kl = self.batch()
             # discriminator
             d_loss = d_hinge_loss(self.disc(target), self.disc(y.detach()))
-            self.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.opt_d.step()
+            _descend(self.opt_d, d_loss)
             # generator
             real = self.disc(target)
             fake = self.disc(y)
@@ -343,10 +338,7 @@ class Trainer:
             loss = rec + cfg.adv_weight * adv + cfg.fm_weight * fm
             if kl is not None:
                 loss = loss + cfg.kl_weight * kl
-            self.opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.opt_g.param_groups[0]["params"], 3.0)
-            self.opt_g.step()
+            _descend(self.opt_g, loss, clip=3.0)
             self.gan_step += 1
             self.gan_elapsed = time.time() - t0
             if self.gan_step % cfg.log_every == 0 or self.gan_step == 1:
@@ -421,6 +413,15 @@ class Trainer:
         if self.encoder is not None:
             self.encoder.train()
         return out
+
+
+def _descend(opt, loss, clip: float | None = None) -> None:
+    """One optimizer step on ``loss`` (gradient norm clipped to ``clip``)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], clip)
+    opt.step()
 
 
 def model_card(config: dict) -> str:
