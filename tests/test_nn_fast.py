@@ -113,13 +113,29 @@ def realistic_features(n_frames, n_voices, seed):
     return voices
 
 
-@pytest.mark.parametrize("name", ["flute-gru", "flute", "morph", "flute-attention"])
-def test_shipped_model_torch_free_equals_torch(name):
+def _shipped(name):
+    """(torch-free instrument, torch decoder) of a shipped model."""
     folder = MODELS / name
     if not (folder / "model.safetensors").exists():
         pytest.skip("no shipped model")
-    inst = load_neural_instrument(folder)
-    dec, _ = load_decoder(folder)
+    return load_neural_instrument(folder), load_decoder(folder)[0]
+
+
+def _replay(inst, rec, frames, check_noise=True):
+    """Step ``inst`` through recorded frames ``(slots, features, harm, noise)``: same output."""
+    for t in frames:
+        slots, f, h0, g0 = rec[t]
+        h = np.zeros_like(h0)
+        g = np.zeros_like(g0)
+        inst.step(f, slots, h, g)
+        np.testing.assert_allclose(h, h0, atol=1e-6)
+        if check_noise:
+            np.testing.assert_allclose(g, g0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["flute-gru", "flute", "morph", "flute-attention"])
+def test_shipped_model_torch_free_equals_torch(name):
+    inst, dec = _shipped(name)
     n_slots, n_frames = 8, 300
     inst.allocate(n_slots)
     state = dec.init_state(n_slots)
@@ -149,32 +165,17 @@ def test_shipped_model_torch_free_equals_torch(name):
     assert max(float(h.max()) for _, _, h, _ in rec) > 1e-3          # it does play
     # snapshot/restore: replaying frames 150.. from the snapshot gives the same output
     inst.restore(snap)
-    for t in range(150, 200):
-        slots, f, h0, g0 = rec[t]
-        h = np.zeros_like(h0)
-        g = np.zeros_like(g0)
-        inst.step(f, slots, h, g)
-        np.testing.assert_allclose(h, h0, atol=1e-6)
-        np.testing.assert_allclose(g, g0, atol=1e-6)
+    _replay(inst, rec, range(150, 200))
     # reset: the slots are fresh voices again
     inst.reset(np.arange(n_slots))
     if inst.has_timbre:
         inst.z = z0                    # the timbre of frame 0
-    for t in range(5):
-        slots, f, h0, g0 = rec[t]
-        h = np.zeros_like(h0)
-        g = np.zeros_like(g0)
-        inst.step(f, slots, h, g)
-        np.testing.assert_allclose(h, h0, atol=1e-6)
+    _replay(inst, rec, range(5), check_noise=False)
 
 
 @pytest.mark.parametrize("name", ["flute", "flute-attention"])
 def test_render_note_equals_torch_forward(name):
-    folder = MODELS / name
-    if not (folder / "model.safetensors").exists():
-        pytest.skip("no shipped model")
-    inst = load_neural_instrument(folder)
-    dec, _ = load_decoder(folder)
+    inst, dec = _shipped(name)
     f = spec.note_features(300, 64.0, 90, 200 * spec.HOP)
     h, g = inst.render_note(f)
     with torch.inference_mode():
