@@ -36,12 +36,24 @@ SILENT_LEVEL = 2e-5           # a released voice below this (-94 dBFS) for a fra
 
 @nb.njit(cache=True, nogil=True)
 def _smooth_rows(target, state, coef, n):
-    """One-pole smoothing of ``target[c, :n]`` in place, per row, carrying ``state[c]``."""
+    """One-pole smoothing of ``target[c, :n]`` in place, per row, carrying ``state[c]``.
+
+    Once a step leaves the state where it was (it reached the target, or within the last
+    rounding step of it), the following samples of the same target are that state again: they
+    are filled without the recurrence (the same numbers, most channels cost a comparison)."""
     for c in range(target.shape[0]):
         s = state[c]
-        for t in range(n):
-            s += coef * (target[c, t] - s)
-            target[c, t] = s
+        t = 0
+        while t < n:
+            x = target[c, t]
+            ns = s + coef * (x - s)
+            target[c, t] = ns
+            t += 1
+            if ns == s:
+                while t < n and target[c, t] == x:
+                    target[c, t] = s
+                    t += 1
+            s = ns
         state[c] = s
 
 
@@ -52,7 +64,9 @@ def _plan_frames(n, hop, sr, n_slots, active, kill_start, vpos, start_off, note,
     """List the control frames that start in this block, per round; returns the round count.
 
     Features per :mod:`rtsynth.spec`, from the voice's state at the frame's first sample (pitch
-    as the oscillator computes it there: note + bend + key-synced vibrato).
+    as the oscillator computes it there: note + bend + key-synced vibrato). A voice being killed
+    gets the frames that start before its kill sample (none once its fade has begun), whatever
+    the block size.
     """
     for r in range(counts.shape[0]):
         counts[r] = 0
@@ -60,11 +74,13 @@ def _plan_frames(n, hop, sr, n_slots, active, kill_start, vpos, start_off, note,
         n_new[v] = 0
     rounds = 0
     for v in range(n_slots):
-        if active[v] == 0 or kill_start[v] >= 0:
+        if active[v] == 0:
             continue
         n0 = vpos[v]
         so = start_off[v]
         end = n0 + n - so
+        if kill_start[v] >= 0:
+            end = min(end, n0 + kill_start[v] - so)
         nf = ((n0 + hop - 1) // hop) * hop
         ch = chan[v]
         r = 0
@@ -102,11 +118,15 @@ def _plan_frames(n, hop, sr, n_slots, active, kill_start, vpos, start_off, note,
 
 @nb.njit(cache=True, nogil=True)
 def _store_round(r, m, slots, nf, rel, toff, oh, og, new_h, new_g, n_new, level, hop,
-                 max_release, silent, k_slot, k_off, k_code):
-    """File round ``r``'s controls per voice; list released voices to end (1: silent, 2: long)."""
+                 max_release, silent, k_slot, k_off, k_code, kill_start):
+    """File round ``r``'s controls per voice; list released voices to end (1: silent, 2: long).
+    A frame that starts at or after its voice's kill (decided in an earlier round of this
+    block) is dropped, as a smaller block would not have computed it."""
     nk = 0
     for i in range(m):
         v = slots[i]
+        if kill_start[v] >= 0 and toff[i] >= kill_start[v]:
+            continue
         lvl = 0.0
         for k in range(oh.shape[1]):
             new_h[v, r, k] = oh[i, k]
@@ -142,12 +162,15 @@ class Engine:
     gain: master gain (linear) before the limiter. reverb: reverb send, 0 for dry.
     master: False skips reverb, DC blocker and limiter (analysis renders); the final safety
     stage (no NaN, never above full scale) always runs.
+    max_rows: the most rows of one ``instrument.step`` call when a multi-frame instrument gets
+    the rounds of a block together (default ``n_slots``; offline, as many as a block holds, if
+    the instrument can take them: it has ``allocate(n_slots, max_rows=)``).
     """
 
     def __init__(self, instrument: StreamingInstrument, sample_rate: int = spec.SAMPLE_RATE,
                  block: int = 128, n_slots: int = 32, gain: float = 0.5, reverb: float = 0.12,
                  n_fade: int = 8, max_release: float = 6.0, timbre_cc: int | None = None,
-                 master: bool = True):
+                 master: bool = True, max_rows: int | None = None):
         if sample_rate != instrument.sample_rate:
             raise ValueError(f"instrument {instrument.name!r} runs at {instrument.sample_rate} Hz, "
                              f"not {sample_rate} Hz")
@@ -163,11 +186,12 @@ class Engine:
             timbre_cc = 1
         self.timbre_cc = timbre_cc
         inst = instrument
-        inst.allocate(self.n_slots)
         S = self.n_slots + int(n_fade)
         K, B = inst.n_harmonics, inst.n_noise_bands
         self.S, self.K, self.B = S, K, B
         self.R = self.block // self.hop + 2
+        self._want_rows = min(max(self.n_slots, int(max_rows or 0)), self.R * self.n_slots)
+        self._allocate_instrument()
         f32 = np.float32
         # synthesis state, per slot
         self.active = np.zeros(S, np.int8)
@@ -231,10 +255,11 @@ class Engine:
         self._k_slot = np.zeros(S, np.int64)
         self._k_off = np.zeros(S, np.int64)
         self._k_code = np.zeros(S, np.int64)
-        self._oh = np.zeros((S, K), np.float32)
-        self._og = np.zeros((S, B), np.float32)
-        self._mf = np.zeros((self.n_slots, inst.n_features), np.float32)   # multi-frame rows
-        self._ms = np.zeros(self.n_slots, np.int64)
+        M = self.max_rows
+        self._oh = np.zeros((max(S, M), K), np.float32)
+        self._og = np.zeros((max(S, M), B), np.float32)
+        self._mf = np.zeros((M, inst.n_features), np.float32)   # multi-frame rows
+        self._ms = np.zeros(M, np.int64)
         #: the instrument takes several frames of a voice per call (set False to compare)
         self._multi_frame = bool(getattr(inst, "multi_frame", False))
         self.master = MasterState(self.sr, reverb=reverb)
@@ -243,6 +268,16 @@ class Engine:
         self.time = 0                      # absolute sample index of the next block's first sample
         self.stats = {"events": 0, "bad_messages": 0, "late_events": 0, "steals": 0,
                       "nan_voices": 0}
+
+    def _allocate_instrument(self) -> None:
+        """Allocate the instrument's slots; :attr:`max_rows`: the rows one step may get."""
+        inst = self.inst
+        if self._want_rows > self.n_slots and hasattr(inst, "max_rows"):
+            inst.allocate(self.n_slots, max_rows=self._want_rows)
+            self.max_rows = max(self.n_slots, min(self._want_rows, int(inst.max_rows)))
+        else:
+            inst.allocate(self.n_slots)
+            self.max_rows = self.n_slots
 
     # ------------------------------------------------------------------ input
     def push(self, when: int, message) -> None:
@@ -283,13 +318,7 @@ class Engine:
         self._finish_channel_arrays(n)
         self._compute_frames(n)
         out = self.out[:n]
-        out[:] = 0.0
-        self.bad[:] = 0
-        render_voices(n, float(self.sr), self.hop, self.active, self.start_off, self.chan,
-                      self.note, self.vpos, self.theta, self.inc, self.prev_h, self.cur_h, self.prev_g, self.cur_g, self.new_h,
-                      self.new_g, self.n_new, self.frozen, self.noise_off, self.tables,
-                      self.kill_start, self.kill_pos, self.kill_len, self._bend_arr,
-                      self._vib_arr, self.lfo_w, self.chan_gain, self.pan_l, self.pan_r, self.scratch, out, self.bad)
+        self._synthesize(n, out)
         if self.bad.any():
             bad = np.flatnonzero(self.bad)
             self.stats["nan_voices"] += len(bad)
@@ -301,6 +330,29 @@ class Engine:
             safety_clip(out, self.gain, self.master.counters)
         self.time = end
         return out
+
+    def _synthesize(self, n: int, out: np.ndarray) -> None:
+        """Every voice's next ``n`` samples into ``out`` (zeroed here); ``bad`` flags voices
+        whose output was not finite."""
+        out[:] = 0.0
+        self.bad[:] = 0
+        render_voices(n, float(self.sr), self.hop, self.active, self.start_off, self.chan,
+                      self.note, self.vpos, self.theta, self.inc, self.prev_h, self.cur_h,
+                      self.prev_g, self.cur_g, self.new_h, self.new_g, self.n_new, self.frozen,
+                      self.noise_off, self.tables, self.kill_start, self.kill_pos, self.kill_len,
+                      self._bend_arr, self._vib_arr, self.lfo_w, self.chan_gain, self.pan_l,
+                      self.pan_r, self.scratch, out, self.bad)
+
+    def _render_slots(self, a: int, b: int, n: int, out: np.ndarray, scratch: np.ndarray) -> None:
+        """Synthesis of slots ``a:b`` (views of the per-slot arrays), added into ``out``."""
+        render_voices(n, float(self.sr), self.hop, self.active[a:b], self.start_off[a:b],
+                      self.chan[a:b], self.note[a:b], self.vpos[a:b], self.theta[a:b],
+                      self.inc[a:b], self.prev_h[a:b], self.cur_h[a:b], self.prev_g[a:b],
+                      self.cur_g[a:b], self.new_h[a:b], self.new_g[a:b], self.n_new[a:b],
+                      self.frozen[a:b], self.noise_off[a:b], self.tables, self.kill_start[a:b],
+                      self.kill_pos[a:b], self.kill_len[a:b], self._bend_arr, self._vib_arr,
+                      self.lfo_w, self.chan_gain, self.pan_l, self.pan_r, scratch, out,
+                      self.bad[a:b])
 
     # --------------------------------------------------------------- channels
     def _target_gain(self) -> np.ndarray:
@@ -540,11 +592,11 @@ class Engine:
         while r < rounds:
             # rounds r .. q-1 go through the instrument in one call: one round, or (a
             # multi-frame instrument: several frames of a voice in one call, in order) as many
-            # whole rounds as fit in n_slots rows. Kills do not touch the instrument, so the
+            # whole rounds as fit in max_rows rows. Kills do not touch the instrument, so the
             # output is the same either way.
             q, rows = r + 1, int(self._p_count[r])
             if multi:
-                while q < rounds and rows + int(self._p_count[q]) <= self.n_slots:
+                while q < rounds and rows + int(self._p_count[q]) <= self.max_rows:
                     rows += int(self._p_count[q])
                     q += 1
             if q == r + 1:
@@ -566,7 +618,7 @@ class Engine:
                                   self._p_toff[i], self._oh[o:o + m], self._og[o:o + m],
                                   self.new_h, self.new_g, self.n_new, self.level, self.hop,
                                   self.max_release, SILENT_LEVEL, self._k_slot, self._k_off,
-                                  self._k_code)
+                                  self._k_code, self.kill_start)
                 o += m
                 # a released voice ends at its first silent frame (or after max_release):
                 # decided on the voice's own frame grid, so it does not depend on the block size
@@ -613,7 +665,7 @@ class Engine:
     def warmup(self) -> None:
         """Compile and exercise every path (notes, bend, steal, fade, effects), then reset."""
         self.inst.warmup()
-        self.inst.allocate(self.n_slots)
+        self._allocate_instrument()
         t = self.time
         for i in range(self.n_slots + 2):
             self.push(t + (i * 7) % self.block, (0x90, 40 + i % 40, 100))
@@ -630,3 +682,170 @@ class Engine:
         self.render()
         self.reset()
         self.time = t
+
+
+@nb.njit(cache=True, nogil=True)
+def _split_rows(rounds, counts, p_slots, p_feat, split, f0, s0, f1, s1, where):
+    """The rows of rounds ``0..rounds-1`` (round order) into two batches: slots below
+    ``split`` into ``f0, s0``, the others into ``f1, s1``; ``where[i]`` = row ``i``'s place
+    (``j`` in batch 0, ``-1 - j`` in batch 1). Returns the two row counts."""
+    n0 = 0
+    n1 = 0
+    i = 0
+    for r in range(rounds):
+        for m in range(counts[r]):
+            v = p_slots[r, m]
+            if v < split:
+                s0[n0] = v
+                f0[n0] = p_feat[r, m]
+                where[i] = n0
+                n0 += 1
+            else:
+                s1[n1] = v
+                f1[n1] = p_feat[r, m]
+                where[i] = -1 - n1
+                n1 += 1
+            i += 1
+    return n0, n1
+
+
+@nb.njit(cache=True, nogil=True)
+def _join_rows(n, where, h0, g0, h1, g1, oh, og):
+    """The two batches' controls back into round order (inverse of :func:`_split_rows`)."""
+    for i in range(n):
+        j = where[i]
+        if j >= 0:
+            oh[i] = h0[j]
+            og[i] = g0[j]
+        else:
+            oh[i] = h1[-1 - j]
+            og[i] = g1[-1 - j]
+
+
+@nb.njit(cache=True, nogil=True)
+def _add_into(out, other, n):
+    for t in range(n):
+        out[t, 0] += other[t, 0]
+        out[t, 1] += other[t, 1]
+
+
+class OfflineEngine(Engine):
+    """The engine for offline rendering: the same samples as :class:`Engine` (to float32
+    rounding), computed with large batches and two threads.
+
+    - a multi-frame instrument gets every frame of a block in one call (``max_rows`` as large
+      as a block needs), so large blocks make large matrix products;
+    - with ``threads=2``, the voices are split in two slot ranges with about as many active
+      voices each: the instrument steps each range in its own thread (when it offers
+      ``steppers(2)``: state shared, work buffers apart) and ``render_voices`` synthesises each
+      range in its own thread into its own buffer; the two are added in a fixed order, so a
+      render is deterministic.
+
+    Not for live use: the worker thread and per-block hand-offs cost more than a small block.
+    """
+
+    def __init__(self, instrument: StreamingInstrument, *, block: int = 8192, threads: int = 2,
+                 **kw):
+        kw.setdefault("max_rows", 1 << 30)
+        super().__init__(instrument, block=block, **kw)
+        self.threads = max(1, min(2, int(threads)))
+        self._pool = None
+        self._steppers = None
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtsynth-render")
+            self._out1 = np.zeros_like(self.out)
+            self._scratch1 = np.zeros_like(self.scratch)
+            self._make_steppers()
+
+    def _make_steppers(self) -> None:
+        inst = self.inst
+        self._steppers = None
+        if self._multi_frame and hasattr(inst, "steppers"):
+            self._steppers = inst.steppers(2)
+            M = self.max_rows
+            F = inst.n_features
+            self._bf = [np.zeros((M, F), np.float32) for _ in range(2)]
+            self._bs = [np.zeros(M, np.int64) for _ in range(2)]
+            self._bh = [np.zeros((M, self.K), np.float32) for _ in range(2)]
+            self._bg = [np.zeros((M, self.B), np.float32) for _ in range(2)]
+            self._where = np.zeros(M, np.int64)
+
+    def _allocate_instrument(self) -> None:
+        super()._allocate_instrument()
+        if getattr(self, "_pool", None) is not None:
+            self._make_steppers()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _split_point(self, upto: int) -> int:
+        """A slot index that leaves about half the active voices of ``0:upto`` on each side."""
+        act = np.flatnonzero(self.active[:upto])
+        if len(act) < 2:
+            return upto if len(act) == 0 else int(act[0]) + 1
+        return int(act[(len(act) + 1) // 2 - 1]) + 1
+
+    def _synthesize(self, n: int, out: np.ndarray) -> None:
+        if self._pool is None:
+            return super()._synthesize(n, out)
+        out[:] = 0.0
+        self.bad[:] = 0
+        a = self._split_point(self.S)
+        if a >= self.S or a <= 0:
+            self._render_slots(0, self.S, n, out, self.scratch)
+            return
+        out1 = self._out1[:n]
+        out1[:] = 0.0
+        fut = self._pool.submit(self._render_slots, a, self.S, n, out1, self._scratch1)
+        self._render_slots(0, a, n, out, self.scratch)
+        fut.result()
+        _add_into(out, out1, n)
+
+    def _compute_frames(self, n: int) -> None:
+        if self._steppers is None:
+            return super()._compute_frames(n)
+        rounds = _plan_frames(n, self.hop, float(self.sr), self.n_slots, self.active,
+                              self.kill_start, self.vpos, self.start_off, self.note, self.chan,
+                              self.velocity, self.released_at, self._bend_arr, self._vib_arr,
+                              self.lfo_w, spec.TAU_FAST, spec.TAU_SLOW, self._p_slots,
+                              self._p_feat, self._p_nf, self._p_toff, self._p_rel,
+                              self._p_count, self.n_new)
+        if rounds == 0:
+            return
+        rows = int(self._p_count[:rounds].sum())
+        split = self._split_point(self.n_slots)
+        bf, bs, bh, bg = self._bf, self._bs, self._bh, self._bg
+        n0, n1 = _split_rows(rounds, self._p_count, self._p_slots, self._p_feat, split,
+                             bf[0], bs[0], bf[1], bs[1], self._where)
+        step0, step1 = self._steppers
+        fut = None
+        if n1 and n0:
+            fut = self._pool.submit(step1, bf[1][:n1], bs[1][:n1], bh[1][:n1], bg[1][:n1])
+        elif n1:
+            step0(bf[1][:n1], bs[1][:n1], bh[1][:n1], bg[1][:n1])
+        if n0:
+            step0(bf[0][:n0], bs[0][:n0], bh[0][:n0], bg[0][:n0])
+        if fut is not None:
+            fut.result()
+        _join_rows(rows, self._where, bh[0], bg[0], bh[1], bg[1], self._oh, self._og)
+        o = 0
+        for i in range(rounds):
+            m = int(self._p_count[i])
+            nk = _store_round(i, m, self._p_slots[i, :m], self._p_nf[i], self._p_rel[i],
+                              self._p_toff[i], self._oh[o:o + m], self._og[o:o + m],
+                              self.new_h, self.new_g, self.n_new, self.level, self.hop,
+                              self.max_release, SILENT_LEVEL, self._k_slot, self._k_off,
+                              self._k_code, self.kill_start)
+            o += m
+            for j in range(nk):
+                self._kill(self._k_slot[j:j + 1], int(self._k_off[j]),
+                           0.001 if self._k_code[j] == 1 else 0.05)

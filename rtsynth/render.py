@@ -7,13 +7,15 @@ are deterministic: the same file, instrument and settings give the same samples.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from . import spec
-from .engine import Engine
+from .engine import Engine, OfflineEngine
+from .instrument import StreamingInstrument
 from .midi.messages import MidiError
 
 SOUND_FORMATS = {".wav": ("WAV", "PCM_24"), ".flac": ("FLAC", "PCM_24"),
@@ -77,9 +79,10 @@ def demo_events(sample_rate: int = spec.SAMPLE_RATE) -> list[tuple[int, bytes]]:
     return [(int(round(t * sr)), bytes(m)) for t, m in ev]
 
 
-def render_events(engine: Engine, events: Iterable[tuple[int, bytes]], tail: float = 3.0,
-                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Render sample-stamped events through ``engine`` -> ``[n, 2]`` float32.
+def iter_blocks(engine: Engine, events: Iterable[tuple[int, bytes]], tail: float = 3.0,
+                progress: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
+    """Render sample-stamped events through ``engine``, block by block: yields each block
+    (``[block, 2]`` float32, a view of the engine's buffer, valid until the next block).
 
     Renders until the last event, then until every voice has ended, at most ``tail`` seconds
     more (the reverb's tail included: rendering stops once the output has been silent for
@@ -92,13 +95,12 @@ def render_events(engine: Engine, events: Iterable[tuple[int, bytes]], tail: flo
         engine.push(start + t, m)
     block = engine.block
     total_est = last + int(tail * engine.sr)
-    chunks = []
     done = 0
     max_len = last + int(tail * engine.sr) + block
     quiet_run = 0
     while done < max_len:
         out = engine.render()
-        chunks.append(out.copy())
+        yield out
         done += block
         if done > last:
             if engine.active_voices == 0 and np.max(np.abs(out)) < 1e-5:
@@ -109,18 +111,105 @@ def render_events(engine: Engine, events: Iterable[tuple[int, bytes]], tail: flo
                 quiet_run = 0
         if progress is not None:
             progress(min(done, total_est), total_est)
-    audio = np.concatenate(chunks) if chunks else np.zeros((0, 2), np.float32)
-    return audio[: max(done, 1)]
+
+
+def render_events(engine: Engine, events: Iterable[tuple[int, bytes]], tail: float = 3.0,
+                  progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Render sample-stamped events through ``engine`` -> ``[n, 2]`` float32 (see
+    :func:`iter_blocks` for where it stops)."""
+    chunks = [b.copy() for b in iter_blocks(engine, events, tail, progress)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 2), np.float32)
+
+
+#: the block of an offline render: large model batches, few per-block hand-offs between
+#: threads (the output does not depend on it)
+OFFLINE_BLOCK = 8192
+
+
+def offline_engine(instrument: StreamingInstrument, *, block: int | None = None,
+                   threads: int | None = None, **engine_kw) -> OfflineEngine:
+    """An engine for rendering files: :class:`rtsynth.engine.OfflineEngine` (the same samples
+    as the live engine to float32 rounding, large model batches, two threads when the machine
+    has two cores). ``engine_kw``: as :class:`rtsynth.engine.Engine` (``sample_rate``,
+    ``n_slots``, ``gain``, ``reverb``, ``timbre_cc``...)."""
+    if threads is None:
+        threads = 2 if _cpu_count() >= 2 else 1
+    return OfflineEngine(instrument, block=block or OFFLINE_BLOCK, threads=threads, **engine_kw)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def render_to_file(engine: Engine, events: Iterable[tuple[int, bytes]], path: str | Path,
+                   tail: float = 3.0, progress: Callable[[int, int], None] | None = None
+                   ) -> tuple[int, float]:
+    """Render events (as :func:`render_events`) straight into a sound file, written by a
+    second thread while the next blocks render. Returns ``(frames, peak)``, peak the largest
+    absolute sample. The file holds the same samples as ``write_audio(path, render_events(...))``.
+    """
+    import queue
+    import threading
+
+    import soundfile as sf
+
+    path = Path(path)
+    fmt = _sound_format(path)
+    q: queue.Queue = queue.Queue(maxsize=64)
+    failed: list[BaseException] = []
+    f = sf.SoundFile(str(path), "w", samplerate=engine.sr, channels=2, format=fmt[0],
+                     subtype=fmt[1])
+
+    def writer():
+        try:
+            while True:
+                chunk = q.get()
+                if chunk is None:
+                    return
+                if not failed:
+                    f.write(chunk)
+        except BaseException as e:  # noqa: BLE001 - reported by the rendering thread
+            failed.append(e)
+            while q.get() is not None:
+                pass
+
+    th = threading.Thread(target=writer, name="rtsynth-writer", daemon=True)
+    th.start()
+    frames = 0
+    peak = 0.0
+    try:
+        for out in iter_blocks(engine, events, tail, progress):
+            if failed:
+                break
+            chunk = out.copy()
+            frames += len(chunk)
+            peak = max(peak, float(np.max(np.abs(chunk))) if len(chunk) else 0.0)
+            q.put(chunk)
+    finally:
+        q.put(None)
+        th.join()
+        f.close()
+    if failed:
+        raise failed[0]
+    return frames, peak
+
+
+def _sound_format(path: Path) -> tuple[str, str]:
+    fmt = SOUND_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot write {path.suffix or 'a file without extension'}: use one of "
+                         + ", ".join(SOUND_FORMATS))
+    return fmt
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     import soundfile as sf
 
     path = Path(path)
-    fmt = SOUND_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"cannot write {path.suffix or 'a file without extension'}: use one of "
-                         + ", ".join(SOUND_FORMATS))
+    fmt = _sound_format(path)
     sf.write(str(path), audio, sample_rate, format=fmt[0], subtype=fmt[1])
 
 

@@ -18,8 +18,11 @@ Every class owns its per-slot state (``.state``: a dict of NumPy arrays, first a
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
+
+import numba as nb
 
 import numpy as np
 
@@ -56,7 +59,10 @@ class _FastDecoder:
     #: a slot at most once per frame): see :class:`_FeedForwardDecoder`
     multi_frame = False
 
-    def __init__(self, decoder, n_slots: int, arch: dict[str, Any] | None = None):
+    def __init__(self, decoder, n_slots: int, arch: dict[str, Any] | None = None,
+                 max_rows: int | None = None):
+        """``max_rows``: the most rows one :meth:`step` gets (default ``n_slots``; more for
+        multi-frame batches, offline)."""
         from .io import backbone_kw
 
         w, arch = _weights(decoder, arch)
@@ -65,6 +71,7 @@ class _FastDecoder:
         self.arch = arch
         self.kw = backbone_kw(arch)
         self.n_slots = m = int(n_slots)
+        self.max_rows = rows = max(m, int(max_rows or 0))
         self.z_dim = int(arch["z_dim"])
         self.k = K = int(arch["n_harmonics"])
         nyq = arch["sample_rate"] / 2.0
@@ -77,18 +84,38 @@ class _FastDecoder:
         self.w_pre = _T(w["pre.weight"])                    # [F+Z, P]
         self.b_pre = w["pre.bias"].astype(np.float32)
         self._w = w                                         # to rebuild at another slot count
-        out_dim = self._setup(w, m)
+        out_dim = self._setup(w, m, rows)
         w_head = _T(w["head.weight"])                       # [out_dim+P, 1+K+B]
         self.b_head = w["head.bias"].astype(np.float32)
         self.w_head_y = np.ascontiguousarray(w_head[:out_dim])
         self.w_head_p = np.ascontiguousarray(w_head[out_dim:])
         n_out = self.b_head.shape[0]
-        self._x = np.zeros((m, self.w_pre.shape[0]), np.float32)
-        self._p = np.zeros((m, self.w_pre.shape[1]), np.float32)
-        self._o = np.zeros((m, n_out), np.float32)
-        self._o2 = np.zeros((m, n_out), np.float32)
-        self._bad = np.zeros(m, bool)
+        self._x = np.zeros((rows, self.w_pre.shape[0]), np.float32)
+        self._p = np.zeros((rows, self.w_pre.shape[1]), np.float32)
+        self._o = np.zeros((rows, n_out), np.float32)
+        self._o2 = np.zeros((rows, n_out), np.float32)
+        self._bad = np.zeros(rows, bool)
         self._prefault()
+
+    def fork(self) -> "_FastDecoder":
+        """Another stepper over the same per-slot state and weights, with its own work buffers:
+        the two may step disjoint sets of slots at the same time, from two threads (every
+        kernel and BLAS call releases the GIL; a step touches only its own slots' state)."""
+        other = copy.copy(self)
+        state = list(self.state.values())
+
+        def own(a):
+            if any(np.shares_memory(a, s) for s in state):
+                return a                                      # a view of the state: shared
+            return np.zeros_like(a)
+        for k, v in vars(self).items():
+            if k in ("state", "_w") or not k.startswith("_"):
+                continue
+            if isinstance(v, np.ndarray):
+                setattr(other, k, own(v))
+            elif isinstance(v, list) and v and all(isinstance(a, np.ndarray) for a in v):
+                setattr(other, k, [own(a) for a in v])
+        return other
 
     def _prefault(self) -> None:
         """Write every state and work array once, now. ``np.zeros`` memory is mapped lazily:
@@ -120,7 +147,7 @@ class _FastDecoder:
         differs."""
         n = next(iter(state.values())).shape[0]
         if n != self.n_slots:
-            self.__init__(self._w, n, self.arch)
+            self.__init__(self._w, n, self.arch, self.max_rows)
         for k, v in state.items():
             np.copyto(self.state[k], v)
 
@@ -155,7 +182,7 @@ class FastGRUDecoder(_FastDecoder):
 
     kind = "gru"
 
-    def _setup(self, w, m):
+    def _setup(self, w, m, rows):
         self.hidden = H = int(self.kw["hidden"])
         self.layers = L = int(self.kw["layers"])
         g = "backbone.gru."
@@ -173,49 +200,102 @@ class FastGRUDecoder(_FastDecoder):
         self.h = np.zeros((m, L, H), np.float32)
         self._hv = [self.h[:, i] for i in range(L)]         # [m, H] views (contiguous if L == 1)
         self.state = {"h": self.h}
-        self._gi = np.zeros(3 * H * m, np.float32)      # [3H, n] for n rows: the first 3H n
+        self._gi = np.zeros(3 * H * rows, np.float32)   # [3H, n] for n rows: the first 3H n
         self._gh = np.zeros(3 * H * m, np.float32)
         self._rz = np.zeros(2 * H * m, np.float32)
         self._ng = np.zeros(H * m, np.float32)
-        self._hc = [np.zeros((m, H), np.float32) for _ in range(L)]
+        self._hc = [np.zeros((rows, H), np.float32) for _ in range(L)]
+        self._gh2 = np.zeros(3 * H * m if L > 1 else 0, np.float32)
+        self._mark = np.zeros(m, np.int64)              # multi-frame: per-slot row stamps
+        self._seg = np.zeros(rows + 1, np.int64)        # multi-frame: segment bounds
+        self._stamp = 0
         return H
+
+    #: rows of several frames of a slot: the input products of the first layer and the heads
+    #: run over all rows at once, the recurrence one frame (segment of distinct slots) at a time
+    multi_frame = True
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
-        """One frame for ``slots``; writes the controls; returns a bool mask of bad rows."""
+        """One frame for ``slots`` (or several: rows in frame order, a slot at most once per
+        frame); writes the controls; returns a bool mask of bad rows."""
         n = len(slots)
         p = self._inputs(features, z)
-        x = p
         H = self.hidden
-        gi = self._gi[:3 * H * n].reshape(3 * H, n)
-        gh = self._gh[:3 * H * n].reshape(3 * H, n)
-        rz = self._rz[:2 * H * n].reshape(2 * H, n)
-        ng = self._ng[:H * n].reshape(H, n)
-        for i in range(self.layers):
-            np.matmul(self.w_ih[i], x.T, out=gi)
-            h = self._hc[i][:n]
-            hv = self._hv[i]
-            np.take(hv, slots, axis=0, out=h, mode="clip")
-            np.matmul(self.w_hh[i], h.T, out=gh)
-            # r, z = sigmoid(gi + gh + b); n = tanh(gi_n + b_in + r (gh_n + b_hn))
-            np.add(gi[:2 * H], gh[:2 * H], out=rz)
-            rz += self.b_rz[i]
-            np.negative(rz, out=rz)
-            np.minimum(rz, 80.0, out=rz)            # exp(80) is finite in float32
-            np.exp(rz, out=rz)
-            rz += 1.0
-            np.reciprocal(rz, out=rz)
-            np.add(gh[2 * H:], self.b_hn[i], out=ng)
-            ng *= rz[:H]
-            ng += gi[2 * H:]
-            ng += self.b_in[i]
-            np.tanh(ng, out=ng)
-            K_.gru_blend(rz[H:], ng, h, hv, slots)
-            x = h
+        nseg = 1
+        if n > 1:
+            nseg = _segments(slots, self._mark, self._seg, self._stamp)
+            self._stamp += nseg + 1
+        if nseg == 1:
+            x = p
+            for i in range(self.layers):
+                gi = self._gi[:3 * H * n].reshape(3 * H, n)
+                np.matmul(self.w_ih[i], x.T, out=gi)
+                x = self._recur(i, gi, slots, 0, n)
+        else:
+            gi0 = self._gi[:3 * H * n].reshape(3 * H, n)
+            np.matmul(self.w_ih[0], p.T, out=gi0)           # the first layer's inputs, all rows
+            seg = self._seg
+            for s in range(nseg):
+                a, b = int(seg[s]), int(seg[s + 1])
+                x = self._recur(0, gi0[:, a:b], slots[a:b], a, b)
+                for i in range(1, self.layers):
+                    gi = self._gh2[:3 * H * (b - a)].reshape(3 * H, b - a)
+                    np.matmul(self.w_ih[i], x.T, out=gi)
+                    x = self._recur(i, gi, slots[a:b], a, b)
+            x = self._hc[self.layers - 1][:n]
         bad = self._heads(x, p, features, out_harm, out_noise)
         if bad.any():
             self.reset(slots[bad])
         return bad
+
+    def _recur(self, i, gi, slots, a, b):
+        """Layer ``i`` for rows ``a:b`` (distinct slots) from their input products ``gi``
+        ``[3H, b-a]``: the new hidden rows, written into ``_hc[i][a:b]`` and the state."""
+        H = self.hidden
+        n = b - a
+        gh = self._gh[:3 * H * n].reshape(3 * H, n)
+        rz = self._rz[:2 * H * n].reshape(2 * H, n)
+        ng = self._ng[:H * n].reshape(H, n)
+        h = self._hc[i][a:b]
+        hv = self._hv[i]
+        np.take(hv, slots, axis=0, out=h, mode="clip")
+        np.matmul(self.w_hh[i], h.T, out=gh)
+        # r, z = sigmoid(gi + gh + b); n = tanh(gi_n + b_in + r (gh_n + b_hn))
+        np.add(gi[:2 * H], gh[:2 * H], out=rz)
+        rz += self.b_rz[i]
+        np.negative(rz, out=rz)
+        np.minimum(rz, 80.0, out=rz)            # exp(80) is finite in float32
+        np.exp(rz, out=rz)
+        rz += 1.0
+        np.reciprocal(rz, out=rz)
+        np.add(gh[2 * H:], self.b_hn[i], out=ng)
+        ng *= rz[:H]
+        ng += gi[2 * H:]
+        ng += self.b_in[i]
+        np.tanh(ng, out=ng)
+        K_.gru_blend(rz[H:], ng, h, hv, slots)
+        return h
+
+
+@nb.njit(cache=True, nogil=True)
+def _segments(slots, mark, seg, stamp):  # pragma: no cover - compiled
+    """Split rows into runs in which no slot repeats (the frames of a multi-frame call):
+    ``seg[0..k]`` the bounds; returns ``k``. ``mark[slot]`` holds stamps from ``stamp`` up."""
+    n = slots.shape[0]
+    k = 0
+    seg[0] = 0
+    cur = stamp + 1
+    for r in range(n):
+        s = slots[r]
+        if mark[s] == cur:
+            k += 1
+            seg[k] = r
+            cur += 1
+        mark[s] = cur
+    k += 1
+    seg[k] = n
+    return k
 
 
 class _FeedForwardDecoder(_FastDecoder):
@@ -256,7 +336,7 @@ class FastCNNDecoder(_FeedForwardDecoder):
 
     kind = "cnn"
 
-    def _setup(self, w, m):
+    def _setup(self, w, m, rows):
         b = "backbone."
         self.channels = C = int(self.kw["channels"])
         self.kernel = k = int(self.kw["kernel"])
@@ -277,11 +357,11 @@ class FastCNNDecoder(_FeedForwardDecoder):
         self.pos = np.zeros(m, np.int64)
         self.state = {"buf": self.buf, "pos": self.pos}
         self._flat = self.buf.reshape(m * R, C)
-        self._cat = np.zeros((m, k, C), np.float32)
-        self._h = np.zeros((m, C), np.float32)
-        self._y = np.zeros((m, C), np.float32)
-        self._t = np.zeros((m, C), np.float32)
-        self._pos = np.zeros(m, np.int64)
+        self._cat = np.zeros((rows, k, C), np.float32)
+        self._h = np.zeros((rows, C), np.float32)
+        self._y = np.zeros((rows, C), np.float32)
+        self._t = np.zeros((rows, C), np.float32)
+        self._pos = np.zeros(rows, np.int64)
         return C
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
@@ -312,7 +392,7 @@ class FastAttentionDecoder(_FeedForwardDecoder):
 
     kind = "attention"
 
-    def _setup(self, w, m):
+    def _setup(self, w, m, rows):
         b = "backbone."
         kw = self.kw
         self.dim = D = int(kw["dim"])
@@ -342,13 +422,13 @@ class FastAttentionDecoder(_FeedForwardDecoder):
             self.state[f"v{i}"] = np.zeros((m, W, D), np.float32)
         self.pos = np.zeros(m, np.int64)
         self.state["pos"] = self.pos
-        self._h = np.zeros((m, D), np.float32)
-        self._a = np.zeros((m, D), np.float32)
-        self._t = np.zeros((m, D), np.float32)
-        self._qkv = np.zeros((m, 3 * D), np.float32)
-        self._att = np.zeros((m, D), np.float32)
-        self._f = np.zeros((m, ff), np.float32)
-        self._pos = np.zeros(m, np.int64)
+        self._h = np.zeros((rows, D), np.float32)
+        self._a = np.zeros((rows, D), np.float32)
+        self._t = np.zeros((rows, D), np.float32)
+        self._qkv = np.zeros((rows, 3 * D), np.float32)
+        self._att = np.zeros((rows, D), np.float32)
+        self._f = np.zeros((rows, ff), np.float32)
+        self._pos = np.zeros(rows, np.int64)
         self._sc = np.zeros(W, np.float64)
         return D
 
@@ -378,8 +458,10 @@ class FastAttentionDecoder(_FeedForwardDecoder):
 FAST = {"gru": FastGRUDecoder, "cnn": FastCNNDecoder, "attention": FastAttentionDecoder}
 
 
-def fast_decoder(decoder, n_slots: int, arch: dict[str, Any] | None = None):
+def fast_decoder(decoder, n_slots: int, arch: dict[str, Any] | None = None,
+                 max_rows: int | None = None):
     """The NumPy path for a decoder: a torch ``Decoder``, or (``arch`` given) its NumPy state
-    dict (:func:`rtsynth.nn.io.load_weights`)."""
+    dict (:func:`rtsynth.nn.io.load_weights`). ``max_rows``: the most rows per step (default
+    ``n_slots``)."""
     kind = decoder.backbone_kind if arch is None else arch["backbone"]
-    return FAST[kind](decoder, n_slots, arch)
+    return FAST[kind](decoder, n_slots, arch, max_rows)

@@ -73,10 +73,26 @@ class NeuralInstrument(StreamingInstrument):
         return self._decoder
 
     # --- state --------------------------------------------------------------------------------
-    def allocate(self, n_slots: int) -> None:
+    def allocate(self, n_slots: int, max_rows: int | None = None) -> None:
+        """State for ``n_slots`` voices; ``max_rows``: the most rows one :meth:`step` gets
+        (default ``n_slots``; an offline engine batches several frames per voice)."""
         self.n_slots = int(n_slots)
-        self._fast = fast_decoder(self.weights, self.n_slots, self.arch)
+        self._fast = fast_decoder(self.weights, self.n_slots, self.arch, max_rows)
         self.state = self._fast.state
+
+    @property
+    def max_rows(self) -> int:
+        """The most rows one :meth:`step` accepts (set by :meth:`allocate`)."""
+        return self._fast.max_rows if self._fast is not None else 0
+
+    def steppers(self, k: int) -> list:
+        """``k`` step functions (same signature as :meth:`step`) over this instrument's state,
+        each with its own work buffers: they may run at the same time from ``k`` threads on
+        disjoint sets of slots. The first is :meth:`step` itself."""
+        out = [self.step]
+        for _ in range(k - 1):
+            out.append(_Stepper(self, self._fast.fork()).step)
+        return out
 
     def reset(self, slots: np.ndarray) -> None:
         if self._fast is None:
@@ -158,3 +174,19 @@ class NeuralInstrument(StreamingInstrument):
         for t in range(T):
             fast.step(f[t:t + 1], z, slot, h[t:t + 1], g[t:t + 1])
         return h, g
+
+
+class _Stepper:
+    """:meth:`NeuralInstrument.step` through a forked decoder (own work buffers, shared state)."""
+
+    def __init__(self, inst: NeuralInstrument, fast):
+        self.inst = inst
+        self.fast = fast
+
+    def step(self, features, slots, out_harm, out_noise) -> None:
+        if len(slots) == 0:
+            return
+        z = None if self.inst.z is None else self.inst.z[None, :]
+        bad = self.fast.step(features, z, slots, out_harm, out_noise)
+        if bad.any():
+            self.inst.n_nan_resets += int(bad.sum())

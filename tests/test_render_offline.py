@@ -1,0 +1,107 @@
+"""Offline rendering: the large-batch, two-thread engine and the streaming file writer give the
+samples of the live engine (128-frame blocks, one thread) to float32 rounding."""
+
+import numpy as np
+import pytest
+
+from rtsynth import spec
+from rtsynth.engine import Engine, OfflineEngine
+from rtsynth.instruments import BasicInstrument, load_instrument, models_dir
+from rtsynth.render import offline_engine, render_events, render_to_file
+
+SR = spec.SAMPLE_RATE
+
+# notes starting and ending at odd offsets, overlapping, a bend and vibrato, sustain pedal,
+# more notes than slots (steals, fade slots), all sound off (kill) on a channel, a re-struck key
+EVENTS = [(0, (0x90, 60, 100)), (700, (0x90, 64, 80)), (3100, (0x91, 67, 90)),
+          (5000, (0xE0, 0, 80)), (7000, (0xB0, 1, 100)), (9000, (0x80, 60, 0)),
+          (12000, (0xB0, 64, 127)), (12500, (0x80, 64, 0)), (15000, (0x90, 72, 110)),
+          (16000, (0x90, 72, 70)), (20000, (0xB0, 64, 0))]
+EVENTS += [(22000 + 37 * i, (0x90, 40 + 2 * i, 60 + i)) for i in range(10)]   # 6 slots: steals
+EVENTS += [(30000 + 101 * i, (0x80, 40 + 2 * i, 0)) for i in range(0, 10, 2)]
+EVENTS += [(33000, (0xB1, 120, 0)), (36000, (0x90, 50, 100)), (52000, (0x80, 50, 0)),
+           (53000, (0xB0, 123, 0))]
+N = 70000
+
+
+def _inst(name):
+    if name == "basic":
+        return BasicInstrument()
+    if not (models_dir() / name / "model.safetensors").exists():
+        pytest.skip("no shipped models")
+    return load_instrument(name)
+
+
+def _render(engine):
+    for t, m in EVENTS:
+        engine.push(t, m)
+    out = np.concatenate([engine.render().copy() for _ in range(N // engine.block + 1)])[:N]
+    return out, engine
+
+
+NAMES = ["basic", "flute", "flute-gru", "flute-attention"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("block,threads", [(8192, 2), (3000, 1), (640, 2)])
+def test_offline_engine_matches_the_live_engine(name, block, threads):
+    """No steals: any block, batch and thread count gives the live engine's 128-frame render."""
+    ref, live = _render(Engine(_inst(name), block=128, n_slots=16))
+    got, off = _render(OfflineEngine(_inst(name), block=block, threads=threads, n_slots=16))
+    off.close()
+    assert np.abs(ref).max() > 0.01
+    assert live.stats["steals"] == 0
+    assert np.max(np.abs(got - ref)) <= 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("block", [8192, 640])
+def test_offline_engine_with_steals_matches_the_engine_at_its_block(name, block):
+    """Steals (6 slots, 2 fade slots) and kills: the same samples as the live engine at the
+    same block size. (A stolen voice is frozen from the start of the block that steals it, in
+    both: that part depends on the block size, see ``Engine._fade_copy``.)"""
+    ref, live = _render(Engine(_inst(name), block=block, n_slots=6, n_fade=2))
+    got, off = _render(OfflineEngine(_inst(name), block=block, threads=2, n_slots=6, n_fade=2))
+    off.close()
+    assert live.stats["steals"] > 3 and off.stats["steals"] == live.stats["steals"]
+    assert np.max(np.abs(got - ref)) <= 1e-5
+
+
+def test_offline_engine_batches_every_frame_of_a_block():
+    inst = _inst("flute")
+    calls = []
+    e = OfflineEngine(inst, block=8192, threads=1, n_slots=8)
+    step = inst.step
+    inst.step = lambda f, s, h, g: (calls.append(len(s)), step(f, s, h, g))
+    for i in range(8):
+        e.push(10 * i, (0x90, 50 + i, 100))
+    e.render()
+    assert e.max_rows >= 8 * (8192 // spec.HOP + 1)
+    assert len(calls) == 1 and calls[0] >= 8 * (8192 // spec.HOP)
+
+
+def test_live_engine_keeps_its_batch_limit():
+    e = Engine(_inst("flute"), block=128, n_slots=16)
+    assert e.max_rows == 16 and e.inst.max_rows == 16
+
+
+def test_offline_render_is_deterministic():
+    def run():
+        e = OfflineEngine(_inst("flute"), block=4096, threads=2)
+        return render_events(e, [(t, bytes(m)) for t, m in EVENTS])
+    a, b = run(), run()
+    assert np.array_equal(a, b)
+
+
+def test_render_to_file_writes_what_render_events_returns(tmp_path):
+    import soundfile as sf
+    ev = [(t, bytes(m)) for t, m in EVENTS]
+    ref = render_events(Engine(BasicInstrument(), block=2048), ev)
+    e = offline_engine(BasicInstrument(), block=2048)
+    frames, peak = render_to_file(e, ev, tmp_path / "a.wav")
+    got, sr = sf.read(tmp_path / "a.wav", dtype="float32")
+    assert sr == SR and frames == len(ref) == len(got)
+    assert abs(peak - np.abs(ref).max()) < 1e-5
+    assert np.max(np.abs(got - ref)) < 1e-5          # 24-bit PCM
+    with pytest.raises(ValueError):
+        render_to_file(offline_engine(BasicInstrument()), ev, tmp_path / "a.mp3")
