@@ -2,11 +2,15 @@
 """Micro-benchmarks of rtsynth's hot kernels, apart from the test suite.
 
     python tools/bench_kernels.py [--quick] [-k SUBSTRING] [--json PATH]
+    python tools/bench_kernels.py -k "synthesis kernel" --synth-baseline OLD_SYNTH.py
     pytest tools/bench_kernels.py --benchmark-only          # the same kernels, pytest-benchmark
 
 Kernels: one model step per backbone (GRU, CNN, attention; default sizes and every shipped model)
 and batch size, the basic instrument's step, the Numba oscillator bank (harmonics only), the
-filtered noise (noise only), both together, the master chain (reverb, DC blocker, limiter), and
+filtered noise (noise only), both together, the synthesis kernel per voice-sample (V voices of
+low notes, all 64 harmonics sounding, 2048-frame blocks: ``ns/voice-sample``; with
+``--synth-baseline PATH`` another ``render_voices`` (an older ``rtsynth/dsp/synth.py``) is timed
+on the same arguments, the two calls alternating, and the ratio printed), the master chain (reverb, DC blocker, limiter), and
 one whole engine block with V held voices. Each is warmed up (JIT, first-call allocations), then
 timed call by call: median, p99, min, and the share of a 128-frame block at 48 kHz (2.667 ms).
 A kernel whose code has not landed yet is listed as skipped, with the reason.
@@ -218,6 +222,107 @@ def synth_kernel(voices: int, part: str):
     return run
 
 
+SYNTH_BLOCK = 2048
+
+
+def synth_args(voices: int, block: int = SYNTH_BLOCK):
+    """The arguments the engine passes ``render_voices`` for ``voices`` held low notes (all 64
+    harmonics below the Nyquist cut), captured from one ``Engine.render`` of ``block`` frames;
+    new frames and note starts cleared, so repeated calls hold the controls."""
+    try:
+        from rtsynth.engine import Engine
+        import rtsynth.engine as engine_mod
+    except ImportError as e:
+        raise SkipKernel(f"rtsynth.engine not available ({e})")
+    eng = Engine(load("basic"), sample_rate=SR, block=block, n_slots=voices, reverb=0.0)
+    for i in range(voices):
+        # notes 28..51 (f0 <= 185 Hz): 64 harmonics stay below 0.98 Nyquist
+        eng.push(eng.time + i, bytes([0x90 | (i % 16), 28 + (i * 5) % 24, 100]))
+    for _ in range(3):
+        eng.render()
+    real = engine_mod.render_voices
+    captured = []
+
+    def spy(*args):
+        captured.append(args)
+        return real(*args)
+    engine_mod.render_voices = spy
+    try:
+        eng.render()
+    finally:
+        engine_mod.render_voices = real
+    if not captured:
+        raise SkipKernel("Engine.render did not call render_voices")
+    if int(np.sum(eng.active)) < voices:
+        raise SkipKernel(f"only {int(np.sum(eng.active))} of {voices} voices active")
+    eng.n_new[:] = 0
+    eng.start_off[:] = 0
+    return list(captured[-1]), real
+
+
+def synth_voice_sample(voices: int):
+    """The synthesis kernel on ``voices`` held low notes; the row gets ``ns_per_voice_sample``."""
+    args, kernel = synth_args(voices)
+    out = args[-2]
+
+    def run():
+        out[:] = 0.0
+        kernel(*args)
+    run()
+    run.voice_samples = voices * args[0]
+    return run
+
+
+def load_synth_module(path: str):
+    """``render_voices`` of another copy of ``rtsynth/dsp/synth.py`` (compiled here, uncached)."""
+    import types
+    src = Path(path).read_text().replace("cache=True", "cache=False")
+    mod = types.ModuleType("synth_baseline")
+    mod.__file__ = str(path)
+    exec(compile(src, str(path), "exec"), mod.__dict__)
+    return mod.render_voices
+
+
+def compare_synth(baseline: str, voices=(8, 32, 64), reps: int = 41, log=print) -> list[dict]:
+    """Time the current kernel and ``baseline``'s on the same state, calls alternating (each on
+    its own copy of the arguments): median ns per voice-sample of both and their ratio."""
+    _one_thread()
+    old = load_synth_module(baseline)
+    rows = []
+    for v in voices:
+        args, new = synth_args(v)
+        a_new = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        a_old = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        ts = {"new": [], "old": []}
+        for fn, a in ((new, a_new), (old, a_old)):
+            for _ in range(3):
+                fn(*a)
+        pc = time.perf_counter_ns
+        for _ in range(reps):
+            for name, fn, a in (("new", new, a_new), ("old", old, a_old)):
+                a[-2][:] = 0.0
+                t0 = pc()
+                fn(*a)
+                ts[name].append(pc() - t0)
+        n = v * args[0]
+        row = {"voices": v, "block": args[0],
+               "new_ns_per_voice_sample": float(np.median(ts["new"])) / n,
+               "old_ns_per_voice_sample": float(np.median(ts["old"])) / n}
+        row["speedup"] = row["old_ns_per_voice_sample"] / row["new_ns_per_voice_sample"]
+        # same sound: one more call of each on identical state
+        b_new = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        b_old = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        new(*b_new)
+        old(*b_old)
+        row["max_abs_diff"] = float(np.max(np.abs(b_new[-2] - b_old[-2])))
+        rows.append(row)
+        if log:
+            log(f"synthesis kernel {v:3d} voices x {args[0]}: new {row['new_ns_per_voice_sample']:7.2f}"
+                f" ns/voice-sample, baseline {row['old_ns_per_voice_sample']:7.2f}"
+                f"  -> {row['speedup']:.2f}x  (max |diff| {row['max_abs_diff']:.1e})")
+    return rows
+
+
 def master_kernel():
     try:
         from rtsynth.dsp.effects import MasterState
@@ -260,6 +365,9 @@ def kernels(quick: bool = False) -> list[tuple[str, object]]:
         out.append((f"oscillator bank {v} voices x {BLOCK}", lambda v=v: synth_kernel(v, "harm")))
         out.append((f"noise filter {v} voices x {BLOCK}", lambda v=v: synth_kernel(v, "noise")))
         out.append((f"harmonic+noise {v} voices x {BLOCK}", lambda v=v: synth_kernel(v, "both")))
+    for v in ([8, 32, 64] if not quick else [32]):
+        out.append((f"synthesis kernel {v} voices x {SYNTH_BLOCK}, all harmonics",
+                    lambda v=v: synth_voice_sample(v)))
     out.append((f"master chain (reverb, DC, limiter) {BLOCK}", master_kernel))
     for v in voices:
         out.append((f"engine block basic {v} voices", lambda v=v: engine_block(v, "basic")))
@@ -280,13 +388,18 @@ def run_all(quick: bool = False, pattern: str | None = None, min_time: float | N
             fn = factory()
             row.update(measure(fn, min_time=min_time or (0.3 if quick else 1.0)))
             row["block_share"] = row["median_ms"] / BUDGET_MS
+            if getattr(fn, "voice_samples", None):
+                row["ns_per_voice_sample"] = row["median_ms"] * 1e6 / fn.voice_samples
         except SkipKernel as e:
             row["skipped"] = str(e)
         except Exception as e:  # noqa: BLE001 - report and go on
             row["error"] = f"{type(e).__name__}: {e}"
         rows.append(row)
         if log:
-            if "median_ms" in row:
+            if "ns_per_voice_sample" in row:
+                log(f"{name:48s} median {row['median_ms']:8.4f} ms  p99 {row['p99_ms']:8.4f} ms"
+                    f"  ({row['ns_per_voice_sample']:6.2f} ns per voice-sample)")
+            elif "median_ms" in row:
                 log(f"{name:48s} median {row['median_ms']:8.4f} ms  p99 {row['p99_ms']:8.4f} ms"
                     f"  ({100 * row['block_share']:5.1f}% of a {BLOCK}-frame block)")
             else:
@@ -301,8 +414,14 @@ def main(argv=None) -> int:
     ap.add_argument("-k", default=None, help="only kernels whose name contains this")
     ap.add_argument("--min-time", type=float, default=None, help="seconds of timing per kernel")
     ap.add_argument("--json", default=None, help="write the rows to this JSON file")
+    ap.add_argument("--synth-baseline", default=None, metavar="PATH",
+                    help="also time this file's render_voices against the current one, "
+                         "side by side (8/32/64 voices, 2048-frame blocks)")
     a = ap.parse_args(argv)
     rows = run_all(a.quick, a.k, a.min_time)
+    if a.synth_baseline:
+        rows += [{"kernel": "synthesis kernel vs baseline", **r}
+                 for r in compare_synth(a.synth_baseline)]
     if a.json:
         meta = {"machine": platform.machine(), "cpus": os.cpu_count(),
                 "python": platform.python_version(), "block": BLOCK, "sample_rate": SR,
