@@ -763,6 +763,9 @@ class OfflineEngine(Engine):
         self._steppers = None
         if self._multi_frame and hasattr(inst, "steppers"):
             self._steppers = inst.steppers(2)
+            if len(self._steppers) < 2:
+                self._steppers = None
+                return
             M = self.max_rows
             F = inst.n_features
             self._bf = [np.zeros((M, F), np.float32) for _ in range(2)]

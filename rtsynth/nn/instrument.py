@@ -88,8 +88,12 @@ class NeuralInstrument(StreamingInstrument):
     def steppers(self, k: int) -> list:
         """``k`` step functions (same signature as :meth:`step`) over this instrument's state,
         each with its own work buffers: they may run at the same time from ``k`` threads on
-        disjoint sets of slots. The first is :meth:`step` itself."""
+        disjoint sets of slots. The first is :meth:`step` itself. Only one for a recurrent
+        decoder: its multi-frame step runs one small recurrence per frame, bound by Python
+        overhead (the GIL), so two threads only halve its batches."""
         out = [self.step]
+        if self.arch["backbone"] == "gru":
+            return out
         for _ in range(k - 1):
             out.append(_Stepper(self, self._fast.fork()).step)
         return out
