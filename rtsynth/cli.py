@@ -83,7 +83,7 @@ def cmd_play(args) -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
     sync = _play_mode(args, driver_name)
-    player = Player(engine, ahead=args.ahead or 1, sync=sync,
+    player = Player(engine, ahead=1 if args.ahead is None else args.ahead, sync=sync,
                     host_margin=0 if driver_name == "jack" else block)
     player.prefill()
     midi_inputs = None
@@ -162,9 +162,8 @@ def _play_mode(args, driver_name: str) -> bool:
     if args.sync and (args.buffered or args.ahead is not None):
         raise UserError("--sync renders in the callback; --buffered/--ahead render ahead: "
                         "choose one")
-    if args.ahead is not None and args.ahead < 1:
-        raise UserError("--ahead must be at least 1 (for the lowest latency under JACK, use "
-                        "--sync)")
+    if args.ahead is not None and args.ahead < 0:
+        raise UserError("--ahead must be 0 or more")
     if args.sync and driver_name != "jack":
         raise UserError("--sync needs the JACK driver (a JACK server must be running)")
     if args.sync:
@@ -345,8 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jack-connect", action="store_true",
                    help="connect the outputs to the system playback ports (JACK)")
     p.add_argument("--ahead", type=int, default=None,
-                   help="render this many blocks ahead into a ring, at least 1 (latency = "
-                        "(1+ahead) blocks; implies --buffered; default 1)")
+                   help="render this many blocks ahead into a ring (latency = (1+ahead) "
+                        "blocks; implies --buffered; default 1; 0: one block of latency, the "
+                        "generator has one period per block)")
     p.add_argument("--sync", action="store_true",
                    help="JACK: render inside the process callback; no added latency (MIDI sounds "
                         "at its exact frame in the same period), but no margin against a slow "

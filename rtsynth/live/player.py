@@ -10,7 +10,13 @@ Real-time rules (DESIGN.md), as they apply here:
   the host clock and mapped onto the stream's frames through the last callback's time.
 - The generator keeps ``(1 + ahead)`` blocks rendered beyond what the device has taken. An event
   received at frame ``F`` is scheduled at ``F + latency``, ``latency = (1 + ahead) * block``:
-  constant latency, no jitter.
+  constant latency, no jitter. ``ahead = 0`` (latency one block: the generator renders the next
+  block while the device plays this one, with a whole period for it) is the lowest latency a
+  thread apart from the callback can give.
+- A callback that finds the ring short (an underrun) plays silence and takes nothing: the stream
+  pauses and goes on where it was. Latency stays the same (MIDI is placed relative to what the
+  device has taken) and the generator never has to render blocks that were already due, so one
+  slow block costs one gap, not a chase. Cycles the server skips (its xruns) pause it the same way.
 - Sync mode (JACK) renders in the process callback instead: latency 0. A block that ends after
   its period (the server then reports an xrun) is counted as an underrun (``late_blocks``).
 - After a gap (a ring underrun, or a late block in sync mode) the next block fades in over
@@ -73,8 +79,9 @@ class Player:
         self.underrun_frames = 0
         self.callbacks = 0
         self.xruns = 0             # reported by the audio server (JACK)
-        self.clock_base: int | None = None
-        self.skipped_frames = 0    # frames the server skipped (xruns), skipped in the ring too
+        self._cycle_clock: int | None = None     # server clock at this cycle's first frame
+        self._next_clock: int | None = None      # ... and where the next cycle should start
+        self.skipped_frames = 0    # frames the server skipped (its xruns); the ring pauses
         self.midi_in: deque = deque()        # (engine sample, bytes) from any thread
         self.last_cb_time = 0.0    # host clock at the last callback
         self.last_cb_frame = 0     # its first frame, in engine time
@@ -103,21 +110,22 @@ class Player:
     def begin_cycle(self, clock: int | None = None, used_frames: int = 0) -> None:
         """Start of an audio cycle, before its MIDI is read. Audio callback only.
 
-        ``clock``: the server's frame counter at this cycle's first frame (JACK), which locks the
-        stream's frames to the server's: after a cycle the server skipped (an xrun), the frames
-        it skipped are skipped in the ring too, so latency stays what it was. ``used_frames``:
-        how much of the period was gone when the callback began (sync mode's deadline).
+        ``clock``: the server's frame counter at this cycle's first frame (JACK). Cycles the
+        server skipped (its xruns) are counted in ``skipped_frames``; the ring does not skip
+        them: the stream pauses and goes on where it was (faded in), as after an underrun, so
+        the generator never has to catch up with blocks that were already due. Latency stays
+        what it was: MIDI is placed relative to what the device has taken (``r``), not to the
+        server's clock. ``used_frames``: how much of the period was gone when the callback
+        began (sync mode's deadline).
         """
         self._cycle_used = used_frames / self.engine.sr
-        if clock is not None and not self.sync:
-            if self.clock_base is None:
-                self.clock_base = clock - self.r
-            else:
-                expected = (clock - self.clock_base) & 0xFFFFFFFF
-                if expected > self.r and expected - self.r < (1 << 30):
-                    self.skipped_frames += expected - self.r
-                    self.r = expected
+        if clock is not None:
+            if self._next_clock is not None:
+                gap = (clock - self._next_clock) & 0xFFFFFFFF
+                if 0 < gap < (1 << 30):
+                    self.skipped_frames += gap
                     self._gap = True
+            self._cycle_clock = clock
         self.last_cb_frame = self.r if not self.sync else self.w
         self.last_cb_time = time.perf_counter()
 
@@ -129,6 +137,8 @@ class Player:
         """
         r = self.r
         self.callbacks += 1
+        if self._cycle_clock is not None:
+            self._next_clock = (self._cycle_clock + frames) & 0xFFFFFFFF
         if self.w - r >= frames:
             i = r & (self.cap - 1)
             k = min(frames, self.cap - i)              # frames before the ring wraps
@@ -165,6 +175,8 @@ class Player:
         q = self.midi_in
         t = time.perf_counter()
         self.callbacks += 1
+        if self._cycle_clock is not None:
+            self._next_clock = (self._cycle_clock + frames) & 0xFFFFFFFF
         while q:
             when, data = q.popleft()
             eng.push(when, data)
