@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from .midi.messages import RTMIDI_APIS
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NO_DEVICE = 3
@@ -33,8 +35,11 @@ def _realtime_setup() -> None:
     sys.setswitchinterval(0.0005)
 
 
-def _make_engine(args, block: int, device_rate: int | None = None):
-    from .engine import Engine
+def _make_engine(args, block: int | None, device_rate: int | None = None,
+                 offline: bool = False):
+    """The engine for ``play`` (``block`` frames per callback) or, ``offline``, for ``render``
+    (big blocks, every frame of a block in one model call, voices over two threads; the same
+    samples)."""
     from .instruments import BasicInstrument, load_instrument
 
     inst = load_instrument(args.instrument)   # neural instruments set torch to one thread
@@ -44,8 +49,13 @@ def _make_engine(args, block: int, device_rate: int | None = None):
     if args.sample_rate and args.sample_rate != inst.sample_rate:
         raise UserError(f"instrument {inst.name!r} is trained at {inst.sample_rate} Hz; "
                         f"-r {args.sample_rate} is not supported for it")
-    return Engine(inst, sample_rate=inst.sample_rate, block=block, n_slots=args.polyphony,
-                  gain=args.gain, reverb=args.reverb, timbre_cc=args.timbre_cc)
+    kw = dict(sample_rate=inst.sample_rate, n_slots=args.polyphony, gain=args.gain,
+              reverb=args.reverb, timbre_cc=args.timbre_cc)
+    if offline:
+        from .render import offline_engine
+        return offline_engine(inst, block=block, **kw)
+    from .engine import Engine
+    return Engine(inst, block=block, **kw)
 
 
 # --------------------------------------------------------------------------- play
@@ -83,7 +93,8 @@ def cmd_play(args) -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
     sync = _play_mode(args, driver_name)
-    player = Player(engine, ahead=1 if args.ahead is None else args.ahead, sync=sync,
+    ahead, ahead_max = _ahead(args.ahead, driver_name)
+    player = Player(engine, ahead=ahead, ahead_max=ahead_max, sync=sync,
                     host_margin=0 if driver_name == "jack" else block)
     player.prefill()
     midi_inputs = None
@@ -126,8 +137,13 @@ def cmd_play(args) -> int:
     if midi_inputs is not None:
         for n in midi_inputs.names:
             print(f"rtsynth: MIDI input {n}", flush=True)
-    mode = ("sync: rendered in the JACK callback" if player.sync else
-            f"buffered: {1 + player.ahead} blocks rendered ahead")
+    if player.sync:
+        mode = "sync: rendered in the JACK callback"
+    else:
+        n = 1 + player.ahead
+        mode = f"buffered: {n} block{'s' if n > 1 else ''} rendered ahead"
+        if player.ahead_max > player.ahead:
+            mode += f", one more after each underrun up to {1 + player.ahead_max}"
     print(f"rtsynth: latency MIDI->audio {lat} frames ({lat / sr * 1e3:.2f} ms, {mode}) + "
           f"device output {dev_lat} frames ({dev_lat / sr * 1e3:.2f} ms); start-up "
           f"{time.perf_counter() - t_start:.2f} s. Ctrl-C stops.", flush=True)
@@ -162,8 +178,6 @@ def _play_mode(args, driver_name: str) -> bool:
     if args.sync and (args.buffered or args.ahead is not None):
         raise UserError("--sync renders in the callback; --buffered/--ahead render ahead: "
                         "choose one")
-    if args.ahead is not None and args.ahead < 0:
-        raise UserError("--ahead must be 0 or more")
     if args.sync and driver_name != "jack":
         raise UserError("--sync needs the JACK driver (a JACK server must be running)")
     if args.sync:
@@ -175,6 +189,24 @@ def _play_mode(args, driver_name: str) -> bool:
 
 #: JACK's default mode: render in the process callback (see `rtsynth play --help`)
 SYNC_DEFAULT_JACK = False
+#: ``--ahead auto`` (JACK's default): start one block ahead of the device (latency one block) and
+#: render one more block ahead after each underrun, up to this many
+AUTO_AHEAD_MAX = 2
+
+
+def _ahead(value: str | None, driver_name: str) -> tuple[int, int]:
+    """``--ahead`` -> (blocks rendered ahead at the start, the most after underruns)."""
+    if value is None:
+        value = "auto" if driver_name == "jack" else "1"
+    if value == "auto":
+        return 0, AUTO_AHEAD_MAX
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise UserError(f"--ahead takes a number of blocks (0 or more) or 'auto', not {value!r}")
+    return n, n
 
 
 def _summary_line(st: dict) -> str:
@@ -182,7 +214,8 @@ def _summary_line(st: dict) -> str:
     late = f" ({st['late_blocks']} late blocks)" if st.get("late_blocks") else ""
     return (f"underruns {st['underruns']}{late} in {st['callbacks']} callbacks, server xruns "
             f"{st['xruns']}, generator per block median {st['gen_ms_median']:.3f} ms, p99 "
-            f"{st['gen_ms_p99']:.3f} ms, max {st['gen_ms_max']:.3f} ms")
+            f"{st['gen_ms_p99']:.3f} ms, max {st['gen_ms_max']:.3f} ms; latency "
+            f"{st['latency_frames']} frames")
 
 
 class _Status:
@@ -195,6 +228,7 @@ class _Status:
         self.t0 = time.monotonic()
         self.last_t = self.t0
         self.last_n = player.underruns
+        self.last_latency = player.latency_frames
         self.blocks_per_s = max(1, int(sr / block))
 
     def tick(self, now: float) -> None:
@@ -203,9 +237,14 @@ class _Status:
         if n == self.last_n or now - self.last_t < self.interval:
             return
         s = p.summary(last_blocks=int(self.blocks_per_s * (now - self.last_t)) + 1)
+        lat = ""
+        if p.latency_frames != self.last_latency:
+            self.last_latency = p.latency_frames
+            lat = (f"; latency now {p.latency_frames * 1e3 / p.engine.sr:.2f} ms "
+                   f"({1 + p.ahead} blocks ahead)")
         print(f"rtsynth: underruns {n} (+{n - self.last_n} in {now - self.last_t:.1f} s), "
               f"server xruns {s['xruns']}, generator per block p99 {s['gen_ms_p99']:.2f} ms, "
-              f"max {s['gen_ms_max']:.2f} ms (period {1e3 / self.blocks_per_s:.2f} ms)",
+              f"max {s['gen_ms_max']:.2f} ms (period {1e3 / self.blocks_per_s:.2f} ms){lat}",
               file=sys.stderr, flush=True)
         self.last_t, self.last_n = now, n
 
@@ -216,12 +255,10 @@ class _Status:
 
 # ------------------------------------------------------------------------- render
 def cmd_render(args) -> int:
-    from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn)
-
-    from .render import demo_events, read_midi_events, realtime_factor, render_events, write_audio
+    from .render import (SOUND_FORMATS, demo_events, read_midi_events, realtime_factor,
+                         render_to_file)
 
     out = Path(args.output)
-    from .render import SOUND_FORMATS
     if out.suffix.lower() not in SOUND_FORMATS:
         raise UserError(f"cannot write {out.name}: the output must end in one of "
                         + ", ".join(SOUND_FORMATS))
@@ -231,22 +268,22 @@ def cmd_render(args) -> int:
         raise UserError("give a MIDI file to render, or --demo")
     else:
         events = read_midi_events(args.midi)
-    engine = _make_engine(args, args.block or 2048)   # the block size does not change the output
+    engine = _make_engine(args, args.block, offline=True)   # any block: the same samples
     t0 = time.perf_counter()
-    quiet = args.quiet or not sys.stderr.isatty()
-    with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), disable=quiet, transient=True) as prog:
-        task = prog.add_task("render", total=1)
-
-        def progress(done, total):
-            prog.update(task, completed=done, total=total)
-
-        audio = render_events(engine, events, tail=args.tail, progress=progress)
+    if args.quiet or not sys.stderr.isatty():
+        frames, peak = render_to_file(engine, events, out, tail=args.tail)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), transient=True) as prog:
+            task = prog.add_task("render", total=1)
+            frames, peak = render_to_file(
+                engine, events, out, tail=args.tail,
+                progress=lambda done, total: prog.update(task, completed=done, total=total))
     took = time.perf_counter() - t0
-    write_audio(out, audio, engine.sr)
-    rtf = realtime_factor(len(audio), engine.sr, took)
-    print(f"rtsynth: wrote {out} ({len(audio) / engine.sr:.2f} s, {engine.inst.name}) in "
-          f"{took:.2f} s: {rtf:.1f}x real time; peak {20 * _log10(abs(audio).max()):.1f} dBFS")
+    rtf = realtime_factor(frames, engine.sr, took)
+    print(f"rtsynth: wrote {out} ({frames / engine.sr:.2f} s, {engine.inst.name}) in "
+          f"{took:.2f} s: {rtf:.1f}x real time; peak {20 * _log10(peak):.1f} dBFS")
     return 0
 
 
@@ -335,18 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-a", "--audio-device", default=None,
                    help="audio output device: name substring (case-insensitive) or index")
     p.add_argument("-m", "--midi-api", default=None,
-                   help="MIDI API for hardware inputs: " + ", ".join(
-                       __import__("rtsynth.live.drivers", fromlist=["x"]).RTMIDI_APIS))
+                   help="MIDI API for hardware inputs: " + ", ".join(RTMIDI_APIS))
     p.add_argument("--midi-port", action="append", default=None,
                    help="MIDI input port to open (substring; repeatable; default: all)")
     p.add_argument("--no-hw-midi", action="store_true",
                    help="open only the virtual MIDI input port")
     p.add_argument("-j", "--jack-connect", action="store_true",
                    help="connect the outputs to the system playback ports (JACK)")
-    p.add_argument("--ahead", type=int, default=None,
-                   help="render this many blocks ahead into a ring (latency = (1+ahead) "
-                        "blocks; implies --buffered; default 1; 0: one block of latency, the "
-                        "generator has one period per block)")
+    p.add_argument("--ahead", default=None, metavar="N|auto",
+                   help="render N blocks ahead of the device into a ring: latency (1+N) "
+                        "blocks (implies --buffered). 'auto' (JACK's default): start at 0 (one "
+                        f"block of latency) and go one block further ahead after each underrun, "
+                        f"up to {AUTO_AHEAD_MAX}. PortAudio's default: 1")
     p.add_argument("--sync", action="store_true",
                    help="JACK: render inside the process callback; no added latency (MIDI sounds "
                         "at its exact frame in the same period), but no margin against a slow "

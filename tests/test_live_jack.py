@@ -63,7 +63,7 @@ def test_ports_belong_to_one_client_named_rtsynth(wired):
 
 def test_notes_sound_in_order_at_pitch_with_constant_latency(wired):
     rig, proc, _, latency = wired
-    assert latency == 2 * PERIOD          # default: one block rendered ahead
+    assert latency == PERIOD              # default (--ahead auto): one block of latency
     pitches = [48, 55, 60, 64, 67, 72, 76, 81, 57, 62, 69, 74]
     spacing, length = 12000, 8000
     rng = np.random.default_rng(1)

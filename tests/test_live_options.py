@@ -206,11 +206,19 @@ def test_play_mode_selection():
     assert mode("--sync") is True
     assert mode("--buffered") is False and mode("--ahead", "2") is False
     assert mode(driver="portaudio") is False
-    for bad in (("--sync", "--buffered"), ("--sync", "--ahead", "1"), ("--ahead", "-1")):
+    for bad in (("--sync", "--buffered"), ("--sync", "--ahead", "1")):
         with pytest.raises(UserError):
             mode(*bad)
     with pytest.raises(UserError):
         mode("--sync", driver="portaudio")
+    # --ahead: blocks rendered ahead at the start, and the most after underruns
+    from rtsynth.cli import AUTO_AHEAD_MAX, _ahead
+    assert _ahead(None, "jack") == (0, AUTO_AHEAD_MAX) == _ahead("auto", "portaudio")
+    assert _ahead(None, "portaudio") == (1, 1) and _ahead("2", "jack") == (2, 2)
+    assert _ahead("0", "jack") == (0, 0)
+    for bad in ("-1", "fast", "1.5"):
+        with pytest.raises(UserError, match="--ahead"):
+            _ahead(bad, "jack")
 
 
 def test_buffered_mode_latency_on_jack(jack_server):
@@ -258,3 +266,41 @@ def test_ahead_zero_latency_one_block_and_a_slow_block_costs_one_gap(jack_server
     late = lat[~on_time] - base
     assert on_time.mean() >= 0.75, lat
     assert np.all((late > 0) & (late <= 2 * period + 2)), lat
+
+
+def test_ahead_auto_goes_one_block_further_after_each_underrun(jack_server, jack_rig, tmp_path):
+    """The default on JACK (--ahead auto): one block of latency until the first underrun. The
+    generator stalls 6 ms every 150 blocks: one block in hand (2.67 ms + a period) is not enough,
+    so each of the first two stalls costs a gap and one more block of latency; with three blocks
+    the stalls no longer reach the output. Notes played afterwards come exactly three blocks (plus
+    the attack) after their frames: constant again."""
+    import json
+    from rtsynth.testing.jackrig import detect_onsets
+    stats = tmp_path / "st.json"
+    period = 128
+    with _stalling(jack_server, "150:6", "--reverb", "0", "--stats-json", str(stats)) as p:
+        line = next(l for _, l in p.lines if "latency MIDI->audio" in l)
+        assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
+        assert "one more after each underrun up to 3" in line
+        wait_for_ports(jack_rig.rx, r"^rtsynth$", midi=True, is_input=True)
+        time.sleep(1.5)                     # the first stalls come within 0.8 s
+        jack_rig.connect_midi("rtsynth:midi_in")
+        jack_rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
+        rng = np.random.default_rng(4)
+        events = []
+        for k in range(30):
+            t = k * 4800 + int(rng.integers(period))
+            events += [(t, bytes([0x90, 69, 100])), (t + 2400, bytes([0xB0, 120, 0]))]
+        res = jack_rig.run(events, 30 * 4800 + 4800)
+        jack_rig.disconnect_all()
+        assert p.stop() == 0
+    st = json.loads(stats.read_text())
+    assert st["latency_raises"] == 2 and st["latency_frames"] == 3 * period, st
+    assert st["blocks"] // 150 >= 6
+    assert 2 <= st["underruns"] <= 2 + st["xruns"], st
+    assert "latency now 8.00 ms (3 blocks ahead)" in p.output or \
+        "latency now 5.33 ms (2 blocks ahead)" in p.output, p.output
+    assert p.output.splitlines()[-1].endswith(f"latency {3 * period} frames")
+    lat = detect_onsets(res.audio, res.event_frames[0::2], threshold=1e-4, rel=4.0)
+    assert np.all(lat >= 3 * period), lat
+    assert np.all(np.abs(lat - np.median(lat)) <= 2) and np.median(lat) < 3 * period + 64, lat

@@ -170,8 +170,7 @@ class JackDriver:
 
 
 # ---------------------------------------------------------------------- rtmidi (any API)
-RTMIDI_APIS = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK", "coremidi": "API_MACOSX_CORE",
-               "winmm": "API_WINDOWS_MM", "webmidi": "API_WEB_MIDI_API"}
+from ..midi.messages import RTMIDI_APIS  # noqa: E402  (names for --midi-api)
 
 
 def rtmidi_api(name: str | None) -> int:

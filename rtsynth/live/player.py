@@ -58,10 +58,15 @@ class Player:
     """Owns the ring, the generator thread and the counters of one live stream."""
 
     def __init__(self, engine: Engine, ahead: int = 1, host_margin: int = 0,
-                 stats_capacity: int = 1 << 20, sync: bool = False):
+                 stats_capacity: int = 1 << 20, sync: bool = False,
+                 ahead_max: int | None = None):
         self.engine = engine
         self.block = engine.block
         self.ahead = int(ahead)
+        #: adaptive: each underrun renders one block more ahead, up to ``ahead_max`` (the gap
+        #: is there already; the next slow block then finds a block in hand)
+        self.ahead_max = max(self.ahead, int(ahead_max if ahead_max is not None else ahead))
+        self.latency_raises = 0
         #: render inside the audio callback (JACK): no added latency, no safety margin
         self.sync = bool(sync)
         self.fill_target = 0 if self.sync else (1 + self.ahead) * self.block
@@ -69,7 +74,7 @@ class Player:
         self.host_margin = int(host_margin)
         self.latency_frames = self.fill_target
         cap = 1
-        while cap < self.fill_target + 4 * self.block:
+        while cap < (1 + self.ahead_max) * self.block + 4 * self.block:
             cap <<= 1
         self.cap = cap
         self.ring = np.zeros((2, cap), np.float32)
@@ -158,6 +163,11 @@ class Player:
             self.underruns += 1
             self.underrun_frames += frames
             self._gap = True
+            if self.ahead < self.ahead_max and not self.sync:
+                self.ahead += 1
+                self.fill_target += self.block
+                self.latency_frames += self.block
+                self.latency_raises += 1
         self._last[0] = left[frames - 1]
         self._last[1] = right[frames - 1]
         try:
@@ -320,6 +330,7 @@ class Player:
         else:
             gen = (0.0, 0.0, 0.0)
         return {"underruns": int(self.underruns), "late_blocks": int(self.late_blocks),
+                "latency_frames": int(self.latency_frames),
                 "callbacks": int(self.callbacks), "xruns": int(self.xruns),
                 "gen_ms_median": gen[0], "gen_ms_p99": gen[1], "gen_ms_max": gen[2]}
 
@@ -333,7 +344,9 @@ class Player:
             "blocks": int(self.blocks),
             "block": int(self.block),
             "sample_rate": int(self.engine.sr),
-            "latency_frames": int(self.latency_frames),
+            "latency_raises": int(self.latency_raises),
+            "ahead": int(self.ahead),
+            "ahead_max": int(self.ahead_max),
             "sync": self.sync,
             "generator_realtime": self.realtime,
             "gen_ms": [round(float(x), 4) for x in self.gen_ms[:n]],

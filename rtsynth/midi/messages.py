@@ -46,3 +46,9 @@ def parse_message(data: bytes | bytearray | list[int] | tuple[int, ...]
         status = 0x80 | (status & 0x0F)
         d2 = 64
     return status, d1, d2
+
+
+#: ``--midi-api`` names -> python-rtmidi API constants (here, so the CLI can list them without
+#: importing the live drivers)
+RTMIDI_APIS = {"alsa": "API_LINUX_ALSA", "jack": "API_UNIX_JACK", "coremidi": "API_MACOSX_CORE",
+               "winmm": "API_WINDOWS_MM", "webmidi": "API_WEB_MIDI_API"}
