@@ -84,6 +84,8 @@ class BasicInstrument(StreamingInstrument):
 
     name = "basic"
     description = "built-in harmonic + noise DSP instrument (no neural network)"
+    #: each frame depends on its own features only: any number of a voice's frames per call
+    multi_frame = True
 
     def __init__(self, sample_rate: int = spec.SAMPLE_RATE):
         self.sample_rate = sample_rate

@@ -59,7 +59,8 @@ def gru_blend(z, ng, h, hv, slots):  # pragma: no cover - compiled
 def cnn_ring(flat, h, slots, pos, rows_per_slot, base, ring, off, cat):  # pragma: no cover
     """One CNN layer's cache: write the layer input ``h`` (frame ``pos``) into each slot's ring
     (``ring`` rows from row ``slot * rows_per_slot + base`` of ``flat``), then gather the taps,
-    frames ``pos - off[j]``, into ``cat [n, k, C]``."""
+    frames ``pos - off[j]``, into ``cat [n, k, C]``. A tap before the voice's first frame
+    (``pos < off[j]``) is zero: a fresh voice has zero history without its ring being cleared."""
     n, C = h.shape
     k = off.shape[0]
     for r in range(n):
@@ -68,9 +69,13 @@ def cnn_ring(flat, h, slots, pos, rows_per_slot, base, ring, off, cat):  # pragm
         for c in range(C):
             flat[w, c] = h[r, c]
         for j in range(k):
-            src = row0 + (pos[r] - off[j]) % ring
-            for c in range(C):
-                cat[r, j, c] = flat[src, c]
+            if pos[r] < off[j]:
+                for c in range(C):
+                    cat[r, j, c] = 0.0
+            else:
+                src = row0 + (pos[r] - off[j]) % ring
+                for c in range(C):
+                    cat[r, j, c] = flat[src, c]
 
 
 @_jit
