@@ -286,3 +286,32 @@ def test_multi_frame_batches_rounds_with_the_same_output(name):
     assert np.max(np.abs(small - ref)) <= 1e-5
     assert len(calls_n) * 4 < len(calls_1)       # ~10 rounds per 2048-frame block, batched
     assert max(calls_n) > 3                      # frames of several voices and rounds per call
+
+
+def test_a_chord_in_one_block_takes_free_slots_then_steals_in_order():
+    """Note-ons of one block start together (one kernel call) with the same rules as one by one:
+    free slots first, then the quietest released voice; the same key again releases its held
+    voice first; a stolen voice fades out in a fade slot."""
+    inst = ConstantInstrument(np.full(spec.N_HARMONICS, 0.001, np.float32))
+    e = Engine(inst, block=128, n_slots=4, n_fade=2)
+    e.push(0, (0x90, 60, 100))
+    e.push(0, (0x90, 62, 100))
+    e.push(10, (0x80, 62, 0))
+    render(e, blocks=1)                    # 62 is released, still sounding
+    assert e.active_voices == 2 and e.stats["steals"] == 0
+    t = e.time + 5
+    for n in (64, 65, 67, 60):              # 64, 65: free; 67 steals 62 (released); 60 again
+        e.push(t, (0x90, n, 90))
+    out = render(e, blocks=1)
+    assert sorted(e.note[:4].astype(int)) == [60, 64, 65, 67]
+    assert e.stats["steals"] == 2          # 62, then the old 60 (released by the new 60)
+    fades = np.flatnonzero(e.active[4:])
+    # in order: 67 took the released 62 (fade slot 4), then the new 60 took the old one
+    assert len(fades) == 2 and e.note[4] == 62 and e.note[5] == 60
+    assert np.all(e.frozen[4 + fades] == 1) and np.all(np.isfinite(out))
+    # every new voice starts at the chord's frame, fresh
+    new = [int(np.flatnonzero((e.note[:4] == n) & (e.active[:4] != 0))[0]) for n in (64, 65, 67, 60)]
+    assert np.all(e.vpos[new] == 128 - 5) and np.all(e.released_at[new] == np.iinfo(np.int64).max // 4)
+    assert e.age[new].tolist() == sorted(e.age[new].tolist())
+    render(e, blocks=4)
+    assert not e.active[4:].any()          # the fades ended (4 ms)

@@ -59,7 +59,7 @@ def test_offline_engine_matches_the_live_engine(name, block, threads):
 def test_offline_engine_with_steals_matches_the_engine_at_its_block(name, block):
     """Steals (6 slots, 2 fade slots) and kills: the same samples as the live engine at the
     same block size. (A stolen voice is frozen from the start of the block that steals it, in
-    both: that part depends on the block size, see ``Engine._fade_copy``.)"""
+    both: that part depends on the block size, see ``engine._start_voices``.)"""
     ref, live = _render(Engine(_inst(name), block=block, n_slots=6, n_fade=2))
     got, off = _render(OfflineEngine(_inst(name), block=block, threads=2, n_slots=6, n_fade=2))
     off.close()
