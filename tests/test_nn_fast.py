@@ -133,7 +133,7 @@ def _replay(inst, rec, frames, check_noise=True):
             np.testing.assert_allclose(g, g0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["flute-gru", "flute", "morph", "flute-attention"])
+@pytest.mark.parametrize("name", ["flute-gru", "flute", "flute-lite", "morph", "flute-attention"])
 def test_shipped_model_torch_free_equals_torch(name):
     inst, dec = _shipped(name)
     n_slots, n_frames = 8, 300
@@ -173,7 +173,7 @@ def test_shipped_model_torch_free_equals_torch(name):
     _replay(inst, rec, range(5), check_noise=False)
 
 
-@pytest.mark.parametrize("name", ["flute", "flute-attention"])
+@pytest.mark.parametrize("name", ["flute", "flute-lite", "flute-attention"])
 def test_render_note_equals_torch_forward(name):
     inst, dec = _shipped(name)
     f = spec.note_features(300, 64.0, 90, 200 * spec.HOP)
