@@ -166,21 +166,21 @@ def test_play_options_reach_rtsynth(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "rtsynth.bench.cli", "--private-server", "--no-peer", "-i",
            "basic", "--rows", "latency", "--blocks", "128", "--notes", "10", "--no-plot",
-           "--play-arg=--gain=0.4", "--variant=--buffered", "--variant=--sync", "-o", str(out)]
+           "--play-arg=--gain=0.4", "--variant=--ahead=1", "--variant=--sync", "-o", str(out)]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads((out / "bench.json").read_text())
     assert res["meta"]["play_args"] == ["--gain=0.4"]
-    assert res["meta"]["variants"] == [["--buffered"], ["--sync"]]
-    buf, syn = res["synths"]["rtsynth basic [--buffered]"], res["synths"]["rtsynth basic [--sync]"]
-    assert buf["play_args"] == ["--gain=0.4", "--buffered"]
+    assert res["meta"]["variants"] == [["--ahead=1"], ["--sync"]]
+    buf, syn = res["synths"]["rtsynth basic [--ahead=1]"], res["synths"]["rtsynth basic [--sync]"]
+    assert buf["play_args"] == ["--gain=0.4", "--ahead=1"]
     assert syn["play_args"] == ["--gain=0.4", "--sync"]
     assert buf["play_stats"]["128"]["sync"] is False
     assert buf["play_stats"]["128"]["latency_frames"] == 256
     assert syn["play_stats"]["128"]["sync"] is True
     assert syn["latency"]["128"]["median"] < 128 <= 256 <= buf["latency"]["128"]["median"]
     head = r.stdout.replace("\n", " ")
-    assert "rtsynth play --gain=0.4" in head and "variants: --buffered, --sync" in head
+    assert "rtsynth play --gain=0.4" in head and "variants: --ahead=1, --sync" in head
 
 
 def test_sync_shorthand_and_play_arg():
@@ -196,3 +196,21 @@ def test_sync_shorthand_and_play_arg():
     assert spec.cmd[-3:] == ["--reverb=0", "-g0.3", "--sync"] and spec.label == "rtsynth basic"
     assert report.heading_play_args({"play_args": play_args(a)}) == \
         "; rtsynth play --reverb=0 -g0.3 --sync"
+
+
+def test_held_row_counts_dropouts_and_records_the_latency_it_ended_with():
+    """The dropout row: own underruns + blamed xruns (a late block in sync mode once), and, for
+    --ahead auto, the latency the process ended with (it goes up one block per underrun)."""
+    from rtsynth.bench.measure import finish_held
+    row = finish_held({"block": 128, "gaps": 1, "client_xruns": 0},
+                      {"underruns": 1, "late_blocks": 0, "latency_frames": 256,
+                       "latency_raises": 1, "sample_rate": 48000, "gen_ms": [0.5, 0.7, 2.9]})
+    assert row["dropouts"] == 1 and row["latency_raises"] == 1
+    assert row["latency_frames_end"] == 256 and abs(row["latency_ms_end"] - 5.3333) < 1e-3
+    assert row["gen_ms"]["max"] == 2.9
+    sync = finish_held({"block": 128, "gaps": 0, "client_xruns": 3},
+                       {"underruns": 2, "late_blocks": 2, "latency_frames": 0})
+    assert sync["dropouts"] == 3            # 2 late blocks are 2 of the 3 blamed xruns
+    header, rows = report.table_rows({"meta": {"blocks": [128]}, "ratios": {},
+                                      "synths": {"rtsynth x": {"load": row}}})
+    assert ["  latency at the end of it", "5.33 ms (1 raises)"] in rows

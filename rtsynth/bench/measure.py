@@ -180,6 +180,12 @@ def finish_held(row: dict, stats: dict | None) -> dict:
         # sync mode: a block that ends after its period is an underrun of its own counter and
         # the xrun the server blames on it; counted once
         row["late_blocks"] = int(stats.get("late_blocks", 0))
+        # --ahead auto renders further ahead after an underrun: the latency it ended with
+        if "latency_frames" in stats:
+            row["latency_frames_end"] = int(stats["latency_frames"])
+            row["latency_ms_end"] = 1e3 * row["latency_frames_end"] / stats.get("sample_rate",
+                                                                               48000)
+            row["latency_raises"] = int(stats.get("latency_raises", 0))
         g = np.asarray(stats.get("gen_ms") or [], dtype=np.float64)
         if g.size:
             row["gen_ms"] = {"median": float(np.median(g)), "p99": float(np.percentile(g, 99)),

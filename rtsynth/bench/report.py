@@ -58,6 +58,14 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
         gens.append(f"{g['median']:.2f}/{g['p99']:.2f}/{g['max']:.2f} ms" if g else "-")
     if any(g != "-" for g in gens):
         rows.append(["  generator per block med/p99/max"] + gens + ["-"] * len(ratio_keys))
+    le = []
+    for s in synths:
+        ld = res["synths"][s].get("load") or {}
+        v = ld.get("latency_ms_end")
+        le.append(f"{v:.2f} ms ({ld.get('latency_raises', 0)} raises)"
+                  if v is not None else "-")
+    if any(v != "-" for v in le):
+        rows.append(["  latency at the end of it"] + le + ["-"] * len(ratio_keys))
     dl = []
     for s in synths:
         v = (res["synths"][s].get("load") or {}).get("dsp_load_median")
