@@ -439,6 +439,11 @@ class FastAttentionDecoder(_FeedForwardDecoder):
         self._sc = np.zeros(W, np.float64)
         return D
 
+    def reset(self, slots: np.ndarray) -> None:
+        """A fresh voice: its frame counter goes to 0; the attention reads only the frames the
+        voice has written since (``min(pos + 1, W)``), so its key/value rings need no clearing."""
+        self.pos[slots] = 0
+
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
         n = len(slots)
