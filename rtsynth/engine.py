@@ -659,12 +659,7 @@ class Engine:
         A Numba pass lists, per round ``r``, the voices whose ``r``-th frame in this block starts
         here, with their features; each round is one ``instrument.step`` call.
         """
-        rounds = _plan_frames(n, self.hop, float(self.sr), self.n_slots, self.active,
-                              self.kill_start, self.vpos, self.start_off, self.note, self.chan,
-                              self.velocity, self.released_at, self._bend_arr, self._vib_arr,
-                              self.lfo_w, spec.TAU_FAST, spec.TAU_SLOW, self._p_slots,
-                              self._p_feat, self._p_nf, self._p_toff, self._p_rel,
-                              self._p_count, self.n_new)
+        rounds = self._plan(n)
         multi = rounds > 1 and self._multi_frame
         r = 0
         while r < rounds:
@@ -689,21 +684,34 @@ class Engine:
                     o += m
                 self.inst.step(self._mf[:rows], self._ms[:rows], self._oh[:rows],
                                self._og[:rows])
-            o = 0
-            for i in range(r, q):
-                m = int(self._p_count[i])
-                nk = _store_round(i, m, self._p_slots[i, :m], self._p_nf[i], self._p_rel[i],
-                                  self._p_toff[i], self._oh[o:o + m], self._og[o:o + m],
-                                  self.new_h, self.new_g, self.n_new, self.level, self.hop,
-                                  self.max_release, SILENT_LEVEL, self._k_slot, self._k_off,
-                                  self._k_code, self.kill_start)
-                o += m
-                # a released voice ends at its first silent frame (or after max_release):
-                # decided on the voice's own frame grid, so it does not depend on the block size
-                for j in range(nk):
-                    self._kill(self._k_slot[j:j + 1], int(self._k_off[j]),
-                               0.001 if self._k_code[j] == 1 else 0.05)
+            self._store(r, q)
             r = q
+
+    def _plan(self, n: int) -> int:
+        """List this block's control frames per round (``_p_*``); returns the round count."""
+        return _plan_frames(n, self.hop, float(self.sr), self.n_slots, self.active,
+                            self.kill_start, self.vpos, self.start_off, self.note, self.chan,
+                            self.velocity, self.released_at, self._bend_arr, self._vib_arr,
+                            self.lfo_w, spec.TAU_FAST, spec.TAU_SLOW, self._p_slots,
+                            self._p_feat, self._p_nf, self._p_toff, self._p_rel,
+                            self._p_count, self.n_new)
+
+    def _store(self, r: int, q: int) -> None:
+        """File rounds ``r .. q-1``, whose controls are in ``_oh/_og`` in round order."""
+        o = 0
+        for i in range(r, q):
+            m = int(self._p_count[i])
+            nk = _store_round(i, m, self._p_slots[i, :m], self._p_nf[i], self._p_rel[i],
+                              self._p_toff[i], self._oh[o:o + m], self._og[o:o + m],
+                              self.new_h, self.new_g, self.n_new, self.level, self.hop,
+                              self.max_release, SILENT_LEVEL, self._k_slot, self._k_off,
+                              self._k_code, self.kill_start)
+            o += m
+            # a released voice ends at its first silent frame (or after max_release):
+            # decided on the voice's own frame grid, so it does not depend on the block size
+            for j in range(nk):
+                self._kill(self._k_slot[j:j + 1], int(self._k_off[j]),
+                           0.001 if self._k_code[j] == 1 else 0.05)
 
     def _end_voices(self) -> None:
         """Free the slots of voices whose fade-out ended in this block."""
@@ -894,12 +902,7 @@ class OfflineEngine(Engine):
     def _compute_frames(self, n: int) -> None:
         if self._steppers is None:
             return super()._compute_frames(n)
-        rounds = _plan_frames(n, self.hop, float(self.sr), self.n_slots, self.active,
-                              self.kill_start, self.vpos, self.start_off, self.note, self.chan,
-                              self.velocity, self.released_at, self._bend_arr, self._vib_arr,
-                              self.lfo_w, spec.TAU_FAST, spec.TAU_SLOW, self._p_slots,
-                              self._p_feat, self._p_nf, self._p_toff, self._p_rel,
-                              self._p_count, self.n_new)
+        rounds = self._plan(n)
         if rounds == 0:
             return
         rows = int(self._p_count[:rounds].sum())
@@ -918,15 +921,4 @@ class OfflineEngine(Engine):
         if fut is not None:
             fut.result()
         _join_rows(rows, self._where, bh[0], bg[0], bh[1], bg[1], self._oh, self._og)
-        o = 0
-        for i in range(rounds):
-            m = int(self._p_count[i])
-            nk = _store_round(i, m, self._p_slots[i, :m], self._p_nf[i], self._p_rel[i],
-                              self._p_toff[i], self._oh[o:o + m], self._og[o:o + m],
-                              self.new_h, self.new_g, self.n_new, self.level, self.hop,
-                              self.max_release, SILENT_LEVEL, self._k_slot, self._k_off,
-                              self._k_code, self.kill_start)
-            o += m
-            for j in range(nk):
-                self._kill(self._k_slot[j:j + 1], int(self._k_off[j]),
-                           0.001 if self._k_code[j] == 1 else 0.05)
+        self._store(0, rounds)
