@@ -304,6 +304,14 @@ class _FeedForwardDecoder(_FastDecoder):
 
     multi_frame = True
 
+    def reset(self, slots: np.ndarray) -> None:
+        """A fresh voice: only its frame counter goes to 0. Both steps read nothing from before
+        a voice's frame 0 (the CNN reads those taps as zeros, the attention attends over the
+        ``min(pos + 1, W)`` frames written since), so the caches are not cleared: for the CNN
+        that was 100 KB a voice, and a chord of 64 note-ons a 6 MB memset in one block (a
+        2.4-4.8 ms block in the bench's held-voice runs)."""
+        self.pos[slots] = 0
+
     def _begin_rows(self, features, z, slots):
         """-> (decoder input ``p``, backbone input ``h``, each row's frame position)."""
         n = len(slots)
@@ -363,13 +371,6 @@ class FastCNNDecoder(_FeedForwardDecoder):
         self._t = np.zeros((rows, C), np.float32)
         self._pos = np.zeros(rows, np.int64)
         return C
-
-    def reset(self, slots: np.ndarray) -> None:
-        """A fresh voice: its frame counter goes to 0, and the step reads taps from before
-        frame 0 as zeros, so the ring (100 KB a voice for the shipped models) is not cleared:
-        a chord of 64 note-ons cost a 6 MB memset in one block (a 2.4-4.8 ms block in the
-        bench's held-voice runs)."""
-        self.pos[slots] = 0
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
@@ -438,11 +439,6 @@ class FastAttentionDecoder(_FeedForwardDecoder):
         self._pos = np.zeros(rows, np.int64)
         self._sc = np.zeros(W, np.float64)
         return D
-
-    def reset(self, slots: np.ndarray) -> None:
-        """A fresh voice: its frame counter goes to 0; the attention reads only the frames the
-        voice has written since (``min(pos + 1, W)``), so its key/value rings need no clearing."""
-        self.pos[slots] = 0
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
