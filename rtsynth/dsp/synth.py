@@ -221,6 +221,24 @@ def _n_active(hmax, K):
     return (hm + KC - 1) // KC
 
 
+@nb.njit(**_OPT)
+def _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new):
+    """A control-frame boundary of voice ``v``: the current controls become the previous ones,
+    and the next frame filed for this block (``r``-th), if any, becomes current; returns the
+    next ``r``."""
+    for k in range(prev_h.shape[1]):
+        prev_h[v, k] = cur_h[v, k]
+    for b in range(prev_g.shape[1]):
+        prev_g[v, b] = cur_g[v, b]
+    if r < n_new[v]:
+        for k in range(cur_h.shape[1]):
+            cur_h[v, k] = new_h[v, r, k]
+        for b in range(cur_g.shape[1]):
+            cur_g[v, b] = new_g[v, r, b]
+        r += 1
+    return r
+
+
 @nb.njit(cache=True, nogil=True, fastmath=_FM, error_model='numpy', boundscheck=False)
 def render_voices(nframes, sample_rate, hop,
                   active, start_off, chan, note, vpos, theta, inc,
@@ -302,16 +320,7 @@ def render_voices(nframes, sample_rate, hop,
         while t < last_t:
             ph = n % hop
             if ph == 0 and not fz:
-                for k in range(K):
-                    prev_h[v, k] = cur_h[v, k]
-                for b in range(B):
-                    prev_g[v, b] = cur_g[v, b]
-                if r < n_new[v]:
-                    for k in range(K):
-                        cur_h[v, k] = new_h[v, r, k]
-                    for b in range(B):
-                        cur_g[v, b] = new_g[v, r, b]
-                    r += 1
+                r = _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new)
                 _load_amps(wk, prev_h[v], cur_h[v], K, nch)
                 _load_gains(g0, dg, prev_g[v], cur_g[v], B)
             sp = n % SUB
@@ -344,15 +353,7 @@ def render_voices(nframes, sample_rate, hop,
         if last_t < nframes:
             # the fade ended at last_t: that sample still takes its control frame and f0
             if n % hop == 0 and not fz:
-                for k in range(K):
-                    prev_h[v, k] = cur_h[v, k]
-                for b in range(B):
-                    prev_g[v, b] = cur_g[v, b]
-                if r < n_new[v]:
-                    for k in range(K):
-                        cur_h[v, k] = new_h[v, r, k]
-                    for b in range(B):
-                        cur_g[v, b] = new_g[v, r, b]
+                r = _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new)
             if n % SUB == 0:
                 pitch = nv + chan_bend[ch, last_t] + chan_vib[ch, last_t] * math.sin(lfo_w * n)
                 inc[v] = two_pi * (440.0 * 2.0 ** ((pitch - 69.0) / 12.0)) / sample_rate
