@@ -177,12 +177,9 @@ def held_engine(voices: int, instrument="basic", reverb: float = 0.12, settle_bl
     return eng
 
 
-def synth_kernel(voices: int, part: str):
-    """The synthesis kernel alone (``rtsynth.dsp.synth.render_voices``), called with exactly the
-    arguments the engine passes it (captured from one ``Engine.render``, so this hook follows
-    the kernel's signature as it changes), on a held engine's state: ``harm`` (oscillator bank:
-    noise gains zeroed), ``noise`` (harmonic amplitudes zeroed) or ``both``."""
-    eng = held_engine(voices, reverb=0.0)
+def _captured_render_voices(eng):
+    """Render one block of ``eng`` and return the arguments it passed ``render_voices`` (the
+    last call) and the kernel itself, so a benchmark calls it exactly as the engine does."""
     try:
         import rtsynth.engine as engine_mod
         real = engine_mod.render_voices
@@ -200,7 +197,16 @@ def synth_kernel(voices: int, part: str):
         engine_mod.render_voices = real
     if not captured:
         raise SkipKernel("Engine.render did not call render_voices")
-    args = captured[-1]
+    return captured[-1], real
+
+
+def synth_kernel(voices: int, part: str):
+    """The synthesis kernel alone (``rtsynth.dsp.synth.render_voices``), called with exactly the
+    arguments the engine passes it (captured from one ``Engine.render``, so this hook follows
+    the kernel's signature as it changes), on a held engine's state: ``harm`` (oscillator bank:
+    noise gains zeroed), ``noise`` (harmonic amplitudes zeroed) or ``both``."""
+    eng = held_engine(voices, reverb=0.0)
+    args, real = _captured_render_voices(eng)
     zero = {"harm": ("prev_g", "cur_g", "new_g"), "noise": ("prev_h", "cur_h", "new_h")}
     for name in zero.get(part, ()):
         a = getattr(eng, name, None)
@@ -231,7 +237,6 @@ def synth_args(voices: int, block: int = SYNTH_BLOCK):
     new frames and note starts cleared, so repeated calls hold the controls."""
     try:
         from rtsynth.engine import Engine
-        import rtsynth.engine as engine_mod
     except ImportError as e:
         raise SkipKernel(f"rtsynth.engine not available ({e})")
     eng = Engine(load("basic"), sample_rate=SR, block=block, n_slots=voices, reverb=0.0)
@@ -240,24 +245,12 @@ def synth_args(voices: int, block: int = SYNTH_BLOCK):
         eng.push(eng.time + i, bytes([0x90 | (i % 16), 28 + (i * 5) % 24, 100]))
     for _ in range(3):
         eng.render()
-    real = engine_mod.render_voices
-    captured = []
-
-    def spy(*args):
-        captured.append(args)
-        return real(*args)
-    engine_mod.render_voices = spy
-    try:
-        eng.render()
-    finally:
-        engine_mod.render_voices = real
-    if not captured:
-        raise SkipKernel("Engine.render did not call render_voices")
+    args, real = _captured_render_voices(eng)
     if int(np.sum(eng.active)) < voices:
         raise SkipKernel(f"only {int(np.sum(eng.active))} of {voices} voices active")
     eng.n_new[:] = 0
     eng.start_off[:] = 0
-    return list(captured[-1]), real
+    return list(args), real
 
 
 def synth_voice_sample(voices: int):
