@@ -227,37 +227,47 @@ def test_buffered_mode_latency_on_jack(jack_server):
         assert p.stop() == 0
 
 
+def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes, seed,
+                          settle=0.0):
+    """`rtsynth play ARGS` (basic, dry) with RTSYNTH_TEST_STALL=STALL; after ``settle`` s,
+    ``n_notes`` notes of one pitch, 100 ms apart at random offsets in the period, each ended by
+    CC120. Returns (process, its stats, its printed latency line, each note's onset minus its
+    frame)."""
+    import json
+    from rtsynth.testing.jackrig import detect_onsets
+    stats = tmp_path / "st.json"
+    with _stalling(jack_server, stall, *args, "--reverb", "0", "--stats-json", str(stats)) as p:
+        line = next(l for _, l in p.lines if "latency MIDI->audio" in l)
+        wait_for_ports(jack_rig.rx, r"^rtsynth$", midi=True, is_input=True)
+        time.sleep(settle)
+        jack_rig.connect_midi("rtsynth:midi_in")
+        jack_rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
+        rng = np.random.default_rng(seed)
+        events = []
+        for k in range(n_notes):
+            t = k * 4800 + int(rng.integers(128))
+            events += [(t, bytes([0x90, 69, 100])), (t + 2400, bytes([0xB0, 120, 0]))]
+        res = jack_rig.run(events, n_notes * 4800 + 4800)
+        jack_rig.disconnect_all()
+        assert p.stop() == 0
+    lat = detect_onsets(res.audio, res.event_frames[0::2], threshold=1e-4, rel=4.0)
+    return p, json.loads(stats.read_text()), line, lat
+
+
 def test_ahead_zero_latency_one_block_and_a_slow_block_costs_one_gap(jack_server, jack_rig,
                                                                       tmp_path):
     """--ahead 0: latency one block. The generator stalls 4 ms (1.5 periods) every 150 blocks:
     each stall is one underrun, not a chase after blocks already due, and the notes played
     around the stalls keep the latency they had (a note can only be late by the gap itself)."""
-    import json
-    from rtsynth.testing.jackrig import detect_onsets
-    stats = tmp_path / "st.json"
     period = 128
-    with _stalling(jack_server, "150:4", "--ahead", "0", "--reverb", "0", "--stats-json",
-                   str(stats)) as p:
-        line = next(l for _, l in p.lines if "latency MIDI->audio" in l)
-        assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
-        wait_for_ports(jack_rig.rx, r"^rtsynth$", midi=True, is_input=True)
-        jack_rig.connect_midi("rtsynth:midi_in")
-        jack_rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
-        rng = np.random.default_rng(3)
-        events = []
-        for k in range(40):
-            t = k * 4800 + int(rng.integers(period))
-            events += [(t, bytes([0x90, 69, 100])), (t + 2400, bytes([0xB0, 120, 0]))]
-        res = jack_rig.run(events, 40 * 4800 + 4800)
-        jack_rig.disconnect_all()
-        assert p.stop() == 0
-    st = json.loads(stats.read_text())
+    p, st, line, lat = _notes_while_stalling(jack_server, jack_rig, tmp_path, "150:4",
+                                             ("--ahead", "0"), 40, 3)
+    assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
     stalls = st["blocks"] // 150
     assert stalls >= 5
     # one gap per stall (a server xrun on this shared machine may add one); the old chase
     # after blocks already due underran on every callback from the first stall on
     assert 1 <= st["underruns"] <= stalls + 3 + st["xruns"], st
-    lat = detect_onsets(res.audio, res.event_frames[0::2], threshold=1e-4, rel=4.0)
     assert np.all(lat >= period), lat                   # nothing before its frame + one block
     base = int(np.median(lat))
     assert base < period + 64, lat                      # one block + the attack
@@ -274,33 +284,17 @@ def test_ahead_auto_goes_one_block_further_after_each_underrun(jack_server, jack
     so each of the first two stalls costs a gap and one more block of latency; with three blocks
     the stalls no longer reach the output. Notes played afterwards come exactly three blocks (plus
     the attack) after their frames: constant again."""
-    import json
-    from rtsynth.testing.jackrig import detect_onsets
-    stats = tmp_path / "st.json"
     period = 128
-    with _stalling(jack_server, "150:6", "--reverb", "0", "--stats-json", str(stats)) as p:
-        line = next(l for _, l in p.lines if "latency MIDI->audio" in l)
-        assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
-        assert "one more after each underrun up to 3" in line
-        wait_for_ports(jack_rig.rx, r"^rtsynth$", midi=True, is_input=True)
-        time.sleep(1.5)                     # the first stalls come within 0.8 s
-        jack_rig.connect_midi("rtsynth:midi_in")
-        jack_rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
-        rng = np.random.default_rng(4)
-        events = []
-        for k in range(30):
-            t = k * 4800 + int(rng.integers(period))
-            events += [(t, bytes([0x90, 69, 100])), (t + 2400, bytes([0xB0, 120, 0]))]
-        res = jack_rig.run(events, 30 * 4800 + 4800)
-        jack_rig.disconnect_all()
-        assert p.stop() == 0
-    st = json.loads(stats.read_text())
+    # the first stalls come within 0.8 s: the notes start after them
+    p, st, line, lat = _notes_while_stalling(jack_server, jack_rig, tmp_path, "150:6", (), 30, 4,
+                                             settle=1.5)
+    assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
+    assert "one more after each underrun up to 3" in line
     assert st["latency_raises"] == 2 and st["latency_frames"] == 3 * period, st
     assert st["blocks"] // 150 >= 6
     assert 2 <= st["underruns"] <= 2 + st["xruns"], st
     assert "latency now 8.00 ms (3 blocks ahead)" in p.output or \
         "latency now 5.33 ms (2 blocks ahead)" in p.output, p.output
     assert p.output.splitlines()[-1].endswith(f"latency {3 * period} frames")
-    lat = detect_onsets(res.audio, res.event_frames[0::2], threshold=1e-4, rel=4.0)
     assert np.all(lat >= 3 * period), lat
     assert np.all(np.abs(lat - np.median(lat)) <= 2) and np.median(lat) < 3 * period + 64, lat
