@@ -66,13 +66,14 @@ class Player:
         #: adaptive: each underrun renders one block more ahead, up to ``ahead_max`` (the gap
         #: is there already; the next slow block then finds a block in hand)
         self.ahead_max = max(self.ahead, int(ahead_max if ahead_max is not None else ahead))
-        self.latency_raises = 0
+        self._ahead0 = self.ahead
         #: render inside the audio callback (JACK): no added latency, no safety margin
         self.sync = bool(sync)
-        self.fill_target = 0 if self.sync else (1 + self.ahead) * self.block
+        #: MIDI is placed this far after its frame, and the ring is kept this full: in sync
+        #: mode 0, else ``(1 + ahead)`` blocks
+        self.latency_frames = 0 if self.sync else (1 + self.ahead) * self.block
         #: events from host-clock sources get this many frames more, for the clock's uncertainty
         self.host_margin = int(host_margin)
-        self.latency_frames = self.fill_target
         cap = 1
         while cap < (1 + self.ahead_max) * self.block + 4 * self.block:
             cap <<= 1
@@ -165,9 +166,7 @@ class Player:
             self._gap = True
             if self.ahead < self.ahead_max and not self.sync:
                 self.ahead += 1
-                self.fill_target += self.block
                 self.latency_frames += self.block
-                self.latency_raises += 1
         self._last[0] = left[frames - 1]
         self._last[1] = right[frames - 1]
         try:
@@ -237,7 +236,7 @@ class Player:
     # ------------------------------------------------------- generator thread
     def prefill(self) -> None:
         if not self.sync:
-            self._render_until(self.fill_target)
+            self._render_until(self.latency_frames)
 
     def _render_until(self, target_w: int) -> None:
         eng = self.engine
@@ -282,7 +281,7 @@ class Player:
                     pass
         try:
             while not self._stop:
-                self._render_until(self.r + self.fill_target)
+                self._render_until(self.r + self.latency_frames)
                 ready, _, _ = select.select([self._rfd], [], [], 0.002)
                 if ready:
                     try:
@@ -302,7 +301,7 @@ class Player:
         """Fade every voice and then the whole output to silence; return once it has played."""
         self.midi_in.extend((self.w, bytes((0xB0 | ch, 120, 0))) for ch in range(16))
         self._fade_at = self.w + int(voices_seconds * self.engine.sr)
-        end = self._fade_at + self._fade_len + self.fill_target
+        end = self._fade_at + self._fade_len + self.latency_frames
         t0 = time.monotonic()
         while self.r < end and time.monotonic() - t0 < timeout and self.error is None:
             time.sleep(0.005)
@@ -344,7 +343,7 @@ class Player:
             "blocks": int(self.blocks),
             "block": int(self.block),
             "sample_rate": int(self.engine.sr),
-            "latency_raises": int(self.latency_raises),
+            "latency_raises": int(self.ahead - self._ahead0),
             "ahead": int(self.ahead),
             "ahead_max": int(self.ahead_max),
             "sync": self.sync,
