@@ -469,12 +469,7 @@ class Engine:
         whose output was not finite."""
         out[:] = 0.0
         self.bad[:] = 0
-        render_voices(n, float(self.sr), self.hop, self.active, self.start_off, self.chan,
-                      self.note, self.vpos, self.theta, self.inc, self.prev_h, self.cur_h,
-                      self.prev_g, self.cur_g, self.new_h, self.new_g, self.n_new, self.frozen,
-                      self.noise_off, self.tables, self.kill_start, self.kill_pos, self.kill_len,
-                      self._bend_arr, self._vib_arr, self.lfo_w, self.chan_gain, self.pan_l,
-                      self.pan_r, self.scratch, out, self.bad)
+        self._render_slots(0, self.S, n, out, self.scratch)
 
     def _render_slots(self, a: int, b: int, n: int, out: np.ndarray, scratch: np.ndarray) -> None:
         """Synthesis of slots ``a:b`` (views of the per-slot arrays), added into ``out``."""
@@ -884,14 +879,11 @@ class OfflineEngine(Engine):
         return int(act[(len(act) + 1) // 2 - 1]) + 1
 
     def _synthesize(self, n: int, out: np.ndarray) -> None:
-        if self._pool is None:
+        a = self._split_point(self.S) if self._pool is not None else self.S
+        if a >= self.S or a <= 0:
             return super()._synthesize(n, out)
         out[:] = 0.0
         self.bad[:] = 0
-        a = self._split_point(self.S)
-        if a >= self.S or a <= 0:
-            self._render_slots(0, self.S, n, out, self.scratch)
-            return
         out1 = self._out1[:n]
         out1[:] = 0.0
         fut = self._pool.submit(self._render_slots, a, self.S, n, out1, self._scratch1)
