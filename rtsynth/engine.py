@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 from collections import deque
 
-import numba as nb
 import numpy as np
 
 from . import spec
 from .dsp.effects import MasterState, safety_clip
 from .dsp.synth import render_voices
 from .instrument import StreamingInstrument
+from .jit import kernel
 from .midi.messages import parse_message
 
 BIG = np.iinfo(np.int64).max // 4
@@ -34,7 +34,7 @@ KILL_FADE_S = 0.005
 SILENT_LEVEL = 2e-5           # a released voice below this (-94 dBFS) for a frame ends
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _smooth_rows(target, state, coef, n):
     """One-pole smoothing of ``target[c, :n]`` in place, per row, carrying ``state[c]``.
 
@@ -57,7 +57,7 @@ def _smooth_rows(target, state, coef, n):
         state[c] = s
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _plan_frames(n, hop, sr, n_slots, active, kill_start, vpos, start_off, note, chan, velocity,
                  released_at, bend_arr, vib_arr, lfo_w, tau_fast, tau_slow,
                  p_slots, p_feat, p_nf, p_toff, p_rel, counts, n_new):
@@ -116,7 +116,7 @@ def _plan_frames(n, hop, sr, n_slots, active, kill_start, vpos, start_off, note,
     return rounds
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _store_round(r, m, slots, nf, rel, toff, oh, og, new_h, new_g, n_new, level, hop,
                  max_release, silent, k_slot, k_off, k_code, kill_start):
     """File round ``r``'s controls per voice; list released voices to end (1: silent, 2: long).
@@ -151,7 +151,7 @@ def _store_round(r, m, slots, nf, rel, toff, oh, og, new_h, new_g, n_new, level,
     return nk
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _start_voices(m, offs, chs, notes, vels, slots_out, n_slots, hop, counter, steal_len,
                   noise_len, active, start_off, chan, note, vpos, theta, inc, prev_h, cur_h,
                   prev_g, cur_g, frozen, n_new, kill_start, kill_pos, kill_len, noise_off,
@@ -765,7 +765,7 @@ class Engine:
         self.time = t
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _split_rows(rounds, counts, p_slots, p_feat, split, f0, s0, f1, s1, where):
     """The rows of rounds ``0..rounds-1`` (round order) into two batches: slots below
     ``split`` into ``f0, s0``, the others into ``f1, s1``; ``where[i]`` = row ``i``'s place
@@ -790,7 +790,7 @@ def _split_rows(rounds, counts, p_slots, p_feat, split, f0, s0, f1, s1, where):
     return n0, n1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _join_rows(n, where, h0, g0, h1, g1, oh, og):
     """The two batches' controls back into round order (inverse of :func:`_split_rows`)."""
     for i in range(n):
@@ -803,7 +803,7 @@ def _join_rows(n, where, h0, g0, h1, g1, oh, og):
             og[i] = g1[-1 - j]
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _add_into(out, other, n):
     for t in range(n):
         out[t, 0] += other[t, 0]

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import math
 
-import numba as nb
 import numpy as np
 
 from . import spec
 from .instrument import StreamingInstrument
+from .jit import kernel
 
 #: the instrument `rtsynth play` and `rtsynth render` use when none is named: the CNN flute,
 #: the lowest held-out spectral distance of the flutes and the cheapest real-time step
@@ -101,7 +101,7 @@ class BasicInstrument(StreamingInstrument):
         _basic_step(features, out_harm, out_noise, float(self.sample_rate), spec.NYQUIST_MARGIN)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _basic_step(f, out_harm, out_noise, sample_rate, margin):
     n, K = out_harm.shape
     B = out_noise.shape[1]

@@ -269,10 +269,17 @@ def synth_voice_sample(voices: int):
 def load_synth_module(path: str):
     """``render_voices`` of another copy of ``rtsynth/dsp/synth.py`` (compiled here, uncached)."""
     import types
+    from rtsynth import jit
     src = Path(path).read_text().replace("cache=True", "cache=False")
     mod = types.ModuleType("synth_baseline")
     mod.__file__ = str(path)
-    exec(compile(src, str(path), "exec"), mod.__dict__)
+    mod.__package__ = "rtsynth.dsp"           # its relative imports (rtsynth.jit)
+    cache = jit._DEFAULT_OPTIONS["cache"]
+    jit._DEFAULT_OPTIONS["cache"] = False     # a copy must not write the real module's cache
+    try:
+        exec(compile(src, str(path), "exec"), mod.__dict__)
+    finally:
+        jit._DEFAULT_OPTIONS["cache"] = cache
     return mod.render_voices
 
 

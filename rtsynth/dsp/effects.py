@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
+
+from ..jit import kernel
 
 # Feedback delay network lengths in samples at 48 kHz (mutually prime), scaled to the rate.
 _FDN_LENGTHS = np.array([1423, 1777, 2083, 2357, 2609, 2903, 3181, 3469])
@@ -47,7 +48,7 @@ class MasterState:
                      self.ceiling, self.counters)
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def master_chain(buf, gain, wet, room, fdn_buf, fdn_len, fdn_pos, fdn_lp, outs, dc, dc_r,
                  lim_gain, lim_release, ceiling, counters):
     n = buf.shape[0]
@@ -121,7 +122,7 @@ def master_chain(buf, gain, wet, room, fdn_buf, fdn_len, fdn_pos, fdn_lp, outs, 
         counters[1] += 1
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def safety_clip(buf, gain, counters):
     """Gain, then the guarantee alone: non-finite samples become 0, the rest stay in [-1, 1]."""
     for t in range(buf.shape[0]):

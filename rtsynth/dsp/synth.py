@@ -31,15 +31,16 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
+
+from ..jit import kernel, subkernel
 
 SUB = 16  # samples per oscillator sub-block (f0 update rate: 3 kHz at 48 kHz)
 KC = 32   # harmonics per chunk of the local work array (a constant: fixed offsets, no aliasing)
 
 # no 'nnan'/'ninf': a voice whose output is not finite must still be detected
 _FM = {'nsz', 'arcp', 'contract', 'reassoc'}
-_OPT = dict(cache=True, nogil=True, fastmath=_FM, error_model='numpy', boundscheck=False)
+_OPT = dict(fastmath=_FM, error_model='numpy', boundscheck=False)
 
 # offsets inside one chunk of the work array
 _A0 = 0        # amplitude at the start of the frame (previous control value)
@@ -51,12 +52,12 @@ _RI = 5 * KC   # ... imaginary
 _CH = 6 * KC   # chunk stride
 
 
-@nb.njit(**_OPT)
+@subkernel(**_OPT)
 def _cmul(ar, ai, br, bi):
     return ar * br - ai * bi, ar * bi + ai * br
 
 
-@nb.njit(**_OPT)
+@subkernel(**_OPT)
 def _rebuild(x, tmp, wk, off, hmax, K, nch):
     """``wk[c*_CH + off + k] = cos(h x)``, ``wk[c*_CH + off + KC + k] = sin(h x)`` for harmonic
     ``h = c*KC + k + 1 <= min(hmax, K)``, 0 above (and in the padding).
@@ -109,7 +110,7 @@ def _rebuild(x, tmp, wk, off, hmax, K, nch):
                 wk[base + KC + l] = np.float32(0.0)
 
 
-@nb.njit(**_OPT)
+@subkernel(**_OPT)
 def _load_amps(wk, p, c, K, nch):
     """Amplitude ``p`` and ramp ``c - p`` into the work array (zero padding above K)."""
     for ci in range(nch):
@@ -124,14 +125,14 @@ def _load_amps(wk, p, c, K, nch):
                 wk[base + _DA + k] = np.float32(0.0)
 
 
-@nb.njit(**_OPT)
+@subkernel(**_OPT)
 def _load_gains(g0, dg, p, c, B):
     for b in range(B):
         g0[b] = p[b]
         dg[b] = c[b] - p[b]
 
 
-@nb.njit(**_OPT)
+@subkernel(**_OPT)
 def _harmonics(wk, nact, alphas, m, hy, t):
     """``hy[t + j] = sum_h (a0_h + alpha_j da_h) Im(z_h)`` for ``j < m``, rotating the phasors,
     over the first ``nact`` chunks (the sounding harmonics).
@@ -184,7 +185,7 @@ def _harmonics(wk, nact, alphas, m, hy, t):
         hy[t + j] = y
 
 
-@nb.njit(**_OPT)
+@subkernel(**_OPT)
 def _noise(g0, dg, B, tables, idx0, lmask, alphas, m, hy, t, th, w):
     """``hy[t + j] += sum_b (g0_b + alpha_j dg_b) T[(idx0 + j) mod L, b]`` for ``j < m``; also
     advances the phase ``th`` by ``w`` per sample (returned): float64, one sample at a time.
@@ -205,14 +206,14 @@ def _noise(g0, dg, B, tables, idx0, lmask, alphas, m, hy, t, th, w):
     return th
 
 
-@nb.njit(**_OPT)
+@subkernel(**_OPT)
 def _hmax(w, K, lim):
     if w * K > lim:
         return int(lim / w)
     return K
 
 
-@nb.njit(**_OPT)
+@subkernel(**_OPT)
 def _n_active(hmax, K):
     """Chunks that hold a sounding harmonic (the phasors above ``hmax`` are 0)."""
     hm = min(hmax, K)
@@ -221,7 +222,7 @@ def _n_active(hmax, K):
     return (hm + KC - 1) // KC
 
 
-@nb.njit(**_OPT)
+@subkernel(**_OPT)
 def _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new):
     """A control-frame boundary of voice ``v``: the current controls become the previous ones,
     and the next frame filed for this block (``r``-th), if any, becomes current; returns the
@@ -239,7 +240,7 @@ def _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new):
     return r
 
 
-@nb.njit(cache=True, nogil=True, fastmath=_FM, error_model='numpy', boundscheck=False)
+@kernel(**_OPT)
 def render_voices(nframes, sample_rate, hop,
                   active, start_off, chan, note, vpos, theta, inc,
                   prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new, frozen,

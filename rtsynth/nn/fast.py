@@ -22,10 +22,10 @@ import copy
 import math
 from typing import Any
 
-import numba as nb
 
 import numpy as np
 
+from ..jit import kernel
 from . import fast_kernels as K_
 
 LN10 = math.log(10.0)
@@ -278,7 +278,7 @@ class FastGRUDecoder(_FastDecoder):
         return h
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel
 def _segments(slots, mark, seg, stamp):  # pragma: no cover - compiled
     """Split rows into runs in which no slot repeats (the frames of a multi-frame call):
     ``seg[0..k]`` the bounds; returns ``k``. ``mark[slot]`` holds stamps from ``stamp`` up."""

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 
-import numba as nb
 import numpy as np
+
+from ..jit import kernel
 
 LN10 = math.log(10.0)
 LN2 = math.log(2.0)
-_jit = nb.njit(cache=True, nogil=True)
+_jit = kernel
 
 
 @_jit

@@ -1,0 +1,278 @@
+"""rtsynth's Numba kernels, compiled ahead of time where they can be.
+
+Every kernel is written once, in Numba's subset of Python, and decorated with :func:`kernel`
+(called from Python) or :func:`subkernel` (called only from other kernels). At run time each
+kernel is one of:
+
+- **ahead-of-time compiled** (the default once built): the function of the same name in the
+  extension module ``rtsynth/_kernels*.so``, which ``python -m rtsynth.aot`` builds from these
+  very sources with Numba's AOT compiler (``setup.sh`` runs it; it needs a C compiler). Numba
+  is then not imported at all;
+- **a Numba JIT dispatcher** (``cache=True``): when that module is missing, was built from other
+  kernel sources (its hash differs), or ``RTSYNTH_JIT=1`` is set.
+
+Why: at start-up, importing Numba takes 0.16 s and its first dispatch of a cached kernel 0.35 s
+(it sets up its type system), plus ~5 ms per kernel: more than FluidSynth needs to render the
+bench's whole 25 s file. The compiled module imports in a few milliseconds; the kernels are the
+same machine code (built for this CPU, with each kernel's Numba options), release the GIL the
+same way, and give the same samples.
+
+Safety: a compiled kernel takes exactly the argument types it was built for, and Numba's AOT
+wrappers do not check array dtypes (a wrong one is read as raw memory). So every call checks its
+arguments first (dtype, ndim, C-contiguity; ~0.15 us per array argument, about what the JIT's
+own dispatch costs); a call that does not match switches *every* kernel to the JIT, with one
+warning: slower from then on, never wrong. :func:`status` says which mode is running and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: the files whose kernels (and the module constants those read) the compiled module is built
+#: from, relative to the package; any change to one of them makes the build stale
+SOURCES = ("jit.py", "engine.py", "instruments.py", "dsp/synth.py", "dsp/effects.py",
+           "nn/fast.py", "nn/fast_kernels.py")
+EXTENSION = "_kernels"
+SPEC_FILE = PACKAGE_DIR / "_kernels.json"
+
+_DEFAULT_OPTIONS = {"cache": True, "nogil": True}
+
+
+def source_hash() -> str:
+    """Hash of :data:`SOURCES` (16 hex digits): what a build is checked against."""
+    h = hashlib.sha256()
+    for rel in SOURCES:
+        h.update(rel.encode())
+        h.update((PACKAGE_DIR / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def hash_int(hex_hash: str) -> int:
+    """The hash as the int64 the compiled module returns from ``build_hash()``."""
+    return int(hex_hash[:15], 16)
+
+
+class _Kernel:
+    """One decorated function: its Python source, Numba options, and what callers get."""
+
+    def __init__(self, fn: Callable, options: dict, exported: bool):
+        self.py_func = fn
+        self.options = {**_DEFAULT_OPTIONS, **options}
+        self.exported = exported
+        self.module = fn.__module__
+        self.name = fn.__name__
+        self.key = symbol_key(self.module, self.name)
+        self.dispatcher = None        # the Numba JIT dispatcher, once made
+        self.public: Any = None       # what the decorator returned (bound in the module)
+
+    def jit(self):
+        if self.dispatcher is None:
+            import numba
+            self.dispatcher = numba.njit(**self.options)(self.py_func)
+        return self.dispatcher
+
+
+def symbol_key(module: str, name: str) -> str:
+    """``rtsynth.dsp.synth`` + ``render_voices`` -> ``dsp_synth__render_voices``."""
+    mod = module[len("rtsynth."):] if module.startswith("rtsynth.") else module
+    return f"{mod.replace('.', '_')}__{name}"
+
+
+_REGISTRY: list[_Kernel] = []
+_LOCK = threading.Lock()
+_state: dict[str, Any] = {"mode": None, "why": "", "module": None, "spec": None}
+
+
+def _load() -> None:
+    """Decide the mode once, at the first kernel definition."""
+    if _state["mode"] is not None:
+        return
+    mod, spec, why = None, None, ""
+    if os.environ.get("RTSYNTH_JIT", "") not in ("", "0"):
+        why = "RTSYNTH_JIT is set"
+    else:
+        try:
+            spec = json.loads(SPEC_FILE.read_text())
+            if spec.get("hash") != source_hash():
+                why = "stale: built from other kernel sources (rebuild: python -m rtsynth.aot)"
+            else:
+                import importlib
+                mod = importlib.import_module(f"{__package__}.{EXTENSION}")
+                if mod.build_hash() != hash_int(spec["hash"]):
+                    mod, why = None, "the module does not match its spec file (rebuild it)"
+        except FileNotFoundError:
+            why = "not built (python -m rtsynth.aot)"
+        except (OSError, ValueError, KeyError, ImportError, AttributeError) as e:
+            mod, why = None, f"cannot load it ({type(e).__name__}: {e})"
+    if mod is None:
+        _state.update(mode="jit", why=why, module=None, spec=None)
+    else:
+        _state.update(mode="aot", why="built from these sources", module=mod, spec=spec)
+
+
+def status() -> dict[str, str]:
+    """``{"mode": "aot" | "jit", "why": ...}``: which kernels this process runs."""
+    _load()
+    return {"mode": _state["mode"], "why": _state["why"]}
+
+
+def kernel(fn: Callable | None = None, **options):
+    """Decorator for a kernel called from Python: ``numba.njit(cache=True, nogil=True,
+    **options)``, or its ahead-of-time compiled version (see the module docstring)."""
+    def deco(f):
+        return _define(f, options, exported=True)
+    return deco(fn) if fn is not None else deco
+
+
+def subkernel(fn: Callable | None = None, **options):
+    """Decorator for a function called only from other kernels (compiled into them)."""
+    def deco(f):
+        return _define(f, options, exported=False)
+    return deco(fn) if fn is not None else deco
+
+
+def _define(fn: Callable, options: dict, exported: bool):
+    _load()
+    k = _Kernel(fn, options, exported)
+    with _LOCK:
+        _REGISTRY.append(k)
+        aot = _state["mode"] == "aot" and k.module.startswith(f"{__package__}.")
+        if not aot:
+            k.public = k.jit()
+        elif not exported:
+            k.public = fn          # never called from Python while the compiled kernels run
+        else:
+            sigs = _state["spec"]["kernels"].get(k.key)
+            if not sigs:
+                # a kernel the build did not see: everything goes to the JIT (to stay
+                # consistent: kernels call each other)
+                k.public = fn
+                _switch_to_jit(f"{k.key} is not in the compiled module")
+                return k.jit()
+            k.public = _checked(k, sigs)
+    return k.public
+
+
+# ------------------------------------------------------------------ argument checks
+def _arg_spec(t) -> tuple:
+    """A build-time Numba type -> the JSON-able spec the run-time check uses."""
+    from numba.core import types
+    if isinstance(t, types.Array):
+        return ("array", str(t.dtype), int(t.ndim), t.layout)
+    if isinstance(t, types.Boolean):
+        return ("bool",)
+    if isinstance(t, types.Integer):
+        return ("int",)
+    if isinstance(t, types.Float):
+        return ("float",)
+    raise TypeError(f"no compiled-kernel argument check for Numba type {t}")
+
+
+def _exact_ok(spec: list, args: tuple) -> bool:
+    """The careful check (dtype equality, not identity)."""
+    import numpy as np
+    if len(spec) != len(args):
+        return False
+    for s, a in zip(spec, args):
+        if s[0] == "array":
+            if not isinstance(a, np.ndarray) or a.dtype != np.dtype(s[1]) or a.ndim != s[2]:
+                return False
+            if s[3] == "C" and not a.flags.c_contiguous:
+                return False
+        elif s[0] in ("int", "bool"):
+            try:
+                operator.index(a)
+            except TypeError:
+                return False
+        elif s[0] == "float":
+            if not isinstance(a, (int, float)) and not hasattr(a, "__float__"):
+                return False
+    return True
+
+
+def _checked(k: _Kernel, sigs: list) -> Callable:
+    """The compiled kernel behind a generated check of its arguments (one function, straight-
+    line code: the fast path is identity checks of dtypes). A call that does not pass goes to
+    the careful check, then to the JIT."""
+    import numpy as np
+    mod = _state["module"]
+    arity = len(sigs[0])
+    names = [f"a{i}" for i in range(arity)]
+    params = ", ".join(names)
+    env: dict[str, Any] = {"slow": None, "AttributeError": AttributeError}
+    lines = [f"def {k.name}({params}):", "    try:"]
+    for si, spec in enumerate(sigs):
+        fn = getattr(mod, f"{k.key}__{si}")
+        env[f"F{si}"] = fn
+        conds = []
+        for i, s in enumerate(spec):
+            if s[0] != "array":
+                continue
+            env[f"D{si}_{i}"] = np.dtype(s[1])
+            c = f"a{i}.dtype is D{si}_{i} and a{i}.ndim == {s[2]}"
+            if s[3] == "C":
+                c += f" and a{i}.flags.c_contiguous"
+            conds.append(c)
+        cond = " and ".join(conds) or "True"
+        lines.append(f"        if {cond}:")
+        lines.append(f"            return F{si}({params})")
+    lines += ["    except AttributeError:", "        pass", f"    return slow({params})"]
+    exec("\n".join(lines), env)
+    public = env[k.name]
+    fns = [getattr(mod, f"{k.key}__{si}") for si in range(len(sigs))]
+
+    def slow(*args):
+        for spec, fn in zip(sigs, fns):
+            if _exact_ok(spec, args):
+                return fn(*args)
+        _switch_to_jit(f"{k.key} was called with argument types it was not built for: "
+                       + ", ".join(_describe(a) for a in args))
+        return k.jit()(*args)
+
+    env["slow"] = slow
+    public.__doc__ = k.py_func.__doc__
+    public.__wrapped__ = k.py_func
+    public.compiled = True
+    return public
+
+
+def _describe(a) -> str:
+    dt = getattr(a, "dtype", None)
+    if dt is not None and hasattr(a, "ndim"):
+        return f"{dt}[{a.ndim}d{'' if a.flags.c_contiguous else ', strided'}]"
+    return type(a).__name__
+
+
+def _switch_to_jit(why: str) -> None:
+    """From now on every kernel runs as a Numba JIT dispatcher: rebinds every module global of
+    the package that holds a kernel (kernels resolve each other through those)."""
+    if _state["mode"] == "jit":
+        return
+    warnings.warn(f"rtsynth: using the Numba JIT kernels: {why}", RuntimeWarning, stacklevel=3)
+    _state.update(mode="jit", why=why)
+    by_id = {}
+    for k in _REGISTRY:
+        by_id[id(k.public)] = k
+        by_id[id(k.py_func)] = k
+    for name, m in list(sys.modules.items()):
+        if m is None or not (name == __package__ or name.startswith(f"{__package__}.")):
+            continue
+        d = vars(m)
+        for attr, val in list(d.items()):
+            k = by_id.get(id(val))
+            if k is not None and (val is k.public or val is k.py_func):
+                d[attr] = k.jit()
+
+
+def registry() -> list[_Kernel]:
+    """Every kernel defined so far (for the builder and the tests)."""
+    return list(_REGISTRY)

@@ -1,0 +1,110 @@
+"""The ahead-of-time compiled kernels (rtsynth.jit, rtsynth.aot): used when built, no Numba at
+run time, the same samples as the JIT, and a call with unexpected argument types goes to the JIT
+instead of reading memory wrongly."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from rtsynth import aot, jit
+
+HAVE_CC = shutil.which("cc") is not None or shutil.which("gcc") is not None
+
+
+def run_py(code: str, **env) -> subprocess.CompletedProcess:
+    e = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=e, timeout=600)
+
+
+RENDER = """
+    import sys, numpy as np
+    from rtsynth import jit
+    from rtsynth.instruments import load_instrument
+    from rtsynth.render import demo_events, offline_engine, render_events
+    from rtsynth.engine import Engine
+    out = []
+    for name in ("basic", "flute", "flute-gru", "flute-attention"):
+        inst = load_instrument(name)
+        out.append(render_events(offline_engine(inst, sample_rate=inst.sample_rate),
+                                 demo_events()[:30], tail=0.5))
+        inst = load_instrument(name)
+        out.append(render_events(Engine(inst, sample_rate=inst.sample_rate, block=128),
+                                 demo_events()[:30], tail=0.5))
+    np.save(sys.argv[-1] if len(sys.argv) > 1 else OUT, np.concatenate(out))
+    print(jit.status()["mode"], "numba" in sys.modules)
+"""
+
+
+def test_built_module_is_current_where_a_compiler_is():
+    """setup.sh builds the module; where it can (a C compiler), it must be there and current."""
+    ok, why = aot.is_current()
+    if not HAVE_CC and not ok:
+        pytest.skip(f"no C compiler here: the kernels run on the JIT ({why})")
+    assert ok, f"compiled kernels {why}: run python -m rtsynth.aot"
+    spec = json.loads(jit.SPEC_FILE.read_text())
+    names = {k.key for k in jit.registry() if k.exported}
+    assert names <= set(spec["kernels"]), names - set(spec["kernels"])
+
+
+def test_compiled_kernels_run_without_numba_and_give_the_jit_samples(tmp_path):
+    if not aot.is_current()[0]:
+        pytest.skip("compiled kernels not built")
+    a = run_py(RENDER.replace("OUT", repr(str(tmp_path / "aot.npy"))))
+    assert a.returncode == 0, a.stderr
+    assert a.stdout.split() == ["aot", "False"], a.stdout + a.stderr   # Numba never imported
+    j = run_py(RENDER.replace("OUT", repr(str(tmp_path / "jit.npy"))), RTSYNTH_JIT="1")
+    assert j.returncode == 0, j.stderr
+    assert j.stdout.split() == ["jit", "True"]
+    x, y = np.load(tmp_path / "aot.npy"), np.load(tmp_path / "jit.npy")
+    assert x.shape == y.shape and np.abs(x).max() > 0.01
+    assert np.array_equal(x, y)
+
+
+def test_a_call_with_other_argument_types_switches_to_the_jit():
+    if not aot.is_current()[0]:
+        pytest.skip("compiled kernels not built")
+    r = run_py("""
+        import warnings, numpy as np
+        from rtsynth import engine, jit
+        assert jit.status()["mode"] == "aot"
+        out = np.zeros((4, 2), np.float32)
+        engine._add_into(out, np.ones((4, 2), np.float32), 3)      # as built
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            wide = np.zeros((4, 2))                                 # float64: not built for
+            engine._add_into(wide, np.ones((4, 2)), 4)
+            strided = np.zeros((8, 2), np.float32)[::2]             # not C-contiguous
+            engine._add_into(strided, np.ones((4, 2), np.float32), 4)
+        print(out[:, 0].tolist(), wide[:, 1].tolist(), strided[:, 0].tolist())
+        print(jit.status()["mode"], len(w), str(w[0].message) if w else "")
+    """)
+    assert r.returncode == 0, r.stderr
+    first, second = r.stdout.strip().splitlines()
+    assert first == "[1.0, 1.0, 1.0, 0.0] [1.0, 1.0, 1.0, 1.0] [1.0, 1.0, 1.0, 1.0]"
+    mode, n, msg = second.split(" ", 2)
+    assert mode == "jit" and n == "1"                # one warning, then everything is JIT
+    assert "engine___add_into" in msg and "float64" in msg
+
+
+def test_stale_or_missing_builds_fall_back_to_the_jit():
+    r = run_py("""
+        from rtsynth import jit
+        jit.source_hash = lambda: "0" * 16          # as if a kernel source had changed
+        from rtsynth import engine
+        import sys
+        print(jit.status()["mode"], "numba" in sys.modules, jit.status()["why"].split(":")[0])
+    """)
+    assert r.returncode == 0, r.stderr
+    if jit.SPEC_FILE.exists():
+        assert r.stdout.split() == ["jit", "True", "stale"]
+    else:
+        assert r.stdout.split()[:2] == ["jit", "True"]
+    r = run_py("from rtsynth import engine, jit; print(jit.status()['mode'])", RTSYNTH_JIT="1")
+    assert r.stdout.strip() == "jit"
