@@ -35,14 +35,22 @@ SILENT_LEVEL = 2e-5           # a released voice below this (-94 dBFS) for a fra
 
 
 @kernel
-def _smooth_rows(target, state, coef, n):
+def _smooth_rows(target, state, coef, n, touched, settled):
     """One-pole smoothing of ``target[c, :n]`` in place, per row, carrying ``state[c]``.
 
     Once a step leaves the state where it was (it reached the target, or within the last
     rounding step of it), the following samples of the same target are that state again: they
-    are filled without the recurrence (the same numbers, most channels cost a comparison)."""
+    are filled without the recurrence (the same numbers, most channels cost a comparison).
+
+    A row no event wrote into (``touched[c]`` false) whose state had settled on its target
+    holds that state throughout: ``settled[c]`` = the length it holds it over (0: not
+    settled). Such a row is skipped while ``settled[c] >= n`` (it would come out the same)."""
     for c in range(target.shape[0]):
         s = state[c]
+        if not touched[c] and settled[c] >= n:
+            continue
+        x0 = target[c, 0]
+        settled[c] = n if (not touched[c] and s + coef * (x0 - s) == s) else 0
         t = 0
         while t < n:
             x = target[c, t]
@@ -348,6 +356,11 @@ class Engine:
         self._vib_arr = np.zeros((16, self.block))
         self._gain_state = self._target_gain().astype(np.float64)
         self._gain_coef = 1.0 - math.exp(-1.0 / (0.005 * self.sr))
+        # rows of _bend_arr, _vib_arr, chan_gain an event wrote into during the last block (the
+        # others still hold their channel's value: not refilled), and how long each gain row
+        # holds its settled state (see _smooth_rows)
+        self._touched = np.ones((3, 16), bool)
+        self._settled = np.zeros(16, np.int64)
         self.lfo_w = 2 * math.pi * VIBRATO_HZ / self.sr
         # buffers
         self.scratch = np.zeros(self.block, np.float64)
@@ -501,12 +514,39 @@ class Engine:
         return d + self.pressure / 127.0 * AFTERTOUCH_VIBRATO
 
     def _begin_channel_arrays(self, n: int) -> None:
-        self._bend_arr[:, :n] = (self.bend * self.bend_range)[:, None]
-        self._vib_arr[:, :n] = self._vib_depth()[:, None]
-        self.chan_gain[:, :n] = self._target_gain()[:, None]
+        """Per channel and sample, before this block's events: bend, vibrato depth and gain
+        target hold the channel's value. Only rows that changed are written: an event writes
+        from its sample to the end of the block, so a row no event wrote into last block
+        already holds its value (over the whole block, as refills are whole rows); a gain row
+        whose state has settled holds that state, which smooths to itself (``_smooth_rows``)."""
+        t = self._touched
+        if t[0].any():
+            r = np.flatnonzero(t[0])
+            self._bend_arr[r] = (self.bend * self.bend_range)[r, None]
+        if t[1].any():
+            r = np.flatnonzero(t[1])
+            self._vib_arr[r] = self._vib_depth()[r, None]
+        t[:2] = False
+        r = np.flatnonzero(self._settled < n)
+        if len(r):
+            self.chan_gain[r, :n] = self._target_gain()[r, None]
+        t[2] = False
 
     def _finish_channel_arrays(self, n: int) -> None:
-        _smooth_rows(self.chan_gain, self._gain_state, self._gain_coef, n)
+        _smooth_rows(self.chan_gain, self._gain_state, self._gain_coef, n, self._touched[2],
+                     self._settled)
+
+    def _set_bend(self, ch: int, off: int, n: int) -> None:
+        self._bend_arr[ch, off:n] = self.bend[ch] * self.bend_range[ch]
+        self._touched[0, ch] = True
+
+    def _set_vib(self, ch: int, off: int, n: int) -> None:
+        self._vib_arr[ch, off:n] = self._vib_depth()[ch]
+        self._touched[1, ch] = True
+
+    def _set_gain(self, ch: int, off: int, n: int) -> None:
+        self.chan_gain[ch, off:n] = self._target_gain()[ch]
+        self._touched[2, ch] = True
 
     # ----------------------------------------------------------------- events
     def _apply(self, off: int, st: int, d1: int, d2: int, n: int) -> None:
@@ -518,12 +558,12 @@ class Engine:
             self._note_off(off, ch, d1)
         elif kind == 0xE0:
             self.bend[ch] = (((d2 << 7) | d1) - 8192) / 8192.0
-            self._bend_arr[ch, off:n] = self.bend[ch] * self.bend_range[ch]
+            self._set_bend(ch, off, n)
         elif kind == 0xB0:
             self._control(off, ch, d1, d2, n)
         elif kind == 0xD0:
             self.pressure[ch] = d1
-            self._vib_arr[ch, off:n] = self._vib_depth()[ch]
+            self._set_vib(ch, off, n)
         # poly aftertouch and program change: accepted, no effect on a single instrument
 
     def _control(self, off: int, ch: int, cc: int, val: int, n: int) -> None:
@@ -533,13 +573,13 @@ class Engine:
                 return
         if cc == 1:
             self.mod[ch] = val
-            self._vib_arr[ch, off:n] = self._vib_depth()[ch]
+            self._set_vib(ch, off, n)
         elif cc == 7:
             self.volume[ch] = val
-            self.chan_gain[ch, off:n] = self._target_gain()[ch]
+            self._set_gain(ch, off, n)
         elif cc == 11:
             self.expression[ch] = val
-            self.chan_gain[ch, off:n] = self._target_gain()[ch]
+            self._set_gain(ch, off, n)
         elif cc == 10:
             self.pan[ch] = val
             self._update_pan()
@@ -564,7 +604,7 @@ class Engine:
                 else:
                     cents = min(val, 99)
                 self.bend_range[ch] = semis + cents / 100.0
-                self._bend_arr[ch, off:n] = self.bend[ch] * self.bend_range[ch]
+                self._set_bend(ch, off, n)
         elif cc == 120:                       # all sound off
             v = np.flatnonzero((self.active != 0) & (self.chan == ch))
             self._kill(v, off, KILL_FADE_S)
@@ -577,12 +617,12 @@ class Engine:
                 self._release(v, off)
         elif cc == 121:                       # reset all controllers
             self.bend[ch] = 0.0
-            self._bend_arr[ch, off:n] = 0.0
+            self._set_bend(ch, off, n)
             self.mod[ch] = 0
             self.pressure[ch] = 0
-            self._vib_arr[ch, off:n] = self._vib_depth()[ch]
+            self._set_vib(ch, off, n)
             self.expression[ch] = 127
-            self.chan_gain[ch, off:n] = self._target_gain()[ch]
+            self._set_gain(ch, off, n)
             self.rpn[ch] = 127
             if self.sustain[ch]:
                 self._control(off, ch, 64, 0, n)
@@ -739,6 +779,8 @@ class Engine:
         self.pan[:] = 64
         self._update_pan()
         self._gain_state[:] = self._target_gain()
+        self._touched[:] = True
+        self._settled[:] = 0
         self.master.reset()
         for k in self.stats:
             self.stats[k] = 0
