@@ -390,6 +390,9 @@ class Engine:
         self._multi_frame = bool(getattr(inst, "multi_frame", False))
         self.master = MasterState(self.sr, reverb=reverb)
         self.use_master = bool(master)
+        #: render() leaves the master chain to the caller (:meth:`master_block`): a file
+        #: render runs it in its writer thread, beside the next block's synthesis
+        self.defer_master = False
         self.events: deque = deque()
         self.time = 0                      # absolute sample index of the next block's first sample
         self.stats = {"events": 0, "bad_messages": 0, "late_events": 0, "steals": 0,
@@ -471,11 +474,18 @@ class Engine:
             self._free(bad)
         self._end_voices()
         if self.use_master:
-            self.master.process(out, self.gain)
+            if not self.defer_master:
+                self.master.process(out, self.gain)
         else:
             safety_clip(out, self.gain, self.master.counters)
         self.time = end
         return out
+
+    def master_block(self, out: np.ndarray) -> None:
+        """The master chain on a block ``render()`` returned with :attr:`defer_master` set, in
+        place; blocks in the order they were rendered."""
+        if self.use_master:
+            self.master.process(out, self.gain)
 
     def _synthesize(self, n: int, out: np.ndarray) -> None:
         """Every voice's next ``n`` samples into ``out`` (zeroed here); ``bad`` flags voices
