@@ -125,38 +125,49 @@ def _plan_frames(n, hop, sr, n_slots, active, kill_start, vpos, start_off, note,
 
 
 @kernel
-def _store_round(r, m, slots, nf, rel, toff, oh, og, new_h, new_g, n_new, level, hop,
-                 max_release, silent, k_slot, k_off, k_code, kill_start):
-    """File round ``r``'s controls per voice; list released voices to end (1: silent, 2: long).
-    A frame that starts at or after its voice's kill (decided in an earlier round of this
-    block) is dropped, as a smaller block would not have computed it."""
-    nk = 0
-    for i in range(m):
-        v = slots[i]
-        if kill_start[v] >= 0 and toff[i] >= kill_start[v]:
-            continue
-        lvl = 0.0
-        for k in range(oh.shape[1]):
-            new_h[v, r, k] = oh[i, k]
-            lvl += oh[i, k]
-        for b in range(og.shape[1]):
-            new_g[v, r, b] = og[i, b]
-            lvl += og[i, b]
-        n_new[v] = r + 1
-        level[v] = lvl
-        if rel[i] <= nf[i]:
-            since = nf[i] - rel[i]
-            code = 0
-            if since > hop and lvl < silent:
-                code = 1
-            elif since > max_release:
-                code = 2
-            if code:
-                k_slot[nk] = v
-                k_off[nk] = toff[i]
-                k_code[nk] = code
-                nk += 1
-    return nk
+def _store_rounds(r0, r1, counts, p_slots, p_nf, p_rel, p_toff, oh, og, new_h, new_g, n_new,
+                  level, hop, max_release, silent, len_silent, len_long, kill_start, kill_pos,
+                  kill_len, key_down, sustained):
+    """File the controls of rounds ``r0 .. r1-1`` (rows of ``oh/og`` in round order) per voice.
+    A released voice ends at its first silent frame after the release (a ``len_silent`` fade)
+    or ``max_release`` after it (``len_long``): decided on the voice's own frame grid, so it does
+    not depend on the block size. A frame that starts at or after its voice's kill (decided in
+    an earlier round of this block) is dropped, as a smaller block would not have computed it.
+    """
+    o = 0
+    for r in range(r0, r1):
+        m = counts[r]
+        for i in range(m):
+            v = p_slots[r, i]
+            row = o + i
+            toff = p_toff[r, i]
+            if kill_start[v] >= 0 and toff >= kill_start[v]:
+                continue
+            lvl = 0.0
+            for k in range(oh.shape[1]):
+                new_h[v, r, k] = oh[row, k]
+                lvl += oh[row, k]
+            for b in range(og.shape[1]):
+                new_g[v, r, b] = og[row, b]
+                lvl += og[row, b]
+            n_new[v] = r + 1
+            level[v] = lvl
+            rel = p_rel[r, i]
+            nf = p_nf[r, i]
+            if rel <= nf:
+                since = nf - rel
+                fade = 0
+                if since > hop and lvl < silent:
+                    fade = len_silent
+                elif since > max_release:
+                    fade = len_long
+                if fade and kill_start[v] < 0:
+                    kill_start[v] = toff
+                    kill_pos[v] = 0
+                    kill_len[v] = fade
+                    key_down[v] = False
+                    sustained[v] = False
+        o += m
 
 
 @kernel
@@ -378,9 +389,9 @@ class Engine:
         self._on_note = np.zeros(ON, np.int64)
         self._on_vel = np.zeros(ON, np.int64)
         self._on_slot = np.zeros(ON, np.int64)
-        self._k_slot = np.zeros(S, np.int64)
-        self._k_off = np.zeros(S, np.int64)
-        self._k_code = np.zeros(S, np.int64)
+        # the fades of a released voice that ended: silent, or held past max_release
+        self._fade_silent = max(1, int(0.001 * self.sr))
+        self._fade_long = max(1, int(0.05 * self.sr))
         M = self.max_rows
         self._oh = np.zeros((max(S, M), K), np.float32)
         self._og = np.zeros((max(S, M), B), np.float32)
@@ -743,20 +754,11 @@ class Engine:
 
     def _store(self, r: int, q: int) -> None:
         """File rounds ``r .. q-1``, whose controls are in ``_oh/_og`` in round order."""
-        o = 0
-        for i in range(r, q):
-            m = int(self._p_count[i])
-            nk = _store_round(i, m, self._p_slots[i, :m], self._p_nf[i], self._p_rel[i],
-                              self._p_toff[i], self._oh[o:o + m], self._og[o:o + m],
-                              self.new_h, self.new_g, self.n_new, self.level, self.hop,
-                              self.max_release, SILENT_LEVEL, self._k_slot, self._k_off,
-                              self._k_code, self.kill_start)
-            o += m
-            # a released voice ends at its first silent frame (or after max_release):
-            # decided on the voice's own frame grid, so it does not depend on the block size
-            for j in range(nk):
-                self._kill(self._k_slot[j:j + 1], int(self._k_off[j]),
-                           0.001 if self._k_code[j] == 1 else 0.05)
+        _store_rounds(r, q, self._p_count, self._p_slots, self._p_nf, self._p_rel, self._p_toff,
+                      self._oh, self._og, self.new_h, self.new_g, self.n_new, self.level,
+                      self.hop, self.max_release, SILENT_LEVEL, self._fade_silent,
+                      self._fade_long, self.kill_start, self.kill_pos, self.kill_len,
+                      self.key_down, self.sustained)
 
     def _end_voices(self) -> None:
         """Free the slots of voices whose fade-out ended in this block."""
