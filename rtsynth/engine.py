@@ -448,31 +448,25 @@ class Engine:
             evs.append(q.popleft())
         if len(evs) > 1:
             evs.sort(key=lambda e: e[0])
-        i, ne = 0, len(evs)
-        while i < ne:
-            when, st, d1, d2 = evs[i]
+        m = 0               # note-ons queued: a run of them (a chord) starts in one call
+        for when, st, d1, d2 in evs:
             off = when - t0
             if off < 0:
                 self.stats["late_events"] += 1
                 off = 0
-            i += 1
-            if st & 0xF0 != 0x90:
-                self._apply(off, st, d1, d2, n)
-                continue
-            # a run of note-ons (a chord): started together, in order
-            m = 0
-            while True:
+            if st & 0xF0 == 0x90:
                 self._on_off[m], self._on_ch[m], self._on_note[m], self._on_vel[m] = (
                     off, st & 0x0F, d1, d2)
                 m += 1
-                if i == ne or evs[i][1] & 0xF0 != 0x90 or m == len(self._on_off):
-                    break
-                when, st, d1, d2 = evs[i]
-                off = when - t0
-                if off < 0:
-                    self.stats["late_events"] += 1
-                    off = 0
-                i += 1
+                if m == len(self._on_off):
+                    self._note_ons(m)
+                    m = 0
+                continue
+            if m:
+                self._note_ons(m)
+                m = 0
+            self._apply(off, st, d1, d2, n)
+        if m:
             self._note_ons(m)
         self.stats["events"] += len(evs)
         self._finish_channel_arrays(n)
@@ -573,9 +567,7 @@ class Engine:
     def _apply(self, off: int, st: int, d1: int, d2: int, n: int) -> None:
         kind = st & 0xF0
         ch = st & 0x0F
-        if kind == 0x90:
-            self._note_on(off, ch, d1, d2)
-        elif kind == 0x80:
+        if kind == 0x80:
             self._note_off(off, ch, d1)
         elif kind == 0xE0:
             self.bend[ch] = (((d2 << 7) | d1) - 8192) / 8192.0
@@ -667,10 +659,6 @@ class Engine:
             self.sustained[v] = True
         else:
             self._release(v, off)
-
-    def _note_on(self, off: int, ch: int, note: int, vel: int) -> None:
-        self._on_off[0], self._on_ch[0], self._on_note[0], self._on_vel[0] = off, ch, note, vel
-        self._note_ons(1)
 
     def _note_ons(self, m: int) -> None:
         """Start the ``m`` voices queued in ``_on_*`` (in order), in one kernel call: a chord
