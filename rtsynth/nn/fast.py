@@ -94,6 +94,8 @@ class _FastDecoder:
         self._p = np.zeros((rows, self.w_pre.shape[1]), np.float32)
         self._o = np.zeros((rows, n_out), np.float32)
         self._o2 = np.zeros((rows, n_out), np.float32)
+        self._hx = np.zeros((rows, K), np.float32)
+        self._gx = np.zeros((rows, n_out - K), np.float32)
         self._bad = np.zeros(rows, bool)
         self._prefault()
 
@@ -163,17 +165,21 @@ class _FastDecoder:
         return p
 
     def _heads(self, y, p, features, out_harm, out_noise) -> np.ndarray:
-        """The head (one matrix product per input) and the controls (one kernel); returns the
-        bool mask of rows that were not finite (written as zeros)."""
+        """The head (one matrix product per input), its exponentials (NumPy's SIMD loops) and
+        the controls (two kernels around them); returns the bool mask of rows that were not
+        finite (written as zeros)."""
         n = len(y)
         o = self._o[:n]
         np.matmul(y, self.w_head_y, out=o)
         o2 = self._o2[:n]
         np.matmul(p, self.w_head_p, out=o2)
-        o += o2
+        hx = self._hx[:n]
+        gx = self._gx[:n]
+        K_.heads_args(o, o2, self.b_head, hx, gx)
+        K_.heads_exp(hx, gx)
         bad = self._bad[:n]
-        K_.heads(o, self.b_head, features, self.h_scaled, self.amp_max, self.noise_max,
-                 self.f0_off, self.mask_c0, out_harm[:n], out_noise[:n], bad)
+        K_.heads_out(hx, gx, features, self.h_scaled, self.amp_max, self.noise_max,
+                     self.f0_off, self.mask_c0, out_harm[:n], out_noise[:n], bad)
         return bad
 
 
