@@ -80,8 +80,9 @@ def _workload(log) -> None:
             play(off, blocks=3)
             off.close()
     # the pieces called on their own (outside an engine block)
-    from rtsynth.dsp.effects import safety_clip
+    from rtsynth.dsp.effects import pcm24, safety_clip
     safety_clip(np.zeros((4, 2), np.float32), 0.5, np.zeros(2, np.int64))
+    pcm24(np.zeros((4, 2), np.float32), np.zeros(24, np.uint8))
     # architectures no shipped model has: a GRU of two layers steps strided state views
     try:
         from rtsynth.nn.fast import fast_decoder

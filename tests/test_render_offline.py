@@ -105,3 +105,28 @@ def test_render_to_file_writes_what_render_events_returns(tmp_path):
     assert np.max(np.abs(got - ref)) < 1e-5          # 24-bit PCM
     with pytest.raises(ValueError):
         render_to_file(offline_engine(BasicInstrument()), ev, tmp_path / "a.mp3")
+    # the .wav is written by rtsynth (pcm24), the .flac by libsndfile (its FLAC rounding
+    # differs from its WAV rounding by up to one step)
+    render_to_file(offline_engine(BasicInstrument(), block=2048), ev, tmp_path / "a.flac")
+    flac, _ = sf.read(tmp_path / "a.flac", dtype="float32")
+    assert flac.shape == got.shape and np.max(np.abs(flac - got)) <= 1.0 / 2 ** 23
+
+
+def test_wav_writer_writes_the_bytes_libsndfile_writes(tmp_path):
+    """rtsynth's own 24-bit WAV writer (render_to_file's .wav) against libsndfile's, byte for
+    byte: header, rounding (half to even), both ends of the range, clipping, several blocks."""
+    import soundfile as sf
+
+    from rtsynth.render import _Pcm24Wav
+    rng = np.random.default_rng(3)
+    x = ((rng.random((5000, 2)) - 0.5) * 2.2).astype(np.float32)       # some beyond +-1
+    x[:8] = np.array([[1.0, -1.0], [0.99999994, -0.99999994], [0.0, -0.0],
+                      [0.5 / 8388608, -0.5 / 8388608], [1.5 / 8388608, -1.5 / 8388608],
+                      [2.5 / 8388608, -2.5 / 8388608], [1e-9, -1e-9], [3.0, -3.0]],
+                     np.float32)
+    sf.write(tmp_path / "ref.wav", x, SR, subtype="PCM_24")
+    w = _Pcm24Wav(tmp_path / "own.wav", SR, 2)
+    peaks = [w.write(x[a:a + 1234]) for a in range(0, len(x), 1234)]
+    w.close()
+    assert (tmp_path / "own.wav").read_bytes() == (tmp_path / "ref.wav").read_bytes()
+    assert max(peaks) == np.float32(3.0)
