@@ -20,7 +20,7 @@ import numpy as np
 
 from . import spec
 from .dsp.effects import MasterState, safety_clip
-from .dsp.synth import render_voices
+from .dsp.synth import noise_layout, render_voices
 from .instrument import StreamingInstrument
 from .jit import kernel
 from .midi.messages import parse_message
@@ -340,7 +340,9 @@ class Engine:
         self.kill_pos = np.zeros(S, np.int32)
         self.kill_len = np.ones(S, np.int32)
         self.bad = np.zeros(S, np.int8)
-        self.tables = np.ascontiguousarray(spec.noise_tables(self.sr, B).T)  # [L, B]
+        loops = spec.noise_tables(self.sr, B)                     # [B, L]
+        self.noise_len = loops.shape[1]
+        self.tables = noise_layout(loops)                        # [B, L + pad]
         # voice bookkeeping, per slot
         self.velocity = np.zeros(S, np.float32)
         self.key_down = np.zeros(S, bool)
@@ -665,7 +667,7 @@ class Engine:
         of 64 note-ons costs about what one did in Python."""
         r = _start_voices(m, self._on_off, self._on_ch, self._on_note, self._on_vel,
                           self._on_slot, self.n_slots, self.hop, self._counter,
-                          max(1, int(STEAL_FADE_S * self.sr)), self.tables.shape[0],
+                          max(1, int(STEAL_FADE_S * self.sr)), self.noise_len,
                           self.active, self.start_off, self.chan, self.note, self.vpos,
                           self.theta, self.inc, self.prev_h, self.cur_h, self.prev_g,
                           self.cur_g, self.frozen, self.n_new, self.kill_start, self.kill_pos,

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from rtsynth.dsp.synth import SUB, render_voices
+from rtsynth.dsp.synth import SUB, noise_layout, render_voices
 
 SR = 48000.0
 HOP = 192
@@ -199,6 +199,7 @@ def run_kernel(voices, total, blocks, tables, bend_a, vib_a, gain, pan_l, pan_r,
             if v.kill_at is not None and sl.kill_start[s] < 0 and v.kill_at < t0 + n:
                 sl.kill_start[s] = max(v.kill_at - t0, 0)
         sl.bad[:] = 0
+        layout = noise_layout(tables.T)              # the reference reads tables [L, B]
         cuts = [0, len(voices)] if split is None else [0, *split, len(voices)]
         ch = (slice(None), slice(t0, t0 + n))
         bend, vib, g = bend_a[ch], vib_a[ch], gain[ch]
@@ -206,7 +207,7 @@ def run_kernel(voices, total, blocks, tables, bend_a, vib_a, gain, pan_l, pan_r,
         for a, b in zip(cuts[:-1], cuts[1:]):
             out = np.zeros((n, 2), np.float32)
             scratch = np.zeros(max_block, np.float64)
-            render_voices(*kernel_args(sl, n, slice(a, b), tables, bend, vib, lfo_w, g,
+            render_voices(*kernel_args(sl, n, slice(a, b), layout, bend, vib, lfo_w, g,
                                        pan_l, pan_r, scratch, out))
             out_all[t0:t0 + n] += out
         for s in np.flatnonzero(sl.bad):
