@@ -17,9 +17,11 @@ from . import spec
 from .instrument import StreamingInstrument
 from .jit import kernel
 
-#: the instrument `rtsynth play` and `rtsynth render` use when none is named: the CNN flute,
-#: the lowest held-out spectral distance of the flutes and the cheapest real-time step
-DEFAULT_INSTRUMENT = "flute"
+#: the instrument `rtsynth play` and `rtsynth render` use when none is named: the 48-channel CNN
+#: flute, the lowest held-out spectral distance of the flutes (0.998; `flute`, 96 channels:
+#: 1.003) at a third of the model arithmetic: the cheapest real-time step, and offline renders
+#: faster than FluidSynth's (docs/BENCH.md)
+DEFAULT_INSTRUMENT = "flute-lite"
 
 
 class InstrumentError(Exception):
