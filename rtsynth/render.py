@@ -164,20 +164,16 @@ def render_to_file(engine: Engine, events: Iterable[tuple[int, bytes]], path: st
     ``(frames, peak)``, peak the largest absolute sample. The file holds the same samples as
     ``write_audio(path, render_events(...))``.
 
-    A second thread runs the master chain (reverb, limiter: serial, 0.3 s of the bench's 187 s
-    file), decides where the render ends and writes the file, while the next blocks render; the
-    rendering side stays at most a few blocks ahead (those past the end are dropped).
+    With an :class:`OfflineEngine` each block's master chain (reverb, limiter: serial), the
+    end detection and the writing run beside the next block's model step
+    (:meth:`OfflineEngine.beside`), on the render's second thread; the block rendered past the
+    end is dropped. (A third, writer thread did this until session 5: the OS ran it against the
+    two render threads, and each block waited about 0.3 ms for the one it had preempted.)
     """
-    import queue
-    import threading
-
-    import soundfile as sf
+    from functools import partial
 
     path = Path(path)
     fmt = _sound_format(path)
-    q: queue.Queue = queue.Queue(maxsize=3)
-    failed: list[BaseException] = []
-    ended = threading.Event()
     if fmt == ("WAV", "PCM_24"):
         f = _Pcm24Wav(path, engine.sr, 2)
     else:
@@ -188,51 +184,48 @@ def render_to_file(engine: Engine, events: Iterable[tuple[int, bytes]], path: st
     except BaseException:
         f.close()
         raise
-    result = {"frames": 0, "peak": 0.0}
+    result = {"frames": 0, "peak": 0.0, "ended": False}
 
-    def writer():
-        try:
-            while True:
-                item = q.get()
-                if item is None:
-                    return
-                if failed or ended.is_set():
-                    continue
-                chunk, done, active = item
-                engine.master_block(chunk)
-                peak = f.write(chunk)
-                result["frames"] += len(chunk)
-                if len(chunk):
-                    if peak is None:
-                        peak = float(np.max(np.abs(chunk)))
-                    result["peak"] = max(result["peak"], peak)
-                if ending.reached(chunk, done, active):
-                    ended.set()
-        except BaseException as e:  # noqa: BLE001 - reported by the rendering thread
-            failed.append(e)
-            ended.set()
-            while q.get() is not None:
-                pass
+    def finish(chunk: np.ndarray, done: int, active: int) -> None:
+        """Master, write and check for the end: one block, blocks in order."""
+        engine.master_block(chunk)
+        peak = f.write(chunk)
+        result["frames"] += len(chunk)
+        if len(chunk):
+            if peak is None:
+                peak = float(np.max(np.abs(chunk)))
+            result["peak"] = max(result["peak"], peak)
+        if ending.reached(chunk, done, active):
+            result["ended"] = True
 
-    th = threading.Thread(target=writer, name="rtsynth-writer", daemon=True)
+    beside = getattr(engine, "beside", None)
     deferred = engine.defer_master
     engine.defer_master = True
-    th.start()
     done = 0
+    pending = None
     try:
-        while not ended.is_set() and done < ending.max_len:
+        while not result["ended"] and done < ending.max_len:
+            if pending is not None:
+                if beside is not None:
+                    beside(partial(finish, *pending))
+                else:
+                    finish(*pending)
+                    if result["ended"]:
+                        break
+                pending = None
             out = engine.render()
             done += engine.block
-            q.put((out.copy(), done, engine.active_voices))
+            if not result["ended"]:
+                pending = (out.copy(), done, engine.active_voices)
             if progress is not None:
                 progress(min(done, ending.total_est), ending.total_est)
+        if pending is not None:
+            finish(*pending)
     finally:
-        q.put(None)
-        th.join()
+        if beside is not None:
+            beside(None)
         f.close()
         engine.defer_master = deferred
-    if failed:
-        raise failed[0]
     return result["frames"], result["peak"]
 
 

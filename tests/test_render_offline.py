@@ -130,3 +130,24 @@ def test_wav_writer_writes_the_bytes_libsndfile_writes(tmp_path):
     w.close()
     assert (tmp_path / "own.wav").read_bytes() == (tmp_path / "ref.wav").read_bytes()
     assert max(peaks) == np.float32(3.0)
+
+
+def test_render_to_file_raises_what_the_writing_raises(tmp_path, monkeypatch):
+    """The master chain and the writing run beside the next block (OfflineEngine.beside, on
+    the worker thread): an error there comes out of render_to_file, and the file is closed."""
+    from rtsynth import render as R
+    ev = [(t, bytes(m)) for t, m in EVENTS]
+    calls = []
+    real = R._Pcm24Wav.write
+
+    def write(self, chunk):
+        calls.append(len(chunk))
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, chunk)
+    monkeypatch.setattr(R._Pcm24Wav, "write", write)
+    e = offline_engine(BasicInstrument(), block=1024, threads=2)
+    with pytest.raises(OSError, match="No space left"):
+        render_to_file(e, ev, tmp_path / "full.wav")
+    assert len(calls) == 3
+    e.close()
