@@ -214,3 +214,15 @@ def test_held_row_counts_dropouts_and_records_the_latency_it_ended_with():
     header, rows = report.table_rows({"meta": {"blocks": [128]}, "ratios": {},
                                       "synths": {"rtsynth x": {"load": row}}})
     assert ["  latency at the end of it", "5.33 ms (1 raises)"] in rows
+
+
+def test_render_row_is_the_median_run():
+    from rtsynth.bench.runner import median_run
+    rows = [{"file": "a.mid", "x_realtime": 10.0, "wall_s": 3.0},
+            {"file": "a.mid", "error": "exit 1"},
+            {"file": "a.mid", "x_realtime": 30.0, "wall_s": 1.0},
+            {"file": "a.mid", "x_realtime": 20.0, "wall_s": 1.5}]
+    row = median_run(rows)
+    assert row["x_realtime"] == 20.0 and row["wall_s"] == 1.5
+    assert row["runs_x"] == [10.0, None, 30.0, 20.0]
+    assert median_run([{"file": "a.mid", "error": "exit 1"}])["error"] == "exit 1"

@@ -49,6 +49,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="hold per capacity step (default 5, quick 2)")
     p.add_argument("--rows", default="startup,latency,load,capacity,render",
                    help="comma-separated subset of startup,latency,load,capacity,render")
+    p.add_argument("--render-runs", type=int, default=None,
+                   help="runs of each render per synth, taking turns; the median is reported "
+                        "(default 3, quick 1)")
     p.add_argument("--private-server", action="store_true",
                    help="start a private dummy JACK server even if one is running")
     p.add_argument("--play-arg", "--rtsynth-arg", dest="play_arg", action="append", default=[],
@@ -116,7 +119,8 @@ def run(args) -> int:
                       load_seconds=args.seconds, load_voices=args.voices,
                       capacity_steps=args.capacity_steps,
                       capacity_seconds=args.capacity_seconds, rows=rows,
-                      render="render" in rows, private_server=args.private_server,
+                      render="render" in rows, render_runs=args.render_runs,
+                      private_server=args.private_server,
                       rtsynth_args=play_args(args),
                       variants=[shlex.split(v) for v in args.variant] if args.variant else None,
                       log=None if args.quiet else (lambda s: err.print(f"[dim]bench:[/] {s}")))

@@ -33,6 +33,7 @@ class BenchConfig:
     capacity_retry: bool | None = None       # confirm a failing step once (default on)
     render: bool = True
     render_repeat: int | None = None         # a longer file too (full: the chorale x8)
+    render_runs: int | None = None           # runs per file and synth, interleaved (median)
     rows: tuple[str, ...] = ("startup", "latency", "load", "capacity", "render")
     private_server: bool = False             # always start our own, even if one runs
     python: str = sys.executable
@@ -57,6 +58,8 @@ class BenchConfig:
             self.capacity_retry = True
         if self.render_repeat is None:
             self.render_repeat = 1 if q else 8
+        if self.render_runs is None:
+            self.render_runs = 1 if q else 3
         return self
 
 
@@ -121,6 +124,17 @@ def _err_line(e: BaseException) -> str:
     return f"{type(e).__name__}: " + " | ".join(s)
 
 
+def median_run(rows: list[dict]) -> dict:
+    """The run of median speed among ``rows`` (one file, one synth), with every run's speed
+    under ``runs_x``; the first error if no run succeeded."""
+    ok = sorted((r for r in rows if r.get("x_realtime")), key=lambda r: r["x_realtime"])
+    if not ok:
+        return rows[0]
+    row = dict(ok[(len(ok) - 1) // 2])
+    row["runs_x"] = [r.get("x_realtime") for r in rows]
+    return row
+
+
 def run_bench(cfg: BenchConfig) -> dict:
     cfg.resolve()
     log = cfg.log or (lambda s: None)
@@ -159,20 +173,25 @@ def run_bench(cfg: BenchConfig) -> dict:
         files = [M.chorale_midi()]
         if cfg.render_repeat and cfg.render_repeat > 1:
             files.append(M.chorale_midi(repeat=cfg.render_repeat))
-        for s in specs:
-            if s.kind not in ("rtsynth", "fluidsynth"):
-                continue
-            rows = []
-            for f in files:
-                log(f"render {f.name}: {s.label}")
-                try:
-                    inst = s.cmd[s.cmd.index("-i") + 1] if s.kind == "rtsynth" else "fs"
-                    rows.append(M.measure_render(s.kind, f, instrument=inst, python=cfg.python,
-                                                 workdir=cfg.workdir,
-                                                 sample_rate=cfg.sample_rate))
-                except Exception as e:  # noqa: BLE001 - a row fails, the bench goes on
-                    rows.append({"file": f.name, "error": _err_line(e)})
-            res["synths"][s.label]["render"] = rows
+        # each file rendered render_runs times by each synth, the synths taking turns (a busy
+        # minute on a shared machine falls on all of them alike); the row is the median run
+        rsynths = [s for s in specs if s.kind in ("rtsynth", "fluidsynth")]
+        if set(cfg.rows) - {"render"}:
+            time.sleep(2.0)   # the live rows' servers and clients finish exiting first
+        runs = {s.label: [[] for _ in files] for s in rsynths}
+        for k in range(max(1, int(cfg.render_runs or 1))):
+            for i, f in enumerate(files):
+                for s in rsynths:
+                    log(f"render {f.name} (run {k + 1}): {s.label}")
+                    try:
+                        inst = s.cmd[s.cmd.index("-i") + 1] if s.kind == "rtsynth" else "fs"
+                        runs[s.label][i].append(M.measure_render(
+                            s.kind, f, instrument=inst, python=cfg.python,
+                            workdir=cfg.workdir, sample_rate=cfg.sample_rate))
+                    except Exception as e:  # noqa: BLE001 - a row fails, the bench goes on
+                        runs[s.label][i].append({"file": f.name, "error": _err_line(e)})
+        for s in rsynths:
+            res["synths"][s.label]["render"] = [median_run(r) for r in runs[s.label]]
     res["meta"]["bench_s"] = time.monotonic() - t_all
     res["ratios"] = ratios(res)
     res["targets"] = targets(res)
