@@ -232,7 +232,7 @@ def render_to_file(engine: Engine, events: Iterable[tuple[int, bytes]], path: st
 class _Pcm24Wav:
     """A 24-bit PCM WAV file (the ``.wav`` of a render) written here, not through libsndfile:
     the same bytes (the same 44-byte header, :func:`~rtsynth.dsp.effects.pcm24` the same
-    conversion), 0.17 s less of the writer thread's time in the bench's 187 s render. ``write``
+    conversion), 0.17 s less CPU time in the bench's 187 s render. ``write``
     returns the block's peak."""
 
     LIMIT = 0xFFFFFFFF - 36          # the most data bytes a RIFF header can count
