@@ -926,8 +926,8 @@ class OfflineEngine(Engine):
         """``task()`` runs during the next :meth:`render`, on the worker thread, which then
         steps the model for a third of the voices (:attr:`BESIDE_SHARE`), while this one steps
         the rest (two model steps at once contend for the GIL: their many short calls each
-        take it); then both threads synthesise. ``render`` returns once the task is done and raises what it raised.
-        Without a worker the task runs first, on this thread. A file render gives it the
+        take it); then both threads synthesise. ``render`` returns once the task is done and
+        raises what it raised. Without a worker the task runs first, on this thread. A file render gives it the
         master chain, the end detection and the writing of the block before."""
         self._beside = task
 

@@ -177,8 +177,7 @@ def render_to_file(engine: Engine, events: Iterable[tuple[int, bytes]], path: st
     if fmt == ("WAV", "PCM_24"):
         f = _Pcm24Wav(path, engine.sr, 2)
     else:
-        f = _SoundFileNoSync(str(path), "w", samplerate=engine.sr, channels=2, format=fmt[0],
-                             subtype=fmt[1])
+        f = _soundfile_no_sync(path, engine.sr, fmt)
     try:
         ending = _begin(engine, events, tail)
     except BaseException:
@@ -275,22 +274,18 @@ class _Pcm24Wav:
             self._f.close()
 
 
-def _no_sync_soundfile():
+def _soundfile_no_sync(path: Path, sample_rate: int, fmt: tuple[str, str]):
+    """A soundfile writer whose ``close`` skips ``flush``: soundfile's flush is libsndfile's
+    ``sf_write_sync``, an fsync (0.12 s at the end of the bench's 187 s render, for a file the
+    page cache writes out anyway). libsndfile keeps no data of its own to flush: each ``write``
+    reaches the file, and ``close`` (``sf_close``) still completes the header."""
     import soundfile as sf
 
-    class SoundFileNoSync(sf.SoundFile):
-        """``close`` without ``flush``: soundfile's flush is libsndfile's ``sf_write_sync``, an
-        fsync (0.12 s at the end of the bench's 187 s render, for a file the page cache writes
-        out anyway). libsndfile keeps no data of its own to flush: each ``write`` reaches the
-        file, and ``close`` (``sf_close``) still completes the header."""
-
+    class NoSync(sf.SoundFile):
         def flush(self):
             pass
-    return SoundFileNoSync
-
-
-def _SoundFileNoSync(*a, **kw):
-    return _no_sync_soundfile()(*a, **kw)
+    return NoSync(str(path), "w", samplerate=sample_rate, channels=2, format=fmt[0],
+                  subtype=fmt[1])
 
 
 def _sound_format(path: Path) -> tuple[str, str]:

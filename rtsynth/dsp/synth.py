@@ -348,8 +348,6 @@ def render_voices(nframes, sample_rate, hop,
     # phasors are rebuilt from theta at each block start, so they are not state.
     wk = np.zeros(nch * _CH, np.float32)
     tmp = np.empty(16, np.float64)
-    g0 = np.zeros(B, np.float32)
-    dg = np.zeros(B, np.float32)
     # the noise gains of each control-frame segment of a voice's block (see below)
     nseg = nframes // hop + 3
     seg_t = np.empty(nseg + 1, np.int64)
@@ -385,21 +383,19 @@ def render_voices(nframes, sample_rate, hop,
         nv = note[v]
         last_pitch = math.nan      # no f0 computed yet for this voice (w is from inc)
         nact = _n_active(hmax, K)
-        # chunks whose phasors are current (from th), and whose rotation is for w_rot: both are
-        # rebuilt (float64) at each SUB boundary and only as far as the chunks that sound
+        # chunks whose phasors are current (from th), and whose rotation is for w_rot: rebuilt
+        # (float64) only as far as the chunks that sound; the phasors once a frame, the
+        # rotation when f0 changes
         zr_n = 0
         rr_n = 0
         w_rot = w
         namp = _load_amps(wk, prev_h[v], cur_h[v], K, nch)
-        _load_gains(g0, dg, prev_g[v], cur_g[v], B)
         # noise segments: from each frame boundary (and the voice's first sample) on, the
         # gains; the noise is added after the harmonics, a segment at a time
         ns = 0
         seg_t[0] = t0
         seg_n[0] = n
-        for b in range(B):
-            seg_g0[0, b] = g0[b]
-            seg_dg[0, b] = dg[b]
+        _load_gains(seg_g0[0], seg_dg[0], prev_g[v], cur_g[v], B)
         if fz:
             for j in range(SUB):
                 alphas[j] = np.float32(1.0)
@@ -409,14 +405,11 @@ def render_voices(nframes, sample_rate, hop,
             if ph == 0 and not fz:
                 r = _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new)
                 namp = _load_amps(wk, prev_h[v], cur_h[v], K, nch)
-                _load_gains(g0, dg, prev_g[v], cur_g[v], B)
                 if t > seg_t[ns]:
                     ns += 1
                 seg_t[ns] = t
                 seg_n[ns] = n
-                for b in range(B):
-                    seg_g0[ns, b] = g0[b]
-                    seg_dg[ns, b] = dg[b]
+                _load_gains(seg_g0[ns], seg_dg[ns], prev_g[v], cur_g[v], B)
             sp = n % SUB
             if sp == 0:
                 vib = chan_vib[ch, t]

@@ -18,12 +18,12 @@ nothing to run, an undefined status byte. Data bytes above 127 are clipped to 12
 
 from __future__ import annotations
 
-from .messages import MidiError
+from .messages import CHANNEL_KINDS, MidiError
 
 DEFAULT_TEMPO = 500000          # microseconds per quarter note (120 bpm)
 
 #: data bytes of a channel message, by its high nibble
-_CHANNEL_LEN = {0x8: 2, 0x9: 2, 0xA: 2, 0xB: 2, 0xC: 1, 0xD: 1, 0xE: 2}
+_CHANNEL_LEN = {status >> 4: n for status, (_, n) in CHANNEL_KINDS.items()}
 #: data bytes of a system common / real-time status (not channel messages: read and dropped)
 _SYSTEM_LEN = {0xF1: 1, 0xF2: 2, 0xF3: 1, 0xF6: 0, 0xF8: 0, 0xFA: 0, 0xFB: 0, 0xFC: 0,
                0xFE: 0}
@@ -114,18 +114,7 @@ def _read_track(data: bytes, track: int, merged: list) -> None:
     end = len(data)
     try:
         while pos < end:
-            # delta time: a variable-length quantity, at most 4 bytes
-            b = data[pos]
-            pos += 1
-            delta = b & 0x7F
-            n = 1
-            while b & 0x80:
-                if n == 4:
-                    raise SmfError(f"track {track}: delta time longer than 4 bytes")
-                b = data[pos]
-                pos += 1
-                delta = (delta << 7) | (b & 0x7F)
-                n += 1
+            delta, pos = _vlq(data, pos, track, "delta time")
             tick += delta
             b = data[pos]
             if b & 0x80:
@@ -137,7 +126,7 @@ def _read_track(data: bytes, track: int, merged: list) -> None:
                     pos += nd
                 elif b == 0xFF:                          # meta event
                     kind = data[pos]
-                    size, pos = _vlq(data, pos + 1, track)
+                    size, pos = _vlq(data, pos + 1, track, "meta event length")
                     body = data[pos:pos + size]
                     pos += size
                     if len(body) < size:
@@ -148,7 +137,7 @@ def _read_track(data: bytes, track: int, merged: list) -> None:
                         append((tick, _OTHER, None))
                     continue
                 elif b in (0xF0, 0xF7):                  # sysex: length, data
-                    size, pos = _vlq(data, pos, track)
+                    size, pos = _vlq(data, pos, track, "sysex length")
                     pos += size
                     if pos > end:
                         raise IndexError
@@ -184,7 +173,8 @@ def _read_track(data: bytes, track: int, merged: list) -> None:
         raise SmfError(f"track {track} is truncated (an event runs past its end)") from None
 
 
-def _vlq(data: bytes, pos: int, track: int) -> tuple[int, int]:
+def _vlq(data: bytes, pos: int, track: int, what: str) -> tuple[int, int]:
+    """A variable-length quantity (at most 4 bytes) at ``pos`` -> ``(value, next pos)``."""
     v = 0
     for _ in range(4):
         b = data[pos]
@@ -192,4 +182,4 @@ def _vlq(data: bytes, pos: int, track: int) -> tuple[int, int]:
         v = (v << 7) | (b & 0x7F)
         if not b & 0x80:
             return v, pos
-    raise SmfError(f"track {track}: a length longer than 4 bytes")
+    raise SmfError(f"track {track}: {what} longer than 4 bytes")

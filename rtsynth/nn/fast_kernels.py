@@ -103,7 +103,8 @@ def heads_args(o, o2, b_head, hx, gx):  # pragma: no cover - compiled
     the arguments of its exponentials, for NumPy's SIMD ``exp`` (this Numba build has no vector
     math library; a scalar ``exp`` per output was 1.3 us of a CNN row's 7). ``hx [n, K]``: the
     harmonic logits minus their row's largest (softmax); ``gx [n, 1+B]``: minus the amplitude
-    logit and minus the noise logits (``sigmoid(a) = 1 / (1 + exp(-a))``)."""
+    logit and minus the noise logits (``sigmoid(a) = 1 / (1 + exp(-a))``), at most 88, so
+    that ``exp`` stays finite in float32 (the sigmoid's power is then 0, as in the limit)."""
     n = o.shape[0]
     K = hx.shape[1]
     B = gx.shape[1] - 1
@@ -116,23 +117,24 @@ def heads_args(o, o2, b_head, hx, gx):  # pragma: no cover - compiled
                 mx = v
         for j in range(K):
             hx[r, j] -= mx
-        gx[r, 0] = -(o[r, 0] + o2[r, 0] + b_head[0])
+        v = -(o[r, 0] + o2[r, 0] + b_head[0])
+        gx[r, 0] = 88.0 if v > 88.0 else v         # NaN stays NaN
         for j in range(B):
-            gx[r, 1 + j] = -(o[r, 1 + K + j] + o2[r, 1 + K + j] + b_head[1 + K + j])
+            v = -(o[r, 1 + K + j] + o2[r, 1 + K + j] + b_head[1 + K + j])
+            gx[r, 1 + j] = 88.0 if v > 88.0 else v
 
 
 def heads_exp(hx, gx):
     """The exponentials between :func:`heads_args` and :func:`heads_out`, in place, with
-    NumPy's SIMD loops: ``hx = exp(hx)``; ``gx = sigmoid(a) ** ln 10 = exp(-ln 10 log(1 +
-    exp(-a)))``. An overflow of ``exp(-a)`` (``a`` below about -88) gives ``inf``, then 0: the
-    limit. NaN stays NaN (caught by :func:`heads_out`)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        np.exp(hx, out=hx)
-        np.exp(gx, out=gx)
-        gx += np.float32(1.0)
-        np.log(gx, out=gx)
-        gx *= np.float32(-LN10)
-        np.exp(gx, out=gx)
+    NumPy's SIMD loops: ``hx = exp(hx)`` (``hx <= 0``); ``gx = sigmoid(a) ** ln 10 = exp(-ln 10
+    log(1 + exp(-a)))`` (``-a <= 88``: nothing overflows). NaN stays NaN, caught by
+    :func:`heads_out`."""
+    np.exp(hx, out=hx)
+    np.exp(gx, out=gx)
+    gx += np.float32(1.0)
+    np.log(gx, out=gx)
+    gx *= np.float32(-LN10)
+    np.exp(gx, out=gx)
 
 
 @_jit
