@@ -19,6 +19,22 @@ Features (model inputs), one row per frame, ``N_FEATURES`` columns:
     5 off_fast   exp(-t_off / 0.05)     t_off: seconds from release to the frame start; 0 until
     6 off_slow   exp(-t_off / 0.5)      the release (released means release_sample <= frame start)
 
+    Models of contract version 2 (``n_features == N_FEATURES_V2``) take two more columns:
+
+    7 dynamics   the loudness the player asks for, on the velocity scale in [0, 1]: ``d`` asks
+                 for the loudness the source instrument has when played at velocity ``127 d``.
+                 At play time ``d = velocity / 127`` for the whole note unless an expression
+                 control moves it (pressure, breath, CC11: the expression mapping of the
+                 engine), so a keyboard with no pressure plays as a velocity-only model would.
+                 In training it is the A-weighted loudness measured from the target audio,
+                 mapped onto the velocity scale by the dataset's calibration (see rtsynth.data).
+    8 brightness CC74 / 127 in [0, 1]; ``DEFAULT_BRIGHTNESS`` (CC74 = 64) is the instrument as
+                 recorded. In training, the target's spectral brightness relative to what is
+                 typical for its pitch and dynamics (rtsynth.data), neutral at the default.
+
+    A v1 model (7 columns) gets dynamics and brightness applied by the engine to its controls
+    instead (dynamics as level, brightness as a spectral tilt of the harmonic amplitudes).
+
 Every feature depends only on the voice's state at its frame's first sample, so the engine can
 compute a frame exactly (whatever the audio block size) as soon as the block holding that sample
 is rendered: a release inside a frame takes effect at the next frame (at most one hop later).
@@ -48,7 +64,11 @@ N_HARMONICS = 64
 N_NOISE_BANDS = 20
 NOISE_TABLE_LEN = 1 << 15
 NOISE_SEED = 20261123
-N_FEATURES = 7
+N_FEATURES = 7          # contract version 1: pitch, velocity, gate, four envelopes
+N_FEATURES_V2 = 9       # version 2: + dynamics, brightness
+F_DYNAMICS = 7
+F_BRIGHTNESS = 8
+DEFAULT_BRIGHTNESS = 64.0 / 127.0
 FEATURE_NAMES = ("pitch", "velocity", "gate", "on_fast", "on_slow", "off_fast", "off_slow")
 TAU_FAST = 0.05
 TAU_SLOW = 0.5
