@@ -124,7 +124,7 @@ def build(out_dir: Path | None = None, log=print) -> Path:
     from rtsynth import jit
     if jit.status()["mode"] != "jit":
         raise RuntimeError("rtsynth.jit was loaded in compiled mode before the build started")
-    for mod in ("engine", "instruments", "render", "dsp.synth", "dsp.effects", "nn.fast",
+    for mod in ("engine", "instruments.basic", "render", "dsp.synth", "dsp.effects", "nn.fast",
                 "nn.fast_kernels"):
         __import__(f"rtsynth.{mod}")
     t0 = time.perf_counter()

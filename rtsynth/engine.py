@@ -21,7 +21,7 @@ import numpy as np
 from . import spec
 from .dsp.effects import MasterState, safety_clip
 from .dsp.synth import noise_layout, render_voices
-from .instrument import StreamingInstrument
+from .instruments.base import StreamingInstrument
 from .jit import kernel
 from .midi.messages import parse_message
 

@@ -5,7 +5,7 @@ import pytest
 
 from rtsynth import spec
 from rtsynth.engine import Engine
-from rtsynth.instrument import StreamingInstrument
+from rtsynth.instruments.base import StreamingInstrument
 from rtsynth.instruments import BasicInstrument
 
 SR = spec.SAMPLE_RATE

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rtsynth import spec
-from rtsynth.instrument import StreamingInstrument
+from rtsynth.instruments.base import StreamingInstrument
 from rtsynth.nn.io import (ModelLoadError, load_decoder, load_neural_instrument, load_weights,
                            save_model)
 from rtsynth.nn.model import Decoder

@@ -110,7 +110,7 @@ def instrument_step(inst, batch: int):
 def neural_default(kind: str):
     try:
         from rtsynth import spec
-        from rtsynth.nn.instrument import NeuralInstrument
+        from rtsynth.nn.neural import NeuralInstrument
         from rtsynth.nn.io import decoder_config
         from rtsynth.nn.model import Decoder
     except ImportError as e:

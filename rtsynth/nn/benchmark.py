@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from .. import spec
-from .instrument import NeuralInstrument
+from .neural import NeuralInstrument
 from .io import load_neural_instrument
 
 

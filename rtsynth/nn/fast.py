@@ -27,6 +27,7 @@ import numpy as np
 
 from ..jit import kernel
 from . import fast_kernels as K_
+from .arch import backbone_kw, decoder_config
 
 LN10 = math.log(10.0)
 LN2 = math.log(2.0)
@@ -34,8 +35,6 @@ LN2 = math.log(2.0)
 
 def decoder_weights(decoder) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """A torch ``Decoder`` -> (NumPy float32 state dict, architecture)."""
-    from .io import decoder_config
-
     w = {k: np.ascontiguousarray(v.detach().cpu().float().numpy())
          for k, v in decoder.state_dict().items()}
     return w, decoder_config(decoder)
@@ -63,8 +62,6 @@ class _FastDecoder:
                  max_rows: int | None = None):
         """``max_rows``: the most rows one :meth:`step` gets (default ``n_slots``; more for
         multi-frame batches, offline)."""
-        from .io import backbone_kw
-
         w, arch = _weights(decoder, arch)
         if arch["backbone"] != self.kind:
             raise ValueError(f"not a {self.kind} decoder")

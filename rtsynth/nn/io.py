@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import spec
+from .arch import BACKBONE_DEFAULTS, BACKBONES, backbone_kw, build_decoder, decoder_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Decoder
@@ -38,51 +39,8 @@ MAX_WEIGHTS_BYTES = 64 << 20
 MAX_STATE_PER_SLOT = 1 << 22
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-#: the backbones (the same tuple as :data:`rtsynth.nn.backbones.BACKBONES`, without torch)
-BACKBONES = ("gru", "cnn", "attention")
-#: the backbone constructors' defaults for keys a config's ``backbone_kw`` leaves out
-BACKBONE_DEFAULTS = {
-    "gru": {"hidden": 256, "layers": 1},
-    "cnn": {"channels": 64, "kernel": 2, "dilations": [1, 2, 4, 8, 16, 32, 64, 128]},
-    "attention": {"dim": 64, "heads": 4, "layers": 2, "window": 48, "ff_mult": 2},
-}
-
-
 class ModelLoadError(Exception):
     """A model folder cannot be loaded (missing, corrupt, mismatched or unsafe)."""
-
-
-def decoder_config(model: Decoder) -> dict[str, Any]:
-    bb = model.backbone
-    if model.backbone_kind == "gru":
-        kw = {"hidden": bb.hidden, "layers": bb.layers}
-    elif model.backbone_kind == "cnn":
-        kw = {"channels": bb.channels, "kernel": bb.kernel, "dilations": list(bb.dilations)}
-    else:
-        kw = {"dim": bb.dim, "heads": bb.heads, "layers": bb.n_layers, "window": bb.window,
-              "ff_mult": model.backbone.ff1[0].out_features // bb.dim}
-    return {"backbone": model.backbone_kind, "backbone_kw": kw, "pre_dim": model.pre.out_features,
-            "z_dim": model.z_dim, "n_features": model.n_features,
-            "n_harmonics": model.n_harmonics, "n_noise": model.n_noise,
-            "sample_rate": model.sample_rate, "amp_max": model.amp_max,
-            "noise_max": model.noise_max}
-
-
-def build_decoder(arch: dict[str, Any]) -> Decoder:
-    from .model import Decoder
-
-    return Decoder(backbone=arch["backbone"], backbone_kw=arch["backbone_kw"],
-                   pre_dim=arch["pre_dim"], z_dim=arch["z_dim"], n_features=arch["n_features"],
-                   n_harmonics=arch["n_harmonics"], n_noise=arch["n_noise"],
-                   sample_rate=arch["sample_rate"], amp_max=arch["amp_max"],
-                   noise_max=arch["noise_max"])
-
-
-def backbone_kw(arch: dict[str, Any]) -> dict[str, Any]:
-    """``arch['backbone_kw']`` with the constructor defaults filled in."""
-    kw = dict(BACKBONE_DEFAULTS[arch["backbone"]])
-    kw.update(arch["backbone_kw"])
-    return kw
 
 
 def expected_shapes(arch: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -306,9 +264,9 @@ def load_decoder(folder: str | os.PathLike) -> tuple[Decoder, dict[str, Any]]:
 
 
 def load_neural_instrument(folder: str | os.PathLike):
-    """A :class:`rtsynth.instrument.StreamingInstrument` for the model in ``folder`` (NumPy
-    real-time step; torch is not imported)."""
-    from .instrument import NeuralInstrument
+    """A :class:`rtsynth.instruments.base.StreamingInstrument` for the model in ``folder``
+    (NumPy real-time step; torch is not imported)."""
+    from .neural import NeuralInstrument    # here, not at the top: it imports numba (nn.fast)
 
     weights, cfg = load_weights(folder)
     return NeuralInstrument(weights, cfg, name=Path(folder).name)
@@ -323,4 +281,5 @@ def __getattr__(name: str):
 
 __all__ = ["ModelLoadError", "save_model", "load_decoder", "load_weights",
            "load_neural_instrument", "read_config", "build_decoder", "decoder_config",
-           "expected_shapes", "state_per_slot", "TimbreEncoder"]
+           "expected_shapes", "state_per_slot", "TimbreEncoder", "BACKBONES", "BACKBONE_DEFAULTS",
+           "backbone_kw"]

@@ -1,4 +1,4 @@
-"""A trained decoder as a :class:`rtsynth.instrument.StreamingInstrument`.
+"""A trained decoder as a :class:`rtsynth.instruments.base.StreamingInstrument`.
 
 State is one row per voice slot, NumPy arrays owned by the decoder's NumPy real-time path
 (:mod:`rtsynth.nn.fast`, every backbone): :meth:`step` runs one frame for the given slots in one
@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .. import spec
-from ..instrument import StreamingInstrument
+from ..instruments.base import StreamingInstrument
+from .arch import build_decoder
 from .fast import decoder_weights, fast_decoder
 
 
@@ -64,7 +65,6 @@ class NeuralInstrument(StreamingInstrument):
         """The torch ``Decoder`` with these weights (built on first use; imports torch)."""
         if self._decoder is None:
             import torch
-            from .io import build_decoder
             d = build_decoder(self.arch)
             d.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
             self._decoder = d.eval()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import spec
+from .. import spec
 
 
 class StreamingInstrument(ABC):
