@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import options, spec
+from . import spec
 from .engine import Engine, OfflineEngine
 from .instruments.base import StreamingInstrument
 from .midi.messages import MidiError
@@ -24,68 +24,32 @@ SOUND_FORMATS = {".wav": ("WAV", "PCM_24"), ".flac": ("FLAC", "PCM_24"),
 
 def read_midi_events(path: str | Path, sample_rate: int = spec.SAMPLE_RATE
                      ) -> list[tuple[int, bytes]]:
-    """All channel messages of all tracks of a MIDI file -> ``[(sample, bytes)]`` in time order,
-    stamped at ``sample_rate`` (the engine's: :func:`read_midi_timed` and :func:`to_samples`
-    when the rate is known only later).
+    """All channel messages of all tracks of a MIDI file -> ``[(sample, bytes)]`` in time order.
 
     Tempo changes are honoured. Raises :class:`MidiError` with one readable line for a missing,
-    truncated, oversized or non-MIDI file. (:mod:`rtsynth.midi.smf`: the same times as mido,
-    several times faster.)
+    truncated or non-MIDI file. (:mod:`rtsynth.midi.smf`: the same times as mido, several
+    times faster.)
     """
-    return to_samples(read_midi_timed(path), sample_rate)
-
-
-def read_midi_timed(path: str | Path, max_bytes: int = options.MAX_MIDI_BYTES
-                    ) -> list[tuple[float, bytes]]:
-    """The channel messages of a MIDI file -> ``[(seconds, bytes)]`` in time order. The file is
-    read whole, so its size is checked first: more than ``max_bytes`` is refused unread."""
     from .midi.smf import read_smf
 
     path = Path(path)
-    if not path.exists():
-        raise MidiError(f"no such MIDI file: {path}")
     if not path.is_file():
-        raise MidiError(f"{path} is not a regular file")
+        raise MidiError(f"no such MIDI file: {path}")
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise MidiError(f"{path} is {size / 2**20:.1f} MiB: larger than any MIDI piece "
-                            f"(at most {max_bytes >> 20} MiB are read)")
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)    # the size may have changed since stat
-        if len(data) > max_bytes:
-            raise MidiError(f"{path} is larger than {max_bytes >> 20} MiB")
-        timed, n_tracks = read_smf(data, max_events=options.MAX_MIDI_EVENTS)
+        data = path.read_bytes()
+        timed, n_tracks = read_smf(data)
     except MidiError as e:
-        if str(e).startswith(str(path)):
-            raise
         raise MidiError(f"{path} is not a readable MIDI file ({e})") from None
     except OSError as e:
         raise MidiError(f"{path} is not a readable MIDI file ({e.strerror or e})") from None
     if not n_tracks:
         raise MidiError(f"{path} has no tracks")
-    return timed
-
-
-def to_samples(timed: Iterable[tuple[float, bytes]], sample_rate: int
-               ) -> list[tuple[int, bytes]]:
-    """``[(seconds, message)]`` -> ``[(sample at sample_rate, message)]``."""
-    sr = int(sample_rate)
-    return [(int(round(t * sr)), m) for t, m in timed]
-
-
-def events_length(timed: Iterable[tuple[float, bytes]]) -> float:
-    """Seconds from the start to the last event (its musical length)."""
-    return max((t for t, _ in timed), default=0.0)
+    return [(int(round(t * sample_rate)), m) for t, m in timed]
 
 
 def demo_events(sample_rate: int = spec.SAMPLE_RATE) -> list[tuple[int, bytes]]:
     """A short built-in phrase (melody over chords, with a bend and vibrato) for the demo."""
-    return to_samples(demo_timed(), sample_rate)
-
-
-def demo_timed() -> list[tuple[float, bytes]]:
-    """:func:`demo_events` in seconds."""
+    sr = sample_rate
     ev: list[tuple[float, tuple[int, ...]]] = []
     beat = 0.45
     melody = [72, 74, 76, 79, 77, 76, 74, 72, 74, 76, 72]
@@ -106,7 +70,7 @@ def demo_timed() -> list[tuple[float, bytes]]:
             ev.append((i * 4 * beat, (0x91, n, 60)))
             ev.append(((i + 1) * 4 * beat - 0.05, (0x81, n, 0)))
     ev.sort(key=lambda e: e[0])
-    return [(t, bytes(m)) for t, m in ev]
+    return [(int(round(t * sr)), bytes(m)) for t, m in ev]
 
 
 class _Ending:
