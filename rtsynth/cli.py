@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import options
 from .midi.messages import RTMIDI_APIS
 
 EXIT_ERROR = 1
@@ -255,31 +256,42 @@ class _Status:
 
 # ------------------------------------------------------------------------- render
 def cmd_render(args) -> int:
-    from .render import (SOUND_FORMATS, demo_events, read_midi_events, realtime_factor,
-                         render_to_file)
+    from . import render as R
 
-    out = Path(args.output)
-    if out.suffix.lower() not in SOUND_FORMATS:
-        raise UserError(f"cannot write {out.name}: the output must end in one of "
-                        + ", ".join(SOUND_FORMATS))
+    # everything that can be refused is refused before the model loads or a file is touched
+    out = R.check_output(args.output, None if args.demo else args.midi)
     if args.demo:
-        events = demo_events()
+        timed = R.demo_timed()
     elif args.midi is None:
         raise UserError("give a MIDI file to render, or --demo")
     else:
-        events = read_midi_events(args.midi)
-    engine = _make_engine(args, args.block, offline=True)   # any block: the same samples
-    t0 = time.perf_counter()
-    if args.quiet or not sys.stderr.isatty():
-        frames, peak = render_to_file(engine, events, out, tail=args.tail)
-    else:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-        with Progress(TextColumn("rendering"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), transient=True) as prog:
-            task = prog.add_task("render", total=1)
-            frames, peak = render_to_file(
-                engine, events, out, tail=args.tail,
-                progress=lambda done, total: prog.update(task, completed=done, total=total))
+        timed = R.read_midi_timed(args.midi)
+    R.check_length(R.events_length(timed), args.tail, args.max_duration)
+    with R.stop_on_signals() as stop:
+        engine = _make_engine(args, args.block, offline=True)   # any block: the same samples
+        R.check_fits(out, R.events_length(timed) + args.tail, engine.sr)
+        events = R.to_samples(timed, engine.sr)          # at the engine's rate, not 48 kHz
+        t0 = time.perf_counter()
+        try:
+            if args.quiet or not sys.stderr.isatty():
+                frames, peak = R.render_to_file(engine, events, out, tail=args.tail, stop=stop)
+            else:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+                with Progress(TextColumn("rendering"), BarColumn(),
+                              TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                              transient=True) as prog:
+                    task = prog.add_task("render", total=1)
+                    frames, peak = R.render_to_file(
+                        engine, events, out, tail=args.tail, stop=stop,
+                        progress=lambda done, total: prog.update(task, completed=done,
+                                                                 total=total))
+        except R.RenderInterrupted as e:
+            name = signal.Signals(e.signum).name
+            print(f"rtsynth: interrupted by {name} after {e.frames / engine.sr:.2f} s of "
+                  f"audio: the partial render is discarded, {out} "
+                  + ("left as it was" if out.exists() else "not created"), file=sys.stderr)
+            return 128 + e.signum
+    realtime_factor = R.realtime_factor
     took = time.perf_counter() - t0
     rtf = realtime_factor(frames, engine.sr, took)
     print(f"rtsynth: wrote {out} ({frames / engine.sr:.2f} s, {engine.inst.name}) in "
@@ -347,15 +359,19 @@ def cmd_devices(args) -> int:
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--instrument", default=None,
                    help="instrument: 'basic', a folder name in models/, or a model folder path")
-    p.add_argument("-r", "--sample-rate", type=int, default=None,
-                   help="sample rate (the instrument's; 48000 for the shipped ones)")
-    p.add_argument("-z", "--block", type=int, default=None,
-                   help="audio block size in frames (default: JACK's period, else 128; "
-                        "render: 2048)")
-    p.add_argument("-g", "--gain", type=float, default=0.5, help="master gain (default 0.5)")
-    p.add_argument("--polyphony", type=int, default=32, help="voice slots (default 32)")
-    p.add_argument("--reverb", type=float, default=0.12, help="reverb send, 0 = dry")
-    p.add_argument("--timbre-cc", type=int, default=None,
+    p.add_argument("-r", "--sample-rate", type=options.checker("sample_rate"), default=None,
+                   help="sample rate, " + options.help_range("sample_rate")
+                   + " (the instrument's; 48000 for the shipped ones)")
+    p.add_argument("-z", "--block", type=options.checker("block"), default=None,
+                   help="audio block size, " + options.help_range("block")
+                   + " (default: JACK's period, else 128; render: 8192)")
+    p.add_argument("-g", "--gain", type=options.checker("gain"), default=0.5,
+                   help="master gain, " + options.help_range("gain") + " (default 0.5)")
+    p.add_argument("--polyphony", type=options.checker("polyphony"), default=32,
+                   help="voice slots, " + options.help_range("polyphony") + " (default 32)")
+    p.add_argument("--reverb", type=options.checker("reverb"), default=0.12,
+                   help="reverb send, " + options.help_range("reverb") + ", 0 = dry")
+    p.add_argument("--timbre-cc", type=options.checker("timbre_cc"), default=None,
                    help="CC that moves a morphing instrument's timbre (default: mod wheel, 1)")
 
 
@@ -379,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open only the virtual MIDI input port")
     p.add_argument("-j", "--jack-connect", action="store_true",
                    help="connect the outputs to the system playback ports (JACK)")
-    p.add_argument("--ahead", default=None, metavar="N|auto",
+    p.add_argument("--ahead", type=options.ahead, default=None, metavar="N|auto",
                    help="render N blocks ahead of the device into a ring: latency (1+N) "
                         "blocks (implies --buffered). 'auto' (JACK's default): start at 0 (one "
                         f"block of latency) and go one block further ahead after each underrun, "
@@ -392,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buffered", action="store_true",
                    help="render ahead in a generator thread into a ring (the default): latency "
                         "(1+ahead) blocks, a margin against a slow block; PortAudio always does")
-    p.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    p.add_argument("--duration", type=options.checker("duration"), default=None,
+                   help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")
     p.set_defaults(func=cmd_play)
 
@@ -400,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("midi", nargs="?", help="MIDI file (all tracks and channels)")
     p.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .ogg)")
     p.add_argument("--demo", action="store_true", help="render the built-in demo phrase")
-    p.add_argument("--tail", type=float, default=3.0, help="max seconds after the last event")
+    p.add_argument("--tail", type=options.checker("tail"), default=3.0,
+                   help="max seconds after the last event, " + options.help_range("tail"))
+    options.add_render_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_engine_options(p)
     p.set_defaults(func=cmd_render)

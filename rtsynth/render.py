@@ -8,12 +8,14 @@ are deterministic: the same file, instrument and settings give the same samples.
 from __future__ import annotations
 
 import os
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from . import spec
+from . import options, spec
 from .engine import Engine, OfflineEngine
 from .instruments.base import StreamingInstrument
 from .midi.messages import MidiError
@@ -24,32 +26,142 @@ SOUND_FORMATS = {".wav": ("WAV", "PCM_24"), ".flac": ("FLAC", "PCM_24"),
 
 def read_midi_events(path: str | Path, sample_rate: int = spec.SAMPLE_RATE
                      ) -> list[tuple[int, bytes]]:
-    """All channel messages of all tracks of a MIDI file -> ``[(sample, bytes)]`` in time order.
+    """All channel messages of all tracks of a MIDI file -> ``[(sample, bytes)]`` in time order,
+    stamped at ``sample_rate`` (the engine's: :func:`read_midi_timed` and :func:`to_samples`
+    when the rate is known only later).
 
     Tempo changes are honoured. Raises :class:`MidiError` with one readable line for a missing,
-    truncated or non-MIDI file. (:mod:`rtsynth.midi.smf`: the same times as mido, several
-    times faster.)
+    truncated, oversized or non-MIDI file. (:mod:`rtsynth.midi.smf`: the same times as mido,
+    several times faster.)
     """
+    return to_samples(read_midi_timed(path), sample_rate)
+
+
+def read_midi_timed(path: str | Path, max_bytes: int = options.MAX_MIDI_BYTES
+                    ) -> list[tuple[float, bytes]]:
+    """The channel messages of a MIDI file -> ``[(seconds, bytes)]`` in time order. The file is
+    read whole, so its size is checked first: more than ``max_bytes`` is refused unread."""
     from .midi.smf import read_smf
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MidiError(f"no such MIDI file: {path}")
+    if not path.is_file():
+        raise MidiError(f"{path} is not a regular file")
     try:
-        data = path.read_bytes()
-        timed, n_tracks = read_smf(data)
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise MidiError(f"{path} is {size / 2**20:.1f} MiB: larger than any MIDI piece "
+                            f"(at most {max_bytes >> 20} MiB are read)")
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)    # the size may have changed since stat
+        if len(data) > max_bytes:
+            raise MidiError(f"{path} is larger than {max_bytes >> 20} MiB")
+        timed, n_tracks = read_smf(data, max_events=options.MAX_MIDI_EVENTS)
     except MidiError as e:
+        if str(e).startswith(str(path)):
+            raise
         raise MidiError(f"{path} is not a readable MIDI file ({e})") from None
     except OSError as e:
         raise MidiError(f"{path} is not a readable MIDI file ({e.strerror or e})") from None
     if not n_tracks:
         raise MidiError(f"{path} has no tracks")
-    return [(int(round(t * sample_rate)), m) for t, m in timed]
+    return timed
+
+
+def to_samples(timed: Iterable[tuple[float, bytes]], sample_rate: int
+               ) -> list[tuple[int, bytes]]:
+    """``[(seconds, message)]`` -> ``[(sample at sample_rate, message)]``."""
+    sr = int(sample_rate)
+    return [(int(round(t * sr)), m) for t, m in timed]
+
+
+def events_length(timed: Iterable[tuple[float, bytes]]) -> float:
+    """Seconds from the start to the last event (its musical length)."""
+    return max((t for t, _ in timed), default=0.0)
+
+
+class RenderError(ValueError):
+    """A render refused before it starts (one line for the user; nothing is written)."""
+
+
+def check_output(out: str | Path, midi: str | Path | None = None) -> Path:
+    """Refuse an output that cannot be written, before any work: an unknown format, a missing
+    folder, a folder, the MIDI file itself."""
+    out = Path(out)
+    if out.suffix.lower() not in SOUND_FORMATS:
+        raise RenderError(f"cannot write {out.name}: the output must end in one of "
+                          + ", ".join(SOUND_FORMATS))
+    folder = out.parent
+    if not folder.is_dir():
+        raise RenderError(f"cannot write {out}: no such folder {folder}")
+    if out.is_dir():
+        raise RenderError(f"cannot write {out}: it is a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RenderError(f"cannot write {out}: the folder {folder} is not writable")
+    if midi is not None and out.exists() and Path(midi).exists() \
+            and os.path.samefile(out, midi):
+        raise RenderError(f"cannot write {out}: it is the MIDI file being rendered")
+    return out
+
+
+def check_length(seconds: float, tail: float, max_duration: float) -> None:
+    """Refuse a render longer than ``max_duration`` seconds (the MIDI's length plus the
+    tail): a tiny file can hold a note of many hours."""
+    total = seconds + tail
+    if total > max_duration:
+        raise RenderError(f"the MIDI lasts {_hms(seconds)} (+{tail:g} s tail): longer than "
+                          f"--max-duration {max_duration:g} s; nothing written (raise "
+                          f"--max-duration to render it)")
+
+
+def check_fits(out: str | Path, seconds: float, sample_rate: int) -> None:
+    """Refuse a WAV render its header could not count (more than 4 GiB)."""
+    if _sound_format(Path(out))[0] == "WAV" and seconds * sample_rate > wav_frames_max():
+        raise RenderError(wav_too_long(sample_rate))
+
+
+def _hms(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    h, rem = divmod(int(round(seconds)), 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d} ({seconds:.0f} s)"
+
+
+#: the signals that stop a render cleanly (the old file kept, see :func:`render_to_file`)
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, n))
+
+
+@contextmanager
+def stop_on_signals(signums=STOP_SIGNALS):
+    """While inside: SIGINT/SIGTERM/SIGHUP only set a flag; yields ``stop()`` -> the first
+    signal's number or None, for :func:`render_to_file`'s ``stop``. (In a thread other than
+    the main one, signals cannot be caught: ``stop()`` is always None.)"""
+    got: list[int] = []
+
+    def handler(signum, frame):
+        got.append(signum)
+    old = {}
+    try:
+        for s in signums:
+            old[s] = signal.signal(s, handler)
+    except ValueError:          # not the main thread
+        pass
+    try:
+        yield lambda: got[0] if got else None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def demo_events(sample_rate: int = spec.SAMPLE_RATE) -> list[tuple[int, bytes]]:
     """A short built-in phrase (melody over chords, with a bend and vibrato) for the demo."""
-    sr = sample_rate
+    return to_samples(demo_timed(), sample_rate)
+
+
+def demo_timed() -> list[tuple[float, bytes]]:
+    """:func:`demo_events` in seconds."""
     ev: list[tuple[float, tuple[int, ...]]] = []
     beat = 0.45
     melody = [72, 74, 76, 79, 77, 76, 74, 72, 74, 76, 72]
@@ -70,19 +182,24 @@ def demo_events(sample_rate: int = spec.SAMPLE_RATE) -> list[tuple[int, bytes]]:
             ev.append((i * 4 * beat, (0x91, n, 60)))
             ev.append(((i + 1) * 4 * beat - 0.05, (0x81, n, 0)))
     ev.sort(key=lambda e: e[0])
-    return [(int(round(t * sr)), bytes(m)) for t, m in ev]
+    return [(t, bytes(m)) for t, m in ev]
 
 
 class _Ending:
     """Where a render stops: after the last event, once every voice has ended and the output
-    has been silent (below 1e-5) for a quarter second, at most ``tail`` seconds after it."""
+    has been silent (below 1e-5) for a quarter second, and never more than ``tail`` seconds
+    after it: the render holds at most ``last + tail * sr`` frames (:meth:`keep`)."""
 
     def __init__(self, last: int, sr: int, tail: float, block: int):
         self.last = last
         self.quiet_needed = sr // 4
         self.quiet = 0
-        self.total_est = last + int(tail * sr)
-        self.max_len = self.total_est + block
+        self.total_est = last + int(round(tail * sr))
+        self.max_len = self.total_est
+
+    def keep(self, n: int, done: int) -> int:
+        """Frames to keep of a block of ``n`` that ends ``done`` frames into the render."""
+        return max(0, min(n, self.max_len - (done - n)))
 
     def reached(self, out: np.ndarray, done: int, active_voices: int) -> bool:
         """After a (mastered) block that ends ``done`` frames into the render."""
@@ -118,8 +235,8 @@ def iter_blocks(engine: Engine, events: Iterable[tuple[int, bytes]], tail: float
     done = 0
     while True:
         out = engine.render()
-        yield out
         done += engine.block
+        yield out[:ending.keep(len(out), done)]
         if progress is not None:
             progress(min(done, ending.total_est), ending.total_est)
         if ending.reached(out, done, engine.active_voices):
@@ -157,42 +274,87 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+class RenderInterrupted(Exception):
+    """A render stopped by a signal (``signum``) before its end; nothing was written."""
+
+    def __init__(self, signum: int, frames: int):
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum, self.frames = signum, frames
+
+
 def render_to_file(engine: Engine, events: Iterable[tuple[int, bytes]], path: str | Path,
-                   tail: float = 3.0, progress: Callable[[int, int], None] | None = None
-                   ) -> tuple[int, float]:
+                   tail: float = 3.0, progress: Callable[[int, int], None] | None = None,
+                   stop: Callable[[], int | None] | None = None) -> tuple[int, float]:
     """Render events (as :func:`render_events`) straight into a sound file. Returns
     ``(frames, peak)``, peak the largest absolute sample. The file holds the same samples as
     ``write_audio(path, render_events(...))``.
 
+    The file is written under a temporary name beside ``path`` and renamed to ``path`` only
+    when the render is complete: whatever stops a render (an error, a full disk, ``stop``), a
+    file already at ``path`` is left as it was and the temporary file is removed. ``stop``
+    is asked after every block; a signal number from it ends the render with
+    :class:`RenderInterrupted`.
+
     With an :class:`OfflineEngine` each block's master chain (reverb, limiter: serial), the
     end detection and the writing run beside the next block's model step
     (:meth:`OfflineEngine.beside`), on the render's second thread; the block rendered past the
-    end is dropped. (A third, writer thread did this until session 5: the OS ran it against the
-    two render threads, and each block waited about 0.3 ms for the one it had preempted.)
+    end is dropped. (A third, writer thread: the OS ran it against the two render threads,
+    and each block waited about 0.3 ms for the one it had preempted.)
     """
     from functools import partial
 
     path = Path(path)
     fmt = _sound_format(path)
-    if fmt == ("WAV", "PCM_24"):
-        f = _Pcm24Wav(path, engine.sr, 2)
-    else:
-        f = _soundfile_no_sync(path, engine.sr, fmt)
+    tmp = _temporary_beside(path)
+    ok = False
     try:
-        ending = _begin(engine, events, tail)
-    except BaseException:
-        f.close()
-        raise
+        if fmt == ("WAV", "PCM_24"):
+            f = _Pcm24Wav(tmp, engine.sr, 2)
+        else:
+            f = _soundfile_no_sync(tmp, engine.sr, fmt)
+        try:
+            frames, peak = _render_into(engine, events, f, tail, progress, stop, partial)
+        finally:
+            f.close()
+        os.replace(tmp, path)
+        ok = True
+    finally:
+        if not ok:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return frames, peak
+
+
+def _temporary_beside(path: Path) -> Path:
+    """A new empty file in ``path``'s folder (the rename is then within one file system),
+    hidden, created with the permissions a new ``path`` would get."""
+    import secrets
+    for _ in range(16):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.part")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise OSError(f"cannot create a temporary file beside {path}")
+
+
+def _render_into(engine, events, f, tail, progress, stop, partial) -> tuple[int, float]:
+    ending = _begin(engine, events, tail)
     result = {"frames": 0, "peak": 0.0, "ended": False}
 
     def finish(chunk: np.ndarray, done: int, active: int) -> None:
         """Master, write and check for the end: one block, blocks in order."""
         engine.master_block(chunk)
-        peak = f.write(chunk)
-        result["frames"] += len(chunk)
-        if len(chunk):
+        kept = chunk[:ending.keep(len(chunk), done)]
+        peak = f.write(kept)
+        result["frames"] += len(kept)
+        if len(kept):
             if peak is None:
-                peak = float(np.max(np.abs(chunk)))
+                peak = float(np.max(np.abs(kept)))
             result["peak"] = max(result["peak"], peak)
         if ending.reached(chunk, done, active):
             result["ended"] = True
@@ -204,6 +366,10 @@ def render_to_file(engine: Engine, events: Iterable[tuple[int, bytes]], path: st
     pending = None
     try:
         while not result["ended"] and done < ending.max_len:
+            if stop is not None:
+                signum = stop()
+                if signum:
+                    raise RenderInterrupted(signum, result["frames"])
             if pending is not None:
                 if beside is not None:
                     beside(partial(finish, *pending))
@@ -223,9 +389,19 @@ def render_to_file(engine: Engine, events: Iterable[tuple[int, bytes]], path: st
     finally:
         if beside is not None:
             beside(None)
-        f.close()
         engine.defer_master = deferred
     return result["frames"], result["peak"]
+
+
+def wav_frames_max(channels: int = 2) -> int:
+    """The most frames a 24-bit WAV file can hold (its RIFF header counts 32-bit sizes)."""
+    return _Pcm24Wav.LIMIT // (3 * channels)
+
+
+def wav_too_long(sample_rate: int, channels: int = 2) -> str:
+    hours = wav_frames_max(channels) / sample_rate / 3600
+    return (f"a WAV file holds at most 4 GiB ({hours:.1f} hours of {sample_rate} Hz stereo "
+            f"24-bit): render to .flac")
 
 
 class _Pcm24Wav:
@@ -254,8 +430,7 @@ class _Pcm24Wav:
         from .dsp.effects import pcm24
         nb = chunk.shape[0] * 3 * self.ch
         if self.n + nb > self.LIMIT:
-            raise ValueError("a WAV file holds at most 4 GiB (6.2 hours of 48 kHz stereo "
-                             "24-bit): render to .flac")
+            raise ValueError(wav_too_long(self.sr, self.ch))
         if len(self._buf) < nb:
             self._buf = np.zeros(nb, np.uint8)
         buf = self._buf[:nb]

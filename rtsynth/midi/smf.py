@@ -36,9 +36,12 @@ class SmfError(MidiError):
     """The bytes are not a readable Standard MIDI File."""
 
 
-def read_smf(data: bytes) -> tuple[list[tuple[float, bytes]], int]:
+def read_smf(data: bytes, max_events: int | None = None
+             ) -> tuple[list[tuple[float, bytes]], int]:
     """``data`` (a whole file) -> ``([(seconds, message bytes)], n_tracks)``: the channel
-    messages of all tracks in time order (ties: track order, then file order)."""
+    messages of all tracks in time order (ties: track order, then file order). More than
+    ``max_events`` events (of any kind) raise :class:`SmfError`, so memory stays bounded."""
+    limit = max_events if max_events is not None else 1 << 62
     if len(data) < 14 or data[:4] != b"MThd":
         raise SmfError("no MThd header")
     hlen = int.from_bytes(data[4:8], "big")
@@ -75,7 +78,7 @@ def read_smf(data: bytes) -> tuple[list[tuple[float, bytes]], int]:
             raise SmfError(f"track {n_tracks + 1} is truncated ({len(data) - pos} of {size} "
                            f"bytes)")
         if name == b"MTrk":
-            _read_track(data[pos:end], n_tracks + 1, merged)
+            _read_track(data[pos:end], n_tracks + 1, merged, limit)
             n_tracks += 1
         pos = end
     if n_tracks < ntrks:
@@ -102,7 +105,7 @@ def _tick(e):
     return e[0]
 
 
-def _read_track(data: bytes, track: int, merged: list) -> None:
+def _read_track(data: bytes, track: int, merged: list, limit: int = 1 << 62) -> None:
     """Append one track's events to ``merged`` as ``(absolute tick, kind, payload)``; an
     end-of-track meta event is not an event of the merge (as mido: the merged track has one, at
     its end)."""
@@ -114,6 +117,8 @@ def _read_track(data: bytes, track: int, merged: list) -> None:
     end = len(data)
     try:
         while pos < end:
+            if len(merged) > limit:
+                raise SmfError(f"more than {limit} events")
             delta, pos = _vlq(data, pos, track, "delta time")
             tick += delta
             b = data[pos]
