@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from typing import Sequence
 
-from .player import Player
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .player import Player
 
 CLIENT_NAME = "rtsynth"
 MIDI_PORT = "midi_in"
@@ -68,16 +73,74 @@ def _match(names: Sequence[str], wanted: Sequence[str]) -> list[str]:
     return out
 
 
-class JackDriver:
-    """The native JACK back end (see module docstring)."""
+#: seconds without an underrun of rtsynth's own before one block of latency is given back
+#: (and, in sync mode, before the ring is left again): long enough that a machine which is
+#: really too slow does not flap between two latencies more than every few seconds, short
+#: enough that a dropout in the first seconds costs little of a performance (--lower-after)
+LOWER_AFTER_S = 10.0
+#: seconds rtsynth waits for a JACK server that shut down to come back (--reconnect-timeout)
+RECONNECT_TIMEOUT_S = 30.0
+#: the watchdog warns when the process callback has not run for this long (and at least 50
+#: periods) while the client is active
+WATCHDOG_S = 0.5
 
-    def __init__(self, player: Player, connect_outputs: bool = False,
+
+def add_play_options(p) -> None:
+    """``rtsynth play`` options of the live drivers and the player's latency policy."""
+    p.add_argument("--reconnect-timeout", type=float, default=RECONNECT_TIMEOUT_S,
+                   metavar="SECONDS",
+                   help="JACK: when the server shuts down, wait this long for it to come back "
+                        "(client, ports and connections restored), then exit with an error "
+                        f"(default {RECONNECT_TIMEOUT_S:g}; 0: exit at once)")
+    p.add_argument("--lower-after", type=float, default=LOWER_AFTER_S, metavar="SECONDS",
+                   help="latency raised after underruns of rtsynth's own comes down one block "
+                        "after this many seconds without one (and --sync returns into the "
+                        f"callback after as long with blocks that fit; default {LOWER_AFTER_S:g})")
+
+
+class JackDriver:
+    """The native JACK back end (see module docstring).
+
+    Faults: the server's shutdown callback marks the client lost at once; :meth:`poll` (main
+    thread) says so on stderr, waits for the server to come back (a new client of the same
+    name, its ports, and every connection its ports had) or raises :class:`DeviceError` after
+    ``reconnect_timeout`` s. A watchdog in :meth:`poll` notices when the process callback stops
+    running. A MIDI source that disconnects from ``midi_in`` releases every held note.
+    """
+
+    def __init__(self, player: "Player", connect_outputs: bool = False,
                  midi_ports: Sequence[str] | None = None, hw_midi: bool = True,
-                 client_name: str = CLIENT_NAME):
-        jack = _quiet_jack()
+                 client_name: str = CLIENT_NAME,
+                 reconnect_timeout: float = RECONNECT_TIMEOUT_S):
         self.player = player
+        self.client_name = client_name
+        self.connect_outputs = connect_outputs
+        self.midi_ports = midi_ports
+        self.hw_midi = hw_midi
+        self.reconnect_timeout = float(reconnect_timeout)
+        #: audio output port names (short)
+        self.out_names = list(OUT_PORTS)
+        #: connections of our ports, (our port's short name, the other port's full name),
+        #: kept up to date by the server's port-connect callback, restored after a restart
+        self.connections: set[tuple[str, str]] = set()
+        self.lost_at: float | None = None      # monotonic time the server shut down
+        self.lost_reason = ""
+        self.losses = 0
+        self.reconnects: list[dict] = []       # {"detect_s", "back_s", "restored", "wanted"}
+        self._pending_conns: set[tuple[str, str]] = set()
+        self._pending_until = 0.0
+        self._wd_cb = 0
+        self._wd_t = time.monotonic()
+        self._wd_warned = False
+        self.watchdog_stalls = 0
+        self._open()
+
+    # -- the client ------------------------------------------------------------------------
+    def _open(self) -> None:
+        jack = _quiet_jack()
+        player = self.player
         try:
-            self.client = jack.Client(client_name, no_start_server=True)
+            self.client = jack.Client(self.client_name, no_start_server=True)
         except jack.JackOpenError as e:
             raise NoAudioDevice(NO_DEVICE_HINT) from e
         c = self.client
@@ -91,36 +154,50 @@ class JackDriver:
             raise DeviceError(f"the JACK server's period is {c.blocksize} frames; play with "
                               f"-z {c.blocksize} or restart jackd with -p {player.block}")
         self.midi = c.midi_inports.register(MIDI_PORT)
-        self.outs = [c.outports.register(n) for n in OUT_PORTS]
-        self.connect_outputs = connect_outputs
-        self.midi_ports = midi_ports
-        self.hw_midi = hw_midi
-        out_l, out_r = self.outs
+        self.outs = [c.outports.register(n) for n in self.out_names]
+        out_l, out_r = self.outs[:2]
         midi = self.midi
-        pull = player.pull
+        cycle = player.cycle
         at_frame = player.midi_at_frame
-
         begin = player.begin_cycle
-        render_now = player.render_now
 
         def process(frames):
             # MIDI first: pull() wakes the generator, which may start the next block at once
-            begin(c.last_frame_time)
+            begin(c.last_frame_time, c.frames_since_cycle_start)
             for offset, data in midi.incoming_midi_events():
                 at_frame(offset, data)
-            pull(out_l.get_array(), out_r.get_array(), frames)
-
-        def process_sync(frames):
-            begin(None, c.frames_since_cycle_start)
-            for offset, data in midi.incoming_midi_events():
-                at_frame(offset, data)
-            render_now(out_l.get_array(), out_r.get_array(), frames)
+            cycle(out_l.get_array(), out_r.get_array(), frames)
 
         def xrun(delay):
             player.server_xrun()
 
-        c.set_process_callback(process_sync if player.sync else process)
+        def shutdown(status, reason):
+            # JACK's thread: only mark it; poll() does the rest
+            self.lost_reason = str(reason)
+            self.lost_at = time.monotonic()
+
+        mine = {p.name: p.shortname for p in (self.midi, *self.outs)}
+        midi_name = self.midi.name
+
+        def port_connect(a, b, connected):
+            if self.lost_at is not None:
+                return
+            for p, other in ((a, b), (b, a)):
+                short = mine.get(p.name)
+                if short is None:
+                    continue
+                if connected:
+                    self.connections.add((short, other.name))
+                else:
+                    self.connections.discard((short, other.name))
+                    if p.name == midi_name:
+                        # a MIDI source went away: what it held must not hang
+                        player.release_all()
+
+        c.set_process_callback(process)
         c.set_xrun_callback(xrun)
+        c.set_shutdown_callback(shutdown)
+        c.set_port_connect_callback(port_connect)
 
     @property
     def output_latency_frames(self) -> int:
@@ -156,17 +233,142 @@ class JackDriver:
                     made.append(f"{name} -> {self.midi.name}")
                 except jack.JackError:
                     pass
+        self._wd_cb, self._wd_t = self.player.callbacks, time.monotonic()
         return made
 
     def describe(self) -> str:
         return (f"JACK client {self.client.name!r}: MIDI in {self.midi.name}, audio "
                 f"{', '.join(p.name for p in self.outs)}")
 
+    def _close_client(self, timeout: float = 3.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        c = self.client
+
+        def shut():
+            try:
+                c.deactivate()
+            except Exception:
+                pass
+            try:
+                c.close()
+            except Exception:
+                pass
+
+        # a wedged server may not answer: never hang the exit on it
+        t = threading.Thread(target=shut, name="rtsynth-jack-close", daemon=True)
+        t.start()
+        t.join(timeout)
+
     def close(self) -> None:
+        self._close_client()
+
+    # -- faults (main thread) ---------------------------------------------------------------
+    @property
+    def lost(self) -> bool:
+        return self.lost_at is not None
+
+    def poll(self, now: float | None = None) -> None:
+        """Watchdog, server loss and reconnection; call a few times a second (main thread).
+        Raises :class:`DeviceError` when the server stays away past ``reconnect_timeout``."""
+        now = time.monotonic() if now is None else now
+        if self.lost_at is not None:
+            self._while_lost(now)
+            return
+        if self._pending_conns and now < self._pending_until and now >= self._next_try:
+            self._next_try = now + 0.25
+            self._restore(self._pending_conns)
+        cb = self.player.callbacks
+        if cb != self._wd_cb:
+            if self._wd_warned:
+                print(f"rtsynth: the JACK process callback runs again after "
+                      f"{now - self._wd_t:.1f} s", file=sys.stderr, flush=True)
+                self._wd_warned = False
+            self._wd_cb, self._wd_t = cb, now
+            return
+        quiet = now - self._wd_t
+        limit = max(WATCHDOG_S, 50 * self.player.block / self.player.engine.sr)
+        if quiet > limit and not self._wd_warned:
+            self._wd_warned = True
+            self.watchdog_stalls += 1
+            print(f"rtsynth: warning: the JACK process callback has not run for {quiet:.1f} s "
+                  "(the server is stalled or stopped)", file=sys.stderr, flush=True)
+        if quiet > max(limit, self.reconnect_timeout):
+            raise DeviceError(f"the JACK server has not run rtsynth's process callback for "
+                              f"{quiet:.0f} s (--reconnect-timeout {self.reconnect_timeout:g})")
+
+    def _while_lost(self, now: float) -> None:
+        import jack
+        if self._lost_seen != self.lost_at:
+            self._lost_seen = self.lost_at
+            self.losses += 1
+            self._wanted = set(self.connections)
+            self.player.release_all()
+            print(f"rtsynth: JACK server shut down ({self.lost_reason or 'no reason given'}); "
+                  f"waiting up to {self.reconnect_timeout:g} s for it to come back",
+                  file=sys.stderr, flush=True)
+            self._close_client(timeout=1.0)
+            self._next_try = now
+        if now - self.lost_at > self.reconnect_timeout:
+            raise DeviceError(f"the JACK server did not come back within "
+                              f"{self.reconnect_timeout:g} s (--reconnect-timeout)")
+        if now < self._next_try:
+            return
+        self._next_try = now + 0.1
         try:
-            self.client.deactivate()
-        finally:
-            self.client.close()
+            self._open()
+        except NoAudioDevice:
+            return                      # not back yet
+        self._closed = False
+        p = self.player
+        p._next_clock = None            # a new server: a new frame clock
+        p._gap = True
+        self.lost_at = None
+        self.connections = set()
+        self.client.activate()
+        wanted = self._wanted
+        restored = self._restore(wanted)
+        self._pending_conns = {w for w in wanted if w not in restored}
+        self._pending_until = now + self.reconnect_timeout
+        self._wd_cb, self._wd_t = p.callbacks, time.monotonic()
+        back = time.monotonic() - self._lost_seen
+        self.reconnects.append({"back_s": back, "restored": len(restored),
+                                "wanted": len(wanted)})
+        print(f"rtsynth: JACK server back after {back:.2f} s: client {self.client.name!r}, "
+              f"ports and {len(restored)} of {len(wanted)} connections restored"
+              + (" (the others when their ports appear)" if self._pending_conns else ""),
+              file=sys.stderr, flush=True)
+
+    _closed = False
+    _lost_seen: float | None = None
+    _wanted: set = set()
+    _next_try = 0.0
+
+    def _restore(self, wanted) -> set:
+        """Connect what can be connected of ``wanted``; returns those connected."""
+        import jack
+        c = self.client
+        ours = {p.shortname: p for p in (self.midi, *self.outs)}
+        done = set()
+        for short, other in sorted(wanted):
+            port = ours.get(short)
+            if port is None:
+                continue
+            try:
+                if port.is_input:
+                    c.connect(other, port)
+                else:
+                    c.connect(port, other)
+                done.add((short, other))
+            except jack.JackError:
+                pass
+        self._pending_conns -= done
+        return done
+
+    def fault_stats(self) -> dict:
+        return {"server_losses": self.losses, "reconnects": list(self.reconnects),
+                "watchdog_stalls": self.watchdog_stalls}
 
 
 # ---------------------------------------------------------------------- rtmidi (any API)
@@ -190,7 +392,7 @@ def rtmidi_api(name: str | None) -> int:
 class RtMidiInputs:
     """Hardware MIDI inputs and a virtual input port through python-rtmidi."""
 
-    def __init__(self, player: Player, api: str | None = None,
+    def __init__(self, player: "Player", api: str | None = None,
                  ports: Sequence[str] | None = None, virtual: bool = True,
                  client_name: str = CLIENT_NAME):
         import rtmidi
@@ -205,6 +407,9 @@ class RtMidiInputs:
             raise DeviceError(f"cannot open MIDI ({api or 'default API'}): {e}") from e
         available = probe.get_ports()
         chosen = _match(available, ports) if ports else list(available)
+        self._next_poll = 0.0
+        self._opened = set(chosen)     # hardware ports opened (not the virtual one)
+        self._probe = rtmidi.MidiIn(api_id, name=client_name + "-watch")
         for name in chosen:
             m = rtmidi.MidiIn(api_id, name=client_name)
             m.ignore_types(sysex=True, timing=True, active_sense=True)
@@ -225,6 +430,24 @@ class RtMidiInputs:
 
     def _callback(self, event, data=None) -> None:
         self.player.midi_now(event[0])
+
+    def poll(self, now: float | None = None, every: float = 0.5) -> None:
+        """Main thread: a hardware port that vanished (unplugged, its client gone) releases
+        every held note and is said on stderr; checked every ``every`` s."""
+        now = time.monotonic() if now is None else now
+        if now < self._next_poll or not self._opened:
+            return
+        self._next_poll = now + every
+        try:
+            present = set(self._probe.get_ports())
+        except Exception:
+            return
+        for name in list(self._opened):
+            if name not in present:
+                self._opened.discard(name)
+                self.player.release_all()
+                print(f"rtsynth: MIDI input {name!r} went away; its notes released",
+                      file=sys.stderr, flush=True)
 
     def close(self) -> None:
         for m in self.inputs:
@@ -288,7 +511,7 @@ def find_output_device(spec: str | None):
 class PortAudioDriver:
     """sounddevice output stream; the callback copies from the player's ring."""
 
-    def __init__(self, player: Player, device: str | None = None, client_name: str = CLIENT_NAME):
+    def __init__(self, player: "Player", device: str | None = None, client_name: str = CLIENT_NAME):
         import sounddevice as sd
         set_portaudio_jack_name(client_name)
         self.player = player
@@ -325,6 +548,16 @@ class PortAudioDriver:
     def close(self) -> None:
         self.stream.stop()
         self.stream.close()
+
+
+def poll(driver, midi_inputs=None, now: float | None = None) -> None:
+    """The main loop's check of the live back ends (faults, vanished MIDI inputs)."""
+    now = time.monotonic() if now is None else now
+    p = getattr(driver, "poll", None)
+    if p is not None:
+        p(now)
+    if midi_inputs is not None:
+        midi_inputs.poll(now)
 
 
 def env_server_name() -> str | None:

@@ -17,14 +17,35 @@ Real-time rules (DESIGN.md), as they apply here:
   pauses and goes on where it was. Latency stays the same (MIDI is placed relative to what the
   device has taken) and the generator never has to render blocks that were already due, so one
   slow block costs one gap, not a chase. Cycles the server skips (its xruns) pause it the same way.
-- Sync mode (JACK) renders in the process callback instead: latency 0. A block that ends after
-  its period (the server then reports an xrun) is counted as an underrun (``late_blocks``).
 - After a gap (a ring underrun, or a late block in sync mode) the next block fades in over
   ``GAP_FADE`` frames, and an underrun fades the last sample out instead of dropping to zero at
   once: no step, so no click. The engine's safety clip already turns non-finite samples into 0.
 
-``RTSYNTH_TEST_STALL=EVERY:MS`` (tests only) sleeps MS milliseconds every EVERY-th block where
-the block is rendered (generator thread, or the callback in sync mode), to force underruns.
+Latency policy (no ratchet). An underrun is *rtsynth's own* when no sign of the whole graph
+being late lies within ``SERVER_GRACE`` cycles of it; the signs are the server's xrun callback,
+cycles it skipped (its frame clock jumped) and a callback that came less than half a period
+after the previous one (the server catching up). Only rtsynth's own underruns render one more
+block ahead (``--ahead auto``, up to ``ahead_max``). After ``lower_after`` seconds (default
+:data:`LOWER_AFTER_S`) with no underrun of its own, one block of latency is given back: the
+callback skips one block of the ring with a ``GAP_FADE``-frame crossfade (MIDI keeps its place,
+``r + latency`` does not move), and so on, one block per stable period, down to where it began.
+
+Sync mode (JACK, ``--sync``) renders in the process callback: latency 0. After a block that
+used more than :data:`SYNC_HIGH` of its period (or ended after it: a late block, counted as an
+underrun) the next blocks come from the ring (``ahead = 0``, latency one block, rendered by
+the generator thread); once every block for ``lower_after`` seconds has taken less than
+:data:`SYNC_LOW` of a period, the ring is drained (the generator stops, the callback plays what
+is left, MIDI keeps its place) and rendering returns into the callback. Events never change
+order across a switch (:meth:`midi_at_frame` keeps their times non-decreasing).
+
+Overload: when the generator's time per block stays above :data:`SHED_HIGH` of the period
+(an exponential average), the quietest voice is faded out fast (released voices first, then
+held ones), one per block, before the overload costs whole blocks (``shed_voices``).
+
+``RTSYNTH_TEST_STALL=EVERY:MS[:UNTIL]`` (tests only) sleeps MS milliseconds every EVERY-th
+block where the block is rendered (generator thread, or the callback in sync mode), to force
+underruns; with UNTIL, only in the first UNTIL blocks. ``RTSYNTH_TEST_VOICE_US=US`` sleeps US
+microseconds per sounding voice per block (a simulated heavy instrument, for overload tests).
 """
 
 from __future__ import annotations
@@ -43,15 +64,51 @@ from ..engine import Engine
 
 GENERATOR_RT_PRIORITY = 5
 GAP_FADE = 64      # frames of fade in/out around a gap
+from .drivers import LOWER_AFTER_S  # noqa: E402  (--lower-after's default; see there)
+#: cycles either side of a sign of a server-wide xrun within which an underrun is the server's
+SERVER_GRACE = 8
+#: sync mode: a block that took more than this fraction of the period goes to the ring
+SYNC_HIGH = 0.85
+#: ... and rendering returns into the callback when blocks took less than this fraction
+SYNC_LOW = 0.5
+#: shed voices when the generator's average time per block is above this fraction of a period
+SHED_HIGH = 0.9
+SHED_EMA = 0.05    # weight of one block in that average (about 20 blocks, 50 ms at 128)
+
+MODE_SYNC, MODE_RING, MODE_DRAIN = 0, 1, 2
+MODE_NAMES = {MODE_SYNC: "sync", MODE_RING: "ring", MODE_DRAIN: "drain"}
 
 
-def _test_stall() -> tuple[int, float]:
+def _test_stall() -> tuple[int, float, int]:
     v = os.environ.get("RTSYNTH_TEST_STALL", "")
     try:
-        every, ms = v.split(":")
-        return max(int(every), 0), float(ms) / 1e3
+        parts = v.split(":")
+        until = int(parts[2]) if len(parts) > 2 else 0
+        return max(int(parts[0]), 0), float(parts[1]) / 1e3, until
+    except (ValueError, IndexError):
+        return 0, 0.0, 0
+
+
+def _test_voice_s() -> float:
+    try:
+        return max(float(os.environ.get("RTSYNTH_TEST_VOICE_US", "0")), 0.0) / 1e6
     except ValueError:
-        return 0, 0.0
+        return 0.0
+
+
+def shed_quietest(engine: Engine, seconds: float = 0.01) -> int:
+    """Fade out the quietest sounding voice, a released one if any (else a held one); returns
+    its slot, or -1 when there is none to shed. Generator thread (it changes voice state)."""
+    ns = engine.n_slots
+    act = (engine.active[:ns] != 0) & (engine.kill_start[:ns] < 0)
+    if not act.any():
+        return -1
+    released = act & ~engine.key_down[:ns] & ~engine.sustained[:ns]
+    pool = released if released.any() else act
+    lv = np.where(pool, engine.level[:ns], np.inf)
+    v = int(np.argmin(lv))
+    engine._kill(np.array([v]), 0, seconds)
+    return v
 
 
 class Player:
@@ -59,19 +116,22 @@ class Player:
 
     def __init__(self, engine: Engine, ahead: int = 1, host_margin: int = 0,
                  stats_capacity: int = 1 << 20, sync: bool = False,
-                 ahead_max: int | None = None):
+                 ahead_max: int | None = None, lower_after: float = LOWER_AFTER_S,
+                 shed: bool = True):
         self.engine = engine
         self.block = engine.block
-        self.ahead = int(ahead)
-        #: adaptive: each underrun renders one block more ahead, up to ``ahead_max`` (the gap
-        #: is there already; the next slow block then finds a block in hand)
+        #: the sync mode was asked for: rendering happens in the callback whenever it fits
+        self.sync = bool(sync)
+        self.mode = MODE_SYNC if self.sync else MODE_RING
+        self.ahead = 0 if self.sync else int(ahead)
+        #: adaptive: each underrun of rtsynth's own renders one block more ahead, up to
+        #: ``ahead_max``; given back one block per ``lower_after`` stable seconds
         self.ahead_max = max(self.ahead, int(ahead_max if ahead_max is not None else ahead))
         self._ahead0 = self.ahead
-        #: render inside the audio callback (JACK): no added latency, no safety margin
-        self.sync = bool(sync)
         #: MIDI is placed this far after its frame, and the ring is kept this full: in sync
         #: mode 0, else ``(1 + ahead)`` blocks
         self.latency_frames = 0 if self.sync else (1 + self.ahead) * self.block
+        self.latency_start = self.latency_frames
         #: events from host-clock sources get this many frames more, for the clock's uncertainty
         self.host_margin = int(host_margin)
         cap = 1
@@ -81,14 +141,23 @@ class Player:
         self.ring = np.zeros((2, cap), np.float32)
         self.w = 0                 # frames written (engine time of the next block to render)
         self.r = 0                 # frames taken by the device
-        self.underruns = 0         # callbacks that found too little audio
+        self.underruns = 0         # callbacks that found too little audio (or late sync blocks)
         self.underrun_frames = 0
+        self.own_underruns = 0     # ... of them rtsynth's own lateness
+        self.server_underruns = 0  # ... of them next to a server-wide xrun
         self.callbacks = 0
         self.xruns = 0             # reported by the audio server (JACK)
+        self.latency_raises = 0
+        self.latency_lowers = 0
+        self.sync_fallbacks = 0    # sync -> ring
+        self.sync_returns = 0      # ring -> sync
+        self.shed_voices = 0
+        self.notes_released = 0    # all-notes-off sent for a source that went away
         self._cycle_clock: int | None = None     # server clock at this cycle's first frame
         self._next_clock: int | None = None      # ... and where the next cycle should start
         self.skipped_frames = 0    # frames the server skipped (its xruns); the ring pauses
         self.midi_in: deque = deque()        # (engine sample, bytes) from any thread
+        self._last_when = 0        # the latest time given to a callback MIDI event
         self.last_cb_time = 0.0    # host clock at the last callback
         self.last_cb_frame = 0     # its first frame, in engine time
         self.gen_ms = np.zeros(stats_capacity, np.float32)
@@ -108,9 +177,24 @@ class Player:
         n = min(GAP_FADE, self.block)
         self._ramp_up = ((np.arange(n) + 1) / (n + 1)).astype(np.float32)
         self._ramp_down = self._ramp_up[::-1].copy()
+        self._xf = np.zeros(n, np.float32)
         self._gap = False          # the last callback left a gap: fade the next block in
         self._last = np.zeros(2, np.float32)     # the last sample sent, per channel
-        self._stall_every, self._stall_s = _test_stall()
+        # the policy's clocks, in callbacks
+        per_s = engine.sr / self.block
+        self.lower_after = float(lower_after)
+        self._lower_cbs = max(1, int(round(self.lower_after * per_s)))
+        self._server_late_cb = -(1 << 40)   # the last sign of a server-wide xrun
+        self._pending_cb = 0       # an underrun not yet classified (its callback number)
+        self._pending_n = 0        # underruns since then (classified with it)
+        self._last_own_cb = 0      # the last underrun of rtsynth's own
+        self._last_change_cb = 0   # the last latency or mode change
+        self._ring_max_ms = 0.0    # the slowest ring block since the window began (generator)
+        self._gen_busy = False     # the generator is inside a block (see _run)
+        self.shed = bool(shed)
+        self._load = 0.0           # average generator time per block / period
+        self._stall_every, self._stall_s, self._stall_until = _test_stall()
+        self._voice_s = _test_voice_s()
 
     # ----------------------------------------------------------- audio thread
     def begin_cycle(self, clock: int | None = None, used_frames: int = 0) -> None:
@@ -125,15 +209,54 @@ class Player:
         began (sync mode's deadline).
         """
         self._cycle_used = used_frames / self.engine.sr
+        cb = self.callbacks + 1            # this cycle's number (pull/render_now count it)
         if clock is not None:
             if self._next_clock is not None:
                 gap = (clock - self._next_clock) & 0xFFFFFFFF
                 if 0 < gap < (1 << 30):
                     self.skipped_frames += gap
                     self._gap = True
+                    self._server_late_cb = cb
             self._cycle_clock = clock
-        self.last_cb_frame = self.r if not self.sync else self.w
-        self.last_cb_time = time.perf_counter()
+        now = time.perf_counter()
+        if self.callbacks and now - self.last_cb_time < 0.5 * self._budget:
+            self._server_late_cb = cb      # back to back: the server catching up
+        if (self.mode == MODE_DRAIN and self.w <= self.r and not self._gen_busy):
+            # the ring is empty and the generator idle: render in the callback from here on
+            self.mode = MODE_SYNC
+            self.ahead = 0
+            self.latency_frames = 0
+            self.sync_returns += 1
+            self._last_change_cb = cb
+        self.last_cb_frame = self.r
+        self.last_cb_time = now
+
+    def cycle(self, left: np.ndarray, right: np.ndarray, frames: int) -> None:
+        """This cycle's audio: rendered here (sync) or copied from the ring."""
+        if self.mode == MODE_SYNC:
+            self.render_now(left, right, frames)
+        else:
+            self.pull(left, right, frames)
+
+    def _ring_read(self, dst: np.ndarray, ch: int, pos: int, n: int) -> None:
+        i = pos & (self.cap - 1)
+        k = min(n, self.cap - i)                   # frames before the ring wraps
+        dst[:k] = self.ring[ch, i:i + k]
+        dst[k:n] = self.ring[ch, : n - k]
+
+    def _classify(self, cb: int) -> None:
+        """An underrun at callback ``cb``, once ``SERVER_GRACE`` cycles have passed."""
+        n, self._pending_n = self._pending_n, 0
+        if abs(cb - self._server_late_cb) <= SERVER_GRACE:
+            self.server_underruns += n
+            return
+        self.own_underruns += n
+        self._last_own_cb = cb
+        if self.mode == MODE_RING and self.ahead < self.ahead_max:
+            self.ahead += 1
+            self.latency_frames += self.block
+            self.latency_raises += 1
+            self._last_change_cb = cb
 
     def pull(self, left: np.ndarray, right: np.ndarray, frames: int) -> None:
         """Copy ``frames`` frames into the two output buffers, then wake the generator.
@@ -143,17 +266,42 @@ class Player:
         """
         r = self.r
         self.callbacks += 1
+        cb = self.callbacks
         if self._cycle_clock is not None:
             self._next_clock = (self._cycle_clock + frames) & 0xFFFFFFFF
-        if self.w - r >= frames:
-            i = r & (self.cap - 1)
-            k = min(frames, self.cap - i)              # frames before the ring wraps
+        if self._pending_cb and cb - self._pending_cb > SERVER_GRACE:
+            self._classify(self._pending_cb)
+            self._pending_cb = 0
+        avail = self.w - r
+        stable = (cb - self._last_own_cb >= self._lower_cbs
+                  and cb - self._last_change_cb >= self._lower_cbs and not self._pending_cb)
+        if (stable and self.mode == MODE_RING and self.ahead > self._ahead0
+                and avail >= frames + self.block and not self._gap):
+            # give one block of latency back: skip it, crossfaded; r + latency stays put
+            n = len(self._xf)
             for ch, out in ((0, left), (1, right)):
-                out[:k] = self.ring[ch, i:i + k]
-                out[k:] = self.ring[ch, : frames - k]
+                self._ring_read(out, ch, r + self.block, frames)
+                self._ring_read(self._xf, ch, r, n)
+                out[:n] *= self._ramp_up
+                self._xf *= self._ramp_down
+                out[:n] += self._xf
+            self.r = r + self.block + frames
+            self.ahead -= 1
+            self.latency_frames -= self.block
+            self.latency_lowers += 1
+            self._last_change_cb = cb
+        elif avail >= frames:
+            self._ring_read(left, 0, r, frames)
+            self._ring_read(right, 1, r, frames)
             self.r = r + frames
             if self._gap:
                 self._fade_in(left, right)
+            if (stable and self.mode == MODE_RING and self.sync
+                    and self._ring_max_ms < SYNC_LOW * self._budget * 1e3):
+                self.mode = MODE_DRAIN     # back into the callback once the ring is empty
+            elif stable and self.mode == MODE_RING and self.sync:
+                self._ring_max_ms = 0.0    # too slow still: watch another period
+                self._last_change_cb = cb
         else:
             # silence, reached through a short ramp from the last sample sent (no step)
             n = min(len(self._ramp_down), frames)
@@ -164,9 +312,9 @@ class Player:
             self.underruns += 1
             self.underrun_frames += frames
             self._gap = True
-            if self.ahead < self.ahead_max and not self.sync:
-                self.ahead += 1
-                self.latency_frames += self.block
+            if not self._pending_cb:
+                self._pending_cb = cb
+            self._pending_n += 1
         self._last[0] = left[frames - 1]
         self._last[1] = right[frames - 1]
         try:
@@ -178,6 +326,7 @@ class Player:
         """Sync mode: render this cycle's block here, its MIDI applied at the exact frames.
 
         The whole generator runs in the audio thread: the block must be done within the period.
+        A block that took more than ``SYNC_HIGH`` of it sends the next ones to the ring.
         Audio callback only.
         """
         eng = self.engine
@@ -189,27 +338,41 @@ class Player:
         while q:
             when, data = q.popleft()
             eng.push(when, data)
+        self._before_block()
         out = eng.render(frames)
         if self._fade_at is not None:
             self._apply_fade(out)
-        if self._stall_every and self.blocks % self._stall_every == self._stall_every - 1:
-            time.sleep(self._stall_s)
+        self._test_delay()
         left[:] = out[:, 0]
         right[:] = out[:, 1]
         if self._gap:
             self._fade_in(left, right)
         t1 = time.perf_counter()
-        self.gen_ms[self.blocks % len(self.gen_ms)] = (t1 - t) * 1e3
-        self.blocks += 1
+        self._after_block(t1 - t)
         self.w += frames
         self.r = self.w
-        if t1 - self.last_cb_time + self._cycle_used > self._budget:
+        used = (t1 - self.last_cb_time + self._cycle_used) / self._budget
+        if used > 1.0:
             # too late for this period: the server reports an xrun and this block is not heard
             # where it belongs; count it, and fade the next one in
             self.late_blocks += 1
             self.underruns += 1
+            self.own_underruns += 1
             self.underrun_frames += frames
+            self._last_own_cb = self.callbacks
             self._gap = True
+        if used > SYNC_HIGH:
+            # the next block would be late too: render it ahead, in the generator
+            self.mode = MODE_RING
+            self.ahead = 0
+            self.latency_frames = self.block
+            self.sync_fallbacks += 1
+            self._ring_max_ms = 0.0
+            self._last_change_cb = self.callbacks
+            try:
+                os.write(self._wfd, b"\0")
+            except (BlockingIOError, OSError):
+                pass
 
     def _fade_in(self, left: np.ndarray, right: np.ndarray) -> None:
         n = min(len(self._ramp_up), len(left))
@@ -222,10 +385,17 @@ class Player:
         what the server played around it is not what was rendered."""
         self.xruns += 1
         self._gap = True
+        self._server_late_cb = self.callbacks + 1
 
     def midi_at_frame(self, offset: int, data) -> None:
-        """A MIDI message at ``offset`` frames into the current callback. Audio callback only."""
-        self.midi_in.append((self.last_cb_frame + offset + self.latency_frames, bytes(data)))
+        """A MIDI message at ``offset`` frames into the current callback. Audio callback only.
+
+        Times never go backwards (a switch from the ring to sync lowers the latency)."""
+        when = self.last_cb_frame + offset + self.latency_frames
+        if when < self._last_when:
+            when = self._last_when
+        self._last_when = when
+        self.midi_in.append((when, bytes(data)))
 
     def midi_now(self, data) -> None:
         """A MIDI message that arrived just now (host clock): from rtmidi or the keyboard."""
@@ -233,30 +403,58 @@ class Player:
         frame = self.last_cb_frame + int(dt * self.engine.sr)
         self.midi_in.append((frame + self.latency_frames + self.host_margin, bytes(data)))
 
+    def release_all(self) -> None:
+        """A MIDI source went away (any thread): sustain off and all notes off on every
+        channel, so nothing it held keeps sounding; the notes' releases play as usual."""
+        when = max(self.r + self.latency_frames, self._last_when)
+        self.midi_in.extend((when, bytes((0xB0 | ch, cc, 0)))
+                            for ch in range(16) for cc in (64, 123))
+        self.notes_released += 1
+
     # ------------------------------------------------------- generator thread
     def prefill(self) -> None:
-        if not self.sync:
+        if self.mode == MODE_RING:
             self._render_until(self.latency_frames)
+
+    def _test_delay(self) -> None:
+        if self._stall_every and self.blocks % self._stall_every == self._stall_every - 1 and \
+                (not self._stall_until or self.blocks < self._stall_until):
+            time.sleep(self._stall_s)
+        if self._voice_s:
+            time.sleep(self._voice_s * self.engine.active_voices)
+
+    def _before_block(self) -> None:
+        if self.shed and self._load > SHED_HIGH:
+            if shed_quietest(self.engine) >= 0:
+                self.shed_voices += 1
+                self._load = SHED_HIGH * 0.8   # give the shed voice's fade time to tell
+
+    def _after_block(self, dt: float) -> None:
+        ms = dt * 1e3
+        self.gen_ms[self.blocks % len(self.gen_ms)] = ms
+        self.blocks += 1
+        self._load += SHED_EMA * (dt / self._budget - self._load)
+        if ms > self._ring_max_ms:
+            self._ring_max_ms = ms
 
     def _render_until(self, target_w: int) -> None:
         eng = self.engine
         q = self.midi_in
-        while self.w < target_w:
+        while self.w < target_w and self.mode == MODE_RING:
             while q:
                 when, data = q.popleft()
                 eng.push(when, data)
             t = time.perf_counter()
+            self._before_block()
             out = eng.render()
             if self._fade_at is not None:
                 self._apply_fade(out)
-            if self._stall_every and self.blocks % self._stall_every == self._stall_every - 1:
-                time.sleep(self._stall_s)
+            self._test_delay()
             i = self.w & (self.cap - 1)
             k = min(self.block, self.cap - i)          # frames before the ring wraps
             self.ring[:, i:i + k] = out[:k].T
             self.ring[:, : self.block - k] = out[k:].T
-            self.gen_ms[self.blocks % len(self.gen_ms)] = (time.perf_counter() - t) * 1e3
-            self.blocks += 1
+            self._after_block(time.perf_counter() - t)
             self.w += self.block
 
     def _apply_fade(self, out: np.ndarray) -> None:
@@ -281,7 +479,12 @@ class Player:
                     pass
         try:
             while not self._stop:
-                self._render_until(self.r + self.latency_frames)
+                # busy first, then the mode: the callback sets the mode first, then reads busy
+                # (see begin_cycle), so the two never render at once
+                self._gen_busy = True
+                if self.mode == MODE_RING:
+                    self._render_until(self.r + self.latency_frames)
+                self._gen_busy = False
                 ready, _, _ = select.select([self._rfd], [], [], 0.002)
                 if ready:
                     try:
@@ -289,11 +492,11 @@ class Player:
                     except BlockingIOError:
                         pass
         except BaseException as e:      # reported by the main thread
+            self._gen_busy = False
             self.error = e
 
     def start(self) -> None:
-        if self.sync:
-            return
+        # also in sync mode: the generator takes over while blocks do not fit in the callback
         self._thread = threading.Thread(target=self._run, name="rtsynth-generator", daemon=True)
         self._thread.start()
 
@@ -315,6 +518,9 @@ class Player:
                 os.close(fd)
             except OSError:
                 pass
+        if self._pending_cb:
+            self._classify(self._pending_cb)
+            self._pending_cb = 0
 
     def summary(self, last_blocks: int | None = None) -> dict:
         """Counters and generator times (all blocks, or the last ``last_blocks``), cheaply, from
@@ -329,8 +535,11 @@ class Player:
         else:
             gen = (0.0, 0.0, 0.0)
         return {"underruns": int(self.underruns), "late_blocks": int(self.late_blocks),
+                "own_underruns": int(self.own_underruns),
+                "server_underruns": int(self.server_underruns),
                 "latency_frames": int(self.latency_frames),
                 "callbacks": int(self.callbacks), "xruns": int(self.xruns),
+                "shed_voices": int(self.shed_voices), "mode": MODE_NAMES[self.mode],
                 "gen_ms_median": gen[0], "gen_ms_p99": gen[1], "gen_ms_max": gen[2]}
 
     def stats(self) -> dict:
@@ -343,10 +552,16 @@ class Player:
             "blocks": int(self.blocks),
             "block": int(self.block),
             "sample_rate": int(self.engine.sr),
-            "latency_raises": int(self.ahead - self._ahead0),
+            "latency_start_frames": int(self.latency_start),
+            "latency_raises": int(self.latency_raises),
+            "latency_lowers": int(self.latency_lowers),
+            "lower_after_s": self.lower_after,
             "ahead": int(self.ahead),
             "ahead_max": int(self.ahead_max),
             "sync": self.sync,
+            "sync_fallbacks": int(self.sync_fallbacks),
+            "sync_returns": int(self.sync_returns),
+            "notes_released": int(self.notes_released),
             "generator_realtime": self.realtime,
             "gen_ms": [round(float(x), 4) for x in self.gen_ms[:n]],
             "engine": dict(self.engine.stats),
