@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from . import options
+from .nn import guard as instrument_guard
 from .midi.messages import RTMIDI_APIS
 
 EXIT_ERROR = 1
@@ -44,6 +45,7 @@ def _make_engine(args, block: int | None, device_rate: int | None = None,
     from .instruments import BasicInstrument, load_instrument
 
     inst = load_instrument(args.instrument)   # neural instruments set torch to one thread
+    instrument_guard.report(inst)             # a faulty model: muted, one warning
     rate = args.sample_rate or device_rate
     if isinstance(inst, BasicInstrument) and rate:
         inst = BasicInstrument(rate)          # the DSP instrument runs at any rate
@@ -96,14 +98,16 @@ def cmd_play(args) -> int:
     sync = _play_mode(args, driver_name)
     ahead, ahead_max = _ahead(args.ahead, driver_name)
     player = Player(engine, ahead=ahead, ahead_max=ahead_max, sync=sync,
-                    host_margin=0 if driver_name == "jack" else block)
+                    host_margin=0 if driver_name == "jack" else block,
+                    lower_after=args.lower_after)
     player.prefill()
     midi_inputs = None
     if driver_name == "jack":
         driver = drivers.JackDriver(player, connect_outputs=args.jack_connect,
                                     midi_ports=args.midi_port if args.midi_api in (None, "jack")
                                     else None,
-                                    hw_midi=not args.no_hw_midi and args.midi_api in (None, "jack"))
+                                    hw_midi=not args.no_hw_midi and args.midi_api in (None, "jack"),
+                                    reconnect_timeout=args.reconnect_timeout)
         if args.midi_api not in (None, "jack"):
             midi_inputs = drivers.RtMidiInputs(player, args.midi_api, args.midi_port,
                                                virtual=False)
@@ -157,7 +161,9 @@ def cmd_play(args) -> int:
                 break
             if stop.pop("usr1", False):
                 status.print_stats(now)
+            instrument_guard.report(engine.inst)     # muted while playing: one warning
             status.tick(now)
+            drivers.poll(driver, midi_inputs, now)
             time.sleep(0.02)
     finally:
         player.fade_out()
@@ -167,7 +173,7 @@ def cmd_play(args) -> int:
         driver.close()
     if player.error is not None:
         raise UserError(f"the generator stopped: {player.error!r}")
-    st = player.stats()
+    st = {**player.stats(), **getattr(driver, "fault_stats", dict)()}
     print(f"rtsynth: {_summary_line(st)}", flush=True)
     if args.stats_json:
         Path(args.stats_json).write_text(json.dumps(st))
@@ -375,6 +381,11 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="CC that moves a morphing instrument's timbre (default: mod wheel, 1)")
 
 
+def _live_drivers():
+    from .live import drivers
+    return drivers
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rtsynth", description=__doc__.splitlines()[0])
     from . import __version__
@@ -411,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=options.checker("duration"), default=None,
                    help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")
+    _live_drivers().add_play_options(p)
     p.set_defaults(func=cmd_play)
 
     p = sub.add_parser("render", help="render a MIDI file to WAV/FLAC")
@@ -427,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list audio devices, MIDI ports and instruments")
     p.set_defaults(func=cmd_devices)
 
-    for modname in ("rtsynth.train.cli", "rtsynth.bench.cli"):
+    for modname in ("rtsynth.train.cli", "rtsynth.bench.cli", "rtsynth.dataset.cli",
+                    "rtsynth.eval.cli"):
         try:
             mod = __import__(modname, fromlist=["add_parser"])
         except ImportError:
