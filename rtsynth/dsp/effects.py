@@ -34,18 +34,129 @@ class MasterState:
         self.lim_release = math.exp(-1.0 / (0.15 * sample_rate))
         self.ceiling = float(ceiling)
         self.counters = np.zeros(2, dtype=np.int64)   # [non-finite samples replaced, limited blocks]
+        #: plugin effects (:class:`FxChain`) run first, in order, before gain, reverb and limiter
+        self.fx: FxChain | None = None
 
     def reset(self) -> None:
         self.fdn_buf[:] = 0
         self.fdn_lp[:] = 0
         self.dc[:] = 0
         self.lim_gain[:] = 1.0
+        if self.fx is not None:
+            self.fx.reset()
 
     def process(self, buf: np.ndarray, gain: float) -> None:
         """Process ``buf [n, 2]`` float32 in place."""
+        if self.fx is not None:
+            self.fx.process(buf)
         master_chain(buf, gain, self.reverb, self.room, self.fdn_buf, self.fdn_len, self.fdn_pos,
                      self.fdn_lp, self.fdn_out, self.dc, self.dc_r, self.lim_gain, self.lim_release,
                      self.ceiling, self.counters)
+
+
+def parse_fx(text: str) -> tuple[str, dict[str, str]]:
+    """``'URI symbol=value ...'`` -> ``(URI, {symbol: value})`` (values checked later, against
+    the plugin's ports)."""
+    parts = str(text).split()
+    if not parts:
+        raise ValueError("--fx needs a plugin URI (`rtsynth plugins` lists them)")
+    uri, params = parts[0], {}
+    for p in parts[1:]:
+        sym, eq, val = p.partition("=")
+        if not eq or not sym or not val:
+            raise ValueError(f"--fx {uri}: {p!r} is not symbol=value")
+        params[sym] = val
+    return uri, params
+
+
+class FxStage:
+    """One LV2 effect on the stereo master: a stereo plugin as one instance, a mono plugin as
+    one instance per channel, a mono-in stereo-out plugin fed the mid signal."""
+
+    def __init__(self, uri: str, params: dict, sample_rate: int, block: int):
+        from ..lv2.host import Instance, check_control
+        from ..lv2.world import LV2Error, plugin_info
+
+        info = plugin_info(uri)
+        if info.instrument:
+            raise LV2Error(f"{uri} is an instrument, not an effect: give it to a channel "
+                           f"(--channel N=lv2:{uri})")
+        controls = {s: check_control(info, s, v, sample_rate) for s, v in params.items()}
+        n_in, n_out = len(info.audio_in), len(info.audio_out)
+        if (n_in, n_out) == (1, 1):
+            self.mode = "mono"
+            self.instances = [Instance(info, sample_rate, block, controls) for _ in range(2)]
+        elif (n_in, n_out) == (2, 2):
+            self.mode = "stereo"
+            self.instances = [Instance(info, sample_rate, block, controls)]
+        elif (n_in, n_out) == (1, 2):
+            self.mode = "mono-to-stereo"
+            self.instances = [Instance(info, sample_rate, block, controls)]
+        else:
+            raise LV2Error(f"{uri} has {n_in} audio inputs and {n_out} outputs: a master "
+                           f"effect takes 1 or 2 inputs and gives as many (or 1 in, 2 out)")
+        self.uri = uri
+        self.name = info.name
+        self.controls = controls
+
+    @property
+    def latency(self) -> int:
+        return max(i.latency for i in self.instances)
+
+    def process(self, buf: np.ndarray) -> None:
+        n = buf.shape[0]
+        ins = self.instances
+        if self.mode == "mono":
+            for c in range(2):
+                inst = ins[c]
+                inst.audio_in[0][:n] = buf[:, c]
+                if inst.run(n):
+                    buf[:, c] = inst.audio_out[0][:n]
+            return
+        inst = ins[0]
+        if self.mode == "stereo":
+            inst.audio_in[0][:n] = buf[:, 0]
+            inst.audio_in[1][:n] = buf[:, 1]
+        else:
+            a = inst.audio_in[0][:n]
+            np.add(buf[:, 0], buf[:, 1], out=a)
+            a *= 0.5
+        if inst.run(n):
+            buf[:, 0] = inst.audio_out[0][:n]
+            buf[:, 1] = inst.audio_out[1][:n]
+
+    def reset(self) -> None:
+        for i in self.instances:
+            i.deactivate()
+            i.activate()
+
+    def close(self) -> None:
+        for i in self.instances:
+            i.close()
+
+
+class FxChain:
+    """LV2 effects in order (``[(URI, {symbol: value})]``), run on the master before the
+    reverb and limiter (:attr:`MasterState.fx`)."""
+
+    def __init__(self, specs, sample_rate: int, block: int):
+        self.stages = [FxStage(uri, params, sample_rate, block) for uri, params in specs]
+
+    @property
+    def latency(self) -> int:
+        """The chain's latency in frames: the sum of what its plugins report."""
+        return sum(s.latency for s in self.stages)
+
+    def process(self, buf: np.ndarray) -> None:
+        for s in self.stages:
+            s.process(buf)
+
+    def reset(self) -> None:
+        for s in self.stages:
+            s.reset()
+
+    def describe(self) -> str:
+        return ", ".join(f"{s.name} ({s.mode})" for s in self.stages)
 
 
 @kernel

@@ -1,0 +1,464 @@
+"""The rack: an instrument per MIDI channel, their sum, one master chain.
+
+Each distinct neural or basic instrument is one :class:`~rtsynth.engine.Engine` built with
+``master=False`` (its voices step in one batched model call; only its channels' messages reach
+it); an LV2 instrument (``lv2:URI``) is an :class:`LV2Part`. :class:`Rack` routes every MIDI
+message at the time it is pushed (pushes come in time order, live and from a file):
+
+- a note-on goes to the part of its channel's instrument at that moment (``--channel``,
+  ``-i``, else the channel's last GM program change, else the default instrument);
+- the other channel messages go to every part that has played on the channel (a note-off
+  reaches the part that started the note, also after a program change);
+- channel 10 (General MIDI percussion) is never pitched: its notes go to the LV2 instrument
+  set for it, or nowhere.
+
+:meth:`Rack.render` sums the parts and runs the one master chain (LV2 effects, reverb, DC
+blocker, limiter, safety stage) -- the same ``push / render / warmup / reset`` surface as the
+engine, so the live player and the file render use it unchanged. ``per_channel=True`` gives
+each channel its own part (stems, multi-out): the parts then are the channels, alone.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from collections import deque
+from typing import Callable
+
+import numpy as np
+
+from .. import spec
+from ..dsp.effects import MasterState, safety_clip
+from ..midi.messages import parse_message
+from . import gm
+
+LV2_PREFIX = "lv2:"
+
+
+class _Notices:
+    """Lines for stderr, each said once, printed by a thread of its own (a push may come from
+    the audio callback, which must not do I/O)."""
+
+    def __init__(self):
+        self.said: set[str] = set()
+        self.q: queue.SimpleQueue = queue.SimpleQueue()
+        self._t = None
+
+    def say(self, line: str) -> None:
+        if line in self.said:
+            return
+        self.said.add(line)
+        self.q.put_nowait(line)
+        if self._t is None:
+            self._t = threading.Thread(target=self._loop, name="rtsynth-notices", daemon=True)
+            self._t.start()
+
+    def say_now(self, line: str) -> None:
+        if line not in self.said:
+            self.said.add(line)
+            print(f"rtsynth: {line}", file=sys.stderr, flush=True)
+
+    def _loop(self) -> None:
+        while True:
+            line = self.q.get()
+            print(f"rtsynth: {line}", file=sys.stderr, flush=True)
+
+
+class EnginePart:
+    """A neural or basic instrument: one engine (``master=False``) for all its channels."""
+
+    kind = "engine"
+
+    def __init__(self, name: str, engine):
+        self.name = name
+        self.engine = engine
+        self.channels: set[int] = set()
+
+    def push(self, when: int, msg) -> None:
+        self.engine.push(when, msg)
+
+    def render(self, n: int) -> np.ndarray:
+        return self.engine.render(n)
+
+    @property
+    def active_voices(self) -> int:
+        return self.engine.active_voices
+
+    def warmup(self) -> None:
+        self.engine.warmup()
+
+    def reset(self) -> None:
+        self.engine.reset()
+
+    def all_sound_off(self, off: int = 0, seconds: float = 0.03) -> None:
+        self.engine.all_sound_off(off, seconds)
+
+    def close(self) -> None:
+        c = getattr(self.engine, "close", None)
+        if c is not None:
+            c()
+
+
+class LV2Part:
+    """An LV2 instrument on its channels: MIDI in at its frames, stereo out (a mono output on
+    both sides), the rack's gain."""
+
+    kind = "lv2"
+
+    def __init__(self, uri: str, sample_rate: int, block: int, gain: float,
+                 controls: dict | None = None):
+        from ..lv2.host import Instance
+        from ..lv2.world import LV2Error, plugin_info
+
+        info = plugin_info(uri)
+        if not info.midi_in:
+            raise LV2Error(f"{uri} takes no MIDI: it is not an instrument")
+        if not info.audio_out:
+            raise LV2Error(f"{uri} has no audio output")
+        self.name = f"lv2:{uri}"
+        self.uri = uri
+        self.inst = Instance(info, sample_rate, block, controls)
+        self.gain = float(gain)
+        self.block = int(block)
+        self.out = np.zeros((block, 2), np.float32)
+        self.events: deque = deque()
+        self.channels: set[int] = set()
+        self.time = 0
+        self.held = 0
+        self._counters = np.zeros(2, np.int64)
+
+    def push(self, when: int, msg) -> None:
+        self.events.append((int(when), msg[0], msg[1], msg[2]))
+
+    def render(self, n: int) -> np.ndarray:
+        inst = self.inst
+        end = self.time + n
+        q = self.events
+        while q and q[0][0] < end:
+            when, st, d1, d2 = q.popleft()
+            off = when - self.time
+            if off < 0:
+                off = 0
+            kind = st & 0xF0
+            if kind == 0x90 and d2 > 0:
+                self.held += 1
+            elif kind == 0x80 or (kind == 0x90 and d2 == 0):
+                self.held = max(0, self.held - 1)
+            elif kind == 0xB0 and d1 in (120, 123):
+                self.held = 0
+            size = 2 if kind in (0xC0, 0xD0) else 3
+            inst.midi(off, st, d1, d2, size)
+        out = self.out[:n]
+        for a in inst.audio_in:
+            a[:n] = 0.0
+        if inst.run(n):
+            outs = inst.audio_out
+            out[:, 0] = outs[0][:n]
+            out[:, 1] = outs[1 if len(outs) > 1 else 0][:n]
+        else:
+            out[:] = 0.0
+        safety_clip(out, self.gain, self._counters)
+        self.time = end
+        return out
+
+    @property
+    def active_voices(self) -> int:
+        return self.held
+
+    def warmup(self) -> None:
+        t = self.time
+        self.push(t, (0x90, 60, 100))
+        self.push(t + 5, (0x80, 60, 0))
+        for _ in range(3):
+            self.render(self.block)
+        self.reset()
+        self.time = t
+
+    def reset(self) -> None:
+        self.events.clear()
+        self.held = 0
+        self.inst.deactivate()
+        self.inst.activate()
+
+    def all_sound_off(self, off: int = 0, seconds: float = 0.03) -> None:
+        for ch in self.channels:
+            self.push(self.time + off, (0xB0 | ch, 123, 0))
+            self.push(self.time + off, (0xB0 | ch, 120, 0))
+
+    def close(self) -> None:
+        self.inst.close()
+
+
+class _RackInstrument:
+    """What ``engine.inst`` tells the CLI about a rack."""
+
+    def __init__(self, rack: "Rack"):
+        self.rack = rack
+
+    @property
+    def name(self) -> str:
+        return "rack"
+
+    @property
+    def description(self) -> str:
+        return self.rack.describe()
+
+
+class Rack:
+    """Instruments per channel (see the module doc). ``make_engine(name)`` builds the engine
+    of an instrument (``master=False``, the rack's gain); ``channel_specs`` ``{channel (0-based):
+    spec}`` set channels (``NAME``, a path, ``basic``, ``lv2:URI``); ``force`` plays one
+    instrument on every channel but the percussion one (``-i``); ``preload``: instruments to
+    build now (a live rack builds every instrument the GM table can select: a program change
+    then never loads a model on the audio path)."""
+
+    def __init__(self, make_engine: Callable[[str], object], *, sample_rate: int, block: int,
+                 gain: float = 0.5, reverb: float = 0.12, default: str = "basic",
+                 channel_specs: dict[int, str] | None = None, force: str | None = None,
+                 available: list[str] | None = None, preload=(), per_channel: bool = False,
+                 fx=None, master: bool = True, lv2_controls: dict | None = None,
+                 notices: _Notices | None = None, lazy: bool = False):
+        self.sr = int(sample_rate)
+        self.block = int(block)
+        self.gain = float(gain)
+        self._make_engine = make_engine
+        self.default = default
+        self.force = force
+        self.available = list(available or [])
+        self.channel_specs = dict(channel_specs or {})
+        self.per_channel = bool(per_channel)
+        #: offline: a part is built when a pushed event first needs it (a render pushes every
+        #: event before the first block); live parts are all built up front
+        self.lazy = bool(lazy)
+        self.lv2_controls = dict(lv2_controls or {})
+        self.notices = notices or _Notices()
+        self.parts: dict = {}                 # key -> part
+        self.part_list: list = []
+        self.program: list[str | None] = [None] * 16
+        for ch in range(16):
+            self.program[ch] = self._initial(ch)
+        self._seen: list[list] = [[] for _ in range(16)]   # parts that played on each channel
+        self.master = MasterState(self.sr, reverb=reverb)
+        self.master.fx = fx
+        self.use_master = bool(master)
+        self.defer_master = False
+        self.out = np.zeros((self.block, 2), np.float32)
+        self.time = 0
+        self.events = deque()                 # (never used: parts keep their own queues)
+        self._stats = {"events": 0, "bad_messages": 0, "muted_percussion": 0}
+        self.inst = _RackInstrument(self)
+        self.stems = None                     # :class:`~rtsynth.host.stems.Stems` (render)
+        for ch in range(16):
+            if self.program[ch] is not None and ch in self.channel_specs:
+                self._part(self.program[ch], ch)
+        for name in preload:
+            for ch in (range(16) if self.per_channel else [None]):
+                if ch is None or ch != gm.PERCUSSION_CHANNEL:
+                    self._part(name, ch)
+        if self.program[gm.PERCUSSION_CHANNEL] is None:
+            self.percussion_muted = True
+        else:
+            self.percussion_muted = False
+
+    # -------------------------------------------------------------- setup
+    def _initial(self, ch: int) -> str | None:
+        if ch in self.channel_specs:
+            return self.channel_specs[ch]
+        if ch == gm.PERCUSSION_CHANNEL:
+            return None
+        return self.force or self.default
+
+    def _key(self, name: str, ch: int | None):
+        return (name, ch) if self.per_channel else name
+
+    def _part(self, name: str, ch: int | None):
+        """The part playing ``name`` (on channel ``ch`` when parts are per channel), built on
+        first use."""
+        key = self._key(name, ch)
+        p = self.parts.get(key)
+        if p is None:
+            if name.startswith(LV2_PREFIX):
+                uri = name[len(LV2_PREFIX):]
+                p = LV2Part(uri, self.sr, self.block, self.gain, self.lv2_controls.get(uri))
+            else:
+                p = EnginePart(name, self._make_engine(name))
+            p.engine_time = None
+            self._sync_time(p)
+            self.parts[key] = p
+            self.part_list.append(p)
+        return p
+
+    def _sync_time(self, p) -> None:
+        if p.kind == "engine":
+            p.engine.time = self.time
+        else:
+            p.time = self.time
+
+    def program_name(self, ch: int, program: int) -> str:
+        name, notice = gm.model_for(program, self.available)
+        if notice:
+            self._say(notice)
+        return name
+
+    def _say(self, line: str) -> None:
+        (self.notices.say_now if self.lazy else self.notices.say)(line)
+
+    def _follows_programs(self, ch: int) -> bool:
+        return ch not in self.channel_specs and self.force is None \
+            and ch != gm.PERCUSSION_CHANNEL
+
+    # -------------------------------------------------------------- input
+    def push(self, when: int, message) -> None:
+        msg = parse_message(message)
+        if msg is None:
+            self._stats["bad_messages"] += 1
+            return
+        st, d1, d2 = msg
+        self._stats["events"] += 1
+        if st >= 0xF0:
+            for p in self.part_list:
+                p.push(when, msg)
+            return
+        ch = st & 0x0F
+        kind = st & 0xF0
+        if kind == 0xC0:
+            if self._follows_programs(ch):
+                name = self.program_name(ch, d1)
+                key = self._key(name, ch)
+                if key in self.parts or self.lazy:
+                    self.program[ch] = name
+                else:
+                    self._say(f"channel {ch + 1}: program {d1 + 1} needs {name}, which "
+                                     f"is not loaded: the channel keeps "
+                                     f"{self.program[ch]}")
+            return
+        if kind == 0x90 and d2 > 0:
+            name = self.program[ch]
+            if name is None:
+                self._stats["muted_percussion"] += 1
+                if self._stats["muted_percussion"] == 1:
+                    self._say("channel 10 (GM percussion) is muted: set an LV2 drum "
+                              "instrument with --channel 10=lv2:URI")
+                return
+            p = self.parts.get(self._key(name, ch))
+            if p is None:
+                if not self.lazy:
+                    return               # not built (live: cannot load on the audio path)
+                p = self._part(name, ch)
+            seen = self._seen[ch]
+            if p not in seen:
+                seen.append(p)
+                p.channels.add(ch)
+            p.push(when, msg)
+            return
+        for p in self._seen[ch]:
+            p.push(when, msg)
+
+    # -------------------------------------------------------------- render
+    def render(self, nframes: int | None = None) -> np.ndarray:
+        n = self.block if nframes is None else int(nframes)
+        if n > self.block:
+            raise ValueError(f"block of {n} frames is larger than the rack's {self.block}")
+        out = self.out[:n]
+        out[:] = 0.0
+        st = self.stems
+        if st is None:
+            for p in self.part_list:
+                np.add(out, p.render(n), out=out)
+        else:
+            outs = [p.render(n) for p in self.part_list]
+            for o in outs:
+                np.add(out, o, out=out)
+            st.capture(outs, n)
+        if self.use_master:
+            if not self.defer_master:
+                self.master_block(out)
+        else:
+            safety_clip(out, 1.0, self.master.counters)
+        self.time += n
+        return out
+
+    def master_block(self, out: np.ndarray) -> None:
+        """The master chain on a block :meth:`render` returned with :attr:`defer_master` set
+        (blocks in order); the stems of that block are written here too."""
+        if self.stems is not None:
+            self.stems.write_next(len(out))
+        if self.use_master:
+            self.master.process(out, 1.0)
+
+    def beside(self, task) -> None:
+        """A file render's per-block task (:meth:`OfflineEngine.beside`): given to the first
+        engine part that can run it beside its block, else run now."""
+        for p in self.part_list:
+            b = getattr(p.engine, "beside", None) if p.kind == "engine" else None
+            if b is not None:
+                b(task)
+                return
+        if task is not None:
+            task()
+
+    @property
+    def active_voices(self) -> int:
+        return sum(p.active_voices for p in self.part_list)
+
+    @property
+    def n_slots(self) -> int:
+        return max((p.engine.n_slots for p in self.part_list if p.kind == "engine"),
+                   default=0)
+
+    @property
+    def stats(self) -> dict:
+        s = dict(self._stats)
+        for p in self.part_list:
+            if p.kind == "engine":
+                for k, v in p.engine.stats.items():
+                    if k not in ("events", "bad_messages"):
+                        s[k] = s.get(k, 0) + v
+        return s
+
+    def warmup(self) -> None:
+        t = self.time
+        for p in self.part_list:
+            p.warmup()
+        if self.master.fx is not None:
+            buf = np.zeros((self.block, 2), np.float32)
+            for _ in range(2):
+                self.master.process(buf, 1.0)
+        self.reset()
+        self.time = t
+        for p in self.part_list:
+            self._sync_time(p)
+
+    def reset(self) -> None:
+        for p in self.part_list:
+            p.reset()
+        self.master.reset()
+        self.program = [self._initial(ch) for ch in range(16)]
+
+    def all_sound_off(self, off: int = 0, seconds: float = 0.03) -> None:
+        for p in self.part_list:
+            p.all_sound_off(off, seconds)
+
+    def close(self) -> None:
+        for p in self.part_list:
+            p.close()
+
+    def describe(self) -> str:
+        chans = []
+        for ch in range(16):
+            name = self.program[ch]
+            if ch == gm.PERCUSSION_CHANNEL and name is None:
+                chans.append("ch10 muted")
+        names = ", ".join(p.name + (f" (ch{min(p.channels) + 1})" if self.per_channel and
+                                    p.channels else "") for p in self.part_list)
+        fx = self.master.fx
+        s = f"{len(self.part_list)} instruments: {names}"
+        if fx is not None and fx.stages:
+            s += f"; effects: {fx.describe()}"
+        if chans:
+            s += "; " + ", ".join(chans)
+        return s
+
+
+__all__ = ["Rack", "EnginePart", "LV2Part", "LV2_PREFIX", "spec"]
