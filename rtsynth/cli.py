@@ -39,6 +39,13 @@ def _realtime_setup() -> None:
 
 def _make_engine(args, block: int | None, device_rate: int | None = None,
                  offline: bool = False):
+    """The plain engine, or the rack (instruments per channel, LV2 effects: rtsynth.host)."""
+    from .host.wiring import host_engine
+    return host_engine(args, block, device_rate, offline, _plain_engine)
+
+
+def _plain_engine(args, block: int | None, device_rate: int | None = None,
+                  offline: bool = False):
     """The engine for ``play`` (``block`` frames per callback) or, ``offline``, for ``render``
     (big blocks, every frame of a block in one model call, voices over two threads; the same
     samples)."""
@@ -297,6 +304,8 @@ def cmd_render(args) -> int:
                   f"audio: the partial render is discarded, {out} "
                   + ("left as it was" if out.exists() else "not created"), file=sys.stderr)
             return 128 + e.signum
+    from .host.wiring import finish
+    finish(engine)                  # the rack's stems
     realtime_factor = R.realtime_factor
     took = time.perf_counter() - t0
     rtf = realtime_factor(frames, engine.sr, took)
@@ -379,6 +388,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="reverb send, " + options.help_range("reverb") + ", 0 = dry")
     p.add_argument("--timbre-cc", type=options.checker("timbre_cc"), default=None,
                    help="CC that moves a morphing instrument's timbre (default: mod wheel, 1)")
+    from .host.wiring import add_options
+    add_options(p)                  # --channel, --fx, --preset, --gm, --stems, --multi-out
 
 
 def _live_drivers():
@@ -439,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list audio devices, MIDI ports and instruments")
     p.set_defaults(func=cmd_devices)
 
-    for modname in ("rtsynth.train.cli", "rtsynth.bench.cli", "rtsynth.dataset.cli",
+    for modname in ("rtsynth.host.plugins_cli", "rtsynth.train.cli", "rtsynth.bench.cli", "rtsynth.dataset.cli",
                     "rtsynth.eval.cli"):
         try:
             mod = __import__(modname, fromlist=["add_parser"])
