@@ -244,3 +244,240 @@ def loudness_db(audio: np.ndarray, sample_rate: int = spec.SAMPLE_RATE, hop: int
     p[:, 1:-1] *= 2.0
     ms = p.sum(1) / (n_fft * np.sum(win ** 2))
     return np.maximum(10.0 * np.log10(np.maximum(ms, 1e-30)), floor_db)
+
+
+# ----------------------------------------------------------------------------------------------
+# Contract v2 features measured from the audio: dynamics (A-weighted loudness on the velocity
+# scale) and brightness (spectral centroid relative to what is typical at the pitch and dynamics)
+
+#: seconds after the onset from which the dynamics / brightness of a note are measured; before it
+#: (the attack) the first measured value is held, as at play time a note starts at the dynamics
+#: it was struck with
+ATTACK_HOLD_S = 0.12
+#: smoothing of the measured curves (frames, moving average)
+SMOOTH_FRAMES = 9
+#: brightness units per octave of centroid ratio: CC74 127 asks for about twice the typical
+#: centroid, CC74 0 for about half
+BRIGHTNESS_PER_OCTAVE = 0.5
+#: the velocity curve assumed when a dataset has too few velocities to calibrate one
+#: (recordings): loudness = 40 log10(v / 127) dB re the loudest note
+FALLBACK_DB_PER_DECADE = 40.0
+
+
+def _smooth(x: np.ndarray, n: int = SMOOTH_FRAMES) -> np.ndarray:
+    if n <= 1 or len(x) < 2:
+        return np.asarray(x, dtype=np.float64)
+    k = np.ones(n) / n
+    xp = np.concatenate([np.full(n // 2, x[0]), x, np.full(n - 1 - n // 2, x[-1])])
+    return np.convolve(xp, k, mode="valid")[: len(x)]
+
+
+def held_frames(n_frames: int, release_sample: int, hop: int = spec.HOP,
+                sample_rate: int = spec.SAMPLE_RATE) -> tuple[int, int]:
+    """``(a, b)``: the frames ``[a, b)`` of a note where its dynamics are measured: from
+    :data:`ATTACK_HOLD_S` after the onset to the release (at least one frame). Before ``a`` the
+    value at ``a`` is held, from ``b`` on the value at ``b - 1``: the player's dynamics do not
+    fall with the attack or the release tail, which are the instrument's own."""
+    b = int(np.clip(-(-int(release_sample) // hop), 1, n_frames))
+    a = int(min(round(ATTACK_HOLD_S * sample_rate / hop), b - 1))
+    return max(a, 0), b
+
+
+def _hold(curve: np.ndarray, a: int, b: int) -> np.ndarray:
+    out = np.array(curve, dtype=np.float64)
+    out[:a] = out[a]
+    out[b:] = out[b - 1]
+    return out
+
+
+def spectral_centroid(audio: np.ndarray, sample_rate: int = spec.SAMPLE_RATE,
+                      hop: int = spec.HOP, n_fft: int = 1024, fmax: float = 16000.0
+                      ) -> np.ndarray:
+    """Magnitude-weighted spectral centroid in Hz per frame (the frames of :func:`loudness_db`)."""
+    x = np.asarray(audio, dtype=np.float64)
+    T = max(1, -(-len(x) // hop))
+    pad = n_fft // 2
+    xp = np.concatenate([np.zeros(pad), x, np.zeros(T * hop - len(x) + n_fft)])
+    idx = (np.arange(T) * hop + hop // 2)[:, None] + np.arange(n_fft)[None, :]
+    win = np.hanning(n_fft + 1)[:-1]
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    keep = (freqs > 20.0) & (freqs < fmax)
+    out = np.empty(T)
+    for s in range(0, T, 2048):
+        X = np.abs(np.fft.rfft(xp[idx[s:s + 2048]] * win, axis=1))[:, keep]
+        out[s:s + 2048] = (X @ freqs[keep]) / np.maximum(X.sum(1), 1e-20)
+    return out
+
+
+def _note_level(ex: Example, loud: np.ndarray) -> float:
+    a, b = held_frames(ex.n_frames, ex.release_sample)
+    seg = loud[a:b]
+    return float(np.median(seg)) if len(seg) else float(loud.max())
+
+
+def _plain(ex: Example) -> bool:
+    """A single note at one dynamic (no expression controller, no recording)."""
+    return ex.kind in ("note", "vibrato", "bend") and not ex.meta.get("expression")
+
+
+def calibrate(examples: list[Example]) -> dict:
+    """The dataset's calibration of the v2 features, from its plain training notes.
+
+    dynamics: the A-weighted level of a note held at velocity v and pitch p is modelled as
+    ``offset(p) + gain(v)`` (least squares over the notes; ``gain(127) = 0``, made monotone);
+    a measured level L at pitch p is then the velocity ``gain^-1(L - offset(p))``.
+    brightness: ``log2(centroid / f0)`` over the held frames of all the notes, fitted by a
+    quadratic in (pitch, dynamics): what is typical at a pitch and a dynamic.
+    """
+    notes = [ex for ex in examples if _plain(ex) and ex.split == "train"]
+    if not notes:
+        notes = [ex for ex in examples if ex.split == "train"] or list(examples)
+    if not notes:
+        raise ValueError("calibrate: no examples")
+    louds = {id(ex): loudness_db(ex.audio) for ex in notes}
+    L = np.array([_note_level(ex, louds[id(ex)]) for ex in notes])
+    P = np.array([float(np.median(ex.pitch_frames)) for ex in notes])
+    V = np.array([int(ex.velocity) for ex in notes])
+    vels = np.unique(V)
+    pitches = np.unique(np.round(P).astype(int))
+    if len(vels) >= 3:
+        g = {int(v): 0.0 for v in vels}
+        off = {int(p): 0.0 for p in pitches}
+        pi = np.round(P).astype(int)
+        for _ in range(20):  # alternating least squares: L = off[p] + g[v]
+            for p in off:
+                sel = pi == p
+                off[p] = float(np.mean(L[sel] - np.array([g[int(v)] for v in V[sel]])))
+            for v in g:
+                sel = V == v
+                g[v] = float(np.mean(L[sel] - np.array([off[int(p)] for p in pi[sel]])))
+            top = g[int(vels[-1])]
+            g = {v: x - top for v, x in g.items()}
+            off = {p: x + top for p, x in off.items()}
+        gv = np.maximum.accumulate(np.array([g[int(v)] for v in vels]))
+        if vels[-1] < 127:  # extend to 127 along the last slope
+            s = (gv[-1] - gv[-2]) / max(vels[-1] - vels[-2], 1)
+            vels = np.append(vels, 127)
+            gv = np.append(gv, gv[-1] + s * (127 - vels[-2]))
+            top = gv[-1]
+            gv -= top
+            off = {p: x + top for p, x in off.items()}
+        vel_curve = {"velocity": [int(v) for v in vels], "gain_db": [round(float(x), 3) for x in gv]}
+    else:
+        vv = np.array([1, 8, 16, 32, 64, 96, 127])
+        gv = FALLBACK_DB_PER_DECADE * np.log10(vv / 127.0)
+        vel_curve = {"velocity": [int(v) for v in vv], "gain_db": [round(float(x), 3) for x in gv]}
+        pi = np.round(P).astype(int)
+        gl = FALLBACK_DB_PER_DECADE * np.log10(np.maximum(V, 1) / 127.0)
+        off = {int(p): float(np.mean(L[pi == p] - gl[pi == p])) for p in pitches}
+    cal = {"dynamics": {"pitch": [int(p) for p in sorted(off)],
+                        "offset_db": [round(off[p], 3) for p in sorted(off)], **vel_curve,
+                        "loudness": "rtsynth.data.loudness_db (A-weighted RMS, n_fft 1024)",
+                        "attack_hold_s": ATTACK_HOLD_S, "smooth_frames": SMOOTH_FRAMES}}
+    # brightness: typical log2(centroid / f0) at (pitch, dynamics)
+    rows, ys, ws = [], [], []
+    for ex in notes:
+        a, b = held_frames(ex.n_frames, ex.release_sample)
+        d = dynamics_from_loudness(louds[id(ex)], ex.pitch_frames, cal)[a:b]
+        c = spectral_centroid(ex.audio)[a:b]
+        f0 = spec.midi_to_hz(ex.pitch_frames[a:b])
+        lv = louds[id(ex)][a:b]
+        ok = lv > lv.max() - 30.0
+        rows.append(_bright_basis(ex.pitch_frames[a:b][ok], d[ok]))
+        ys.append(np.log2(np.maximum(c[ok], 1.0) / f0[ok]))
+        ws.append(np.full(int(ok.sum()), 1.0 / max(int(ok.sum()), 1)))
+    X = np.concatenate(rows)
+    y = np.concatenate(ys)
+    w = np.sqrt(np.concatenate(ws))
+    coef = np.linalg.lstsq(X * w[:, None], y * w, rcond=None)[0]
+    cal["brightness"] = {"basis": "1, q, q^2, d, d^2, q*d with q = (pitch - 60) / 24",
+                         "coef": [round(float(c), 6) for c in coef],
+                         "per_octave": BRIGHTNESS_PER_OCTAVE, "default": spec.DEFAULT_BRIGHTNESS,
+                         "centroid": "rtsynth.data.spectral_centroid / f0, log2"}
+    return cal
+
+
+def _bright_basis(pitch: np.ndarray, d: np.ndarray) -> np.ndarray:
+    q = (np.asarray(pitch, dtype=np.float64) - 60.0) / 24.0
+    d = np.asarray(d, dtype=np.float64)
+    return np.stack([np.ones_like(q), q, q * q, d, d * d, q * d], axis=-1)
+
+
+def typical_brightness(pitch: np.ndarray, d: np.ndarray, cal: dict) -> np.ndarray:
+    """log2(centroid / f0) typical of the source at this pitch and dynamics."""
+    return _bright_basis(pitch, d) @ np.asarray(cal["brightness"]["coef"], dtype=np.float64)
+
+
+def dynamics_from_loudness(loud_db: np.ndarray, pitch: np.ndarray, cal: dict) -> np.ndarray:
+    """Measured A-weighted level (dB, per frame) at a pitch -> dynamics in [0, 1] (velocity
+    scale: the velocity at which the source's notes have that level, / 127)."""
+    c = cal["dynamics"]
+    off = np.interp(np.asarray(pitch, dtype=np.float64), c["pitch"], c["offset_db"])
+    x = np.asarray(loud_db, dtype=np.float64) - off
+    v = np.asarray(c["velocity"], dtype=np.float64)
+    g = np.asarray(c["gain_db"], dtype=np.float64)
+    # strictly increasing for the inverse; linear extrapolation below the softest velocity
+    g = g + np.arange(len(g)) * 1e-6
+    out = np.interp(x, g, v)
+    lo = x < g[0]
+    if len(g) >= 2 and lo.any():
+        s = (v[1] - v[0]) / max(g[1] - g[0], 1e-6)
+        out[lo] = v[0] + (x[lo] - g[0]) * s
+    return np.clip(out / 127.0, 0.0, 1.0)
+
+
+def expression_curves(audio: np.ndarray, pitch_frames: np.ndarray, release_sample: int,
+                      cal: dict, n_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dynamics and brightness ``[T]`` of one note measured from its audio (contract v2,
+    columns 7 and 8): smoothed, held through the attack and after the release."""
+    T = len(pitch_frames) if n_frames is None else n_frames
+    loud = loudness_db(audio)[:T]
+    if len(loud) < T:
+        loud = np.concatenate([loud, np.full(T - len(loud), loud[-1] if len(loud) else -120.0)])
+    pf = np.asarray(pitch_frames, dtype=np.float64)[:T]
+    a, b = held_frames(T, release_sample)
+    d = _hold(_smooth(dynamics_from_loudness(loud, pf, cal)), a, b)
+    cen = spectral_centroid(audio)[:T]
+    if len(cen) < T:
+        cen = np.concatenate([cen, np.full(T - len(cen), cen[-1] if len(cen) else 1.0)])
+    rel = np.log2(np.maximum(cen, 1.0) / spec.midi_to_hz(pf)) - typical_brightness(pf, d, cal)
+    # only where the note sounds (the centroid of a near-silent frame is noise)
+    quiet = loud < loud[a:b].max() - 30.0 if b > a else np.zeros(T, bool)
+    rel = np.where(quiet, 0.0, rel)
+    br = _hold(_smooth(rel), a, b)
+    bright = np.clip(spec.DEFAULT_BRIGHTNESS + BRIGHTNESS_PER_OCTAVE * br, 0.0, 1.0)
+    return d.astype(np.float32), bright.astype(np.float32)
+
+
+def features_v2(ex: Example, cal: dict, n_frames: int | None = None,
+                pitch_frames: np.ndarray | None = None) -> np.ndarray:
+    """Contract-v2 features ``[T, 9]`` of a training example: the v1 columns from its MIDI, the
+    dynamics and brightness measured from its audio (:func:`expression_curves`). The velocity
+    column is the dynamics at the note-on (what a keyboard's velocity asks for), so a note
+    whose loudness was set by an expression controller before it sounded teaches the same
+    thing as one struck at that velocity."""
+    T = ex.n_frames if n_frames is None else n_frames
+    pf = ex.pitch_frames if pitch_frames is None else pitch_frames
+    if len(pf) < T:
+        pf = np.concatenate([pf, np.full(T - len(pf), pf[-1])])
+    f = np.zeros((T, spec.N_FEATURES_V2), np.float32)
+    d, b = expression_curves(ex.audio, ex.pitch_frames, ex.release_sample, cal)
+    d = np.concatenate([d, np.full(max(T - len(d), 0), d[-1])])[:T]
+    b = np.concatenate([b, np.full(max(T - len(b), 0), b[-1])])[:T]
+    f[:, : spec.N_FEATURES] = spec.note_features(T, pf[:T], 127.0 * float(d[0]),
+                                                  int(ex.release_sample))
+    f[:, spec.F_DYNAMICS] = d
+    f[:, spec.F_BRIGHTNESS] = b
+    return f
+
+
+def midi_features_v2(n_frames: int, pitch: np.ndarray | float, velocity: float,
+                     release_sample: int | None, dynamics: np.ndarray | float | None = None,
+                     brightness: np.ndarray | float = spec.DEFAULT_BRIGHTNESS) -> np.ndarray:
+    """Contract-v2 features ``[T, 9]`` as the engine makes them from MIDI: dynamics
+    ``velocity / 127`` unless given (per frame), brightness CC74 / 127 (default 64)."""
+    f = np.zeros((n_frames, spec.N_FEATURES_V2), np.float32)
+    f[:, : spec.N_FEATURES] = spec.note_features(n_frames, pitch, velocity, release_sample)
+    f[:, spec.F_DYNAMICS] = velocity / 127.0 if dynamics is None else dynamics
+    f[:, spec.F_BRIGHTNESS] = brightness
+    return f

@@ -1,16 +1,12 @@
 """Datasets: format, loader, loudness, held-out split, and a tiny aligned FluidSynth render."""
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import build_dataset as bd  # noqa: E402
+from rtsynth.dataset import build as bd  # noqa: E402
 from rtsynth import spec  # noqa: E402
 from rtsynth.data import (a_weighting_db, load_dataset, loudness_db, pitch_curve,  # noqa: E402
                           write_dataset)
@@ -112,7 +108,7 @@ def test_fluidsynth_render_is_onset_aligned_and_bends_are_exact(tmp_path):
         L = loudness_db(e.audio)
         # the tail is kept, and decays after the release
         assert L[-1] < L.max() - 30
-    import evaluate as ev
+    from rtsynth.eval import metrics as ev
     e = exs[1]
     assert e.pitch_frames[0] == 62 and abs(e.pitch_frames[100] - 64) < 1e-3
     L = loudness_db(e.audio)

@@ -2,16 +2,12 @@
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import build_dataset as bd  # noqa: E402
+from rtsynth.dataset import build as bd  # noqa: E402
 from rtsynth import spec  # noqa: E402
 from rtsynth.data import load_dataset  # noqa: E402
 

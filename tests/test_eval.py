@@ -1,15 +1,11 @@
-"""Evaluation metrics (tools/evaluate.py): exact values on synthetic signals, and a tiny run."""
+"""Evaluation metrics (rtsynth.eval.metrics): exact values on synthetic signals, and a tiny run."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-import evaluate as ev  # noqa: E402
+from rtsynth.eval import metrics as ev  # noqa: E402
 from rtsynth import spec  # noqa: E402
 from rtsynth.data import load_dataset, write_dataset  # noqa: E402
 
@@ -110,7 +106,7 @@ def test_phrase_pitch_follows_keys_and_bend():
           (0, bytes((0x90, 60, 100))), (3 * hop, bytes((0x90, 62, 100))),
           (4 * hop, bytes((0x80, 60, 0))), (5 * hop, bytes((0xE0, 0, 96))),  # +0.5 of 12 st
           (7 * hop, bytes((0x80, 62, 0)))]
-    pf, mask = __import__("evaluate").phrase_pitch(ev, 9)
+    pf, mask = __import__("rtsynth.eval.metrics", fromlist=["x"]).phrase_pitch(ev, 9)
     assert list(pf[:7]) == [60, 60, 60, 62, 62, 68, 68]
     assert list(mask) == [True] * 7 + [False] * 2
 
@@ -119,7 +115,7 @@ def test_phrase_pitch_follows_keys_and_bend():
                     reason="FluidR3_GM not installed")
 def test_phrase_evaluation_runs_engine_against_fluidsynth(tmp_path):
     pytest.importorskip("rtsynth.render")
-    import build_dataset as bd
+    from rtsynth.dataset import build as bd
     bd.render_phrases(71, str(tmp_path), n=1, n_notes=3, seed=2)
     rows = ev.evaluate_phrases(["basic"], str(tmp_path), verbose=False)
     (r,) = rows

@@ -10,7 +10,7 @@ work/models/INST-BACKBONE`` with a spectral phase of ``--t1`` seconds, then (``-
 adversarial phase of ``--t2`` seconds; the spectral-only model is exported first to
 ``work/models/INST-BACKBONE-nogan`` so that both can be evaluated. Plus ``morph``: one VAE model
 over all the instruments (GRU). All processes share the GPU. Results are packed as one tar per
-instrument (model folders + logs) under ``--out``; ``--eval S`` then runs ``tools/evaluate.py``
+instrument (model folders + logs) under ``--out``; ``--eval S`` then runs ``rtsynth eval``
 (held-out notes, step path) for up to S seconds and packs its JSON into ``logs.tar``.
 """
 
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--morph-t1", type=float, default=None)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=256)
-    ap.add_argument("--eval", type=float, default=0, help="seconds for tools/evaluate.py (0: skip)")
+    ap.add_argument("--eval", type=float, default=0, help="seconds for rtsynth eval (0: skip)")
     ap.add_argument("--work", default="work")
     ap.add_argument("--extra", default="", help="extra arguments for every rtsynth train")
     ap.add_argument("--gan-init", default="", help="comma list of model folders under --init-dir "
@@ -49,7 +49,8 @@ def main(argv=None) -> int:
                     "to train further with the spectral loss for --t1 s (work/models/NAME-ft)")
     ap.add_argument("--finetune-args", default="--lr 3e-4 --lr-final 3e-5")
     ap.add_argument("--variants", default="", help="semicolon list of SUFFIX=ARGS: each instrument x "
-                    "backbone is also trained with these extra arguments, as NAME-SUFFIX")
+                    "backbone is also trained with these extra arguments, as NAME-SUFFIX "
+                    "({inst} in ARGS: the instrument's name)")
     a = ap.parse_args(argv)
 
     out = Path(a.out)
@@ -83,7 +84,8 @@ def main(argv=None) -> int:
             for var in [v for v in a.variants.split(";") if v]:
                 suffix, vargs = var.split("=", 1)
                 launch(f"{name}-{suffix}", [f"data/{inst}"],
-                       {"t1": a.t1, "args": ["--backbone", bb, *vargs.split()]})
+                       {"t1": a.t1, "args": ["--backbone", bb,
+                                             *vargs.replace("{inst}", inst).split()]})
     for name in [x for x in a.finetune.split(",") if x]:
         init = Path(a.init_dir) / name
         cfg = json.loads((ROOT / init / "config.json").read_text())
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
                        if d.name + "-gan" in {Path(m).name for m in models}]
             if a.morph:
                 models += [str(d) for d in sorted((work / "models").glob("morph*"))]
-            cmd = [sys.executable, "tools/evaluate.py", "basic", *models, "-d", "data",
+            cmd = [sys.executable, "-m", "rtsynth.eval", "basic", *models, "-d", "data",
                    "--instrument", inst, "--path", "step", "--json",
                    str(work / "logs" / f"eval_{inst}.json")]
             lf = open(work / "logs" / f"eval_{inst}.log", "w")

@@ -136,7 +136,9 @@ def _validate_arch(arch: Any, where: str) -> dict[str, Any]:
         _check(isinstance(arch[k], t) and not isinstance(arch[k], bool),
                f"{where}: architecture.{k} has the wrong type")
     _check(arch["backbone"] in BACKBONES, f"{where}: unknown backbone {arch['backbone']!r}")
-    _check(arch["n_features"] == spec.N_FEATURES, f"{where}: n_features must be {spec.N_FEATURES}")
+    _check(arch["n_features"] in (spec.N_FEATURES, spec.N_FEATURES_V2),
+           f"{where}: n_features must be {spec.N_FEATURES} (contract v1) or "
+           f"{spec.N_FEATURES_V2} (v2: + dynamics, brightness)")
     _check(arch["n_harmonics"] == spec.N_HARMONICS, f"{where}: n_harmonics must be {spec.N_HARMONICS}")
     _check(arch["n_noise"] == spec.N_NOISE_BANDS, f"{where}: n_noise must be {spec.N_NOISE_BANDS}")
     _check(arch["sample_rate"] == spec.SAMPLE_RATE, f"{where}: sample_rate must be {spec.SAMPLE_RATE}")

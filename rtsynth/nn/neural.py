@@ -37,6 +37,8 @@ class NeuralInstrument(StreamingInstrument):
         self.name = name
         self.sample_rate = int(config.get("sample_rate", spec.SAMPLE_RATE))
         self.hop = int(config.get("hop", spec.HOP))
+        #: 7 (contract v1) or 9 (v2: + dynamics, brightness): the columns :meth:`step` takes
+        self.n_features = int(self.arch["n_features"])
         arch = self.arch
         src = config.get("source") or {}
         self.description = config.get("description") or (

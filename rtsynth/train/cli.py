@@ -55,6 +55,14 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="steps over which the noise gains ramp in")
     p.add_argument("--amp-bias", type=float, default=-2.0,
                    help="initial amplitude logit bias (e.g. -2: start quiet)")
+    p.add_argument("--features", type=int, choices=(7, 9), default=7,
+                   help="9: a contract-v2 model (dynamics and brightness inputs, measured from "
+                   "the target audio with the dataset's calibration)")
+    p.add_argument("--tilt", type=float, default=0.0,
+                   help="v2: add this fraction of the notes again through a random spectral "
+                   "tilt (brightness augmentation)")
+    p.add_argument("--log-weight", type=float, default=1.0,
+                   help="weight of the log-magnitude term of the MR-STFT loss")
     p.add_argument("--export-before-gan", default=None,
                    help="also write the model as it is before the GAN phase to this folder")
 
@@ -72,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         backbone_kw=json.loads(args.backbone_kw) if args.backbone_kw else None,
         ckpt_every=args.ckpt_every, log_every=args.log_every, resume=args.resume,
         quiet=args.quiet, export_before_gan=args.export_before_gan, init=args.init,
-        noise_warmup=args.noise_warmup, amp_bias=args.amp_bias)
+        noise_warmup=args.noise_warmup, amp_bias=args.amp_bias, n_features=args.features,
+        tilt_fraction=args.tilt, log_weight=args.log_weight)
     if getattr(args, "command_line", None):
         cfg.command = args.command_line
     out = train_and_export(cfg)

@@ -66,6 +66,9 @@ class TrainConfig:
     init: str | None = None               # start from this exported model folder's weights
     noise_warmup: int = 400               # noise gains ramp 0 -> 1 over these first steps
     amp_bias: float | None = -2.0         # initial bias of the amplitude logit (0: amp 0.41)
+    n_features: int = spec.N_FEATURES     # 9: contract v2 (dynamics, brightness from the audio)
+    tilt_fraction: float = 0.0            # v2: add this fraction again through a spectral tilt
+    log_weight: float = 1.0               # weight of the log-magnitude term of the loss
     command: str = field(default_factory=lambda: _command_line())
 
 
@@ -157,11 +160,20 @@ class Trainer:
         self.out = Path(cfg.out)
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / self.out.name
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.ts: TrainSet = load_train_set(cfg.data, "train", cfg.max_frames).to(self.device)
+        self.ts: TrainSet = load_train_set(cfg.data, "train", cfg.max_frames,
+                                           n_features=cfg.n_features,
+                                           tilt_fraction=cfg.tilt_fraction,
+                                           seed=cfg.seed).to(self.device)
         kw = cfg.backbone_kw or (TINY_KW if cfg.tiny else DEFAULT_BACKBONE_KW)[cfg.backbone]
         z = cfg.z_dim if cfg.vae else 0
-        self.decoder = Decoder(cfg.backbone, kw, pre_dim=16 if cfg.tiny else 128,
-                               z_dim=z).to(self.device)
+        pre_dim = 16 if cfg.tiny else 128
+        if cfg.init and cfg.backbone_kw is None:
+            # the architecture of the model it starts from
+            from ..nn.io import read_config
+            arch = read_config(cfg.init)["architecture"]
+            cfg.backbone, kw, pre_dim = arch["backbone"], arch["backbone_kw"], arch["pre_dim"]
+        self.decoder = Decoder(cfg.backbone, kw, pre_dim=pre_dim,
+                               z_dim=z, n_features=cfg.n_features).to(self.device)
         self.encoder = (TimbreEncoder(z, channels=16 if cfg.tiny else 128).to(self.device)
                         if cfg.vae else None)
         if cfg.amp_bias is not None:
@@ -170,7 +182,17 @@ class Trainer:
         if cfg.init:
             from ..nn.io import load_decoder
             init_dec, _ = load_decoder(cfg.init)
-            self.decoder.load_state_dict(init_dec.state_dict())
+            sd = init_dec.state_dict()
+            w = sd["pre.weight"]
+            if init_dec.n_features < cfg.n_features:
+                # a v1 model grows the v2 columns: their weights start at zero, so the new
+                # model starts as the old one and learns what dynamics and brightness add
+                nf0 = init_dec.n_features
+                w2 = w.new_zeros(w.shape[0], w.shape[1] + cfg.n_features - nf0)
+                w2[:, :nf0] = w[:, :nf0]
+                w2[:, cfg.n_features:] = w[:, nf0:]
+                sd["pre.weight"] = w2
+            self.decoder.load_state_dict(sd)
         params = list(self.decoder.parameters()) + (list(self.encoder.parameters())
                                                     if self.encoder else [])
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -181,7 +203,7 @@ class Trainer:
             self.disc = Discriminator().to(self.device)
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.gan_lr, betas=(0.5, 0.9))
             self.opt_g = torch.optim.Adam(params, lr=cfg.gan_lr, betas=(0.5, 0.9))
-        self.loss_fn = MultiResolutionSTFTLoss().to(self.device)
+        self.loss_fn = MultiResolutionSTFTLoss(log_weight=cfg.log_weight).to(self.device)
         lab = self.ts.label.cpu().numpy()
         self._by_label = {int(l): np.nonzero(lab == l)[0] for l in np.unique(lab)}
         self.step = 0

@@ -40,12 +40,42 @@ class TrainSet:
                         self.sources, self.ids)
 
 
-def load_train_set(dirs: list[str | Path], split: str = "train", max_frames: int | None = None,
-                   pad_frames: int = 32) -> TrainSet:
-    """Load one or more dataset folders (one instrument each) into padded tensors."""
+def tilt(audio: np.ndarray, f0: float, beta: float) -> np.ndarray:
+    """``audio`` through a static spectral tilt ``(max(f, f0) / f0) ** beta`` (beta > 0
+    brighter), rescaled to the same A-weighted energy: a brightness augmentation whose
+    brightness is then measured from the result like any other target."""
     from .. import data as rdata
 
-    exs, labels, names, sources = [], [], [], []
+    x = np.asarray(audio, dtype=np.float64)
+    X = np.fft.rfft(x)
+    f = np.fft.rfftfreq(len(x), 1.0 / spec.SAMPLE_RATE)
+    y = np.fft.irfft(X * (np.maximum(f, f0) / f0) ** beta, n=len(x))
+    wa = 10.0 ** (rdata.a_weighting_db(np.maximum(f, 1.0)) / 10.0)
+    ea = np.sum(np.abs(X) ** 2 * wa)
+    eb = np.sum(np.abs(np.fft.rfft(y)) ** 2 * wa)
+    y *= np.sqrt(ea / max(eb, 1e-30))
+    peak = np.abs(y).max()
+    if peak > 0.99:
+        y *= 0.99 / peak
+    return y.astype(np.float32)
+
+
+def load_train_set(dirs: list[str | Path], split: str = "train", max_frames: int | None = None,
+                   pad_frames: int = 32, n_features: int = spec.N_FEATURES,
+                   tilt_fraction: float = 0.0, seed: int = 0) -> TrainSet:
+    """Load one or more dataset folders (one instrument each) into padded tensors.
+
+    ``n_features`` 9 (contract v2): the dynamics and brightness columns are measured from each
+    target's audio with its dataset's calibration (``index.json`` ``calibration``, else computed
+    from the notes): :func:`rtsynth.data.features_v2`. ``tilt_fraction``: that fraction of the
+    examples is added again through a random spectral tilt (:func:`tilt`, +-0.8), whose
+    brightness is measured from the tilted audio."""
+    from .. import data as rdata
+
+    if n_features not in (spec.N_FEATURES, spec.N_FEATURES_V2):
+        raise ValueError(f"n_features must be {spec.N_FEATURES} or {spec.N_FEATURES_V2}")
+    rng = np.random.default_rng(seed + 101)
+    exs, labels, names, sources, cals = [], [], [], [], []
     for i, d in enumerate(dirs):
         idx = rdata.read_index(d)
         names.append(idx.get("name", Path(d).name))
@@ -53,6 +83,27 @@ def load_train_set(dirs: list[str | Path], split: str = "train", max_frames: int
         part = rdata.load_dataset(d, split=split)
         if not part:
             raise ValueError(f"{d}: no {split!r} examples")
+        if n_features == spec.N_FEATURES_V2:
+            cal = idx.get("calibration") or rdata.calibrate(
+                rdata.load_dataset(d, split="train") if split != "train" else part)
+            extra = []
+            if tilt_fraction > 0:
+                pick = rng.choice(len(part), size=int(round(tilt_fraction * len(part))),
+                                  replace=False)
+                for j in pick:
+                    ex = part[int(j)]
+                    f0 = float(spec.midi_to_hz(np.median(ex.pitch_frames)))
+                    beta = float(rng.choice([-1, 1]) * rng.uniform(0.25, 0.8))
+                    extra.append(rdata.Example(
+                        audio=tilt(ex.audio, f0, beta), pitch_frames=ex.pitch_frames, f0=ex.f0,
+                        velocity=ex.velocity, release_sample=ex.release_sample, split=ex.split,
+                        features=ex.features, kind=ex.kind, id=ex.id + f"-tilt{beta:+.2f}",
+                        program=ex.program, name=ex.name, pitch=ex.pitch,
+                        meta=dict(ex.meta, tilt=beta)))
+            part = part + extra
+            cals += [cal] * len(part)
+        else:
+            cals += [None] * len(part)
         exs += part
         labels += [i] * len(part)
     lens = [ex.n_frames for ex in exs]
@@ -61,13 +112,16 @@ def load_train_set(dirs: list[str | Path], split: str = "train", max_frames: int
         t = min(t, max_frames)
     hop = spec.HOP
     n = len(exs)
-    feats = np.zeros((n, t, spec.N_FEATURES), np.float32)
+    feats = np.zeros((n, t, n_features), np.float32)
     audio = np.zeros((n, t * hop), np.float32)
     f0 = np.zeros((n, t * hop), np.float32)
     for j, ex in enumerate(exs):
         m = min(ex.n_frames, t)
         pf = np.concatenate([ex.pitch_frames[:m], np.full(t - m, ex.pitch_frames[m - 1])])
-        feats[j] = spec.note_features(t, pf, float(ex.velocity), int(ex.release_sample))
+        if cals[j] is not None:
+            feats[j] = rdata.features_v2(ex, cals[j], t, pf)
+        else:
+            feats[j] = spec.note_features(t, pf, float(ex.velocity), int(ex.release_sample))
         audio[j, : m * hop] = ex.audio[: m * hop]
         f0[j] = np.repeat(spec.midi_to_hz(pf), hop)
     return TrainSet(torch.from_numpy(feats), torch.from_numpy(audio), torch.from_numpy(f0),

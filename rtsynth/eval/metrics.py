@@ -3,11 +3,11 @@
 
 Usage::
 
-    python tools/evaluate.py                          # basic + every models/* folder
-    python tools/evaluate.py basic flute_gru -d data --json out/eval.json
-    python tools/evaluate.py basic --instrument flute --path step
-    python tools/build_dataset.py phrases -p 73 -o out/phrases/flute    # (once per instrument)
-    python tools/evaluate.py --phrases out/phrases     # whole phrases through the engine
+    rtsynth eval                          # basic + every models/* folder
+    rtsynth eval basic flute_gru -d data --json out/eval.json
+    rtsynth eval basic --instrument flute --path step
+    rtsynth dataset phrases -p 73 -o out/phrases/flute    # (once per instrument)
+    rtsynth eval --phrases out/phrases     # whole phrases through the engine
 
 For each model (``basic`` or a model folder) and each dataset it applies to (a model's
 ``config.json`` ``program`` (int or list) / ``programs`` selects the datasets in ``data/*`` whose
@@ -73,11 +73,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from rtsynth import spec  # noqa: E402
-from rtsynth.data import Example, load_dataset, loudness_db, read_index  # noqa: E402
+from .. import spec
+from ..data import Example, load_dataset, loudness_db, read_index
+from .melody import for_engine, onset_errors_ms
 
 FFT_SIZES = (2048, 1024, 512, 256)
 RESYNTH_BEND_RANGE = 4  # semitones: the sample's pitch around a bent note's key stays inside
@@ -290,6 +288,8 @@ def bent_note_events(ex: Example, bends, bend_range: int) -> list[tuple[int, tup
         if v != last:
             ev.append((int(fr) * hop, (0xE0, v & 0x7F, v >> 7)))
             last = v
+    for fr, val in ex.meta.get("expression", []) or []:   # CC11 steps of a swell
+        ev.append((int(fr) * hop, (0xB0, 11, int(val))))
     ev.append((0, (0x90, int(ex.pitch), int(ex.velocity))))
     ev.append((int(ex.release_sample), (0x80, int(ex.pitch), 0)))
     ev.sort(key=lambda e: (e[0], 0 if e[1][0] in (0xB0, 0xE0) else 1))
@@ -414,7 +414,7 @@ def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
             exs = load_dataset(Path(data_dir) / dname, split="test")
             if max_notes:
                 exs = exs[:max_notes]
-            inst = load_instrument(model)
+            inst = for_engine(load_instrument(model))
             timbre = select_timbre(inst, cfg, dname)
             t0 = time.perf_counter()
             per = []
@@ -422,6 +422,7 @@ def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
                 y = render_engine(inst, ex) if path == "engine" else render_step(inst, ex)
                 m = note_metrics(ex.audio, y, ex.pitch_frames, idx["sample_rate"],
                                  idx.get("hop", spec.HOP))
+                m["onset_ms"] = float(onset_errors_ms([(ex.audio, y)])[0])
                 if resynth and path == "engine":
                     m["resynth_cents"] = resynth_metrics(inst, ex, m)
                 per.append(m)
@@ -430,10 +431,16 @@ def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
                        seconds=round(time.perf_counter() - t0, 2))
             row["by_kind"] = {k: aggregate([m for m, ex in zip(per, exs) if ex.kind == k])
                               for k in sorted({ex.kind for ex in exs})}
+            ons = np.array([m["onset_ms"] for m, ex in zip(per, exs) if ex.kind == "note"])
+            if len(ons):
+                row["onset_ms_median"] = float(np.median(ons))
+                row["onset_ms_max"] = float(ons.max())
+                row["onset_ms_min"] = float(ons.min())
             row["per_note"] = [dict(id=ex.id, kind=ex.kind, pitch=ex.pitch,
                                     velocity=ex.velocity,
                                     mss_distance=round(m["mss_distance"], 4),
                                     loudness_db=round(m["loudness_db"], 3),
+                                    onset_ms=round(m["onset_ms"], 3),
                                     f0_cents_median=round(float(np.median(m["cents"])), 3)
                                     if len(m["cents"]) else None,
                                     f0_resynth_cents_median=round(
@@ -525,7 +532,7 @@ def evaluate_phrases(models: list[str], phrase_dir: str, verbose: bool = True) -
                 continue
             per = []
             t0 = time.perf_counter()
-            inst = load_instrument(model)
+            inst = for_engine(load_instrument(model))
             timbre = select_timbre(inst, cfg, d.name)
             for mid, wav in pairs:
                 ref, sr = sf.read(str(wav), dtype="float64", always_2d=True)
@@ -566,7 +573,7 @@ def plot_spectrograms(models: list[str], data_dir: str, out_png: str, instrument
     for i, ex in enumerate(exs):
         sigs = [ex.audio.astype(np.float64)]
         for m in models:
-            inst = load_instrument(m)
+            inst = for_engine(load_instrument(m))
             select_timbre(inst, model_config(m), instrument)
             sigs.append(render_engine(inst, ex) if path == "engine" else render_step(inst, ex))
         sr = spec.SAMPLE_RATE
@@ -626,11 +633,46 @@ def format_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="held-out evaluation against FluidSynth samples")
+def evaluate_swell(models: list[str]) -> list[dict]:
+    """Swell brightening and brightness response of each v2 model (rtsynth.eval.melody), next
+    to its source's velocity layers (FluidSynth, velocity 40 -> 120)."""
+    from rtsynth.instruments import load_instrument
+    from .melody import brightness_response, source_layers, swell_response
+    rows, cache = [], {}
+    for model in models:
+        inst = load_instrument(model)
+        if getattr(inst, "n_features", spec.N_FEATURES) != spec.N_FEATURES_V2:
+            continue
+        progs = model_programs(model) or []
+        if len(progs) != 1:
+            continue
+        cfg = model_config(model)
+        cal = None
+        for d in cfg.get("training", {}).get("data", []):
+            try:
+                cal = read_index(d).get("calibration")
+            except Exception:  # noqa: BLE001 - the data may not be here
+                cal = None
+        from rtsynth.dataset.build import INSTRUMENTS
+        lo, hi = next(((a, b) for p, a, b in INSTRUMENTS.values() if p == progs[0]), (55, 79))
+        pitches = [int(x) for x in np.linspace(lo + 3, hi - 6, 3).round()]
+        if progs[0] not in cache:
+            cache[progs[0]] = source_layers(progs[0], pitches)
+        rows.append(dict(model=model, program=progs[0], pitches=pitches,
+                         source=cache[progs[0]], swell=swell_response(inst, pitches),
+                         brightness=brightness_response(inst, pitches)))
+        r = rows[-1]
+        src = r["source"]["log_centroid_rise"]
+        r["brightening_ratio"] = (r["swell"]["log_centroid_rise"] / src) if abs(src) > 1e-3 \
+            else None
+    return rows
+
+
+def configure(ap: argparse.ArgumentParser) -> None:
+    """The options of ``rtsynth eval``."""
     ap.add_argument("models", nargs="*", help="basic, model folder names or paths "
                     "(default: basic + every models/* folder)")
-    ap.add_argument("-d", "--data", default=str(ROOT / "data"))
+    ap.add_argument("-d", "--data", default="data")
     ap.add_argument("--instrument", default=None, help="only these datasets (comma list)")
     ap.add_argument("--path", choices=["engine", "step"], default=None)
     ap.add_argument("--max-notes", type=int, default=None)
@@ -641,14 +683,57 @@ def main(argv=None) -> int:
                     "each model")
     ap.add_argument("--phrases", default=None, metavar="DIR",
                     help="instead: whole-engine phrases (MIDI + FluidSynth WAV pairs in DIR)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--melodies", default=None, metavar="DIR",
+                    help="instead: issue 12's melody distance (rtsynth.eval.melody) on the "
+                    "phrase pairs in DIR/INSTRUMENT/")
+    ap.add_argument("--swell", action="store_true",
+                    help="instead: for each v2 model, the swell brightening and level rise "
+                    "against the source's velocity layers (FluidSynth), and the brightness "
+                    "response")
+
+
+def _fail(msg: str) -> int:
+    print(f"rtsynth eval: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
     models = args.models
     if not models:
         from rtsynth.instruments import available_instruments
         models = available_instruments()
+    if args.melodies or args.phrases:
+        d = Path(args.melodies or args.phrases)
+        if not d.is_dir() or not any(d.rglob("*.mid")):
+            return _fail(f"no phrase*.mid + .wav pairs under {d} (make them with `rtsynth "
+                         f"dataset phrases -p PROGRAM -o {d}/NAME`)")
+    elif not args.swell:
+        found = find_datasets(args.data) if Path(args.data).is_dir() else {}
+        if args.instrument:
+            found = {k: v for k, v in found.items() if k in args.instrument.split(",")}
+        if not found:
+            return _fail(f"no held-out data in {args.data!r}: no dataset folder (index.json with "
+                         f"test examples){' for ' + args.instrument if args.instrument else ''}"
+                         f"; build it with `rtsynth dataset soundfont -o {args.data}`")
+    if args.swell:
+        rows = evaluate_swell(models)
+        print(json.dumps(rows, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(dict(rows=rows), indent=1))
+        return 0
+    if args.melodies:
+        from .melody import evaluate_melodies
+        rows = evaluate_melodies(models, args.melodies, args.instrument)
+        for r in rows:
+            print(f"{Path(str(r['model'])).name:<22s} {r['dataset']:<20s} "
+                  f"{r['melody_distance']:.3f}  floor {r['floor']}")
+        if args.json:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            Path(args.json).write_text(json.dumps(dict(rows=rows), indent=1))
+        return 0
     if args.plot:
         if not args.instrument:
-            ap.error("--plot needs --instrument NAME")
+            return _fail("--plot needs --instrument NAME")
         print(plot_spectrograms(models, args.data, args.plot, args.instrument,
                                 path=args.path or "engine"))
         return 0
@@ -666,6 +751,13 @@ def main(argv=None) -> int:
             json.dump(dict(metrics_doc=__doc__.split("Metrics")[1].strip(), rows=rows), f,
                       indent=1)
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="rtsynth eval",
+                                 description="held-out evaluation against FluidSynth samples")
+    configure(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

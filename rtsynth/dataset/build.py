@@ -6,14 +6,14 @@ Commands
 ``soundfont``   render FluidR3 GM instruments note by note with FluidSynth (48 kHz, reverb and
                 chorus off) -> ``data/<name>/{index.json,audio.npz}``::
 
-                    python tools/build_dataset.py soundfont                # all instruments
-                    python tools/build_dataset.py soundfont -i flute,violin --flac
+                    rtsynth dataset soundfont                # all instruments
+                    rtsynth dataset soundfont -i flute,violin --flac
 
 ``phrases``     legato phrases (several notes, vibrato, bends) as MIDI + WAV pairs rendered by
                 FluidSynth, for evaluating the whole engine::
 
-                    python tools/build_dataset.py phrases -p 73 -n 2 -o out/phrases/flute
-                    python tools/evaluate.py --phrases out/phrases
+                    rtsynth dataset phrases -p 73 -n 2 -o out/phrases/flute
+                    rtsynth eval --phrases out/phrases
 
                 (kept out of ``data/``, which is carried to the GPU machine: 64 MiB limit)
 
@@ -21,7 +21,7 @@ Commands
                 dataset format (f0 from torchcrepe, loudness = A-weighted RMS, notes segmented
                 by voicing and a loudness gate)::
 
-                    python tools/build_dataset.py recordings my_takes/ -o data/mysax --name mysax
+                    rtsynth dataset recordings my_takes/ -o data/mysax --name mysax
 
 Recordings, in detail: audio is mixed to mono and resampled to 48 kHz; f0 per frame start (hop
 192) from CREPE (``--crepe-model tiny`` by default, ``full`` is ~50x slower) with the weights that
@@ -68,10 +68,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from rtsynth import spec  # noqa: E402
-from rtsynth import data as rdata  # noqa: E402
+from .. import spec
+from .. import data as rdata
 
 SF2 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 SR = spec.SAMPLE_RATE
@@ -98,6 +96,11 @@ DEFAULT_INSTRUMENTS = ("flute", "violin", "trumpet", "cello", "clarinet")
 TRAIN_VELOCITIES = (40, 64, 88, 112, 127)
 TEST_VELOCITIES = (100, 76)  # never in training
 LENGTHS = (0.24, 0.6, 1.2, 2.0)  # seconds the key is held (rounded to ticks)
+#: the dynamics set (``--dynamics``): single notes at many velocities, swells by CC11
+DYN_TRAIN_VELOCITIES = (24, 40, 56, 72, 88, 104, 118, 127)
+DYN_TEST_VELOCITIES = (100, 64, 32)
+DYN_LENGTHS = (0.3, 0.7, 1.3)
+SWELL_FLAT_S = 0.35  # CC11 held this long after the onset before it moves (a clean attack)
 
 
 def fluidsynth_version() -> str:
@@ -164,6 +167,88 @@ def gesture_curve(n_ticks: int, rng: np.random.Generator, kind: int) -> list[tup
         a = rng.uniform(0.8, 2.0) * rng.choice([-1, 1])
         c = a * np.clip((t - 0.2 * dur) / (0.6 * dur), 0, 1)
     return [(k, float(c[k])) for k in range(n_ticks)]
+
+
+def expression_curve(n_ticks: int, rng: np.random.Generator, kind: int) -> list[tuple[int, int]]:
+    """CC11 (expression) steps (tick, value) of a swell: held for SWELL_FLAT_S, then a
+    crescendo (kind 0), a decrescendo (1) or a swell up and back (2), changes only."""
+    flat = int(round(SWELL_FLAT_S * SR / TICK))
+    lo, hi = int(rng.integers(20, 50)), int(rng.integers(110, 128))
+    a, b = (lo, hi) if kind == 0 else (hi, lo) if kind == 1 else (lo, lo)
+    out, last = [], None
+    n = max(n_ticks - flat, 1)
+    for k in range(n_ticks):
+        u = min(max(k - flat, 0) / n, 1.0)
+        if kind == 2:
+            v = lo + (hi - lo) * np.sin(np.pi * u) ** 2
+        else:
+            v = a + (b - a) * (0.5 - 0.5 * np.cos(np.pi * u))
+        v = int(round(v))
+        if v != last:
+            out.append((k, v))
+            last = v
+    return out
+
+
+def plan_dynamics(name: str, seed: int = 0, density: float = 1.0) -> tuple[list[dict], dict]:
+    """The dynamics set of one instrument (contract v2 training): single notes at many
+    velocities (``DYN_TRAIN_VELOCITIES``) over the range, vibrato and bend notes, and swells
+    (CC11 crescendo, decrescendo, up-and-back on one held note, velocity and CC11 start
+    varied); held out: unseen pitches at unseen velocities, and swells on unseen pitches."""
+    program, lo, hi = INSTRUMENTS[name]
+    rng = np.random.default_rng(seed + 7 * program)
+    pitches = list(range(lo, hi + 1))
+    test_p = [p for p in pitches if (p - lo) % 4 == 2]
+    train_p = [p for p in pitches if p not in test_p]
+    notes = []
+
+    def ticks(sec):
+        return max(2, int(round(sec * SR / TICK)))
+
+    nv, nl = len(DYN_TRAIN_VELOCITIES), len(DYN_LENGTHS)
+    per_pitch = max(1, int(round(3 * density)))
+    c = 0
+    for p in train_p:
+        for _ in range(per_pitch):
+            v = DYN_TRAIN_VELOCITIES[(c * 3) % nv]
+            L = DYN_LENGTHS[(c + c // nv) % nl]
+            notes.append(dict(pitch=p, velocity=v, held=ticks(L), split="train", kind="note"))
+            c += 1
+    for p in (train_p[0], train_p[-1]):
+        for v in (DYN_TRAIN_VELOCITIES[0], DYN_TRAIN_VELOCITIES[-1]):
+            notes.append(dict(pitch=p, velocity=v, held=ticks(0.8), split="train", kind="note"))
+    for i in range(max(3, int(round(6 * density)))):
+        p = int(rng.choice(train_p))
+        n = ticks(rng.uniform(1.2, 1.8))
+        notes.append(dict(pitch=p, velocity=int(rng.choice(DYN_TRAIN_VELOCITIES[2:])), held=n,
+                          split="train", kind="vibrato", bend=vibrato_curve(n, rng)))
+    for i in range(max(2, int(round(4 * density)))):
+        p = int(rng.choice(train_p[2:-2]))
+        n = ticks(rng.uniform(0.8, 1.4))
+        notes.append(dict(pitch=p, velocity=int(rng.choice(DYN_TRAIN_VELOCITIES[2:])), held=n,
+                          split="train", kind="bend", bend=gesture_curve(n, rng, i % 4)))
+    for i in range(max(3, int(round(14 * density)))):
+        p = int(rng.choice(train_p))
+        n = ticks(rng.uniform(1.6, 2.6))
+        notes.append(dict(pitch=p, velocity=int(rng.choice(DYN_TRAIN_VELOCITIES)), held=n,
+                          split="train", kind="swell", expression=expression_curve(n, rng, i % 3)))
+    for j, p in enumerate(test_p):
+        notes.append(dict(pitch=p, velocity=DYN_TEST_VELOCITIES[j % 3],
+                          held=ticks((0.5, 1.0, 1.5)[j % 3]), split="test", kind="note"))
+    for j in range(2):
+        p = test_p[(j * 3 + 1) % len(test_p)]
+        n = ticks(1.4)
+        notes.append(dict(pitch=p, velocity=DYN_TEST_VELOCITIES[0], held=n, split="test",
+                          kind="vibrato", bend=vibrato_curve(n, rng)))
+    for j in range(3):
+        p = test_p[(j * 2 + 2) % len(test_p)]
+        n = ticks(2.0)
+        notes.append(dict(pitch=p, velocity=DYN_TEST_VELOCITIES[j % 3], held=n, split="test",
+                          kind="swell", expression=expression_curve(n, rng, j % 3)))
+    meta = dict(train_pitches=train_p, test_pitches=test_p,
+                train_velocities=list(DYN_TRAIN_VELOCITIES),
+                test_velocities=list(DYN_TEST_VELOCITIES), plan="dynamics")
+    return notes, meta
 
 
 def plan_notes(name: str, seed: int = 0, density: float = 1.0) -> tuple[list[dict], dict]:
@@ -258,10 +343,20 @@ def build_midi(notes: list[dict], program: int, path: str, bank: int = 0) -> lis
             first = qb[0][1]
             qb = qb[1:]
         ev.append((t - 1, 0, mido.Message("pitchwheel", channel=ch, pitch=first)))
+        expr = list(nt.get("expression", []))
+        first_x = 127
+        if expr and expr[0][0] == 0:
+            first_x = expr[0][1]
+            expr = expr[1:]
+        ev.append((t - 1, 1, mido.Message("control_change", channel=ch, control=11,
+                                          value=first_x)))
         ev.append((t, 1, mido.Message("note_on", channel=ch, note=nt["pitch"],
                                       velocity=nt["velocity"])))
         for k, v in qb:
             ev.append((t + k, 0, mido.Message("pitchwheel", channel=ch, pitch=v)))
+        for k, v in expr:
+            ev.append((t + k, 0, mido.Message("control_change", channel=ch, control=11,
+                                              value=int(v))))
         off = t + nt["held"]
         ev.append((off, 2, mido.Message("note_off", channel=ch, note=nt["pitch"], velocity=0)))
         stop = off + tail_ticks
@@ -301,10 +396,10 @@ def cut_tail(x: np.ndarray, release: int) -> int:
 def render_instrument(name: str, out_root: str, flac: bool = False, density: float = 1.0,
                       seed: int = 0, sf2: str = SF2, gain: float = GAIN,
                       notes: list[dict] | None = None, quiet: bool = False,
-                      npz: bool = True) -> dict:
+                      npz: bool = True, dynamics: bool = False) -> dict:
     program, lo, hi = INSTRUMENTS.get(name, (None, None, None))
     if notes is None:
-        notes, meta = plan_notes(name, seed, density)
+        notes, meta = (plan_dynamics if dynamics else plan_notes)(name, seed, density)
     else:
         meta = {}
     tmp = tempfile.mkdtemp(prefix="rtsynth_ds_")
@@ -343,6 +438,8 @@ def render_instrument(name: str, out_root: str, flac: bool = False, density: flo
         examples.append(dict(id=eid, split=nt["split"], kind=nt["kind"], pitch=int(nt["pitch"]),
                              velocity=int(nt["velocity"]), release_sample=int(release),
                              n_samples=int(n), bend=bend, peak=round(float(np.abs(x).max()), 5)))
+        if nt.get("expression"):
+            examples[-1]["expression"] = [[int(k), int(v)] for k, v in nt["expression"]]
     if silent:
         miss = sorted({notes[i]["pitch"] for i in silent})
         print(f"warning: {name}: {len(silent)} notes silent (no sample for pitches {miss}); "
@@ -361,6 +458,8 @@ def render_instrument(name: str, out_root: str, flac: bool = False, density: flo
                              max_tail_s=MAX_TAIL, tail_db=TAIL_DB),
                  alignment=dict(tick_samples=TICK, max_onset_delay_samples=max_delay),
                  **meta, examples=examples)
+    exs = [rdata.example_from_arrays(audios[e["id"]], e, index["source"], name) for e in examples]
+    index["calibration"] = rdata.calibrate(exs)
     out_dir = os.path.join(out_root, name)
     rdata.write_dataset(out_dir, index, audios, flac=flac, npz=npz)
     tot = sum(len(a) for a in audios.values()) / SR
@@ -837,8 +936,8 @@ def build_from_recordings(rec_dir: str, out_dir: str, name: str, test_fraction: 
 
 # ----------------------------------------------------------------------------------------------
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def configure(ap: argparse.ArgumentParser) -> None:
+    """The options of ``rtsynth dataset`` (sub-commands soundfont, phrases, recordings)."""
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("soundfont", help="render FluidR3 GM instruments note by note")
     a.add_argument("-i", "--instruments", default=",".join(DEFAULT_INSTRUMENTS),
@@ -848,6 +947,8 @@ def main(argv=None) -> int:
     a.add_argument("--flac-only", action="store_true",
                    help="FLAC without audio.npz (half the size; loading needs soundfile)")
     a.add_argument("--density", type=float, default=1.0, help="scale the number of notes")
+    a.add_argument("--dynamics", action="store_true",
+                   help="the dynamics set (contract v2): many velocities and CC11 swells")
     a.add_argument("--gain", type=float, default=GAIN)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--sf2", default=SF2)
@@ -871,12 +972,15 @@ def main(argv=None) -> int:
                    help="loudness gate (A-weighted dB re full scale); raised per file to "
                    "12 dB above its noise floor")
     c.add_argument("--flac", action="store_true")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.cmd == "soundfont":
         for nm in args.instruments.split(","):
             render_instrument(nm.strip(), args.out, flac=args.flac or args.flac_only,
                               density=args.density, seed=args.seed, sf2=args.sf2,
-                              gain=args.gain, npz=not args.flac_only)
+                              gain=args.gain, npz=not args.flac_only,
+                              dynamics=args.dynamics)
     elif args.cmd == "phrases":
         for p in render_phrases(args.program, args.out, args.n, args.notes, args.seed,
                                 args.gain, stereo_wav=args.stereo):
@@ -887,6 +991,12 @@ def main(argv=None) -> int:
                               gate_db=args.gate_db, flac=args.flac,
                               crepe_model=args.crepe_model)
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="rtsynth dataset", description=__doc__.split("\n")[0])
+    configure(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

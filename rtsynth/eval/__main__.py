@@ -1,0 +1,5 @@
+import sys
+
+from .metrics import main
+
+sys.exit(main())
