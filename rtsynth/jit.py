@@ -39,8 +39,8 @@ from typing import Any, Callable
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: the files whose kernels (and the module constants those read) the compiled module is built
 #: from, relative to the package; any change to one of them makes the build stale
-SOURCES = ("jit.py", "engine.py", "instruments/basic.py", "dsp/synth.py", "dsp/effects.py",
-           "nn/fast.py", "nn/fast_kernels.py")
+SOURCES = ("jit.py", "spec.py", "engine.py", "instruments/basic.py", "dsp/synth.py",
+           "dsp/effects.py", "nn/fast.py", "nn/fast_kernels.py")
 EXTENSION = "_kernels"
 SPEC_FILE = PACKAGE_DIR / "_kernels.json"
 

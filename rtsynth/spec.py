@@ -10,7 +10,8 @@ Voice clock
     samples ``[k*hop, (k+1)*hop)``. So a note-on at any sample offset starts a frame there, and
     a note rendered in training (onset at sample 0) sees exactly the frames it sees live.
 
-Features (model inputs), one row per frame, ``N_FEATURES`` columns:
+Features (model inputs), one row per frame, ``N_FEATURES`` columns (:func:`note_features` for
+a whole note, :func:`frame_features` for one frame inside a kernel):
     0 pitch      (midi pitch including bend - 60) / 24, at the frame start
     1 velocity   note-on velocity / 127
     2 gate       1 while the key (or the sustain pedal) is held at the frame start, else 0
@@ -56,7 +57,11 @@ from silence, and the onset is exactly at the note-on sample.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from .jit import subkernel
 
 SAMPLE_RATE = 48000
 HOP = 192  # 250 control frames per second at 48 kHz
@@ -69,18 +74,50 @@ N_FEATURES_V2 = 9       # version 2: + dynamics, brightness
 F_DYNAMICS = 7
 F_BRIGHTNESS = 8
 DEFAULT_BRIGHTNESS = 64.0 / 127.0
-FEATURE_NAMES = ("pitch", "velocity", "gate", "on_fast", "on_slow", "off_fast", "off_slow")
 TAU_FAST = 0.05
 TAU_SLOW = 0.5
-NYQUIST_MARGIN = 0.95  # harmonics fade out between 0.90 and 0.95 of Nyquist
+#: feature 0 is ``(midi pitch - PITCH_CENTER) / PITCH_SPAN``
+PITCH_CENTER = 60.0
+PITCH_SPAN = 24.0
+#: equal temperament: midi pitch ``A4_MIDI`` sounds at ``A4_HZ``
+A4_HZ = 440.0
+A4_MIDI = 69.0
+#: harmonics fade out linearly over ``NYQUIST_FADE`` of Nyquist, reaching 0 at ``NYQUIST_MARGIN``
+#: of it (so between 0.90 and 0.95 of Nyquist): :func:`nyquist_mask`
+NYQUIST_MARGIN = 0.95
+NYQUIST_FADE = 0.05
 
 
 def midi_to_hz(pitch: np.ndarray | float) -> np.ndarray | float:
-    return 440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69.0) / 12.0)
+    """Midi pitch (fractional: bend included) -> Hz, as float64 NumPy."""
+    return A4_HZ * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - A4_MIDI) / 12.0)
+
+
+@subkernel
+def midi_to_hz_scalar(pitch: float) -> float:
+    """:func:`midi_to_hz` of one float, callable inside a kernel (the same arithmetic)."""
+    return A4_HZ * 2.0 ** ((pitch - A4_MIDI) / 12.0)
 
 
 def hz_to_midi(f0: np.ndarray | float) -> np.ndarray | float:
-    return 69.0 + 12.0 * np.log2(np.asarray(f0, dtype=np.float64) / 440.0)
+    return A4_MIDI + 12.0 * np.log2(np.asarray(f0, dtype=np.float64) / A4_HZ)
+
+
+def pitch_feature_to_midi(feature: np.ndarray | float) -> np.ndarray | float:
+    """Feature 0 -> midi pitch (works on floats, NumPy and torch alike)."""
+    return feature * PITCH_SPAN + PITCH_CENTER
+
+
+def log_hz_of_pitch_feature() -> tuple[float, float]:
+    """``(a, b)`` with ``ln(f0 / Hz) = a * feature0 + b``: the fused form of
+    ``midi_to_hz(pitch_feature_to_midi(x))`` that the model heads compute."""
+    ln2 = math.log(2.0)
+    return PITCH_SPAN / 12.0 * ln2, math.log(A4_HZ) + (PITCH_CENTER - A4_MIDI) / 12.0 * ln2
+
+
+def nyquist_fade_hz(sample_rate: float = SAMPLE_RATE) -> float:
+    """The width in Hz over which harmonics fade out below ``NYQUIST_MARGIN`` of Nyquist."""
+    return NYQUIST_FADE * (sample_rate / 2.0)
 
 
 def band_edges(sample_rate: int = SAMPLE_RATE, n_bands: int = N_NOISE_BANDS) -> np.ndarray:
@@ -148,7 +185,7 @@ def nyquist_mask(f0: np.ndarray, n_harmonics: int = N_HARMONICS,
     nyq = sample_rate / 2.0
     h = np.arange(1, n_harmonics + 1, dtype=np.float64)
     fh = np.asarray(f0, dtype=np.float64)[..., None] * h
-    return np.clip((NYQUIST_MARGIN * nyq - fh) / (0.05 * nyq), 0.0, 1.0)
+    return np.clip((NYQUIST_MARGIN * nyq - fh) / nyquist_fade_hz(sample_rate), 0.0, 1.0)
 
 
 def harmonic_amplitudes(amp: np.ndarray, dist: np.ndarray, f0: np.ndarray,
@@ -165,7 +202,8 @@ def harmonic_amplitudes(amp: np.ndarray, dist: np.ndarray, f0: np.ndarray,
 
 def note_features(n_frames: int, pitch: np.ndarray, velocity: float, release_sample: int | None,
                   hop: int = HOP, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Features ``[n_frames, N_FEATURES]`` of one voice, for training and offline tests.
+    """Features ``[n_frames, N_FEATURES]`` of one voice, for training and offline tests: the
+    reference definition (:func:`frame_features` computes one row of it inside a kernel).
 
     pitch: ``[n_frames]`` midi pitch (bend included) at each frame start, or a scalar.
     release_sample: voice sample at which the key (and pedal) is released; None if never.
@@ -173,7 +211,8 @@ def note_features(n_frames: int, pitch: np.ndarray, velocity: float, release_sam
     k = np.arange(n_frames, dtype=np.float64)
     start = k * hop
     f = np.zeros((n_frames, N_FEATURES), dtype=np.float32)
-    f[:, 0] = (np.broadcast_to(np.asarray(pitch, dtype=np.float64), (n_frames,)) - 60.0) / 24.0
+    f[:, 0] = ((np.broadcast_to(np.asarray(pitch, dtype=np.float64), (n_frames,)) - PITCH_CENTER)
+               / PITCH_SPAN)
     f[:, 1] = velocity / 127.0
     t_on = start / sample_rate
     f[:, 3] = np.exp(-t_on / TAU_FAST)
@@ -187,6 +226,31 @@ def note_features(n_frames: int, pitch: np.ndarray, velocity: float, release_sam
         f[:, 5] = np.where(released, np.exp(-t_off / TAU_FAST), 0.0)
         f[:, 6] = np.where(released, np.exp(-t_off / TAU_SLOW), 0.0)
     return f
+
+
+@subkernel
+def frame_features(out, pitch, velocity, frame_start, release_sample, sample_rate):
+    """Columns 0..6 of one frame's features (as :func:`note_features`), written into ``out`` (a
+    float32 row of at least ``N_FEATURES``), callable inside a kernel.
+
+    pitch: midi pitch at the frame start (bend included); velocity: 0..127; frame_start: the
+    frame's first sample on the voice clock; release_sample: the voice sample of the release
+    (any value above ``frame_start`` while the key or pedal is held).
+    """
+    out[0] = (pitch - PITCH_CENTER) / PITCH_SPAN
+    out[1] = velocity / 127.0
+    t_on = frame_start / sample_rate
+    out[3] = math.exp(-t_on / TAU_FAST)
+    out[4] = math.exp(-t_on / TAU_SLOW)
+    if release_sample <= frame_start:
+        t_off = (frame_start - release_sample) / sample_rate
+        out[2] = 0.0
+        out[5] = math.exp(-t_off / TAU_FAST)
+        out[6] = math.exp(-t_off / TAU_SLOW)
+    else:
+        out[2] = 1.0
+        out[5] = 0.0
+        out[6] = 0.0
 
 
 def upsample_controls(frames: np.ndarray, hop: int = HOP) -> np.ndarray:

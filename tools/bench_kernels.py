@@ -346,10 +346,12 @@ def engine_block(voices: int, instrument="basic"):
 
 def kernels(quick: bool = False) -> list[tuple[str, object]]:
     """``[(name, factory)]`` in display order."""
+    from rtsynth.nn.arch import BACKBONES
+
     batches = [1, 8, 32, 64] if not quick else [1, 32]
     voices = [32, 64] if not quick else [32]
     out = []
-    for kind in ("gru", "cnn", "attention"):
+    for kind in BACKBONES:
         for b in batches:
             out.append((f"model step {kind} (default size) x{b}",
                         lambda kind=kind, b=b: instrument_step(neural_default(kind), b)))

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import spec
 from ..jit import kernel
+from ..spec import midi_to_hz_scalar
 from .base import StreamingInstrument
 
 
@@ -35,11 +36,12 @@ class BasicInstrument(StreamingInstrument):
         pass
 
     def step(self, features, slots, out_harm, out_noise) -> None:
-        _basic_step(features, out_harm, out_noise, float(self.sample_rate), spec.NYQUIST_MARGIN)
+        _basic_step(features, out_harm, out_noise, float(self.sample_rate), spec.NYQUIST_MARGIN,
+                    spec.nyquist_fade_hz(self.sample_rate))
 
 
 @kernel
-def _basic_step(f, out_harm, out_noise, sample_rate, margin):
+def _basic_step(f, out_harm, out_noise, sample_rate, margin, fade_hz):
     n, K = out_harm.shape
     B = out_noise.shape[1]
     nyq = sample_rate / 2.0
@@ -49,10 +51,10 @@ def _basic_step(f, out_harm, out_noise, sample_rate, margin):
         env = (1.0 - 0.9 * f[i, 3]) * (0.7 + 0.3 * f[i, 4]) * (gate + (1.0 - gate) * f[i, 5])
         amp = (0.02 + 0.16 * vel * vel) * env
         p = 2.2 - 1.2 * vel
-        f0 = 440.0 * 2.0 ** ((f[i, 0] * 24.0 + 60.0 - 69.0) / 12.0)
+        f0 = midi_to_hz_scalar(f[i, 0] * spec.PITCH_SPAN + spec.PITCH_CENTER)
         total = 0.0
         for k in range(K):
-            mask = (margin * nyq - f0 * (k + 1)) / (0.05 * nyq)
+            mask = (margin * nyq - f0 * (k + 1)) / fade_hz
             mask = min(max(mask, 0.0), 1.0)
             d = math.exp(-p * math.log(k + 1.0)) * mask
             out_harm[i, k] = d

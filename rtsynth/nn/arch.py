@@ -1,6 +1,6 @@
 """A decoder's architecture as plain data, without torch: the backbone registry, the defaults a
-config's ``backbone_kw`` may leave out, and the conversions between a torch ``Decoder`` and its
-``architecture`` dict (what ``config.json`` stores).
+config's ``backbone_kw`` may leave out, and the conversion of a torch ``Decoder`` to its ``architecture``
+dict (what ``config.json`` stores; :func:`rtsynth.nn.model.build_decoder` is the way back).
 
 Both real-time paths read from here: the file loader (:mod:`rtsynth.nn.io`) and the NumPy step
 (:mod:`rtsynth.nn.fast`); this module imports neither, so neither imports the other.
@@ -13,21 +13,29 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Decoder
 
-#: the backbones (the same tuple as :data:`rtsynth.nn.backbones.BACKBONES`, without torch)
-BACKBONES = ("gru", "cnn", "attention")
-#: the backbone constructors' defaults for keys a config's ``backbone_kw`` leaves out
-BACKBONE_DEFAULTS = {
+#: the backbones and their one set of defaults: what ``Decoder(kind)`` and ``rtsynth train``
+#: build, and what fills in the keys a ``backbone_kw`` (a config's, a constructor's) leaves out.
+#: Every shipped model is one of these sizes, except the ``-lite`` CNNs (48 channels).
+BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
     "gru": {"hidden": 256, "layers": 1},
-    "cnn": {"channels": 64, "kernel": 2, "dilations": [1, 2, 4, 8, 16, 32, 64, 128]},
-    "attention": {"dim": 64, "heads": 4, "layers": 2, "window": 48, "ff_mult": 2},
+    "cnn": {"channels": 96, "kernel": 4, "dilations": [1, 4, 16, 64]},
+    "attention": {"dim": 64, "heads": 4, "layers": 1, "window": 64, "ff_mult": 4},
 }
+BACKBONES = tuple(BACKBONE_DEFAULTS)
+
+
+def fill_backbone_kw(kind: str, kw: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``kw`` with the defaults of backbone ``kind`` filled in (a fresh dict)."""
+    if kind not in BACKBONE_DEFAULTS:
+        raise ValueError(f"unknown backbone {kind!r} ({', '.join(BACKBONES)})")
+    out = {k: list(v) if isinstance(v, list) else v for k, v in BACKBONE_DEFAULTS[kind].items()}
+    out.update(kw or {})
+    return out
 
 
 def backbone_kw(arch: dict[str, Any]) -> dict[str, Any]:
-    """``arch['backbone_kw']`` with the constructor defaults filled in."""
-    kw = dict(BACKBONE_DEFAULTS[arch["backbone"]])
-    kw.update(arch["backbone_kw"])
-    return kw
+    """``arch['backbone_kw']`` with the defaults filled in."""
+    return fill_backbone_kw(arch["backbone"], arch["backbone_kw"])
 
 
 def decoder_config(model: Decoder) -> dict[str, Any]:
@@ -46,13 +54,3 @@ def decoder_config(model: Decoder) -> dict[str, Any]:
             "sample_rate": model.sample_rate, "amp_max": model.amp_max,
             "noise_max": model.noise_max}
 
-
-def build_decoder(arch: dict[str, Any]) -> Decoder:
-    """An ``architecture`` dict -> a fresh torch ``Decoder`` (imports torch)."""
-    from .model import Decoder
-
-    return Decoder(backbone=arch["backbone"], backbone_kw=arch["backbone_kw"],
-                   pre_dim=arch["pre_dim"], z_dim=arch["z_dim"], n_features=arch["n_features"],
-                   n_harmonics=arch["n_harmonics"], n_noise=arch["n_noise"],
-                   sample_rate=arch["sample_rate"], amp_max=arch["amp_max"],
-                   noise_max=arch["noise_max"])

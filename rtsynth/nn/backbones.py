@@ -30,6 +30,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .arch import BACKBONE_DEFAULTS, BACKBONES, fill_backbone_kw
+
+__all__ = ["BACKBONES", "BACKBONE_DEFAULTS", "make_backbone", "GRUBackbone", "CausalCNNBackbone",
+           "WindowAttentionBackbone", "State", "index_state", "write_state"]
+
 State = dict[str, torch.Tensor]
 
 
@@ -42,12 +47,6 @@ def write_state(state: State, idx: torch.Tensor, part: State) -> None:
     """Write ``part`` (rows for ``idx``) back into ``state`` in place."""
     for k, v in state.items():
         v.index_copy_(0, idx, part[k].to(v.dtype))
-
-
-def reset_state(state: State, idx: torch.Tensor, fresh: State) -> None:
-    """Rows ``idx`` of ``state`` := the single-row ``fresh`` state."""
-    for k, v in state.items():
-        v.index_copy_(0, idx, fresh[k].expand(len(idx), *fresh[k].shape[1:]).to(v.dtype))
 
 
 def _unroll(ring: torch.Tensor, pos: torch.Tensor, dim: int) -> torch.Tensor:
@@ -73,7 +72,7 @@ def _reroll(lin: torch.Tensor, pos_after: torch.Tensor, dim: int) -> torch.Tenso
 class GRUBackbone(nn.Module):
     kind = "gru"
 
-    def __init__(self, in_dim: int, hidden: int = 256, layers: int = 1):
+    def __init__(self, in_dim: int, hidden: int, layers: int):
         super().__init__()
         self.hidden, self.layers = hidden, layers
         self.out_dim = hidden
@@ -105,8 +104,7 @@ class CausalCNNBackbone(nn.Module):
 
     kind = "cnn"
 
-    def __init__(self, in_dim: int, channels: int = 64, kernel: int = 2,
-                 dilations=(1, 2, 4, 8, 16, 32, 64, 128)):
+    def __init__(self, in_dim: int, channels: int, kernel: int, dilations):
         super().__init__()
         self.channels, self.kernel, self.dilations = channels, kernel, tuple(dilations)
         self.out_dim = channels
@@ -181,8 +179,8 @@ class WindowAttentionBackbone(nn.Module):
 
     kind = "attention"
 
-    def __init__(self, in_dim: int, dim: int = 64, heads: int = 4, layers: int = 2,
-                 window: int = 48, ff_mult: int = 2):
+    def __init__(self, in_dim: int, dim: int, heads: int, layers: int, window: int,
+                 ff_mult: int):
         super().__init__()
         assert dim % heads == 0
         self.dim, self.heads, self.n_layers, self.window = dim, heads, layers, window
@@ -280,13 +278,13 @@ class WindowAttentionBackbone(nn.Module):
 
 
 def make_backbone(kind: str, in_dim: int, **kw) -> nn.Module:
+    """A backbone of ``kind``; the keys ``kw`` leaves out take :data:`BACKBONE_DEFAULTS`."""
+    kw = fill_backbone_kw(kind, kw)
     if kind == "gru":
         return GRUBackbone(in_dim, **kw)
     if kind == "cnn":
         return CausalCNNBackbone(in_dim, **kw)
     if kind == "attention":
         return WindowAttentionBackbone(in_dim, **kw)
-    raise ValueError(f"unknown backbone {kind!r} (gru, cnn, attention)")
+    raise AssertionError(kind)      # fill_backbone_kw refused any other kind
 
-
-BACKBONES = ("gru", "cnn", "attention")

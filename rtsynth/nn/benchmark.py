@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from .. import spec
+from .arch import BACKBONES
 from .neural import NeuralInstrument
 from .io import load_neural_instrument
 
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
     else:
         from .model import Decoder        # the default sizes need torch to initialise
         insts = []
-        for kind in ("gru", "cnn", "attention"):
+        for kind in BACKBONES:
             d = Decoder(kind)
             cfg = {"hop": spec.HOP, "sample_rate": spec.SAMPLE_RATE}
             insts.append((f"{kind} (default size)", NeuralInstrument(d, cfg, kind)))

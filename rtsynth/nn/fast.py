@@ -29,8 +29,9 @@ from ..jit import kernel
 from . import fast_kernels as K_
 from .arch import backbone_kw, decoder_config
 
+from .. import spec
+
 LN10 = math.log(10.0)
-LN2 = math.log(2.0)
 
 
 def decoder_weights(decoder) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -74,10 +75,11 @@ class _FastDecoder:
         nyq = arch["sample_rate"] / 2.0
         self.amp_max = float(arch["amp_max"])
         self.noise_max = float(arch["noise_max"])
-        self.f0_off = math.log(440.0) - 0.75 * LN2          # as Decoder._f0_log_offset
-        from .. import spec
-        self.mask_c0 = spec.NYQUIST_MARGIN * nyq / (0.05 * nyq)
-        self.h_scaled = np.arange(1, K + 1, dtype=np.float32) / np.float32(0.05 * nyq)
+        # ln f0 = 2 ln2 * feature0 + f0_off (heads_out's constant slope: spec's, tested)
+        self.f0_off = spec.log_hz_of_pitch_feature()[1]
+        fade = spec.nyquist_fade_hz(arch["sample_rate"])
+        self.mask_c0 = spec.NYQUIST_MARGIN * nyq / fade
+        self.h_scaled = np.arange(1, K + 1, dtype=np.float32) / np.float32(fade)
         self.w_pre = _T(w["pre.weight"])                    # [F+Z, P]
         self.b_pre = w["pre.bias"].astype(np.float32)
         self._w = w                                         # to rebuild at another slot count

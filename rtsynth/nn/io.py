@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import spec
-from .arch import BACKBONE_DEFAULTS, BACKBONES, backbone_kw, build_decoder, decoder_config
+from .arch import BACKBONE_DEFAULTS, BACKBONES, backbone_kw, decoder_config
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import Decoder
@@ -41,6 +41,13 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 class ModelLoadError(Exception):
     """A model folder cannot be loaded (missing, corrupt, mismatched or unsafe)."""
+
+
+def build_decoder(arch: dict[str, Any]) -> Decoder:
+    """:func:`rtsynth.nn.model.build_decoder` (imports torch)."""
+    from .model import build_decoder as build
+
+    return build(arch)
 
 
 def expected_shapes(arch: dict[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -21,24 +21,15 @@ import torch.nn.functional as F
 
 from .. import spec
 from . import synth
+from .arch import BACKBONE_DEFAULTS
 from .backbones import make_backbone, State
 
 
 LOG10 = math.log(10.0)
-LN2 = math.log(2.0)
 
 
-def exp_sigmoid(x: torch.Tensor, exponent: float = math.log(10.0), max_value: float = 2.0,
-                threshold: float = 1e-7) -> torch.Tensor:
-    """DDSP's scaled sigmoid: ``max * sigmoid(x) ** log(exponent) + threshold`` (cheap: no tanh)."""
-    return max_value * torch.sigmoid(x) ** exponent + threshold
-
-
-DEFAULT_BACKBONE_KW = {
-    "gru": {"hidden": 256, "layers": 1},
-    "cnn": {"channels": 96, "kernel": 4, "dilations": [1, 4, 16, 64]},
-    "attention": {"dim": 64, "heads": 4, "layers": 1, "window": 64, "ff_mult": 4},
-}
+#: the backbones' defaults (one table, :data:`rtsynth.nn.arch.BACKBONE_DEFAULTS`)
+DEFAULT_BACKBONE_KW = BACKBONE_DEFAULTS
 
 
 class Decoder(nn.Module):
@@ -53,14 +44,15 @@ class Decoder(nn.Module):
         self.n_harmonics, self.n_noise = n_harmonics, n_noise
         self.sample_rate, self.amp_max, self.noise_max = sample_rate, amp_max, noise_max
         self.pre = nn.Linear(n_features + z_dim, pre_dim)
-        kw = dict(DEFAULT_BACKBONE_KW[backbone]) if backbone_kw is None else dict(backbone_kw)
-        self.backbone = make_backbone(backbone, pre_dim, **kw)
+        self.backbone = make_backbone(backbone, pre_dim, **(backbone_kw or {}))
         self.head = nn.Linear(self.backbone.out_dim + pre_dim, 1 + n_harmonics + n_noise)
         nyq = sample_rate / 2.0
-        self._f0_log_offset = math.log(440.0) - 0.75 * LN2     # f0 = exp(2 ln2 p + this)
-        self._mask_c0 = spec.NYQUIST_MARGIN * nyq / (0.05 * nyq)
+        # ln f0 = slope * feature0 + offset
+        self._f0_log_slope, self._f0_log_offset = spec.log_hz_of_pitch_feature()
+        fade = spec.nyquist_fade_hz(sample_rate)
+        self._mask_c0 = spec.NYQUIST_MARGIN * nyq / fade
         self.register_buffer("h_scaled", torch.arange(1, n_harmonics + 1, dtype=torch.float32)
-                             / (0.05 * nyq), persistent=False)
+                             / fade, persistent=False)
         scale = torch.zeros(1 + n_harmonics + n_noise)
         scale[0] = amp_max
         scale[1 + n_harmonics:] = noise_max
@@ -97,8 +89,9 @@ class Decoder(nn.Module):
         noise = sg[..., 1 + k:]
         logits = o[..., 1:1 + k]
         e = torch.exp(logits - logits.amax(-1, keepdim=True))
-        # mask = clamp(c0 - f0 * h / (0.05 nyq), 0, 1), f0 = exp(2 ln2 * pitch + c)
-        f0 = torch.exp(torch.add(self._f0_log_offset_t, features[..., :1], alpha=2.0 * LN2))
+        # mask = clamp(c0 - f0 * h / fade, 0, 1) (spec.nyquist_mask), f0 = exp(a * pitch + b)
+        f0 = torch.exp(torch.add(self._f0_log_offset_t, features[..., :1],
+                                 alpha=self._f0_log_slope))
         mask = torch.clamp(torch.addcmul(self._mask_c0_t, f0, self.h_scaled, value=-1.0), 0.0, 1.0)
         e = e * mask
         harm = e * (amp / torch.clamp(e.sum(-1, keepdim=True), min=1e-30))
@@ -136,6 +129,15 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 30.0
         down = (hi - freqs) / max(hi - c, 1e-9)
         fb[i] = np.clip(np.minimum(up, down), 0.0, None)
     return fb
+
+
+def build_decoder(arch: dict) -> Decoder:
+    """An ``architecture`` dict (:func:`rtsynth.nn.arch.decoder_config`) -> a fresh ``Decoder``."""
+    return Decoder(backbone=arch["backbone"], backbone_kw=arch["backbone_kw"],
+                   pre_dim=arch["pre_dim"], z_dim=arch["z_dim"], n_features=arch["n_features"],
+                   n_harmonics=arch["n_harmonics"], n_noise=arch["n_noise"],
+                   sample_rate=arch["sample_rate"], amp_max=arch["amp_max"],
+                   noise_max=arch["noise_max"])
 
 
 class TimbreEncoder(nn.Module):

@@ -15,7 +15,6 @@ import numpy as np
 
 from .. import spec
 from ..instruments.base import StreamingInstrument
-from .arch import build_decoder
 from .fast import decoder_weights, fast_decoder
 
 
@@ -67,6 +66,8 @@ class NeuralInstrument(StreamingInstrument):
         """The torch ``Decoder`` with these weights (built on first use; imports torch)."""
         if self._decoder is None:
             import torch
+
+            from .model import build_decoder
             d = build_decoder(self.arch)
             d.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
             self._decoder = d.eval()

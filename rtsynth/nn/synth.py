@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from .. import spec
@@ -34,24 +33,18 @@ def upsample_controls(frames: torch.Tensor, hop: int = spec.HOP) -> torch.Tensor
     return out.reshape(b, t * hop, c)
 
 
-def pitch_to_f0(pitch_feature: torch.Tensor) -> torch.Tensor:
-    """Feature 0 (``(midi - 60) / 24``) -> Hz."""
-    midi = pitch_feature * 24.0 + 60.0
-    return 440.0 * torch.pow(2.0, (midi - 69.0) / 12.0)
-
-
 def f0_per_sample(pitch_feature: torch.Tensor, hop: int = spec.HOP) -> torch.Tensor:
     """Frame-start pitch features ``[B, T]`` -> per-sample f0 ``[B, T*hop]`` in Hz.
 
     The pitch is linearly interpolated between frame starts in midi units and held after the last
     frame start (training convention; for a held note it is a constant).
     """
-    midi = pitch_feature * 24.0 + 60.0
+    midi = spec.pitch_feature_to_midi(pitch_feature)
     nxt = torch.cat([midi[:, 1:], midi[:, -1:]], dim=1)
     alpha = torch.arange(hop, device=midi.device, dtype=midi.dtype) / hop
     m = midi[:, :, None] + alpha[None, None, :] * (nxt - midi)[:, :, None]
     m = m.reshape(midi.shape[0], -1)
-    return 440.0 * torch.pow(2.0, (m - 69.0) / 12.0)
+    return spec.A4_HZ * torch.pow(2.0, (m - spec.A4_MIDI) / 12.0)     # spec.midi_to_hz
 
 
 def nyquist_mask(f0: torch.Tensor, n_harmonics: int = spec.N_HARMONICS,
@@ -60,7 +53,8 @@ def nyquist_mask(f0: torch.Tensor, n_harmonics: int = spec.N_HARMONICS,
     nyq = sample_rate / 2.0
     h = torch.arange(1, n_harmonics + 1, device=f0.device, dtype=f0.dtype)
     fh = f0[..., None] * h
-    return torch.clamp((spec.NYQUIST_MARGIN * nyq - fh) / (0.05 * nyq), 0.0, 1.0)
+    return torch.clamp((spec.NYQUIST_MARGIN * nyq - fh) / spec.nyquist_fade_hz(sample_rate),
+                       0.0, 1.0)
 
 
 def harmonic_amplitudes(amp: torch.Tensor, dist: torch.Tensor, f0: torch.Tensor,
@@ -132,7 +126,3 @@ def synthesize(harm: torch.Tensor, noise: torch.Tensor, f0: torch.Tensor,
     return (harmonic_signal(harm, f0, hop, sample_rate)
             + noise_signal(noise, offset, hop, sample_rate))
 
-
-def random_offsets(batch: int, generator: np.random.Generator | None = None) -> torch.Tensor:
-    rng = generator or np.random.default_rng()
-    return torch.as_tensor(rng.integers(0, spec.NOISE_TABLE_LEN, size=batch), dtype=torch.int64)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-# kept literal: importing the backbones would import torch for every rtsynth command
-BACKBONES = ("gru", "cnn", "attention")
+from ..nn.arch import BACKBONES      # torch-free (rtsynth.nn.backbones imports torch)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
