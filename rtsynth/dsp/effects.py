@@ -57,14 +57,15 @@ class MasterState:
 def parse_fx(text: str) -> tuple[str, dict[str, str]]:
     """``'URI symbol=value ...'`` -> ``(URI, {symbol: value})`` (values checked later, against
     the plugin's ports)."""
+    from ..lv2.world import LV2Error
     parts = str(text).split()
     if not parts:
-        raise ValueError("--fx needs a plugin URI (`rtsynth plugins` lists them)")
+        raise LV2Error("--fx needs a plugin URI (`rtsynth plugins` lists them)")
     uri, params = parts[0], {}
     for p in parts[1:]:
         sym, eq, val = p.partition("=")
         if not eq or not sym or not val:
-            raise ValueError(f"--fx {uri}: {p!r} is not symbol=value")
+            raise LV2Error(f"--fx {uri}: {p!r} is not symbol=value")
         params[sym] = val
     return uri, params
 

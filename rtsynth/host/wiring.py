@@ -77,7 +77,8 @@ def parse_channel_specs(items) -> dict[int, str]:
     for item in items or []:
         k, eq, v = str(item).partition("=")
         if not eq or not v.strip():
-            raise ValueError(f"--channel {item!r}: give N=SPEC, e.g. 1=violin or "
+            from .preset import PresetError
+            raise PresetError(f"--channel {item!r}: give N=SPEC, e.g. 1=violin or "
                              f"2=lv2:http://synthv1.sourceforge.net/lv2")
         out[parse_channel_number(k)] = v.strip()
     return out
