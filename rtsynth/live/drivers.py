@@ -20,6 +20,8 @@ from typing import Sequence
 
 from typing import TYPE_CHECKING
 
+from ..midi.messages import split_messages
+
 if TYPE_CHECKING:
     from .player import Player
 
@@ -145,14 +147,19 @@ class JackDriver:
             raise NoAudioDevice(NO_DEVICE_HINT) from e
         c = self.client
         sr = player.engine.sr
-        if c.samplerate != sr:
+        # read before close(): a closed client reports 0 Hz and 0 frames
+        server_rate, server_period = c.samplerate, c.blocksize
+        if server_rate != sr:
             c.close()
-            raise DeviceError(f"the JACK server runs at {c.samplerate} Hz but the instrument at "
-                              f"{sr} Hz: restart jackd with -r {sr}")
-        if c.blocksize != player.block:
+            raise DeviceError(f"the JACK server runs at {server_rate} Hz but the instrument at "
+                              f"{sr} Hz: leave out -r (rtsynth then resamples) or restart "
+                              f"jackd with -r {sr}")
+        if server_period != player.block:
             c.close()
-            raise DeviceError(f"the JACK server's period is {c.blocksize} frames; play with "
-                              f"-z {c.blocksize} or restart jackd with -p {player.block}")
+            raise DeviceError(f"the JACK server's period is {server_period} frames, not the "
+                              f"{player.block} of -z {player.block}: play with -z "
+                              f"{server_period} (or leave out -z) or restart jackd with -p "
+                              f"{player.block}")
         self.midi = c.midi_inports.register(MIDI_PORT)
         self.outs = [c.outports.register(n) for n in self.out_names]
         out_l, out_r = self.outs[:2]
@@ -160,12 +167,15 @@ class JackDriver:
         cycle = player.cycle
         at_frame = player.midi_at_frame
         begin = player.begin_cycle
+        split = split_messages
 
         def process(frames):
             # MIDI first: pull() wakes the generator, which may start the next block at once
             begin(c.last_frame_time, c.frames_since_cycle_start)
             for offset, data in midi.incoming_midi_events():
-                at_frame(offset, data)
+                # an event may hold several messages; JACK's buffer indexes as bytes, not ints
+                for m in split(bytes(data)):
+                    at_frame(offset, m)
             cycle(out_l.get_array(), out_r.get_array(), frames)
 
         def xrun(delay):
@@ -429,7 +439,8 @@ class RtMidiInputs:
                       file=sys.stderr)
 
     def _callback(self, event, data=None) -> None:
-        self.player.midi_now(event[0])
+        for m in split_messages(event[0]):     # a JACK event through rtmidi may hold several
+            self.player.midi_now(m)
 
     def poll(self, now: float | None = None, every: float = 0.5) -> None:
         """Main thread: a hardware port that vanished (unplugged, its client gone) releases

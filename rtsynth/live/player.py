@@ -39,8 +39,9 @@ is left, MIDI keeps its place) and rendering returns into the callback. Events n
 order across a switch (:meth:`midi_at_frame` keeps their times non-decreasing).
 
 Overload: when the generator's time per block stays above :data:`SHED_HIGH` of the period
-(an exponential average), the quietest voice is faded out fast (released voices first, then
-held ones), one per block, before the overload costs whole blocks (``shed_voices``).
+(an exponential average over about ten blocks), the quietest voices are faded out over 10 ms
+(released voices first, then held ones), as many as should bring a block to
+:data:`SHED_TARGET` of the period, before the overload costs more blocks (``shed_voices``).
 
 ``RTSYNTH_TEST_STALL=EVERY:MS[:UNTIL]`` (tests only) sleeps MS milliseconds every EVERY-th
 block where the block is rendered (generator thread, or the callback in sync mode), to force
@@ -73,7 +74,10 @@ SYNC_HIGH = 0.85
 SYNC_LOW = 0.5
 #: shed voices when the generator's average time per block is above this fraction of a period
 SHED_HIGH = 0.9
-SHED_EMA = 0.05    # weight of one block in that average (about 20 blocks, 50 ms at 128)
+SHED_EMA = 0.1     # weight of one block in that average (about 10 blocks, 27 ms at 128)
+#: ... and shed as many as should bring a block down to this fraction
+SHED_TARGET = 0.7
+SHED_FADE_S = 0.01  # a shed voice's fade-out
 
 MODE_SYNC, MODE_RING, MODE_DRAIN = 0, 1, 2
 MODE_NAMES = {MODE_SYNC: "sync", MODE_RING: "ring", MODE_DRAIN: "drain"}
@@ -96,18 +100,19 @@ def _test_voice_s() -> float:
         return 0.0
 
 
-def shed_quietest(engine: Engine, seconds: float = 0.01) -> int:
-    """Fade out the quietest sounding voice, a released one if any (else a held one); returns
-    its slot, or -1 when there is none to shed. Generator thread (it changes voice state)."""
+def shed_quietest(engine: Engine, n: int = 1, seconds: float = 0.01) -> np.ndarray:
+    """Fade out the ``n`` quietest sounding voices over ``seconds``: released ones first
+    (quietest first), then held ones; returns their slots. Generator thread (it changes voice
+    state); it allocates (small index arrays), so it runs only when the load is too high."""
     ns = engine.n_slots
     act = (engine.active[:ns] != 0) & (engine.kill_start[:ns] < 0)
-    if not act.any():
-        return -1
-    released = act & ~engine.key_down[:ns] & ~engine.sustained[:ns]
-    pool = released if released.any() else act
-    lv = np.where(pool, engine.level[:ns], np.inf)
-    v = int(np.argmin(lv))
-    engine._kill(np.array([v]), 0, seconds)
+    held = engine.key_down[:ns] | engine.sustained[:ns]
+    # order: released before held, then by level
+    key = engine.level[:ns].astype(np.float64) + np.where(held, 1e6, 0.0)
+    cand = np.flatnonzero(act)
+    v = cand[np.argsort(key[cand], kind="stable")[:max(0, int(n))]]
+    if len(v):
+        engine._kill(v.astype(np.int64), 0, seconds)
     return v
 
 
@@ -193,6 +198,9 @@ class Player:
         self._gen_busy = False     # the generator is inside a block (see _run)
         self.shed = bool(shed)
         self._load = 0.0           # average generator time per block / period
+        self._last_load = 0.0      # the last block's
+        self._shed_hold = 0        # no shedding before this block (the last shed still fades)
+        self._shed_fade_blocks = int(SHED_FADE_S * engine.sr / self.block) + 1
         self._stall_every, self._stall_s, self._stall_until = _test_stall()
         self._voice_s = _test_voice_s()
 
@@ -424,16 +432,23 @@ class Player:
             time.sleep(self._voice_s * self.engine.active_voices)
 
     def _before_block(self) -> None:
-        if self.shed and self._load > SHED_HIGH:
-            if shed_quietest(self.engine) >= 0:
-                self.shed_voices += 1
-                self._load = SHED_HIGH * 0.8   # give the shed voice's fade time to tell
+        if self.shed and self._load > SHED_HIGH and self.blocks >= self._shed_hold:
+            # as many voices as should bring the last block's time down to SHED_TARGET of the
+            # period (the cost of a block is about proportional to its voices), one at least
+            act = self.engine.active_voices
+            k = max(1, int(act * (1.0 - SHED_TARGET / max(self._last_load, SHED_HIGH)) + 0.5))
+            k = min(k, max(1, act // 2))
+            self.shed_voices += len(shed_quietest(self.engine, k, SHED_FADE_S))
+            # judge again once the fades have ended and the average has seen blocks without
+            self._shed_hold = self.blocks + self._shed_fade_blocks + int(1 / SHED_EMA)
+            self._load = SHED_TARGET
 
     def _after_block(self, dt: float) -> None:
         ms = dt * 1e3
         self.gen_ms[self.blocks % len(self.gen_ms)] = ms
         self.blocks += 1
-        self._load += SHED_EMA * (dt / self._budget - self._load)
+        self._last_load = dt / self._budget
+        self._load += SHED_EMA * (self._last_load - self._load)
         if ms > self._ring_max_ms:
             self._ring_max_ms = ms
 
