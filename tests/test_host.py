@@ -1,0 +1,226 @@
+"""The rack: an instrument per MIDI channel (GM program changes, --channel, channel 10),
+the sum of the parts, an LV2 synth beside a neural instrument, stems."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rtsynth.host import gm
+from rtsynth.lv2 import _lilv
+
+SR = 48000
+SF2 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+SYNTHV1 = "http://synthv1.sourceforge.net/lv2"
+AMP = "http://plugin.org.uk/swh-plugins/amp"
+needs_lilv = pytest.mark.skipif(not _lilv.available(), reason="liblilv is not installed")
+
+#: four parts, each with its GM program: violin 40, flute 73, trumpet 56, cello 42
+PARTS = [(0, 40, [76, 74, 72, 71, 72, 74]), (1, 73, [72, 71, 69, 67, 69, 71]),
+         (2, 56, [64, 65, 64, 62, 64, 65]), (3, 42, [38, 41, 45, 43, 41, 38])]
+BEAT = 0.5
+
+
+def write_midi(path, parts, drums=False, programs=True):
+    import mido
+    mf = mido.MidiFile(type=1, ticks_per_beat=480)
+    t0 = mido.MidiTrack()
+    mf.tracks.append(t0)
+    t0.append(mido.MetaMessage("set_tempo", tempo=int(BEAT * 1e6)))
+    for ch, prog, notes in parts:
+        tr = mido.MidiTrack()
+        mf.tracks.append(tr)
+        if programs:
+            tr.append(mido.Message("program_change", channel=ch, program=prog, time=0))
+        for n in notes:
+            tr.append(mido.Message("note_on", channel=ch, note=n, velocity=90, time=0))
+            tr.append(mido.Message("note_off", channel=ch, note=n, velocity=0, time=480))
+    if drums:
+        tr = mido.MidiTrack()
+        mf.tracks.append(tr)
+        for i in range(6):
+            tr.append(mido.Message("note_on", channel=9, note=36, velocity=100,
+                                   time=0 if i == 0 else 400))
+            tr.append(mido.Message("note_off", channel=9, note=36, velocity=0, time=80))
+    mf.save(path)
+    return path
+
+
+def rack_args(**kw):
+    a = argparse.Namespace(sample_rate=None, gain=0.5, reverb=0.0, polyphony=32,
+                           timbre_cc=None, instrument=None, gm=False)
+    for k, v in kw.items():
+        setattr(a, k, v)
+    return a
+
+
+def render_rack(events, specs=None, per_channel=False, master=False, block=4096, **kw):
+    from rtsynth.host.wiring import build_rack
+    from rtsynth.render import render_events
+    rack = build_rack(rack_args(**kw), block, None, True, specs or {}, [],
+                      per_channel=per_channel, master=master)
+    try:
+        return render_events(rack, events, tail=1.0), rack
+    finally:
+        rack.close()
+
+
+def pad(a, n):
+    return np.concatenate([a, np.zeros((n - len(a), 2), np.float32)]) if len(a) < n else a[:n]
+
+
+# ------------------------------------------------------------------ the GM table
+def test_gm_table_own_nearest_basic():
+    avail = ["basic", "flute", "flute-lite", "violin-lite", "cello", "trumpet-lite",
+             "clarinet-lite"]
+    assert gm.model_for(73, avail) == ("flute-lite", None)
+    assert gm.model_for(40, avail) == ("violin-lite", None)
+    assert gm.model_for(42, avail) == ("cello", None)          # no cello-lite here: the full one
+    name, notice = gm.model_for(41, avail)                       # viola
+    assert name == "violin-lite" and "nearest" in notice and "program 42" in notice
+    name, notice = gm.model_for(65, avail)                       # alto sax
+    assert name == "clarinet-lite" and "reed family" in notice
+    name, notice = gm.model_for(0, avail)                        # piano
+    assert name == "basic" and "piano family" in notice
+    assert gm.model_for(73, ["basic"])[0] == "basic"
+
+
+# ------------------------------------------------------------------ routing and the sum
+@pytest.fixture(scope="module")
+def gm_file(tmp_path_factory):
+    return write_midi(tmp_path_factory.mktemp("gm") / "four.mid", PARTS, drums=True)
+
+
+def _events(path):
+    from rtsynth.render import read_midi_events
+    return read_midi_events(path)
+
+
+def test_program_changes_route_each_channel_and_mute_percussion(gm_file, capfd):
+    events = _events(gm_file)
+    full, rack = render_rack(events)
+    names = {p.name: p.channels for p in rack.part_list}
+    assert names == {"violin-lite": {0}, "flute-lite": {1}, "trumpet-lite": {2},
+                     "cello-lite": {3}}
+    assert rack.stats["muted_percussion"] == 6
+    err = capfd.readouterr().err
+    assert err.count("channel 10 (GM percussion) is muted") == 1
+    # the full render (no master chain) equals the sum of the parts rendered alone
+    total = None
+    for ch, _, _ in PARTS:
+        alone = [(t, m) for t, m in events if m[0] & 0x0F == ch]
+        part, r = render_rack(alone)
+        assert [p.name for p in r.part_list] == [next(p.name for p in rack.part_list
+                                                      if ch in p.channels)]
+        part = pad(part, len(full))
+        assert np.max(np.abs(part)) > 1e-2
+        total = part if total is None else total + part
+    assert np.max(np.abs(full - total)) < 1e-5
+    # drums are never pitched: the rack's render with only channel 10 is silent
+    drums = [(t, m) for t, m in events if m[0] & 0x0F == 9]
+    y, r = render_rack(drums)
+    assert not r.part_list and not np.any(y)
+
+
+def _mss(a, b):
+    """Log-magnitude STFT L1 over 2048/1024/512/256, unit-RMS signals (DESIGN's measure)."""
+    n = min(len(a), len(b))
+    a = a[:n] / (np.sqrt(np.mean(a[:n] ** 2)) + 1e-9)
+    b = b[:n] / (np.sqrt(np.mean(b[:n] ** 2)) + 1e-9)
+    d = 0.0
+    for size in (2048, 1024, 512, 256):
+        hop = size // 4
+        w = np.hanning(size).astype(np.float32)
+        frames = (n - size) // hop
+        idx = np.arange(size)[None, :] + hop * np.arange(frames)[:, None]
+        A = np.abs(np.fft.rfft(a[idx] * w, axis=1))
+        B = np.abs(np.fft.rfft(b[idx] * w, axis=1))
+        d += float(np.mean(np.abs(np.log(A + 1e-5) - np.log(B + 1e-5))))
+    return d / 4
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth not installed")
+def test_each_part_closer_to_its_program_than_to_another(gm_file, tmp_path):
+    """Each channel's part against FluidSynth's real sampled instrument of every program of
+    the file, playing that part: the nearest is its own program."""
+    import soundfile as sf
+    events = _events(gm_file)
+    programs = [p for _, p, _ in PARTS]
+    for ch, prog, notes in PARTS:
+        alone = [(t, m) for t, m in events if m[0] & 0x0F == ch]
+        ours, _ = render_rack(alone)
+        ours = ours.mean(axis=1)
+        dists = []
+        for other in programs:
+            mid = write_midi(tmp_path / f"p{ch}_{other}.mid", [(0, other, notes)])
+            wav = tmp_path / f"p{ch}_{other}.wav"
+            subprocess.run(["fluidsynth", "-ni", "-R", "0", "-C", "0", "-g", "0.5", "-r",
+                            str(SR), "-F", str(wav), SF2, str(mid)], check=True,
+                           capture_output=True, timeout=120)
+            ref, _ = sf.read(wav, dtype="float32")
+            dists.append(_mss(ours, ref.mean(axis=1)))
+        assert int(np.argmin(dists)) == programs.index(prog), (prog, dists)
+
+
+def test_force_one_instrument_and_channel_specs(gm_file):
+    events = _events(gm_file)
+    _, rack = render_rack(events, instrument="basic")
+    assert [p.name for p in rack.part_list] == ["basic"]       # -i: program changes ignored
+    assert rack.program[9] is None                             # percussion still never pitched
+    _, rack = render_rack(events, specs={1: "basic", 3: "basic"})
+    names = sorted(p.name for p in rack.part_list)
+    assert names == ["basic", "trumpet-lite", "violin-lite"]
+    assert next(p for p in rack.part_list if p.name == "basic").channels == {1, 3}
+
+
+# ------------------------------------------------------------------ an LV2 synth beside
+@needs_lilv
+def test_lv2_synth_in_tune_beside_a_neural_instrument():
+    ev = []
+    for k in range(3):
+        t = int(k * 0.6 * SR)
+        ev += [(t, bytes([0x90, 72, 90])), (t + int(0.5 * SR), bytes([0x80, 72, 0])),
+               (t, bytes([0x91, 69, 100])), (t + int(0.5 * SR), bytes([0x81, 69, 0]))]
+    ev.sort(key=lambda e: e[0])
+    specs = {0: "flute-lite", 1: f"lv2:{SYNTHV1}"}
+    full, rack = render_rack(ev, specs=specs)
+    assert sorted(p.kind for p in rack.part_list) == ["engine", "lv2"]
+    synth, _ = render_rack([e for e in ev if e[1][0] & 0x0F == 1], specs=specs)
+    flute, _ = render_rack([e for e in ev if e[1][0] & 0x0F == 0], specs=specs)
+    assert np.max(np.abs(full - pad(synth, len(full)) - pad(flute, len(full)))) < 1e-5
+    from rtsynth.testing.jackrig import pitch_cents
+    seg = synth.mean(axis=1)[int(0.1 * SR):int(0.45 * SR)]
+    _, c = pitch_cents(seg, SR, 440.0)
+    assert abs(c) < 10, c
+    seg = full.mean(axis=1)[int(0.1 * SR):int(0.45 * SR)]
+    assert abs(pitch_cents(seg, SR, 440.0)[1]) < 10       # the synth's A4 in the mix
+    assert np.max(np.abs(flute)) > 1e-2 and np.max(np.abs(synth)) > 1e-2
+
+
+# ------------------------------------------------------------------ stems
+def test_stems_are_the_parts_and_sum_to_the_master(gm_file, tmp_path):
+    import soundfile as sf
+    from rtsynth.dsp.effects import MasterState
+    out, stems = tmp_path / "mix.wav", tmp_path / "stems"
+    p = subprocess.run([sys.executable, "-m", "rtsynth.cli", "render", str(gm_file), "-o",
+                        str(out), "-q", "--reverb", "0", "-g", "0.3", "--stems", str(stems)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    files = sorted(stems.iterdir())
+    assert [f.name for f in files] == ["ch01_violin-lite.wav", "ch02_flute-lite.wav",
+                                       "ch03_trumpet-lite.wav", "ch04_cello-lite.wav"]
+    mix, _ = sf.read(out, dtype="float32")
+    parts = [sf.read(f, dtype="float32")[0] for f in files]
+    assert all(len(q) == len(mix) for q in parts)
+    total = np.sum(parts, axis=0).astype(np.float32)
+    m = MasterState(SR, reverb=0.0)
+    m.process(total, 1.0)
+    assert np.max(np.abs(total - mix)) < 1e-6               # the 24-bit file's rounding
+    for q in parts:                                          # each part alone
+        assert np.max(np.abs(q)) > 1e-2
