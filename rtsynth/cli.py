@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import os
 import signal
@@ -94,7 +95,9 @@ def cmd_play(args) -> int:
         except jack.JackOpenError:
             raise drivers.NoAudioDevice(drivers.NO_DEVICE_HINT) from None
     block = block or 128
-    engine = _make_engine(args, block, device_rate)
+    from .live.session import LiveSession, make_engine
+    session = LiveSession(args, _make_engine)   # screen, keys, --record, a MIDI file
+    engine = session.front(make_engine(args, block, device_rate, _make_engine))
     engine.warmup()
     # The steady state allocates no reference cycles: move everything alive now out of the
     # collector's sight and make collections rare, so a full pass cannot stall a block
@@ -114,12 +117,13 @@ def cmd_play(args) -> int:
                                     midi_ports=args.midi_port if args.midi_api in (None, "jack")
                                     else None,
                                     hw_midi=not args.no_hw_midi and args.midi_api in (None, "jack"),
-                                    reconnect_timeout=args.reconnect_timeout)
+                                    reconnect_timeout=args.reconnect_timeout,
+                                    client_name=args.client_name)
         if args.midi_api not in (None, "jack"):
             midi_inputs = drivers.RtMidiInputs(player, args.midi_api, args.midi_port,
                                                virtual=False)
     else:
-        driver = drivers.PortAudioDriver(player, args.audio_device)
+        driver = drivers.PortAudioDriver(player, args.audio_device, client_name=args.client_name)
         ports = args.midi_port
         midi_inputs = drivers.RtMidiInputs(player, args.midi_api,
                                            ports if ports else ([] if args.no_hw_midi else None))
@@ -159,8 +163,11 @@ def cmd_play(args) -> int:
     print(f"rtsynth: latency MIDI->audio {lat} frames ({lat / sr * 1e3:.2f} ms, {mode}) + "
           f"device output {dev_lat} frames ({dev_lat / sr * 1e3:.2f} ms); start-up "
           f"{time.perf_counter() - t_start:.2f} s. Ctrl-C stops.", flush=True)
+    if session.describe_rate():
+        print(f"rtsynth: {session.describe_rate()}", flush=True)
+    session.start(player)
     t_end = time.monotonic() + args.duration if args.duration else None
-    status = _Status(player, sr, block)
+    status = session.status(_Status(player, sr, block))
     try:
         while not stop["flag"] and player.error is None:
             now = time.monotonic()
@@ -171,6 +178,8 @@ def cmd_play(args) -> int:
             instrument_guard.report(engine.inst)     # muted while playing: one warning
             status.tick(now)
             drivers.poll(driver, midi_inputs, now)
+            if session.tick(now):                     # the MIDI file has ended
+                break
             time.sleep(0.02)
     finally:
         player.fade_out()
@@ -178,6 +187,7 @@ def cmd_play(args) -> int:
         if midi_inputs is not None:
             midi_inputs.close()
         driver.close()
+        session.close()
     if player.error is not None:
         raise UserError(f"the generator stopped: {player.error!r}")
     st = {**player.stats(), **getattr(driver, "fault_stats", dict)()}
@@ -196,13 +206,9 @@ def _play_mode(args, driver_name: str) -> bool:
         raise UserError("--sync needs the JACK driver (a JACK server must be running)")
     if args.sync:
         return True
-    if args.buffered or args.ahead is not None or driver_name != "jack":
-        return False
-    return SYNC_DEFAULT_JACK
+    return False        # the default, on JACK too: the ring (--buffered, --ahead auto)
 
 
-#: JACK's default mode: render in the process callback (see `rtsynth play --help`)
-SYNC_DEFAULT_JACK = False
 #: ``--ahead auto`` (JACK's default): start one block ahead of the device (latency one block) and
 #: render one more block ahead after each underrun, up to this many
 AUTO_AHEAD_MAX = 2
@@ -364,16 +370,17 @@ def cmd_devices(args) -> int:
             print(f"  {label}: unavailable ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
             continue
         print(f"  {label}: " + (", ".join(ports) if ports else "no ports"))
-    from .instruments import available_instruments, default_instrument
-    print("Instruments (use -i NAME): " + ", ".join(available_instruments())
-          + f"  [default: {default_instrument()}]")
+    from .instruments import available_instruments, default_instrument, user_models_dir
+    print("Instruments (use -i NAME; -i help describes them): "
+          + ", ".join(available_instruments()) + f"  [default: {default_instrument()}]")
+    print(f"User models folder: {user_models_dir()}")
     return 0
 
 
 # --------------------------------------------------------------------------- main
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--instrument", default=None,
-                   help="instrument: 'basic', a folder name in models/, or a model folder path")
+    from .instruments import add_option as _instrument_option
+    _instrument_option(p)           # -i NAME|PATH|help
     p.add_argument("-r", "--sample-rate", type=options.checker("sample_rate"), default=None,
                    help="sample rate, " + options.help_range("sample_rate")
                    + " (the instrument's; 48000 for the shipped ones)")
@@ -395,6 +402,11 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
 def _live_drivers():
     from .live import drivers
     return drivers
+
+
+#: the subcommands that live in their own module (``add_parser(subparsers)``, ``run(args)``)
+SUBCOMMAND_MODULES = ("rtsynth.host.plugins_cli", "rtsynth.train.cli", "rtsynth.bench.cli",
+                      "rtsynth.dataset.cli", "rtsynth.eval.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")
     _live_drivers().add_play_options(p)
+    from .live.session import add_options as _session_options
+    _session_options(p)
     p.set_defaults(func=cmd_play)
 
     p = sub.add_parser("render", help="render a MIDI file to WAV/FLAC")
@@ -450,12 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devices", help="list audio devices, MIDI ports and instruments")
     p.set_defaults(func=cmd_devices)
 
-    for modname in ("rtsynth.host.plugins_cli", "rtsynth.train.cli", "rtsynth.bench.cli", "rtsynth.dataset.cli",
-                    "rtsynth.eval.cli"):
-        try:
-            mod = __import__(modname, fromlist=["add_parser"])
-        except ImportError:
-            continue
+    for modname in SUBCOMMAND_MODULES:
+        mod = importlib.import_module(modname)      # a broken module fails here, loudly
         p = mod.add_parser(sub)
         if p is not None and p.get_default("func") is None:
             p.set_defaults(func=mod.run)
@@ -464,6 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
+    from .live.session import hint_subcommand
+    hint = hint_subcommand(sys.argv[1:] if argv is None else list(argv))
+    if hint:
+        _err(hint)
+        return EXIT_USAGE
     args = ap.parse_args(argv)
     if not getattr(args, "func", None):
         ap.print_help()
