@@ -164,7 +164,8 @@ def load_dataset(path: str | os.PathLike, split: str | None = None,
             audio = npz[meta["id"]].astype(np.float32) / 32767.0
         else:
             import soundfile as sf
-            audio, fsr = sf.read(str(d / meta["file"]), dtype="float32", always_2d=True)
+            from .train.inputs import inside     # the index names files in its folder only
+            audio, fsr = sf.read(str(inside(d, meta["file"])), dtype="float32", always_2d=True)
             audio = audio.mean(1)
             if fsr != sr:
                 raise ValueError(f"{meta['file']}: sample rate {fsr} != {sr}")

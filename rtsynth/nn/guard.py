@@ -4,9 +4,10 @@ muted (its voices silent) with one warning, instead of playing garbage or silenc
 Two checks, both on the controls where they come out of the model (not on the engine's mix):
 
 - :func:`probe`, at load: one voice through a held note and two seconds after its release. A
-  model whose controls are not finite (weights x1e30 overflow), do not depend on its input at
-  all (all-zero weights: the same loud tone for every note, held or released, -0.2 dBFS), or
-  are as loud two seconds after the release as during the note, is faulty.
+  model whose controls are not finite (weights x1e30 overflow), or do not depend on its input
+  at all (all-zero weights: the same loud tone for every note, held or released, -0.2 dBFS),
+  is faulty. (A model that is merely untrained, or that rings on after a release, is not
+  judged here: that is quality, not a fault.)
 - :meth:`OutputGuard.check`, on every step: rows the real-time step found non-finite (it resets
   them) mute the instrument. This runs on the real-time path: it sets a flag and zeroes, prints
   nothing; :func:`report` prints the one warning from an ordinary thread.
@@ -20,10 +21,6 @@ import numpy as np
 
 from .. import spec
 
-#: the controls two seconds after a release, relative to the loudest held frame: the shipped
-#: models decay to below 1e-3 of it (flute-lite: 2e-5); a model still at half its level is not
-#: an instrument
-RELEASED_MAX_RATIO = 0.5
 #: the least change of the controls over a note's life (held, attack, release) a model must show
 SENSITIVITY_MIN = 1e-6
 
@@ -58,11 +55,6 @@ def probe(step, n_features: int, n_harmonics: int, n_noise: int,
     if float(np.max(np.abs(np.diff(np.concatenate([h, g], 1), axis=0)))) < SENSITIVITY_MIN:
         return (f"its controls do not depend on its input (the same {level[0]:.3g} for a "
                 f"held and a released note)")
-    peak = float(level[:held].max())
-    end = float(level[-10:].max())
-    if peak <= 0 or end > RELEASED_MAX_RATIO * peak:
-        return (f"it still plays at {end:.3g} two seconds after a note's release "
-                f"(held: {peak:.3g})")
     return None
 
 

@@ -197,6 +197,14 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     _check(cfg.get("format") == FORMAT, f"{path}: format is {cfg.get('format')!r}, expected {FORMAT!r}")
     _check(cfg.get("hop") == spec.HOP, f"{path}: hop must be {spec.HOP}")
     _validate_arch(cfg.get("architecture"), str(path))
+    # the top-level copies the instrument reads must agree with the architecture
+    sr = cfg.get("sample_rate", cfg["architecture"]["sample_rate"])
+    _check(_is_int(sr) and sr == cfg["architecture"]["sample_rate"],
+           f"{path}: sample_rate {sr!r} is not the architecture's "
+           f"{cfg['architecture']['sample_rate']} Hz")
+    for k, t in (("source", dict), ("description", str), ("name", str)):
+        _check(cfg.get(k) is None or isinstance(cfg[k], t),
+               f"{path}: {k} must be a JSON {'object' if t is dict else 'string'}")
     z = cfg["architecture"]["z_dim"]
     if z:
         t = cfg.get("timbre")
@@ -278,7 +286,9 @@ def load_neural_instrument(folder: str | os.PathLike):
     from .neural import NeuralInstrument    # here, not at the top: it imports numba (nn.fast)
 
     weights, cfg = load_weights(folder)
-    return NeuralInstrument(weights, cfg, name=Path(folder).name)
+    inst = NeuralInstrument(weights, cfg, name=Path(folder).name)
+    inst.probe_output()         # a faulty model is muted, with a warning (rtsynth.nn.guard)
+    return inst
 
 
 def __getattr__(name: str):

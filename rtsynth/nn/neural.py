@@ -16,6 +16,7 @@ import numpy as np
 from .. import spec
 from ..instruments.base import StreamingInstrument
 from .fast import decoder_weights, fast_decoder
+from .guard import OutputGuard, probe
 
 
 class NeuralInstrument(StreamingInstrument):
@@ -56,6 +57,20 @@ class NeuralInstrument(StreamingInstrument):
             self.z = None
         self.timbre_position = 0.0
         self.n_nan_resets = 0
+        #: muted when its controls are not finite or absurd (:mod:`rtsynth.nn.guard`)
+        self.guard = OutputGuard(name)
+
+    def probe_output(self) -> str | None:
+        """Check the model on a probe note (a fresh voice of its own, :func:`guard.probe`);
+        a faulty one is muted. Returns the fault or None."""
+        fast = fast_decoder(self.weights, 1, self.arch)
+        z = None if self.z is None else self.z[None, :]
+        slot = np.zeros(1, np.int64)
+        why = probe(lambda f, h, g: fast.step(f, z, slot, h, g), self.n_features,
+                    self.n_harmonics, self.n_noise_bands)
+        if why is not None:
+            self.guard.mute(why)
+        return why
 
     @property
     def n_params(self) -> int:
@@ -133,10 +148,15 @@ class NeuralInstrument(StreamingInstrument):
         n = len(slots)
         if n == 0:
             return
+        if self.guard.fault is not None:
+            out_harm[:n] = 0.0
+            out_noise[:n] = 0.0
+            return
         z = None if self.z is None else self.z[None, :]
         bad = self._fast.step(features, z, slots, out_harm, out_noise)
         if bad.any():
             self.n_nan_resets += int(bad.sum())
+            self.guard.check(bad, n, out_harm, out_noise)
 
     # --- timbre (VAE models) --------------------------------------------------------------------
     @property
@@ -193,7 +213,13 @@ class _Stepper:
     def step(self, features, slots, out_harm, out_noise) -> None:
         if len(slots) == 0:
             return
+        guard = self.inst.guard
+        if guard.fault is not None:
+            out_harm[:len(slots)] = 0.0
+            out_noise[:len(slots)] = 0.0
+            return
         z = None if self.inst.z is None else self.inst.z[None, :]
         bad = self.fast.step(features, z, slots, out_harm, out_noise)
         if bad.any():
             self.inst.n_nan_resets += int(bad.sum())
+            guard.check(bad, len(slots), out_harm, out_noise)

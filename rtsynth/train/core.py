@@ -26,6 +26,7 @@ from ..nn.losses import MultiResolutionSTFTLoss
 from ..nn.model import (DEFAULT_BACKBONE_KW, Decoder, Discriminator, TimbreEncoder,
                         d_hinge_loss, feature_matching_loss, g_hinge_loss, kl_divergence)
 from .dataset import TrainSet, load_train_set
+from .inputs import check_finite_loss, check_finite_modules, load_checkpoint_checked
 
 TINY_KW = {"gru": {"hidden": 16, "layers": 1},
            "cnn": {"channels": 8, "kernel": 2, "dilations": [1, 2, 4]},
@@ -214,7 +215,8 @@ class Trainer:
         self.last: dict = {}
         self.history: list[dict] = []
         if cfg.resume and (self.run_dir / "ckpt.safetensors").exists():
-            info = load_checkpoint(self.run_dir, self._modules(), self._opts(), self.device)
+            info = load_checkpoint_checked(load_checkpoint, self.run_dir, self._modules(),
+                                           self._opts(), self.device)
             self.step, self.gan_step = info["step"], info["gan_step"]
             self.elapsed, self.gan_elapsed = info["elapsed"], info["gan_elapsed"]
             self.last = info.get("last", {})
@@ -232,6 +234,7 @@ class Trainer:
             f.write(json.dumps(rec) + "\n")
 
     def checkpoint(self) -> None:
+        check_finite_modules(self._modules(), "checkpoint")
         save_checkpoint(self.run_dir, self._modules(), self._opts(),
                         {"step": self.step, "gan_step": self.gan_step, "elapsed": self.elapsed,
                          "gan_elapsed": self.gan_elapsed, "last": self.last,
@@ -317,6 +320,7 @@ class Trainer:
                 self.step += 1
                 self.elapsed = time.time() - t0
                 if self.step % cfg.log_every == 0 or self.step == 1:
+                    check_finite_loss(float(loss.detach()), self.step)
                     self.last = {"phase": "spectral", "step": self.step, "loss": float(loss.detach()),
                                  "mrstft": float(rec.detach()), "lr": lr, "elapsed": round(self.elapsed, 2)}
                     if kl is not None:
@@ -364,6 +368,7 @@ class Trainer:
             self.gan_step += 1
             self.gan_elapsed = time.time() - t0
             if self.gan_step % cfg.log_every == 0 or self.gan_step == 1:
+                check_finite_loss(float(loss.detach()), self.gan_step, "GAN")
                 self.last = {"phase": "gan", "step": self.step, "gan_step": self.gan_step,
                              "loss": float(loss.detach()), "mrstft": float(rec.detach()),
                              "d_loss": float(d_loss.detach()), "adv": float(adv.detach()),
@@ -395,6 +400,7 @@ class Trainer:
         cfg = self.cfg
         out = Path(out) if out is not None else self.out
         dec = self.decoder.to("cpu").eval()
+        check_finite_modules({"decoder": dec}, "model")
         srcs = self.ts.sources
         if len(srcs) == 1:
             source = dict(srcs[0])
