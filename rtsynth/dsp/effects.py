@@ -84,15 +84,13 @@ class FxStage:
                            f"(--channel N=lv2:{uri})")
         controls = {s: check_control(info, s, v, sample_rate) for s, v in params.items()}
         n_in, n_out = len(info.audio_in), len(info.audio_out)
+        self._new = lambda: Instance(info, sample_rate, block, controls).settle()
         if (n_in, n_out) == (1, 1):
             self.mode = "mono"
-            self.instances = [Instance(info, sample_rate, block, controls) for _ in range(2)]
-        elif (n_in, n_out) == (2, 2):
-            self.mode = "stereo"
-            self.instances = [Instance(info, sample_rate, block, controls)]
-        elif (n_in, n_out) == (1, 2):
-            self.mode = "mono-to-stereo"
-            self.instances = [Instance(info, sample_rate, block, controls)]
+            self.instances = [self._new() for _ in range(2)]
+        elif (n_in, n_out) in ((2, 2), (1, 2)):
+            self.mode = "stereo" if n_in == 2 else "mono-to-stereo"
+            self.instances = [self._new()]
         else:
             raise LV2Error(f"{uri} has {n_in} audio inputs and {n_out} outputs: a master "
                            f"effect takes 1 or 2 inputs and gives as many (or 1 in, 2 out)")
@@ -127,9 +125,11 @@ class FxStage:
             buf[:, 1] = inst.audio_out[1][:n]
 
     def reset(self) -> None:
-        for i in self.instances:
-            i.deactivate()
-            i.activate()
+        """Fresh instances (a plugin's activate need not forget its history; a render must
+        not depend on what the warm-up played)."""
+        old, self.instances = self.instances, [self._new() for _ in self.instances]
+        for i in old:
+            i.close()
 
     def close(self) -> None:
         for i in self.instances:

@@ -118,7 +118,8 @@ class LV2Part:
             raise LV2Error(f"{uri} has no audio output")
         self.name = f"lv2:{uri}"
         self.uri = uri
-        self.inst = Instance(info, sample_rate, block, controls)
+        self._new = lambda: Instance(info, sample_rate, block, controls).settle()
+        self.inst = self._new()
         self.gain = float(gain)
         self.block = int(block)
         self.out = np.zeros((block, 2), np.float32)
@@ -167,6 +168,8 @@ class LV2Part:
         return self.held
 
     def warmup(self) -> None:
+        """Every path of a block, with a note; then a fresh instance (a plugin's activate need
+        not forget everything: synthv1's does not, and live must equal offline)."""
         t = self.time
         self.push(t, (0x90, 60, 100))
         self.push(t + 5, (0x80, 60, 0))
@@ -176,10 +179,12 @@ class LV2Part:
         self.time = t
 
     def reset(self) -> None:
+        """Silence and forget everything: a fresh instance of the plugin (not on the audio
+        path: warm-up and stop)."""
         self.events.clear()
         self.held = 0
-        self.inst.deactivate()
-        self.inst.activate()
+        old, self.inst = self.inst, self._new()
+        old.close()
 
     def all_sound_off(self, off: int = 0, seconds: float = 0.03) -> None:
         for ch in self.channels:

@@ -48,6 +48,8 @@ MIDI_EVENT = "http://lv2plug.in/ns/ext/midi#MidiEvent"
 
 #: an output whose RMS over a block is above this (+20 dBFS) is absurd: the plugin is bypassed
 ABSURD_RMS = 10.0
+#: silence a new instance runs before its first block (:meth:`Instance.settle`)
+SETTLE_S = 0.25
 #: bytes of each atom port's sequence buffer (input: MIDI of one block; output: notifications)
 ATOM_CAPACITY = 16384
 
@@ -411,6 +413,20 @@ class Instance:
                              f"RMS {math.sqrt(s / max(n, 1)):.3g} (above +20 dBFS)")
                 return False
         return True
+
+    def settle(self, seconds: float = SETTLE_S) -> "Instance":
+        """Run silent blocks for ``seconds``: many plugins ramp their parameters from zero
+        after instantiation (synthv1's first 30 ms differ otherwise), so a render that starts
+        at once and a live stream that idled first would not give the same samples."""
+        for a in self.audio_in:
+            a[:] = 0.0
+        left = int(seconds * self.sr)
+        while left > 0:
+            k = min(left, self.block)
+            self.run(k)
+            left -= k
+        self.runs = 0
+        return self
 
     def _bypass(self, why: str) -> None:
         self.bypassed = True
