@@ -56,6 +56,13 @@ def _workload(log) -> None:
         eng.push(t + 4, (0xB0, 1, 90))
         eng.push(t + 5, (0xB0, 7, 90))
         eng.push(t + 6, (0xD0, 60))
+        eng.push(t + 7, (0xA0, 41, 70))                   # per-note expression
+        eng.push(t + 8, (0xB0, 2, 50))
+        eng.push(t + 9, (0xB0, 74, 100))
+        for j, m in enumerate(((0xB0, 101, 0), (0xB0, 100, 6), (0xB0, 6, 3), (0xE1, 0, 90),
+                               (0x91, 70, 90), (0xD1, 80), (0xB0, 101, 0), (0xB0, 100, 0),
+                               (0xB1, 6, 24), (0xE0, 0, 30), (0xB0, 64, 127))):
+            eng.push(t + 10 + j, m)                       # an MPE zone and a member's note
         for _ in range(blocks):
             eng.render()
         eng.push(eng.time, (0xB0, 64, 127))
@@ -64,6 +71,7 @@ def _workload(log) -> None:
         eng.push(eng.time + 3, (0xB0, 120, 0))
         for _ in range(blocks):
             eng.render()
+        assert eng.active_voices >= 0
 
     for name in names:
         for master in (True, False):

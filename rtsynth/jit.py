@@ -39,7 +39,8 @@ from typing import Any, Callable
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: the files whose kernels (and the module constants those read) the compiled module is built
 #: from, relative to the package; any change to one of them makes the build stale
-SOURCES = ("jit.py", "spec.py", "engine.py", "instruments/basic.py", "dsp/synth.py",
+SOURCES = ("jit.py", "spec.py", "engine/bank.py", "engine/block.py", "engine/channels.py",
+           "engine/frames.py", "engine/offline.py", "instruments/basic.py", "dsp/synth.py",
            "dsp/effects.py", "nn/fast.py", "nn/fast_kernels.py")
 EXTENSION = "_kernels"
 SPEC_FILE = PACKAGE_DIR / "_kernels.json"
@@ -168,6 +169,9 @@ def _arg_spec(t) -> tuple:
     from numba.core import types
     if isinstance(t, types.Array):
         return ("array", str(t.dtype), int(t.ndim), t.layout)
+    if isinstance(t, types.BaseTuple):
+        # a bundle of arrays (the voice bank, channel rows, work arrays): each element's check
+        return ("tuple", [list(_arg_spec(e)) for e in t.types])
     if isinstance(t, types.Boolean):
         return ("bool",)
     if isinstance(t, types.Integer):
@@ -183,7 +187,10 @@ def _exact_ok(spec: list, args: tuple) -> bool:
     if len(spec) != len(args):
         return False
     for s, a in zip(spec, args):
-        if s[0] == "array":
+        if s[0] == "tuple":
+            if not isinstance(a, tuple) or not _exact_ok(s[1], a):
+                return False
+        elif s[0] == "array":
             if not isinstance(a, np.ndarray) or a.dtype != np.dtype(s[1]) or a.ndim != s[2]:
                 return False
             if s[3] == "C" and not a.flags.c_contiguous:
@@ -215,6 +222,14 @@ def _checked(k: _Kernel, sigs: list) -> Callable:
         env[f"F{si}"] = fn
         conds = []
         for i, s in enumerate(spec):
+            if s[0] == "tuple":
+                # a bundle is immutable and its arrays' dtypes are: once one has passed the
+                # careful check, the same object passes by identity (the engine passes the
+                # same bundles every block)
+                env[f"T{si}_{i}"] = seen = [None]
+                env[f"C{si}_{i}"] = _tuple_check(s[1], seen)
+                conds.append(f"(a{i} is T{si}_{i}[0] or C{si}_{i}(a{i}))")
+                continue
             if s[0] != "array":
                 continue
             env[f"D{si}_{i}"] = np.dtype(s[1])
@@ -245,8 +260,19 @@ def _checked(k: _Kernel, sigs: list) -> Callable:
     return public
 
 
+def _tuple_check(spec: list, seen: list) -> Callable:
+    def check(a) -> bool:
+        if isinstance(a, tuple) and _exact_ok(spec, a):
+            seen[0] = a
+            return True
+        return False
+    return check
+
+
 def _describe(a) -> str:
     dt = getattr(a, "dtype", None)
+    if isinstance(a, tuple):
+        return f"{type(a).__name__}({', '.join(_describe(x) for x in a)})"
     if dt is not None and hasattr(a, "ndim"):
         return f"{dt}[{a.ndim}d{'' if a.flags.c_contiguous else ', strided'}]"
     return type(a).__name__

@@ -15,7 +15,9 @@ import math
 import numpy as np
 import pytest
 
-from rtsynth.dsp.synth import SUB, noise_layout, render_voices
+from rtsynth.dsp.synth import SUB, make_work, noise_layout, render_voices
+from rtsynth.engine.bank import make_voices
+from rtsynth.engine.channels import ChannelRows
 
 SR = 48000.0
 HOP = 192
@@ -120,48 +122,38 @@ def reference(voices, total, tables, bend_a, vib_a, gain, pan_l, pan_r, lfo_w):
 
 
 class Slots:
-    """The engine-side per-slot arrays for a list of voices (one slot each)."""
+    """The engine's voice bank (:func:`rtsynth.engine.bank.make_voices`, the constructor the
+    engine uses) for a list of voices, one slot each; its fields read through this object."""
 
     def __init__(self, voices, max_block):
         S = len(voices)
         self.S = S
         self.R = max_block // HOP + 2
-        f32 = np.float32
-        self.active = np.zeros(S, np.int8)
-        self.start_off = np.zeros(S, np.int32)
-        self.chan = np.array([v.ch for v in voices], np.int32)
-        self.note = np.array([v.note for v in voices], np.float64)
-        self.vpos = np.array([v.vpos0 for v in voices], np.int64)
-        self.theta = np.array([v.theta0 for v in voices], np.float64)
-        self.inc = np.zeros(S)
-        self.prev_h = np.zeros((S, K), f32)
-        self.cur_h = np.zeros((S, K), f32)
-        self.prev_g = np.zeros((S, B), f32)
-        self.cur_g = np.zeros((S, B), f32)
+        self.vs = make_voices(S, K, B, self.R, max_block)
+        vs = self.vs
+        vs.chan[:] = [v.ch for v in voices]
+        vs.note[:] = [v.note for v in voices]
+        vs.vpos[:] = [v.vpos0 for v in voices]
+        vs.theta[:] = [v.theta0 for v in voices]
         for s, v in enumerate(voices):
             if v.frozen:
-                self.prev_h[s] = self.cur_h[s] = v.hold_h
-                self.prev_g[s] = self.cur_g[s] = v.hold_g
-        self.new_h = np.zeros((S, self.R, K), f32)
-        self.new_g = np.zeros((S, self.R, B), f32)
-        self.n_new = np.zeros(S, np.int32)
-        self.frozen = np.array([v.frozen for v in voices], np.int8)
-        self.noise_off = np.array([v.noise_off for v in voices], np.int64)
-        self.kill_start = np.full(S, -1, np.int32)
-        self.kill_pos = np.zeros(S, np.int32)
-        self.kill_len = np.array([v.kill_len for v in voices], np.int32)
-        self.bad = np.zeros(S, np.int8)
+                vs.prev_harm[s] = vs.cur_harm[s] = v.hold_h
+                vs.prev_noise[s] = vs.cur_noise[s] = v.hold_g
+        vs.frozen[:] = [v.frozen for v in voices]
+        vs.noise_off[:] = [v.noise_off for v in voices]
+        vs.kill_len[:] = [v.kill_len for v in voices]
+        self.work = make_work(max_block, HOP, K, B)
         self.next_frame = np.zeros(S, np.int64)
         self.started = np.zeros(S, bool)
 
+    def __getattr__(self, name):
+        return getattr(self.__dict__["vs"], name)
 
-def kernel_args(sl, n, sel, tables, bend, vib, lfo_w, gain, pan_l, pan_r, scratch, out):
-    """The argument list of render_voices for the slot range ``sel`` (views, like a thread's)."""
-    return (n, SR, HOP, sl.active[sel], sl.start_off[sel], sl.chan[sel], sl.note[sel],
-            sl.vpos[sel], sl.theta[sel], sl.inc[sel], sl.prev_h[sel], sl.cur_h[sel],
-            sl.prev_g[sel], sl.cur_g[sel], sl.new_h[sel], sl.new_g[sel], sl.n_new[sel],
-            sl.frozen[sel], sl.noise_off[sel], tables, sl.kill_start[sel], sl.kill_pos[sel],
-            sl.kill_len[sel], bend, vib, lfo_w, gain, pan_l, pan_r, scratch, out, sl.bad[sel])
+
+def kernel_args(sl, n, lo, hi, tables, bend, vib, lfo_w, gain, pan_l, pan_r, out):
+    """The arguments of render_voices for the slot range ``lo:hi`` (a thread's share)."""
+    return (n, SR, HOP, lo, hi, sl.vs, ChannelRows(bend, vib, gain, pan_l, pan_r), tables,
+            lfo_w, sl.work, out)
 
 
 def run_kernel(voices, total, blocks, tables, bend_a, vib_a, gain, pan_l, pan_r, lfo_w,
@@ -193,8 +185,8 @@ def run_kernel(voices, total, blocks, tables, bend_a, vib_a, gain, pan_l, pan_r,
             if not v.frozen:
                 for k in range(k0, k1):      # voice clock starts at 0: frame k is frames[k]
                     if k < len(v.frames_h):
-                        sl.new_h[s, sl.n_new[s]] = v.frames_h[k]
-                        sl.new_g[s, sl.n_new[s]] = v.frames_g[k]
+                        sl.new_harm[s, sl.n_new[s]] = v.frames_h[k]
+                        sl.new_noise[s, sl.n_new[s]] = v.frames_g[k]
                         sl.n_new[s] += 1
             if v.kill_at is not None and sl.kill_start[s] < 0 and v.kill_at < t0 + n:
                 sl.kill_start[s] = max(v.kill_at - t0, 0)
@@ -206,9 +198,8 @@ def run_kernel(voices, total, blocks, tables, bend_a, vib_a, gain, pan_l, pan_r,
         bend, vib, g = (np.ascontiguousarray(x) for x in (bend, vib, g))
         for a, b in zip(cuts[:-1], cuts[1:]):
             out = np.zeros((n, 2), np.float32)
-            scratch = np.zeros(max_block, np.float64)
-            render_voices(*kernel_args(sl, n, slice(a, b), layout, bend, vib, lfo_w, g,
-                                       pan_l, pan_r, scratch, out))
+            render_voices(*kernel_args(sl, n, a, b, layout, bend, vib, lfo_w, g, pan_l, pan_r,
+                                       out))
             out_all[t0:t0 + n] += out
         for s in np.flatnonzero(sl.bad):
             bad_any[s] = True
@@ -283,7 +274,7 @@ def test_block_size_independent():
 
 
 def test_slot_range_views_add_up():
-    """Voices split over 'threads': calls on slot-range views add up to one call."""
+    """Voices split over 'threads': calls on slot ranges add up to one call."""
     args = scene(5, n_voices=7, vib=True, frozen=True)
     voices, total, tables, bend_a, vib_a, gain, pan_l, pan_r, lfo_w = args
     one, _, s1 = run_kernel(voices, total, [128], tables, bend_a, vib_a, gain, pan_l, pan_r,
@@ -291,7 +282,7 @@ def test_slot_range_views_add_up():
     split, _, s2 = run_kernel(voices, total, [128], tables, bend_a, vib_a, gain, pan_l, pan_r,
                               lfo_w, split=[2, 5])
     assert np.max(np.abs(one - split)) <= 1e-6    # float32 sums in another order
-    for name in ("theta", "vpos", "kill_pos", "active", "prev_h", "cur_h"):
+    for name in ("theta", "vpos", "kill_pos", "active", "prev_harm", "cur_harm"):
         np.testing.assert_array_equal(getattr(s1, name), getattr(s2, name))
 
 

@@ -65,8 +65,8 @@ def test_single_voice_matches_spec_reference():
     noise[3] = 0.01
     inst = ConstantInstrument(harm, noise)
     e = Engine(inst, block=128, master=False, gain=1.0)
-    e.volume[:] = 127
-    e._gain_state[:] = 1.0
+    e.channels.volume = [127.0] * 16
+    e.channels.reset_gains()
     onset = 1000
     e.push(onset, (0x90, 57, 90))
     out = render(e, blocks=40)

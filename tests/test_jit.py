@@ -90,7 +90,7 @@ def test_a_call_with_other_argument_types_switches_to_the_jit():
     assert first == "[1.0, 1.0, 1.0, 0.0] [1.0, 1.0, 1.0, 1.0] [1.0, 1.0, 1.0, 1.0]"
     mode, n, msg = second.split(" ", 2)
     assert mode == "jit" and n == "1"                # one warning, then everything is JIT
-    assert "engine___add_into" in msg and "float64" in msg
+    assert "engine_offline___add_into" in msg and "float64" in msg
 
 
 def test_stale_or_missing_builds_fall_back_to_the_jit():

@@ -1,7 +1,7 @@
 """Audio-rate synthesis of all voices: harmonic bank + filtered noise (Numba).
 
 Implements the synthesis convention of :mod:`rtsynth.spec` for every voice slot in one call.
-Two deliberate approximations, both independent of the audio block size (they follow each
+Three deliberate approximations, all independent of the audio block size (they follow each
 voice's own sample clock, so block-by-block output equals one-shot output):
 
 - f0 is held over sub-blocks of ``SUB`` voice samples (the phase stays continuous); the
@@ -18,7 +18,7 @@ How it is laid out for speed (AVX2/FMA through LLVM's loop vectorizer):
 
 - each voice's block is cut into runs that contain no control-frame boundary, no ``SUB``
   boundary and no kill start, so the per-sample loops have no branches;
-- the harmonic loop works on one local float32 work array (amplitude, ramp, phasor, rotation,
+- the harmonic loop works on one float32 work array (amplitude, ramp, phasor, rotation,
   in chunks of ``KC`` = 32 harmonics at constant offsets from each other): the vectorizer sees
   that nothing aliases and needs no run-time checks, and the constant trip count gives 4 x 8
   lanes with no scalar remainder; harmonics above the Nyquist cut keep a zero phasor, chunks
@@ -37,6 +37,7 @@ How it is laid out for speed (AVX2/FMA through LLVM's loop vectorizer):
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 
@@ -294,93 +295,108 @@ def _n_active(hmax, K):
 
 
 @subkernel(**_OPT)
-def _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new):
+def _next_frame(vs, v, r):
     """A control-frame boundary of voice ``v``: the current controls become the previous ones,
     and the next frame filed for this block (``r``-th), if any, becomes current; returns the
     next ``r``."""
-    for k in range(prev_h.shape[1]):
-        prev_h[v, k] = cur_h[v, k]
-    for b in range(prev_g.shape[1]):
-        prev_g[v, b] = cur_g[v, b]
-    if r < n_new[v]:
-        for k in range(cur_h.shape[1]):
-            cur_h[v, k] = new_h[v, r, k]
-        for b in range(cur_g.shape[1]):
-            cur_g[v, b] = new_g[v, r, b]
+    for k in range(vs.prev_harm.shape[1]):
+        vs.prev_harm[v, k] = vs.cur_harm[v, k]
+    for b in range(vs.prev_noise.shape[1]):
+        vs.prev_noise[v, b] = vs.cur_noise[v, b]
+    if r < vs.n_new[v]:
+        for k in range(vs.cur_harm.shape[1]):
+            vs.cur_harm[v, k] = vs.new_harm[v, r, k]
+        for b in range(vs.cur_noise.shape[1]):
+            vs.cur_noise[v, b] = vs.new_noise[v, r, b]
         r += 1
     return r
 
 
+#: the work arrays of one :func:`render_voices` call (one set per thread), made once by
+#: :func:`make_work`: ``harm`` the harmonic bank's chunks (amplitude, ramp, phasor, rotation),
+#: ``powers`` the phasor products, ``seg_*`` the noise segments of a voice's block and their
+#: gains, ``noise`` the four-band noise pass, ``alphas`` the ramp of a sub-block, ``voice``
+#: one voice's samples, ``scaled`` them after gain and fade (float64)
+SynthWork = namedtuple("SynthWork", "harm powers seg_start seg_clock seg_gain seg_ramp noise "
+                                    "alphas voice scaled")
+
+
+def make_work(block: int, hop: int, n_harmonics: int, n_noise_bands: int) -> SynthWork:
+    """Work arrays for blocks of up to ``block`` samples (see :data:`SynthWork`)."""
+    nch = (n_harmonics + KC - 1) // KC
+    nseg = block // hop + 3
+    f32 = np.float32
+    return SynthWork(np.zeros(nch * _CH, f32), np.zeros(16, np.float64),
+                     np.zeros(nseg + 1, np.int64), np.zeros(nseg, np.int64),
+                     np.zeros((nseg, n_noise_bands), f32), np.zeros((nseg, n_noise_bands), f32),
+                     np.zeros(_NW, f32), np.zeros(SUB, f32), np.zeros(block, f32),
+                     np.zeros(block, np.float64))
+
+
 @kernel(**_OPT)
-def render_voices(nframes, sample_rate, hop,
-                  active, start_off, chan, note, vpos, theta, inc,
-                  prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new, frozen,
-                  noise_off, tables,
-                  kill_start, kill_pos, kill_len,
-                  chan_bend, chan_vib, lfo_w, chan_gain, pan_l, pan_r,
-                  scratch, out, bad):
-    """Render ``nframes`` samples of every active slot and add them to ``out[nframes, 2]``.
+def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, work, out):
+    """Render ``nframes`` samples of the active slots ``lo .. hi-1`` of the voice bank ``vs``
+    (:class:`rtsynth.engine.bank.Voices`) and add them to ``out[nframes, 2]``.
 
-    Per slot (``S`` slots): ``active`` int8, ``start_off`` int32 (block offset where a new voice
-    begins, else 0), ``chan`` int32, ``note`` float64 (midi), ``vpos`` int64 (voice clock at the
-    first rendered sample), ``theta``/``inc`` float64, phasors ``zr, zi, rr, ri [S, K]`` float32,
-    controls ``prev_h, cur_h [S, K]``, ``prev_g, cur_g [S, B]``; the frames that start inside
-    this block ``new_h [S, R, K]``, ``new_g [S, R, B]``, ``n_new [S]`` (consumed in order);
-    ``frozen`` int8 (hold controls, no new frames: fade-out copies of stolen voices);
-    ``noise_off`` int64; ``tables [B, L + NOISE_PAD]`` (the noise loops, :func:`noise_layout`); kill fade ``kill_start`` int32 (block offset, -1: none), ``kill_pos``,
-    ``kill_len`` int32. Per channel and sample: ``chan_bend [16, N]`` semitones, ``chan_vib
-    [16, N]`` vibrato depth in semitones of an LFO ``sin(lfo_w * n)`` that runs on each voice's
-    own clock (key-synced, so the output does not depend on when the engine started),
-    ``chan_gain [16, N]``; per channel ``pan_l, pan_r``. ``bad[S]`` int8 is set for a
-    slot whose output was not finite (its output is dropped, the caller resets it).
+    Per slot it reads the synthesis state (clock, phase, controls of the current frame and the
+    frames that start in this block, consumed in order, kill fade) and the note's own bend and
+    vibrato rows; per channel and sample (``rows``: :class:`rtsynth.engine.channels.ChannelRows`)
+    the bend and vibrato depth in semitones (of an LFO ``sin(lfo_w * n)`` on each voice's own
+    clock: key-synced, so the output does not depend on when the engine started) and the gain,
+    per channel the pan. ``tables [B, L + NOISE_PAD]`` are the noise loops
+    (:func:`noise_layout`). ``vs.bad[v]`` is set for a slot whose output was not finite (its
+    output is dropped, the caller frees it).
 
-    The slot arrays may be views of a contiguous slot range of larger arrays (voices split over
-    threads); ``scratch`` and ``out`` must then be per thread.
+    Real-time: allocates nothing (``work``: :func:`make_work`, one per thread; two threads
+    render disjoint slot ranges into their own ``out``).
     """
-    S, K = prev_h.shape
-    B = prev_g.shape[1]
+    K = vs.prev_harm.shape[1]
+    B = vs.prev_noise.shape[1]
     L = tables.shape[1] - NOISE_PAD
     lmask = L - 1
     two_pi = 2.0 * math.pi
     lim = 0.98 * math.pi
     nch = (K + KC - 1) // KC
-    # Local work arrays: they alias nothing, so the compiler can run the loops in SIMD. The
-    # phasors are rebuilt from theta at each block start, so they are not state.
-    wk = np.zeros(nch * _CH, np.float32)
-    tmp = np.empty(16, np.float64)
-    # the noise gains of each control-frame segment of a voice's block (see below)
-    nseg = nframes // hop + 3
-    seg_t = np.empty(nseg + 1, np.int64)
-    seg_n = np.empty(nseg, np.int64)
-    seg_g0 = np.empty((nseg, B), np.float32)
-    seg_dg = np.empty((nseg, B), np.float32)
-    nw = np.empty(_NW, np.float32)
-    alphas = np.empty(SUB, np.float32)
-    hy = np.empty(nframes, np.float32)
-    for v in range(S):
-        if active[v] == 0:
+    # The work arrays: the harmonic and noise loops each read and write one of them at constant
+    # offsets (no aliasing to check), so they run in SIMD. The phasors are rebuilt from theta at
+    # each block start, so they are not state.
+    wk = work.harm
+    tmp = work.powers
+    seg_t = work.seg_start
+    seg_n = work.seg_clock
+    seg_g0 = work.seg_gain
+    seg_dg = work.seg_ramp
+    nw = work.noise
+    alphas = work.alphas
+    hy = work.voice
+    scratch = work.scaled
+    chan_bend = rows.bend
+    chan_vib = rows.vib
+    chan_gain = rows.gain
+    for v in range(lo, hi):
+        if vs.active[v] == 0:
             continue
-        ch = chan[v]
-        t0 = start_off[v]
-        n = vpos[v]
+        ch = vs.chan[v]
+        t0 = vs.start_off[v]
+        n = vs.vpos[v]
         r = 0
-        ks = kill_start[v]
-        kp = kill_pos[v]
-        kl = kill_len[v]
-        fz = frozen[v] != 0
+        kill_at = vs.kill_start[v]
+        fade_done = vs.kill_pos[v]
+        fade_len = vs.kill_len[v]
+        fz = vs.frozen[v] != 0
         # where the kill fade starts and where it ends (the voice stops there)
         last_t = nframes
         kst = nframes
-        if ks >= 0:
-            kst = max(ks, t0)
-            tb = kst + max(kl - kp, 0)
+        if kill_at >= 0:
+            kst = max(kill_at, t0)
+            tb = kst + max(fade_len - fade_done, 0)
             if tb < nframes:
                 last_t = tb
         # phasors at the current sample, from theta and the current increment
-        th = theta[v]
-        w = inc[v]
+        th = vs.theta[v]
+        w = vs.inc[v]
         hmax = _hmax(w, K, lim)
-        nv = note[v]
+        nv = vs.note[v]
         last_pitch = math.nan      # no f0 computed yet for this voice (w is from inc)
         nact = _n_active(hmax, K)
         # chunks whose phasors are current (from th), and whose rotation is for w_rot: rebuilt
@@ -389,13 +405,13 @@ def render_voices(nframes, sample_rate, hop,
         zr_n = 0
         rr_n = 0
         w_rot = w
-        namp = _load_amps(wk, prev_h[v], cur_h[v], K, nch)
+        namp = _load_amps(wk, vs.prev_harm[v], vs.cur_harm[v], K, nch)
         # noise segments: from each frame boundary (and the voice's first sample) on, the
         # gains; the noise is added after the harmonics, a segment at a time
         ns = 0
         seg_t[0] = t0
         seg_n[0] = n
-        _load_gains(seg_g0[0], seg_dg[0], prev_g[v], cur_g[v], B)
+        _load_gains(seg_g0[0], seg_dg[0], vs.prev_noise[v], vs.cur_noise[v], B)
         if fz:
             for j in range(SUB):
                 alphas[j] = np.float32(1.0)
@@ -403,17 +419,17 @@ def render_voices(nframes, sample_rate, hop,
         while t < last_t:
             ph = n % hop
             if ph == 0 and not fz:
-                r = _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new)
-                namp = _load_amps(wk, prev_h[v], cur_h[v], K, nch)
+                r = _next_frame(vs, v, r)
+                namp = _load_amps(wk, vs.prev_harm[v], vs.cur_harm[v], K, nch)
                 if t > seg_t[ns]:
                     ns += 1
                 seg_t[ns] = t
                 seg_n[ns] = n
-                _load_gains(seg_g0[ns], seg_dg[ns], prev_g[v], cur_g[v], B)
+                _load_gains(seg_g0[ns], seg_dg[ns], vs.prev_noise[v], vs.cur_noise[v], B)
             sp = n % SUB
             if sp == 0:
-                vib = chan_vib[ch, t]
-                pitch = nv + chan_bend[ch, t]
+                vib = chan_vib[ch, t] + vs.vib_row[v, t]
+                pitch = nv + chan_bend[ch, t] + vs.bend_row[v, t]
                 if vib != 0.0:
                     pitch += vib * math.sin(lfo_w * n)
                 if pitch != last_pitch:
@@ -424,7 +440,7 @@ def render_voices(nframes, sample_rate, hop,
                     if hm != hmax:
                         hmax = hm
                         zr_n = 0           # harmonics cut or let in: phasors from theta
-                inc[v] = w
+                vs.inc[v] = w
                 nact = _n_active(hmax, K)
                 if w != w_rot:
                     w_rot = w
@@ -458,25 +474,26 @@ def render_voices(nframes, sample_rate, hop,
             while c < te:
                 mm = min(NOISE_PAD, te - c)
                 nc = seg_n[k] + (c - ts)
-                _noise_segment(seg_g0[k], seg_dg[k], tables, (noise_off[v] + nc) & lmask,
+                _noise_segment(seg_g0[k], seg_dg[k], tables, (vs.noise_off[v] + nc) & lmask,
                                nc % hop, hop, fz, mm, nw, hy, c)
                 c += mm
         if last_t < nframes:
             # the fade ended at last_t: that sample still takes its control frame and f0
             if n % hop == 0 and not fz:
-                r = _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new)
+                r = _next_frame(vs, v, r)
             if n % SUB == 0:
-                pitch = nv + chan_bend[ch, last_t] + chan_vib[ch, last_t] * math.sin(lfo_w * n)
-                inc[v] = two_pi * (440.0 * 2.0 ** ((pitch - 69.0) / 12.0)) / sample_rate
-        theta[v] = th
-        vpos[v] = n
-        if ks >= 0:
-            kp_end = kp + max(0, last_t - kst)
-            kill_pos[v] = kp_end
-            kill_start[v] = 0
-            if kp_end >= kl:
-                active[v] = 0
-        start_off[v] = 0
+                pitch = (nv + chan_bend[ch, last_t] + vs.bend_row[v, last_t]
+                         + (chan_vib[ch, last_t] + vs.vib_row[v, last_t]) * math.sin(lfo_w * n))
+                vs.inc[v] = two_pi * (440.0 * 2.0 ** ((pitch - 69.0) / 12.0)) / sample_rate
+        vs.theta[v] = th
+        vs.vpos[v] = n
+        if kill_at >= 0:
+            fade_end = fade_done + max(0, last_t - kst)
+            vs.kill_pos[v] = fade_end
+            vs.kill_start[v] = 0
+            if fade_end >= fade_len:
+                vs.active[v] = 0
+        vs.start_off[v] = 0
         # gain and kill fade, in float64
         for t in range(t0):
             scratch[t] = 0.0
@@ -484,17 +501,17 @@ def render_voices(nframes, sample_rate, hop,
         for t in range(t0, e1):
             scratch[t] = hy[t] * chan_gain[ch, t]
         for t in range(max(e1, t0), last_t):
-            scratch[t] = hy[t] * (chan_gain[ch, t] * (1.0 - (kp + (t - kst)) / kl))
+            scratch[t] = hy[t] * (chan_gain[ch, t] * (1.0 - (fade_done + (t - kst)) / fade_len))
         for t in range(max(last_t, t0), nframes):
             scratch[t] = 0.0
         acc = 0.0
         for t in range(t0, last_t):
             acc += scratch[t]
         if not math.isfinite(acc):
-            bad[v] = 1
+            vs.bad[v] = 1
             continue
-        pl = pan_l[ch]
-        pr = pan_r[ch]
+        pl = rows.pan_l[ch]
+        pr = rows.pan_r[ch]
         for t in range(t0, last_t):
             out[t, 0] += scratch[t] * pl
             out[t, 1] += scratch[t] * pr
