@@ -135,6 +135,7 @@ def test_bench_quick_end_to_end(tmp_path):
     for label, row in res["synths"].items():
         assert not row["errors"], (label, row["errors"], r.stderr[-2000:])
         assert row["latency"]["128"]["n"] >= 50, label
+        assert row["felt"]["128"]["heard"] >= 12, label
         assert row["startup"]["first_sound_s"] > 0
         assert "dropouts" in row["load"]
         assert row["capacity"]["steps"]
@@ -226,3 +227,19 @@ def test_render_row_is_the_median_run():
     assert row["x_realtime"] == 20.0 and row["wall_s"] == 1.5
     assert row["runs_x"] == [10.0, None, 30.0, 20.0]
     assert median_run([{"file": "a.mid", "error": "exit 1"}])["error"] == "exit 1"
+
+
+@pytest.mark.parametrize("delay", [0, 150])
+def test_felt_latency_of_known_delay(tmp_path, delay):
+    """A sine that starts exactly ``delay`` frames after each note-on, from phase 0: the first
+    sample above 2% of its peak is one or two frames later, for every key of 60-83."""
+    spec = delay_spec(delay, wave="sine", label="known")
+    res = bench(tmp_path, [spec], ["felt"], felt_repeats=1)
+    row = res["synths"]["known"]
+    assert not row["errors"], row["errors"]
+    felt = row["felt"]["128"]
+    assert felt["heard"] >= 20 and set(felt["keys"]) <= set(range(60, 84))
+    assert delay <= felt["min"] and felt["max"] <= delay + 3, felt["frames"]
+    assert felt["median_ms"] == pytest.approx(felt["median"] / 48.0)
+    table = report.table_rows(res)[1]
+    assert any(r[0].startswith("felt latency median") for r in table)

@@ -47,8 +47,12 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="voice counts tried for capacity, in order (stops at the first failure)")
     p.add_argument("--capacity-seconds", type=float, default=None,
                    help="hold per capacity step (default 5, quick 2)")
-    p.add_argument("--rows", default="startup,latency,load,capacity,render",
-                   help="comma-separated subset of startup,latency,load,capacity,render")
+    p.add_argument("--rows", default="startup,felt,latency,load,capacity,render",
+                   help="comma-separated subset of startup,felt,latency,load,capacity,render "
+                        "(felt: note-on to 2%% of the note's peak, keys 60-83, FluidSynth on "
+                        "GM program 73)")
+    p.add_argument("--felt-repeats", type=int, default=None,
+                   help="felt latency: each key this many times (default 2, quick 1)")
     p.add_argument("--render-runs", type=int, default=None,
                    help="runs of each render per synth, taking turns; the median is reported "
                         "(default 3, quick 1)")
@@ -109,7 +113,7 @@ def run(args) -> int:
                       "(apt-get install jackd2)")
             return 2
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip())
-    bad = set(rows) - {"startup", "latency", "load", "capacity", "render"}
+    bad = set(rows) - {"startup", "felt", "latency", "load", "capacity", "render"}
     if bad:
         err.print(f"rtsynth bench: unknown rows {', '.join(sorted(bad))}")
         return 2
@@ -119,6 +123,7 @@ def run(args) -> int:
                       load_seconds=args.seconds, load_voices=args.voices,
                       capacity_steps=args.capacity_steps,
                       capacity_seconds=args.capacity_seconds, rows=rows,
+                      felt_repeats=args.felt_repeats,
                       render="render" in rows, render_runs=args.render_runs,
                       private_server=args.private_server,
                       rtsynth_args=play_args(args),

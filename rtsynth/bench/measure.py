@@ -96,6 +96,53 @@ def measure_latency(live: LiveSynth, n_notes: int = 200, spacing: int = 4800, le
     return out
 
 
+# -- 1b. felt latency ---------------------------------------------------------------------------
+
+FELT_NOTES = tuple(range(60, 84))    # C4..B5: a flute's range
+FELT_REL = 0.02                      # "audible": the first sample above 2% of the note's peak
+FELT_PROGRAM = 73                    # GM flute (FluidSynth's preset for the flute models)
+
+
+def measure_felt_latency(live: LiveSynth, repeats: int = 2, spacing: int = 24000,
+                         length: int = 14400, program: int | None = FELT_PROGRAM,
+                         notes=FELT_NOTES, seed: int = 0, rel: float = FELT_REL) -> dict:
+    """What a player feels: note-on to the first sample above ``rel`` of the note's own peak
+    (over its held part), for every key of ``notes`` ``repeats`` times, one note at a time at
+    every position inside a block, CC120 between notes. ``program`` is sent on channel 0 (a
+    GM synth plays that preset; rtsynth's instrument ignores it). Reverb must be off."""
+    rig = live.rig
+    sr, bs = rig.sample_rate, rig.blocksize
+    first = 4 * bs
+    pitches = [p for _ in range(repeats) for p in notes]
+    rng = np.random.default_rng(seed)
+    rng.shuffle(pitches)
+    ev, on = note_schedule(len(pitches), spacing, length, first=first, pitches=pitches,
+                           jitter=bs, seed=seed)
+    pe = _program_events(program)
+    ev = pe + ev
+    on = [i + len(pe) for i in on]
+    res = rig.run(ev, first + len(pitches) * spacing + spacing)
+    m = res.mono
+    starts = res.event_frames[on]
+    lat, kept, keys = [], [], []
+    for s, p in zip(starts, pitches):
+        s = int(s)
+        if s < bs or s + length > len(m) or not res.recorded[s - bs:s + length].all():
+            continue
+        peak = float(m[s:s + length].max())
+        if peak <= 1e-4:
+            continue
+        hit = np.flatnonzero(m[s - bs:s + length] > rel * peak)
+        lat.append(int(hit[0]) - bs)
+        kept.append(s)
+        keys.append(p)
+    out = summarize(lat, sr)
+    out.update(block=bs, sample_rate=sr, notes=len(pitches), heard=len(lat), rel=rel,
+               program=program, frames=lat, keys=keys,
+               offsets_in_block=[int((s + res.start) % bs) for s in kept])
+    return out
+
+
 # -- 2./3. held voices: dropouts under load, capacity ------------------------------------------
 
 def held_stream(k: int, seconds: float, sr: int, first: int, *, program: int | None = None,

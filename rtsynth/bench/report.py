@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .runner import MAIN_BLOCK, METRICS, metric
+from .runner import MAIN_BLOCK, METRICS, PER_BLOCK, metric
 
 
 def _fmt(v, unit: str) -> str:
@@ -29,16 +29,16 @@ def table_rows(res: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     blocks = res["meta"]["blocks"]
     for key, label, path, unit, _ in METRICS:
-        bl = blocks if path[0] == "latency" else [MAIN_BLOCK if MAIN_BLOCK in blocks
+        bl = blocks if path[0] in PER_BLOCK else [MAIN_BLOCK if MAIN_BLOCK in blocks
                                                   else blocks[0]]
         for b in bl:
             vals = [metric(res["synths"][s], path, b) for s in synths]
             if all(v is None for v in vals):
                 continue
-            name = f"{label} @{b}" if path[0] == "latency" else label
+            name = f"{label} @{b}" if path[0] in PER_BLOCK else label
             rat = []
             for rk in ratio_keys:
-                if path[0] == "latency":  # per block: ratio (when both > 0) and difference
+                if path[0] in PER_BLOCK:  # per block: ratio (when both > 0) and difference
                     a = vals[synths.index(rk.split(" / ")[0])]
                     f = vals[synths.index(rk.split(" / ")[1])]
                     r = a / f if a is not None and f is not None and f > 0 and a >= 0 else None

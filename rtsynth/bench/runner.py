@@ -34,7 +34,8 @@ class BenchConfig:
     render: bool = True
     render_repeat: int | None = None         # a longer file too (full: the chorale x8)
     render_runs: int | None = None           # runs per file and synth, interleaved (median)
-    rows: tuple[str, ...] = ("startup", "latency", "load", "capacity", "render")
+    rows: tuple[str, ...] = ("startup", "felt", "latency", "load", "capacity", "render")
+    felt_repeats: int | None = None          # each key of 60-83 this often (default 2, quick 1)
     private_server: bool = False             # always start our own, even if one runs
     python: str = sys.executable
     rtsynth_args: list[str] = field(default_factory=list)   # every `rtsynth play` gets these
@@ -58,6 +59,8 @@ class BenchConfig:
             self.capacity_retry = True
         if self.render_repeat is None:
             self.render_repeat = 1 if q else 8
+        if self.felt_repeats is None:
+            self.felt_repeats = 1 if q else 2
         if self.render_runs is None:
             self.render_runs = 1 if q else 3
         return self
@@ -209,7 +212,7 @@ def _run_on_server(cfg, specs, res, server, env, log, servername, blocks):
         for spec in specs:
             r = res["synths"][spec.label]
             # start-up + latency, in one process, dry
-            if "latency" in cfg.rows or "startup" in cfg.rows:
+            if "latency" in cfg.rows or "startup" in cfg.rows or "felt" in cfg.rows:
                 for attempt in (1, 2):  # a synth that fails to start gets one more chance
                     err = _startup_latency(cfg, spec, env, rig, block, main, r, log)
                     if err is None:
@@ -244,6 +247,11 @@ def _startup_latency(cfg, spec, env, rig, block, main, r, log) -> str | None:
         st = M.measure_startup(live, timeout=120.0)
         if main or "startup" not in r:
             r["startup"] = dict(st, block=block)
+        if "felt" in cfg.rows:
+            log(f"[{block}] felt latency, notes 60-83 x{cfg.felt_repeats}: {spec.label}")
+            r.setdefault("felt", {})[str(block)] = M.measure_felt_latency(
+                live, repeats=cfg.felt_repeats,
+                program=M.FELT_PROGRAM if spec.kind == "fluidsynth" else None)
         if "latency" in cfg.rows:
             log(f"[{block}] latency, {cfg.notes} notes: {spec.label}")
             spacing = max(4800, 12 * block)
@@ -322,6 +330,9 @@ def _get(d, *path):
 
 METRICS = [
     # key, label, path (block "{b}" filled in), unit, better ("lower"/"higher")
+    ("felt_median_ms", "felt latency median (2% of peak)", ("felt", "{b}", "median_ms"), "ms",
+     "lower"),
+    ("felt_p99_ms", "felt latency p99", ("felt", "{b}", "p99_ms"), "ms", "lower"),
     ("latency_median_ms", "latency median", ("latency", "{b}", "median_ms"), "ms", "lower"),
     ("latency_p99_ms", "latency p99", ("latency", "{b}", "p99_ms"), "ms", "lower"),
     ("latency_max_ms", "latency max", ("latency", "{b}", "max_ms"), "ms", "lower"),
@@ -339,6 +350,10 @@ METRICS = [
      "higher"),
     ("startup_s", "start-up to first sound", ("startup", "first_sound_s"), "s", "lower"),
 ]
+
+
+#: rows measured at every block size
+PER_BLOCK = ("latency", "felt")
 
 
 def metric(synth_row: dict, path, block: int) -> float | None:
@@ -364,7 +379,7 @@ def ratios(res: dict) -> dict:
             a, f = metric(row, path, b), metric(res["synths"][peer], path, b)
             ok = a is not None and f is not None and f > 0 and a >= 0
             rr[key] = (a / f) if ok else None
-            if path[0] == "latency" and a is not None and f is not None:
+            if path[0] in PER_BLOCK and a is not None and f is not None:
                 # latencies can be <= 0 (FluidSynth sounds from the start of the block an event
                 # arrives in): the difference is the meaningful comparison
                 rr[key + "_minus_peer"] = a - f
