@@ -65,7 +65,124 @@ def test_missing_model_path(tmp_path, good_mid):
 def test_unknown_instrument_name(tmp_path, good_mid):
     line = one_clear_line(run_cli("render", str(good_mid), "-o", str(tmp_path / "x.wav"),
                                   "-i", "kazoo"))
-    assert "unknown instrument 'kazoo'" in line and "basic" in line
+    assert "unknown instrument 'kazoo'" in line and "-i help" in line
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_unknown_instrument_suggests_the_nearest_names(tmp_path, good_mid):
+    from rtsynth.instruments import available_instruments
+    names = available_instruments()
+    for typo, meant in (("flute-lte", "flute-lite"), ("trumpt", "trumpet"), ("basc", "basic")):
+        if meant not in names:
+            continue
+        line = one_clear_line(run_cli("render", str(good_mid), "-o", str(tmp_path / "x.wav"),
+                                      "-i", typo))
+        assert f"unknown instrument {typo!r}; did you mean {meant!r}" in line, line
+
+
+def _instrument_lines(out: str) -> dict[str, str]:
+    rows = [l.split(None, 1) for l in out.splitlines() if l.startswith("  ")]
+    return {r[0]: r[1] for r in rows if len(r) == 2}
+
+
+def test_instrument_help_lists_each_with_a_description():
+    """``-i help`` (FluidSynth's ``help`` as a value): one line per instrument, exit 0, whatever
+    else the command line lacks (render's -o)."""
+    import json
+
+    from rtsynth.instruments import (available_instruments, default_instrument,
+                                     instrument_folders)
+    for cmd in ("render", "play"):
+        r = run_cli(cmd, "-i", "help")
+        assert r.returncode == 0, r.stderr
+        rows = _instrument_lines(r.stdout)
+        assert list(rows) == available_instruments()
+        assert "no neural network" in rows["basic"]
+        for name, folder in instrument_folders().items():
+            cfg = json.loads((folder / "config.json").read_text())
+            assert rows[name].startswith(cfg["description"]), (name, rows[name])
+            assert "k parameters" in rows[name]
+        assert rows[default_instrument()].endswith("[default]")
+        assert sum(l.endswith("[default]") for l in rows.values()) == 1
+
+
+def test_user_models_folder(tmp_path):
+    """A model folder under $XDG_DATA_HOME/rtsynth/models plays by its name, is listed by
+    ``devices`` and ``-i help``, and renders what the same model renders from its shipped place."""
+    import os
+    import shutil
+
+    import soundfile as sf
+
+    from rtsynth.instruments import default_instrument, instrument_folders
+    name = default_instrument()
+    if name == "basic":
+        pytest.skip("no shipped model")
+    user = tmp_path / "data" / "rtsynth" / "models" / "my-model"
+    shutil.copytree(instrument_folders()[name], user)
+    env = dict(os.environ, XDG_DATA_HOME=str(tmp_path / "data"))
+    r = run_cli("devices", env=env)
+    assert r.returncode == 0, r.stderr
+    inst_line = next(l for l in r.stdout.splitlines() if l.startswith("Instruments"))
+    assert "my-model" in inst_line and f"User models folder: {user.parent}" in r.stdout
+    r = run_cli("render", "-i", "help", env=env)
+    assert f"[user: {user}]" in _instrument_lines(r.stdout)["my-model"]
+    outs = []
+    for i in ("my-model", name):
+        o = tmp_path / f"{i}.wav"
+        r = run_cli("render", "--demo", "-q", "-o", str(o), "-i", i, env=env)
+        assert r.returncode == 0, r.stderr
+        outs.append(sf.read(o, dtype="float32")[0])
+    # the same model: the same samples, up to a 24-bit LSB (a render that JIT-compiles its
+    # kernels afresh can differ from one that loads them compiled by that much)
+    assert np.abs(outs[0] - outs[1]).max() <= 4 * 2.0 ** -23 and np.abs(outs[0]).max() > 0.01
+    # without it, the name is unknown again
+    r = run_cli("render", "--demo", "-o", str(tmp_path / "x.wav"), "-i", "my-model")
+    assert "unknown instrument 'my-model'" in one_clear_line(r)
+
+
+def test_a_broken_subcommand_module_fails_loudly(monkeypatch):
+    """A subcommand module that cannot be imported stops ``rtsynth`` with its ImportError
+    instead of silently vanishing from the commands."""
+    from rtsynth import cli
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert {"play", "render", "devices", "train", "bench"} <= set(commands)
+    assert len(commands) == 3 + len(cli.SUBCOMMAND_MODULES)
+    for name in cli.SUBCOMMAND_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)      # what a failing import leaves
+        with pytest.raises(ImportError, match=name):
+            cli.build_parser()
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_render_imports_no_test_harness(tmp_path):
+    """``rtsynth render`` runs on the package proper: no test fixtures, no JACK test rig."""
+    log = tmp_path / "modules.txt"
+    r = subprocess.run(with_modules_logged(log, "render", "--demo", "-q", "-i", "basic", "-o",
+                                           str(tmp_path / "x.wav")),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert harness_modules(log) == []
+
+
+#: test-harness modules (``rtsynth.bench.cli`` is only the bench subcommand's parser)
+HARNESS = ("rtsynth.testing", "rtsynth.jackserver", "rtsynth.bench.", "pytest", "_pytest")
+
+
+def with_modules_logged(log, *args) -> list[str]:
+    """A command line running ``rtsynth ARGS`` that writes every module it imported to ``log``
+    at exit."""
+    code = ("import atexit, runpy, sys\n"
+            f"atexit.register(lambda: open({str(log)!r}, 'w').write('\\n'.join(sys.modules)))\n"
+            f"sys.argv = ['rtsynth', *{list(args)!r}]\n"
+            "runpy.run_module('rtsynth.cli', run_name='__main__')\n")
+    return [sys.executable, "-c", code]
+
+
+def harness_modules(log) -> list[str]:
+    mods = log.read_text().split()
+    assert "rtsynth.instruments" in mods      # it ran
+    return [m for m in mods if m.startswith(HARNESS) and m != "rtsynth.bench.cli"]
 
 
 def test_bad_output_extension(tmp_path, good_mid):

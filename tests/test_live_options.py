@@ -194,15 +194,16 @@ def test_sync_late_block_counts_as_underrun(jack_server, jack_rig, tmp_path):
 
 
 def test_play_mode_selection():
-    """JACK: --sync / --buffered / --ahead choose the mode, the default is SYNC_DEFAULT_JACK;
-    PortAudio always renders ahead; contradictory options are refused."""
+    """JACK: --sync / --buffered / --ahead choose the mode, the default is the ring (buffered,
+    as README and TEAM.md say); PortAudio always renders ahead; contradictory options are
+    refused."""
     import pytest
 
-    from rtsynth.cli import SYNC_DEFAULT_JACK, UserError, _play_mode, build_parser
+    from rtsynth.cli import UserError, _play_mode, build_parser
 
     def mode(*argv, driver="jack"):
         return _play_mode(build_parser().parse_args(["play", *argv]), driver)
-    assert mode() is SYNC_DEFAULT_JACK
+    assert mode() is False
     assert mode("--sync") is True
     assert mode("--buffered") is False and mode("--ahead", "2") is False
     assert mode(driver="portaudio") is False
@@ -219,6 +220,23 @@ def test_play_mode_selection():
     for bad in ("-1", "fast", "1.5"):
         with pytest.raises(UserError, match="--ahead"):
             _ahead(bad, "jack")
+
+
+def test_default_mode_on_jack_is_buffered_and_imports_no_test_harness(jack_server, tmp_path):
+    """`rtsynth play` with no mode option on JACK: the ring, one block ahead (``--ahead auto``),
+    as it says on the latency line and in the stats; and it runs on the package proper."""
+    import json
+    from test_cli import harness_modules, with_modules_logged
+    log, stats = tmp_path / "modules.txt", tmp_path / "stats.json"
+    cmd = with_modules_logged(log, "play", "-i", "basic", "--stats-json", str(stats))
+    with ManagedProcess(cmd, env=dict(jack_server.env, PYTHONUNBUFFERED="1"),
+                        ready=r"rtsynth: latency", ready_timeout=120) as p:
+        line = next(l for _, l in p.lines if "latency MIDI->audio" in l)
+        assert p.stop() == 0
+    st = json.loads(stats.read_text())
+    assert st["sync"] is False and st["latency_frames"] == st["block"] == 128
+    assert "buffered: 1 block rendered ahead" in line and "up to 3" in line
+    assert harness_modules(log) == []
 
 
 def test_buffered_mode_latency_on_jack(jack_server):
