@@ -1,0 +1,142 @@
+"""What the rack costs: ``python -m rtsynth.host.bench``.
+
+- per block (live engine, block 128): one neural instrument alone with 32 voices, against the
+  rack with the same instrument and voices on channel 1, an LV2 synth (synthv1) with 8 notes on
+  channel 2 and two LV2 effects on the master (x42 fil4 EQ and x42 dpl limiter); medians of
+  interleaved rounds;
+- a 4-part GM file with program changes (violin, flute, trumpet, cello; 60 s) rendered by
+  ``rtsynth render`` and by FluidSynth (FluidR3 GM), the same run, medians of 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SYNTHV1 = "http://synthv1.sourceforge.net/lv2"
+FX = [("http://gareus.org/oss/lv2/fil4#stereo", {}), ("http://gareus.org/oss/lv2/dpl#stereo",
+                                                      {"threshold": -1})]
+
+
+def _args(**kw):
+    a = argparse.Namespace(sample_rate=None, gain=0.5, reverb=0.12, polyphony=32,
+                           timbre_cc=None, instrument=None, gm=False)
+    a.__dict__.update(kw)
+    return a
+
+
+def block_costs(instrument: str = "flute-lite", block: int = 128, blocks: int = 400,
+                rounds: int = 5) -> dict:
+    from ..engine import Engine
+    from ..instruments import load_instrument
+    from .wiring import build_rack
+
+    alone = Engine(load_instrument(instrument), block=block, n_slots=32)
+    rack = build_rack(_args(), block, None, False, {0: instrument, 1: f"lv2:{SYNTHV1}"}, FX)
+    alone.warmup()
+    rack.warmup()
+
+    def hold(e, rack_mode):
+        t = e.time
+        for i in range(32):
+            e.push(t, (0x90, 48 + i, 90))
+        if rack_mode:
+            for i in range(8):
+                e.push(t, (0x91, 60 + 2 * i, 90))
+        for _ in range(20):
+            e.render()
+
+    hold(alone, False)
+    hold(rack, True)
+    res = {"alone": [], "rack": []}
+    for _ in range(rounds):
+        for name, e in (("alone", alone), ("rack", rack)):
+            ts = np.zeros(blocks)
+            for k in range(blocks):
+                t0 = time.perf_counter()
+                e.render()
+                ts[k] = time.perf_counter() - t0
+            res[name].append(float(np.median(ts)) * 1e3)
+    voices = {"alone": alone.active_voices, "rack": rack.active_voices}
+    rack.close()
+    return {"block": block, "instrument": instrument,
+            "alone_ms": statistics.median(res["alone"]), "rack_ms": statistics.median(res["rack"]),
+            "rounds_ms": res, "voices": voices, "budget_ms": block / 48000 * 1e3}
+
+
+def gm_file(path: Path, seconds: float = 60.0) -> Path:
+    import mido
+    parts = [(0, 40, [76, 74, 72, 71, 72, 74, 76, 79]), (1, 73, [72, 71, 69, 67, 69, 71, 72, 74]),
+             (2, 56, [64, 65, 64, 62, 64, 65, 67, 65]), (3, 42, [48, 43, 45, 40, 41, 43, 48, 43])]
+    mf = mido.MidiFile(type=1, ticks_per_beat=480)
+    t0 = mido.MidiTrack()
+    mf.tracks.append(t0)
+    t0.append(mido.MetaMessage("set_tempo", tempo=500000))
+    reps = int(seconds / (8 * 0.5))
+    for ch, prog, notes in parts:
+        tr = mido.MidiTrack()
+        mf.tracks.append(tr)
+        tr.append(mido.Message("program_change", channel=ch, program=prog, time=0))
+        for _ in range(reps):
+            for n in notes:
+                tr.append(mido.Message("note_on", channel=ch, note=n, velocity=90, time=0))
+                tr.append(mido.Message("note_off", channel=ch, note=n, velocity=0, time=480))
+    mf.save(path)
+    return path
+
+
+def render_speed(seconds: float = 60.0, runs: int = 3) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="rtsynth-bench-"))
+    try:
+        mid = gm_file(tmp / "gm4.mid", seconds)
+        ours, fluid = [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "rtsynth.cli", "render", str(mid), "-o",
+                            str(tmp / "ours.wav"), "-q"], check=True, capture_output=True)
+            ours.append(time.perf_counter() - t0)
+            if shutil.which("fluidsynth"):
+                t0 = time.perf_counter()
+                subprocess.run(["fluidsynth", "-ni", "-g", "0.5", "-r", "48000", "-F",
+                                str(tmp / "fluid.wav"), "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+                                str(mid)], check=True, capture_output=True)
+                fluid.append(time.perf_counter() - t0)
+        import soundfile as sf
+        dur = sf.info(str(tmp / "ours.wav")).duration
+        out = {"audio_s": dur, "rtsynth_s": statistics.median(ours), "runs": runs,
+               "rtsynth_x": dur / statistics.median(ours)}
+        if fluid:
+            fd = sf.info(str(tmp / "fluid.wav")).duration
+            out.update(fluidsynth_s=statistics.median(fluid),
+                       fluidsynth_x=fd / statistics.median(fluid))
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m rtsynth.host.bench", description=__doc__)
+    ap.add_argument("--instrument", default="flute-lite")
+    ap.add_argument("--blocks", type=int, default=400)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--skip-render", action="store_true")
+    a = ap.parse_args(argv)
+    out = {"block": block_costs(a.instrument, blocks=a.blocks)}
+    print(json.dumps(out["block"], indent=1), flush=True)
+    if not a.skip_render:
+        out["render"] = render_speed(a.seconds)
+        print(json.dumps(out["render"], indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
