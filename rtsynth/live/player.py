@@ -1,6 +1,6 @@
 """Live playing: a generator thread renders ahead into a ring; the audio callback copies from it.
 
-Real-time rules (DESIGN.md), as they apply here:
+Real-time rules (docs/TEAM.md, 'Real-time path'), as they apply here:
 
 - The audio callback (:meth:`Player.pull`) copies from the preallocated ring and does nothing
   else: no allocation of buffers, no locks, no logging, no torch, no MIDI parsing. It counts
