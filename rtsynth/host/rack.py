@@ -195,6 +195,56 @@ class LV2Part:
         self.inst.close()
 
 
+class MultiOut:
+    """The parts' blocks for ``--multi-out``: the rack writes each part's block into a ring
+    indexed by the frames it has rendered (the player's write position: both count every
+    rendered frame from the first block on); the JACK callback copies the frames the master
+    pair just played (``copy``) into each part's pair. Preallocated; no allocation per block
+    beyond the port arrays JACK hands out."""
+
+    def __init__(self, rack: "Rack"):
+        self.parts = list(rack.part_list)
+        names = []
+        for p in self.parts:
+            ch = getattr(p, "own_channel", None)
+            label = f"ch{ch + 1}" if ch is not None else "other"
+            names += [f"{label}_L", f"{label}_R"]
+        self.port_names = names
+        cap = 1
+        while cap < 16 * rack.block:
+            cap *= 2
+        self.cap = cap
+        self.ring = np.zeros((len(self.parts), 2, cap), np.float32)
+        self.w = 0
+
+    def write(self, outs, n: int) -> None:
+        i = self.w & (self.cap - 1)
+        k = min(n, self.cap - i)
+        ring = self.ring
+        for j in range(len(self.parts)):
+            o = outs[j]
+            ring[j, :, i:i + k] = o[:k].T
+            if k < n:
+                ring[j, :, :n - k] = o[k:].T
+        self.w += n
+
+    def copy(self, r0: int, r1: int, frames: int, ports) -> None:
+        """The frames ``r0 .. r0+frames`` of each part into its two ``ports`` (JACK ports),
+        silence where the master pair played none (an underrun)."""
+        ok = r1 - r0 == frames and r0 + frames <= self.w and self.w - r0 <= self.cap
+        i = r0 & (self.cap - 1)
+        k = min(frames, self.cap - i)
+        for j in range(len(self.parts)):
+            for c in range(2):
+                dst = ports[2 * j + c].get_array()
+                if ok:
+                    src = self.ring[j, c]
+                    dst[:k] = src[i:i + k]
+                    dst[k:frames] = src[:frames - k]
+                else:
+                    dst[:frames] = 0.0
+
+
 class _RackInstrument:
     """What ``engine.inst`` tells the CLI about a rack."""
 
@@ -254,13 +304,14 @@ class Rack:
         self._stats = {"events": 0, "bad_messages": 0, "muted_percussion": 0}
         self.inst = _RackInstrument(self)
         self.stems = None                     # :class:`~rtsynth.host.stems.Stems` (render)
+        self.multi_out: MultiOut | None = None   # live --multi-out (JACK): :meth:`open_multi_out`
         for ch in range(16):
             if self.program[ch] is not None and ch in self.channel_specs:
                 self._part(self.program[ch], ch)
         for name in preload:
-            for ch in (range(16) if self.per_channel else [None]):
-                if ch is None or ch != gm.PERCUSSION_CHANNEL:
-                    self._part(name, ch)
+            # per channel (live multi-out): the channels without a part of their own share
+            # one part per instrument, keyed (name, None)
+            self._part(name, None)
         if self.program[gm.PERCUSSION_CHANNEL] is None:
             self.percussion_muted = True
         else:
@@ -288,7 +339,7 @@ class Rack:
                 p = LV2Part(uri, self.sr, self.block, self.gain, self.lv2_controls.get(uri))
             else:
                 p = EnginePart(name, self._make_engine(name))
-            p.engine_time = None
+            p.own_channel = ch if self.per_channel else None
             self._sync_time(p)
             self.parts[key] = p
             self.part_list.append(p)
@@ -312,6 +363,12 @@ class Rack:
     def _follows_programs(self, ch: int) -> bool:
         return ch not in self.channel_specs and self.force is None \
             and ch != gm.PERCUSSION_CHANNEL
+
+    def open_multi_out(self) -> "MultiOut":
+        """Each part's own stereo pair for the JACK driver (``ch1_L``, ``ch1_R``, ...; the
+        shared part of the channels without one: ``other_L``, ``other_R``)."""
+        self.multi_out = MultiOut(self)
+        return self.multi_out
 
     # -------------------------------------------------------------- input
     def push(self, when: int, message) -> None:
@@ -347,6 +404,8 @@ class Rack:
                               "instrument with --channel 10=lv2:URI")
                 return
             p = self.parts.get(self._key(name, ch))
+            if p is None and self.per_channel and not self.lazy:
+                p = self.parts.get((name, None))
             if p is None:
                 if not self.lazy:
                     return               # not built (live: cannot load on the audio path)
@@ -368,14 +427,18 @@ class Rack:
         out = self.out[:n]
         out[:] = 0.0
         st = self.stems
-        if st is None:
+        mo = self.multi_out
+        if st is None and mo is None:
             for p in self.part_list:
                 np.add(out, p.render(n), out=out)
         else:
             outs = [p.render(n) for p in self.part_list]
             for o in outs:
                 np.add(out, o, out=out)
-            st.capture(outs, n)
+            if st is not None:
+                st.capture(outs, n)
+            if mo is not None:
+                mo.write(outs, n)
         if self.use_master:
             if not self.defer_master:
                 self.master_block(out)

@@ -149,6 +149,10 @@ def _host_engine(args, block, device_rate, offline, plain):
     _check_fx(fx_specs)
     rack = build_rack(args, block, device_rate, offline, specs, fx_specs,
                       per_channel=bool(stems) or bool(multi), controllers=controllers)
+    if multi:
+        if getattr(args, "driver", "auto") == "portaudio":
+            raise PresetError("--multi-out needs the JACK driver")
+        rack.open_multi_out()
     if stems:
         from .stems import Stems
         rack.stems = Stems(stems, rack, getattr(args, "output", None))

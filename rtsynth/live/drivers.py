@@ -120,8 +120,9 @@ class JackDriver:
         self.midi_ports = midi_ports
         self.hw_midi = hw_midi
         self.reconnect_timeout = float(reconnect_timeout)
-        #: audio output port names (short)
-        self.out_names = list(OUT_PORTS)
+        #: audio output port names (short); a rack's --multi-out pairs after the master pair
+        self.multi_out = getattr(player.engine, "multi_out", None)
+        self.out_names = list(OUT_PORTS) + list(getattr(self.multi_out, "port_names", []))
         #: connections of our ports, (our port's short name, the other port's full name),
         #: kept up to date by the server's port-connect callback, restored after a restart
         self.connections: set[tuple[str, str]] = set()
@@ -163,6 +164,7 @@ class JackDriver:
         self.midi = c.midi_inports.register(MIDI_PORT)
         self.outs = [c.outports.register(n) for n in self.out_names]
         out_l, out_r = self.outs[:2]
+        multi, multi_ports = self.multi_out, self.outs[2:]
         midi = self.midi
         cycle = player.cycle
         at_frame = player.midi_at_frame
@@ -176,7 +178,10 @@ class JackDriver:
                 # an event may hold several messages; JACK's buffer indexes as bytes, not ints
                 for m in split(bytes(data)):
                     at_frame(offset, m)
+            r0 = player.r
             cycle(out_l.get_array(), out_r.get_array(), frames)
+            if multi is not None:
+                multi.copy(r0, player.r, frames, multi_ports)   # each part's own pair
 
         def xrun(delay):
             player.server_xrun()
