@@ -56,7 +56,6 @@ class NeuralInstrument(StreamingInstrument):
             self._anchors = None
             self.z = None
         self.timbre_position = 0.0
-        self.n_nan_resets = 0
         #: muted when its controls are not finite or absurd (:mod:`rtsynth.nn.guard`)
         self.guard = OutputGuard(name)
 
@@ -155,7 +154,6 @@ class NeuralInstrument(StreamingInstrument):
         z = None if self.z is None else self.z[None, :]
         bad = self._fast.step(features, z, slots, out_harm, out_noise)
         if bad.any():
-            self.n_nan_resets += int(bad.sum())
             self.guard.check(bad, n, out_harm, out_noise)
 
     # --- timbre (VAE models) --------------------------------------------------------------------
@@ -221,5 +219,4 @@ class _Stepper:
         z = None if self.inst.z is None else self.inst.z[None, :]
         bad = self.fast.step(features, z, slots, out_harm, out_noise)
         if bad.any():
-            self.inst.n_nan_resets += int(bad.sum())
             guard.check(bad, len(slots), out_harm, out_noise)
