@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 action="${1:-}"; [ $# -gt 0 ] && shift
 
-APT_PACKAGES=(python3-venv python3-dev gcc libportaudio2 libsndfile1 jackd2 fluidsynth fluid-soundfont-gm liblilv-0-0 lilv-utils swh-lv2 x42-plugins synthv1-lv2)
+APT_PACKAGES=(python3-venv python3-dev gcc libportaudio2 libsndfile1 jackd2 fluidsynth fluid-soundfont-gm liblilv-0-0 lilv-utils swh-lv2 x42-plugins synthv1-lv2 tmux)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
