@@ -62,6 +62,8 @@ def _plain_engine(args, block: int | None, device_rate: int | None = None,
                         f"-r {args.sample_rate} is not supported for it")
     kw = dict(sample_rate=inst.sample_rate, n_slots=args.polyphony, gain=args.gain,
               reverb=args.reverb, timbre_cc=args.timbre_cc)
+    from .engine.expression import engine_options
+    kw.update(engine_options(args))           # --mpe, --map
     if offline:
         from .render import offline_engine
         return offline_engine(inst, block=block, **kw)
@@ -397,6 +399,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="CC that moves a morphing instrument's timbre (default: mod wheel, 1)")
     from .host.wiring import add_options
     add_options(p)                  # --channel, --fx, --preset, --gm, --stems, --multi-out
+    from .engine.expression import add_options as _expression_options
+    _expression_options(p)          # --mpe, --map
 
 
 def _live_drivers():

@@ -107,7 +107,16 @@ def add_options(parser) -> None:
     """``--mpe`` and ``--map`` for ``rtsynth play`` and ``rtsynth render``."""
     parser.add_argument("--mpe", choices=MPE_MODES, default="auto", help=MPE_HELP)
     parser.add_argument("--map", action="append", default=None, metavar="CONTROL=TARGET",
-                        help=MAP_HELP)
+                        type=_map_item, help=MAP_HELP)
+
+
+def _map_item(text: str) -> str:
+    import argparse
+    try:
+        control_map(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--map ").removeprefix("--map: "))
+    return text
 
 
 def engine_options(args) -> dict:
