@@ -17,6 +17,17 @@ def test_midi_to_hz_scalar_is_midi_to_hz():
     assert np.allclose(spec.hz_to_midi(ref), pitches)
 
 
+def test_torch_f0_is_midi_to_hz():
+    import torch
+
+    from rtsynth.nn.synth import f0_per_sample
+    pitches = np.linspace(30.0, 100.0, 15)
+    x = torch.from_numpy((pitches - spec.PITCH_CENTER) / spec.PITCH_SPAN)[:, None]
+    f0 = f0_per_sample(x.double(), hop=4).numpy()
+    np.testing.assert_allclose(f0, np.repeat(spec.midi_to_hz(pitches)[:, None], 4, 1),
+                               rtol=1e-13)
+
+
 def test_log_hz_of_pitch_feature_is_midi_to_hz():
     a, b = spec.log_hz_of_pitch_feature()
     x = np.linspace(-1.5, 1.5, 61)
