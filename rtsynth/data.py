@@ -251,9 +251,9 @@ def loudness_db(audio: np.ndarray, sample_rate: int = spec.SAMPLE_RATE, hop: int
 # Contract v2 features measured from the audio: dynamics (A-weighted loudness on the velocity
 # scale) and brightness (spectral centroid relative to what is typical at the pitch and dynamics)
 
-#: seconds after the onset from which the dynamics / brightness of a note are measured; before it
-#: (the attack) the first measured value is held, as at play time a note starts at the dynamics
-#: it was struck with
+#: seconds after the onset from which the dynamics / brightness of a note are measured (the
+#: calibration measures each dataset's own, this is the default); before it (the attack) the
+#: first measured value is held, as at play time a note starts at the dynamics it was struck with
 ATTACK_HOLD_S = 0.12
 #: smoothing of the measured curves (frames, moving average)
 SMOOTH_FRAMES = 9
@@ -274,13 +274,16 @@ def _smooth(x: np.ndarray, n: int = SMOOTH_FRAMES) -> np.ndarray:
 
 
 def held_frames(n_frames: int, release_sample: int, hop: int = spec.HOP,
-                sample_rate: int = spec.SAMPLE_RATE) -> tuple[int, int]:
+                sample_rate: int = spec.SAMPLE_RATE, hold_s: float | None = None
+                ) -> tuple[int, int]:
     """``(a, b)``: the frames ``[a, b)`` of a note where its dynamics are measured: from
-    :data:`ATTACK_HOLD_S` after the onset to the release (at least one frame). Before ``a`` the
-    value at ``a`` is held, from ``b`` on the value at ``b - 1``: the player's dynamics do not
-    fall with the attack or the release tail, which are the instrument's own."""
+    ``hold_s`` (the calibration's attack time, default :data:`ATTACK_HOLD_S`) after the onset to
+    the release (at least one frame). Before ``a`` the value at ``a`` is held, from ``b`` on the
+    value at ``b - 1``: the player's dynamics do not follow the attack or the release tail,
+    which are the instrument's own."""
+    hold_s = ATTACK_HOLD_S if hold_s is None else hold_s
     b = int(np.clip(-(-int(release_sample) // hop), 1, n_frames))
-    a = int(min(round(ATTACK_HOLD_S * sample_rate / hop), b - 1))
+    a = int(min(round(hold_s * sample_rate / hop), b - 1))
     return max(a, 0), b
 
 
@@ -310,8 +313,8 @@ def spectral_centroid(audio: np.ndarray, sample_rate: int = spec.SAMPLE_RATE,
     return out
 
 
-def _note_level(ex: Example, loud: np.ndarray) -> float:
-    a, b = held_frames(ex.n_frames, ex.release_sample)
+def _note_level(ex: Example, loud: np.ndarray, hold_s: float | None = None) -> float:
+    a, b = held_frames(ex.n_frames, ex.release_sample, hold_s=hold_s)
     seg = loud[a:b]
     return float(np.median(seg)) if len(seg) else float(loud.max())
 
@@ -319,6 +322,11 @@ def _note_level(ex: Example, loud: np.ndarray) -> float:
 def _plain(ex: Example) -> bool:
     """A single note at one dynamic (no expression controller, no recording)."""
     return ex.kind in ("note", "vibrato", "bend") and not ex.meta.get("expression")
+
+
+def is_plain(ex: Example) -> bool:
+    """The note was struck at its velocity and no controller moved its loudness."""
+    return _plain(ex)
 
 
 def calibrate(examples: list[Example]) -> dict:
@@ -336,7 +344,17 @@ def calibrate(examples: list[Example]) -> dict:
     if not notes:
         raise ValueError("calibrate: no examples")
     louds = {id(ex): loudness_db(ex.audio) for ex in notes}
-    L = np.array([_note_level(ex, louds[id(ex)]) for ex in notes])
+    # the attack time: when a plain note held >= 0.6 s first comes within 3 dB of its level
+    # over the second half of its hold (at most the flat start of a swell, SWELL_FLAT_S 0.35 s)
+    ts = []
+    for ex in notes:
+        b = ex.release_sample // spec.HOP
+        if b * spec.HOP >= 0.6 * spec.SAMPLE_RATE:
+            Lx = louds[id(ex)]
+            ref = float(np.median(Lx[b // 2: b]))
+            ts.append(int(np.argmax(_smooth(Lx[:b], 5) >= ref - 3.0)) * spec.HOP / spec.SAMPLE_RATE)
+    hold_s = float(np.clip(np.median(ts), 0.04, 0.34)) if ts else ATTACK_HOLD_S
+    L = np.array([_note_level(ex, louds[id(ex)], hold_s) for ex in notes])
     P = np.array([float(np.median(ex.pitch_frames)) for ex in notes])
     V = np.array([int(ex.velocity) for ex in notes])
     vels = np.unique(V)
@@ -374,12 +392,12 @@ def calibrate(examples: list[Example]) -> dict:
     cal = {"dynamics": {"pitch": [int(p) for p in sorted(off)],
                         "offset_db": [round(off[p], 3) for p in sorted(off)], **vel_curve,
                         "loudness": "rtsynth.data.loudness_db (A-weighted RMS, n_fft 1024)",
-                        "attack_hold_s": ATTACK_HOLD_S, "smooth_frames": SMOOTH_FRAMES}}
+                        "attack_hold_s": round(hold_s, 4), "smooth_frames": SMOOTH_FRAMES}}
     # brightness: typical log2(centroid / f0) at (pitch, dynamics)
     rows, ys, ws = [], [], []
     for ex in notes:
-        a, b = held_frames(ex.n_frames, ex.release_sample)
-        d = dynamics_from_loudness(louds[id(ex)], ex.pitch_frames, cal)[a:b]
+        a, b = held_frames(ex.n_frames, ex.release_sample, hold_s=hold_s)
+        d = np.full(b - a, ex.velocity / 127.0)     # a plain note's dynamics (see below)
         c = spectral_centroid(ex.audio)[a:b]
         f0 = spec.midi_to_hz(ex.pitch_frames[a:b])
         lv = louds[id(ex)][a:b]
@@ -391,8 +409,17 @@ def calibrate(examples: list[Example]) -> dict:
     y = np.concatenate(ys)
     w = np.sqrt(np.concatenate(ws))
     coef = np.linalg.lstsq(X * w[:, None], y * w, rcond=None)[0]
+    # what the quadratic leaves at each pitch (the SoundFont's sample zones): the mean residual
+    # of the notes there, so "typical" is the instrument's own at that pitch
+    res: dict[int, list[float]] = {}
+    for ex, Xr, yr in zip(notes, rows, ys):
+        if len(yr):
+            res.setdefault(int(round(float(np.median(ex.pitch_frames)))), []).append(
+                float(np.mean(yr - Xr @ coef)))
     cal["brightness"] = {"basis": "1, q, q^2, d, d^2, q*d with q = (pitch - 60) / 24",
                          "coef": [round(float(c), 6) for c in coef],
+                         "pitch": sorted(res),
+                         "residual": [round(float(np.mean(res[p])), 5) for p in sorted(res)],
                          "per_octave": BRIGHTNESS_PER_OCTAVE, "default": spec.DEFAULT_BRIGHTNESS,
                          "centroid": "rtsynth.data.spectral_centroid / f0, log2"}
     return cal
@@ -406,7 +433,11 @@ def _bright_basis(pitch: np.ndarray, d: np.ndarray) -> np.ndarray:
 
 def typical_brightness(pitch: np.ndarray, d: np.ndarray, cal: dict) -> np.ndarray:
     """log2(centroid / f0) typical of the source at this pitch and dynamics."""
-    return _bright_basis(pitch, d) @ np.asarray(cal["brightness"]["coef"], dtype=np.float64)
+    c = cal["brightness"]
+    out = _bright_basis(pitch, d) @ np.asarray(c["coef"], dtype=np.float64)
+    if c.get("pitch"):
+        out = out + np.interp(np.asarray(pitch, dtype=np.float64), c["pitch"], c["residual"])
+    return out
 
 
 def dynamics_from_loudness(loud_db: np.ndarray, pitch: np.ndarray, cal: dict) -> np.ndarray:
@@ -427,42 +458,78 @@ def dynamics_from_loudness(loud_db: np.ndarray, pitch: np.ndarray, cal: dict) ->
     return np.clip(out / 127.0, 0.0, 1.0)
 
 
+def _padded(x: np.ndarray, T: int, fill: float) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)[:T]
+    if len(x) < T:
+        x = np.concatenate([x, np.full(T - len(x), x[-1] if len(x) else fill)])
+    return x
+
+
+def measured_dynamics(audio: np.ndarray, pitch_frames: np.ndarray, cal: dict) -> np.ndarray:
+    """Per-frame dynamics of any audio by the absolute calibration (smoothed, not held)."""
+    T = len(pitch_frames)
+    loud = _padded(loudness_db(audio), T, -120.0)
+    return _smooth(dynamics_from_loudness(loud, np.asarray(pitch_frames, np.float64)[:T], cal))
+
+
 def expression_curves(audio: np.ndarray, pitch_frames: np.ndarray, release_sample: int,
-                      cal: dict, n_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      cal: dict, n_frames: int | None = None, velocity: float | None = None,
+                      plain: bool = False, plain_audio: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Dynamics and brightness ``[T]`` of one note measured from its audio (contract v2,
-    columns 7 and 8): smoothed, held through the attack and after the release."""
+    columns 7 and 8): smoothed, held through the attack and after the release.
+
+    dynamics: the measured A-weighted level mapped onto the velocity scale by the dataset's
+    calibration (:func:`dynamics_from_loudness`). A ``plain`` note (struck at ``velocity``, no
+    controller moved its loudness) is anchored to its velocity: its level at the end of the
+    attack is what ``velocity`` gives, and its later decay is the instrument's own, not the
+    player's, so its dynamics stay ``velocity / 127`` as a keyboard's do at play time.
+
+    brightness: ``DEFAULT_BRIGHTNESS + BRIGHTNESS_PER_OCTAVE * log2(centroid / typical)``, where
+    typical is the calibration's centroid at the pitch and dynamics (:func:`typical_brightness`)
+    or, for a plain note given with its unprocessed ``plain_audio`` (a spectral-tilt
+    augmentation of it), that note's own centroid; a plain note itself is the default.
+    """
     T = len(pitch_frames) if n_frames is None else n_frames
-    loud = loudness_db(audio)[:T]
-    if len(loud) < T:
-        loud = np.concatenate([loud, np.full(T - len(loud), loud[-1] if len(loud) else -120.0)])
-    pf = np.asarray(pitch_frames, dtype=np.float64)[:T]
-    a, b = held_frames(T, release_sample)
-    d = _hold(_smooth(dynamics_from_loudness(loud, pf, cal)), a, b)
-    cen = spectral_centroid(audio)[:T]
-    if len(cen) < T:
-        cen = np.concatenate([cen, np.full(T - len(cen), cen[-1] if len(cen) else 1.0)])
-    rel = np.log2(np.maximum(cen, 1.0) / spec.midi_to_hz(pf)) - typical_brightness(pf, d, cal)
-    # only where the note sounds (the centroid of a near-silent frame is noise)
-    quiet = loud < loud[a:b].max() - 30.0 if b > a else np.zeros(T, bool)
-    rel = np.where(quiet, 0.0, rel)
-    br = _hold(_smooth(rel), a, b)
-    bright = np.clip(spec.DEFAULT_BRIGHTNESS + BRIGHTNESS_PER_OCTAVE * br, 0.0, 1.0)
-    return d.astype(np.float32), bright.astype(np.float32)
+    pf = _padded(pitch_frames, T, 60.0)
+    a, b = held_frames(T, release_sample, hold_s=cal["dynamics"].get("attack_hold_s"))
+    if plain and velocity is not None:
+        d = np.full(T, float(velocity) / 127.0)
+    else:
+        d = _hold(measured_dynamics(audio, pf, cal), a, b)
+    loud = _padded(loudness_db(audio), T, -120.0)
+    cen = _padded(spectral_centroid(audio), T, 1.0)
+    if plain and plain_audio is None:
+        rel = np.zeros(T)
+    else:
+        if plain:
+            typ = np.log2(np.maximum(_padded(spectral_centroid(plain_audio), T, 1.0), 1.0))
+            rel = np.log2(np.maximum(cen, 1.0)) - typ
+        else:
+            rel = (np.log2(np.maximum(cen, 1.0) / spec.midi_to_hz(pf))
+                   - typical_brightness(pf, d, cal))
+        # only where the note sounds (the centroid of a near-silent frame is noise)
+        quiet = loud < loud[a:b].max() - 30.0 if b > a else np.zeros(T, bool)
+        rel = np.where(quiet, 0.0, rel)
+        rel = _hold(_smooth(rel), a, b)
+    bright = np.clip(spec.DEFAULT_BRIGHTNESS + BRIGHTNESS_PER_OCTAVE * rel, 0.0, 1.0)
+    return np.clip(d, 0.0, 1.0).astype(np.float32), bright.astype(np.float32)
 
 
 def features_v2(ex: Example, cal: dict, n_frames: int | None = None,
                 pitch_frames: np.ndarray | None = None) -> np.ndarray:
     """Contract-v2 features ``[T, 9]`` of a training example: the v1 columns from its MIDI, the
-    dynamics and brightness measured from its audio (:func:`expression_curves`). The velocity
-    column is the dynamics at the note-on (what a keyboard's velocity asks for), so a note
-    whose loudness was set by an expression controller before it sounded teaches the same
-    thing as one struck at that velocity."""
+    dynamics and brightness measured from its audio (:func:`expression_curves`; a plain note's
+    tilted copy carries ``meta["plain_audio"]``). The velocity column is the dynamics at the
+    note-on (what a keyboard's velocity asks for)."""
     T = ex.n_frames if n_frames is None else n_frames
     pf = ex.pitch_frames if pitch_frames is None else pitch_frames
     if len(pf) < T:
         pf = np.concatenate([pf, np.full(T - len(pf), pf[-1])])
     f = np.zeros((T, spec.N_FEATURES_V2), np.float32)
-    d, b = expression_curves(ex.audio, ex.pitch_frames, ex.release_sample, cal)
+    d, b = expression_curves(ex.audio, ex.pitch_frames, ex.release_sample, cal,
+                             velocity=ex.velocity, plain=_plain(ex),
+                             plain_audio=ex.meta.get("plain_audio"))
     d = np.concatenate([d, np.full(max(T - len(d), 0), d[-1])])[:T]
     b = np.concatenate([b, np.full(max(T - len(b), 0), b[-1])])[:T]
     f[:, : spec.N_FEATURES] = spec.note_features(T, pf[:T], 127.0 * float(d[0]),

@@ -70,6 +70,7 @@ class TrainConfig:
     n_features: int = spec.N_FEATURES     # 9: contract v2 (dynamics, brightness from the audio)
     tilt_fraction: float = 0.0            # v2: add this fraction again through a spectral tilt
     log_weight: float = 1.0               # weight of the log-magnitude term of the loss
+    velocity_dropout: float = 0.0         # v2: this fraction of a batch gets a random velocity
     command: str = field(default_factory=lambda: _command_line())
 
 
@@ -254,6 +255,14 @@ class Trainer:
         starts = np.minimum(starts, t_all - crop)
         s = torch.as_tensor(starts, device=self.device)
         feats = ts.features[idx]
+        if cfg.velocity_dropout > 0 and feats.shape[-1] > spec.N_FEATURES and not self.in_gan:
+            # in a plain note the velocity and dynamics columns are equal: a random velocity
+            # in some rows makes the spectrum's dependence on loudness go through dynamics
+            # (which expression controllers move), not through the note-on velocity
+            drop = torch.rand(feats.shape[0], 1, device=self.device) < cfg.velocity_dropout
+            rv = torch.rand(feats.shape[0], 1, device=self.device).expand(-1, feats.shape[1])
+            feats = feats.clone()
+            feats[..., 1] = torch.where(drop, rv, feats[..., 1])
         ar = torch.arange(crop * hop, device=self.device)
         samp = s[:, None] * hop + ar[None, :]
         target = torch.gather(ts.audio[idx], 1, samp)

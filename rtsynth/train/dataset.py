@@ -99,7 +99,7 @@ def load_train_set(dirs: list[str | Path], split: str = "train", max_frames: int
                         velocity=ex.velocity, release_sample=ex.release_sample, split=ex.split,
                         features=ex.features, kind=ex.kind, id=ex.id + f"-tilt{beta:+.2f}",
                         program=ex.program, name=ex.name, pitch=ex.pitch,
-                        meta=dict(ex.meta, tilt=beta)))
+                        meta=dict(ex.meta, tilt=beta, plain_audio=ex.audio)))
             part = part + extra
             cals += [cal] * len(part)
         else:
