@@ -9,16 +9,16 @@ import rtsynth
 PKG = Path(rtsynth.__file__).resolve().parent
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(PKG.parent).with_suffix("")
+def _module_name(path: Path, root: Path = PKG.parent) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
     return ".".join(parts)
 
 
-def _imports(path: Path, modules: set[str]) -> set[str]:
+def _imports(path: Path, modules: set[str], root: Path = PKG.parent) -> set[str]:
     """The rtsynth modules ``path`` imports anywhere in its body (``TYPE_CHECKING`` blocks
     excluded: they never run)."""
-    name = _module_name(path)
+    name = _module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
     skip: set[int] = set()
@@ -38,7 +38,12 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+            # ``from pkg import sub`` imports the module pkg.sub; ``from pkg import name``
+            # imports pkg itself
+            subs = [f"{mod}.{a.name}" for a in node.names]
+            targets = [t for t in subs if t in modules] or [mod]
+            if len(targets) < len(subs):
+                targets.append(mod)
         else:
             continue
         for t in targets:
@@ -82,10 +87,47 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+#: circles still to break, each a pair of modules that import each other (no longer listed
+#: once broken: the test then keeps them apart)
+KNOWN_CIRCLES = {frozenset({"rtsynth.eval.metrics", "rtsynth.eval.melody"})}
+
+
+def _all_cycles(graph):
+    graph = {m: set(t) for m, t in graph.items()}
+    found = []
+    while (c := _cycle(graph)) is not None:
+        found.append(c)
+        graph[c[0]].discard(c[1])
+    return found
+
+
 def test_nn_has_no_import_circle():
-    # the loader, the NumPy step and the instrument used to import each other
-    # (io -> instrument -> fast -> io); all three read the architecture from nn.arch now
+    # the loader, the NumPy step and the instrument: io -> neural -> fast -> arch, and none back
     assert _cycle(_graph("rtsynth.nn")) is None, " -> ".join(_cycle(_graph("rtsynth.nn")))
+
+
+def test_package_has_no_import_circle():
+    cycles = [c for c in _all_cycles(_graph("rtsynth")) if frozenset(c) not in KNOWN_CIRCLES]
+    assert not cycles, [" -> ".join(c) for c in cycles]
+
+
+def test_the_checker_sees_a_circle_inside_a_function(tmp_path):
+    """The graph counts an import inside a function (where circles hide) and skips one under
+    TYPE_CHECKING."""
+    files = {"a.py": "def f():\n    from . import b\n",
+             "b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import c\n"
+                     "from .a import f\n",
+             "c.py": "from . import a\n"}
+    pkg = tmp_path / "rtsynth" / "zz"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    for n, t in files.items():
+        (pkg / n).write_text(t)
+    mods = {"rtsynth.zz", "rtsynth.zz.a", "rtsynth.zz.b", "rtsynth.zz.c"}
+    graph = {f"rtsynth.zz.{n[0]}": _imports(pkg / n, mods, tmp_path) for n in files}
+    a, b, c = graph["rtsynth.zz.a"], graph["rtsynth.zz.b"], graph["rtsynth.zz.c"]
+    assert a == {"rtsynth.zz.b"} and b == {"rtsynth.zz.a"} and c == {"rtsynth.zz.a"}
+    assert sorted(_cycle(graph)[:2]) == ["rtsynth.zz.a", "rtsynth.zz.b"]
 
 
 def test_instruments_layout():
