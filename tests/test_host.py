@@ -224,3 +224,54 @@ def test_stems_are_the_parts_and_sum_to_the_master(gm_file, tmp_path):
     assert np.max(np.abs(total - mix)) < 1e-6               # the 24-bit file's rounding
     for q in parts:                                          # each part alone
         assert np.max(np.abs(q)) > 1e-2
+
+
+# ------------------------------------------------------------------ one voice budget
+def test_one_voice_budget_across_the_instruments():
+    """--polyphony is the rack's budget across its engines: past it the quietest voices
+    (released before held) fade out, whichever instrument holds them."""
+    from rtsynth.host.wiring import build_rack
+    rack = build_rack(rack_args(polyphony=8), 512, None, False, {0: "basic", 1: "flute-lite"},
+                      [])
+    try:
+        assert sorted(p.name for p in rack.part_list) == ["basic", "flute-lite"]
+        t = rack.time
+        for i in range(6):
+            rack.push(t + 10 * i, bytes([0x90, 60 + i, 90]))
+            rack.push(t + 10 * i + 5, bytes([0x91, 67 + i, 90]))
+        rack.push(t + 100, bytes([0x80, 60, 0]))                # one released voice
+        rack.render()
+        assert rack.budget_sheds == 4 and rack._sounding() == 8
+        engines = {p.name: p.engine for p in rack.part_list}
+        b = engines["basic"]
+        # the released note went first
+        ns = b.n_slots
+        gone = np.flatnonzero((b.active[:ns] != 0) & (b.kill_start[:ns] >= 0))
+        assert 60 in set(int(x) for x in b.note[gone])
+        for _ in range(3):
+            rack.render()
+        assert rack.active_voices == 8
+        assert rack.shed_quietest(3) == 3 and rack._sounding() == 5   # the player's relief
+    finally:
+        rack.close()
+
+
+@needs_lilv
+def test_lv2_instrument_controls_on_its_channel():
+    from rtsynth.host.wiring import build_rack
+    from rtsynth.lv2.world import LV2Error
+    rack = build_rack(rack_args(), 256, None, False,
+                      {1: f"lv2:{SYNTHV1} DCO1_SHAPE1=2"}, [])
+    try:
+        part = next(p for p in rack.part_list if p.kind == "lv2")
+        assert part.inst.get("DCO1_SHAPE1") == 2.0
+        assert rack.channel_instrument(1) == f"lv2:{SYNTHV1}"
+        assert rack.channel_instrument(9) == "muted (percussion)"
+        rack.gain = 0.25
+        assert part.gain == 0.25
+    finally:
+        rack.close()
+    with pytest.raises(LV2Error, match="has no control 'NOPE'.*DCO1_SHAPE1"):
+        build_rack(rack_args(), 256, None, False, {1: f"lv2:{SYNTHV1} NOPE=1"}, [])
+    with pytest.raises(LV2Error, match="is an effect, not an instrument"):
+        build_rack(rack_args(), 256, None, False, {1: f"lv2:{AMP}"}, [])

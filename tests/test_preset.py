@@ -107,18 +107,20 @@ def test_preset_effect_plays_and_cli_replaces_it(config, tmp_path):
     assert abs(_db(g, ref) - want) < 0.01                   # -g overrides the preset's gain
 
 
-def test_controllers_passed_through_where_the_engine_takes_them():
-    from rtsynth.host.wiring import _pass_controllers
-
-    class WithMap:
-        expression_map = None
-
-    class Without:
-        pass
-
-    e = WithMap()
-    _pass_controllers(e, {"cc11": "dynamics"})
-    assert e.expression_map == {"cc11": "dynamics"}
-    w = Without()
-    _pass_controllers(w, {"cc11": "dynamics"})
-    assert not hasattr(w, "expression_map")
+def test_preset_controllers_are_the_control_map_cli_map_after_them(config, tmp_path):
+    from rtsynth.host.preset import PresetError
+    from rtsynth.host.wiring import _apply_preset
+    p = tmp_path / "expr.toml"
+    p.write_text('[controllers]\npressure = "vibrato"\nbreath = "none"\n')
+    args = _parse(["render", "--demo", "-o", "x.wav", "--preset", str(p), "--map",
+                   "breath=dynamics"])
+    _apply_preset(args)
+    assert args.map == ["pressure=vibrato", "breath=none", "breath=dynamics"]
+    from rtsynth.engine.expression import TARGETS, CONTROLS, control_map
+    routes = control_map(args.map)                   # the engine's table: the CLI item won
+    assert routes[CONTROLS["breath"]] == TARGETS["dynamics"]
+    assert routes[CONTROLS["pressure"]] == TARGETS["vibrato"]
+    p.write_text('[controllers]\npressure = "loudness"\n')
+    args = _parse(["render", "--demo", "-o", "x.wav", "--preset", str(p)])
+    with pytest.raises(PresetError, match=r"\[controllers\].*unknown target 'loudness'"):
+        _apply_preset(args)

@@ -34,6 +34,8 @@ from ..midi.messages import parse_message
 from . import gm
 
 LV2_PREFIX = "lv2:"
+#: the fade of a voice the rack's budget takes
+BUDGET_FADE_S = 0.004
 
 
 class _Notices:
@@ -273,7 +275,8 @@ class Rack:
                  channel_specs: dict[int, str] | None = None, force: str | None = None,
                  available: list[str] | None = None, preload=(), per_channel: bool = False,
                  fx=None, master: bool = True, lv2_controls: dict | None = None,
-                 notices: _Notices | None = None, lazy: bool = False):
+                 notices: _Notices | None = None, lazy: bool = False,
+                 budget: int | None = None):
         self.sr = int(sample_rate)
         self.block = int(block)
         self.gain = float(gain)
@@ -286,6 +289,11 @@ class Rack:
         #: offline: a part is built when a pushed event first needs it (a render pushes every
         #: event before the first block); live parts are all built up front
         self.lazy = bool(lazy)
+        #: the most voices sounding across the engine parts together (one budget for the
+        #: rack; each engine also steals within its own slots): past it, the quietest are
+        #: faded out at the block's end, released before held (None: no shared budget)
+        self.budget = None if budget is None else int(budget)
+        self.budget_sheds = 0
         self.lv2_controls = dict(lv2_controls or {})
         self.notices = notices or _Notices()
         self.parts: dict = {}                 # key -> part
@@ -350,6 +358,25 @@ class Rack:
             p.engine.time = self.time
         else:
             p.time = self.time
+
+    def channel_instrument(self, ch: int) -> str:
+        """What channel ``ch`` (0-based) plays now (the live screen shows it)."""
+        name = self.program[ch]
+        return "muted (percussion)" if name is None else name
+
+    @property
+    def gain(self) -> float:
+        return self._gain
+
+    @gain.setter
+    def gain(self, g: float) -> None:
+        """The rack's gain is each part's (applied before the sum, as the engine does)."""
+        self._gain = float(g)
+        for p in getattr(self, "part_list", []):
+            if p.kind == "engine":
+                p.engine.gain = self._gain
+            else:
+                p.gain = self._gain
 
     def program_name(self, ch: int, program: int) -> str:
         name, notice = gm.model_for(program, self.available)
@@ -439,6 +466,10 @@ class Rack:
                 st.capture(outs, n)
             if mo is not None:
                 mo.write(outs, n)
+        if self.budget is not None:
+            over = self._sounding() - self.budget
+            if over > 0:
+                self.budget_sheds += self.shed_quietest(over, BUDGET_FADE_S)
         if self.use_master:
             if not self.defer_master:
                 self.master_block(out)
@@ -446,6 +477,51 @@ class Rack:
             safety_clip(out, 1.0, self.master.counters)
         self.time += n
         return out
+
+    # -------------------------------------------------------------- the voice budget
+    def _engines(self):
+        return [p.engine for p in self.part_list if p.kind == "engine"]
+
+    def _sounding(self) -> int:
+        n = 0
+        for e in self._engines():
+            try:
+                ns = e.n_slots
+                n += int(np.count_nonzero((e.active[:ns] != 0) & (e.kill_start[:ns] < 0)))
+            except AttributeError:
+                n += e.active_voices
+        return n
+
+    def shed_quietest(self, n: int = 1, seconds: float = 0.01) -> int:
+        """Fade out the ``n`` quietest sounding voices of all the engine parts together over
+        ``seconds`` (released before held, then by level; the player's overload relief and the
+        rack's voice budget); returns how many. Not real-time (small index arrays)."""
+        keys, owners = [], []
+        for j, e in enumerate(self._engines()):
+            try:
+                ns = e.n_slots
+                act = (e.active[:ns] != 0) & (e.kill_start[:ns] < 0)
+                held = e.key_down[:ns] | e.sustained[:ns]
+                key = e.level[:ns].astype(np.float64) + np.where(held, 1e6, 0.0)
+            except AttributeError:
+                continue
+            v = np.flatnonzero(act)
+            keys.append(key[v])
+            owners.append((e, v))
+        if not keys or n <= 0:
+            return 0
+        allk = np.concatenate(keys)
+        which = np.concatenate([np.full(len(k), j) for j, k in enumerate(keys)])
+        idx = np.concatenate([np.arange(len(k)) for k in keys])
+        pick = np.argsort(allk, kind="stable")[:int(n)]
+        done = 0
+        for j, (e, v) in enumerate(owners):
+            mine = idx[pick[which[pick] == j]]
+            if len(mine):
+                # the next block starts at the end of this one: fade from its first sample
+                e._kill(v[mine].astype(np.int64), 0, seconds)
+                done += len(mine)
+        return done
 
     def master_block(self, out: np.ndarray) -> None:
         """The master chain on a block :meth:`render` returned with :attr:`defer_master` set

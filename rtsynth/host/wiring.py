@@ -97,7 +97,7 @@ def host_engine(args, block, device_rate, offline, plain):
 
 
 def _apply_preset(args):
-    from .preset import load_preset
+    from .preset import PresetError, load_preset
     pr = load_preset(args.preset) if getattr(args, "preset", None) else None
     if pr is None:
         return None
@@ -107,6 +107,18 @@ def _apply_preset(args):
             setattr(args, key, v)
     if pr.timbre_cc is not None and getattr(args, "timbre_cc", None) is None:
         args.timbre_cc = pr.timbre_cc
+    if pr.controllers:
+        # the preset's controller map first, --map items after it (the later wins)
+        try:
+            from ..engine.expression import control_map
+            control_map({str(k): str(v) for k, v in pr.controllers.items()})
+        except ImportError:
+            pass
+        except ValueError as e:
+            raise PresetError(f"preset {pr.path}: [controllers]: "
+                              f"{str(e).removeprefix('--map ').removeprefix('--map: ')}") from None
+        args.map = [f"{k}={v}" for k, v in pr.controllers.items()] + list(
+            getattr(args, "map", None) or [])
     if pr.instrument is not None and getattr(args, "instrument", None) is None \
             and not getattr(args, "channel", None):
         args.instrument = pr.instrument
@@ -127,7 +139,6 @@ def _host_engine(args, block, device_rate, offline, plain):
         fx_specs = [parse_fx(t) for t in args.fx]
     elif pr is not None:
         fx_specs = list(pr.fx)
-    controllers = pr.controllers if pr else None
     stems = getattr(args, "stems", None)
     multi = getattr(args, "multi_out", False)
     if stems and not offline:
@@ -140,15 +151,13 @@ def _host_engine(args, block, device_rate, offline, plain):
     if not use_rack:
         _check_fx(fx_specs)
         engine = plain(args, block, device_rate, offline)
-        if controllers is not None:
-            _pass_controllers(engine, controllers)
         if fx_specs:
             from ..dsp.effects import FxChain
             engine.master.fx = FxChain(fx_specs, engine.sr, engine.block)
         return engine
     _check_fx(fx_specs)
     rack = build_rack(args, block, device_rate, offline, specs, fx_specs,
-                      per_channel=bool(stems) or bool(multi), controllers=controllers)
+                      per_channel=bool(stems) or bool(multi))
     if multi:
         if getattr(args, "driver", "auto") == "portaudio":
             raise PresetError("--multi-out needs the JACK driver")
@@ -201,20 +210,8 @@ def _needs_rack(messages) -> bool:
     return False
 
 
-def _pass_controllers(engine, controllers) -> None:
-    """The preset's controller mappings, where the engine takes them."""
-    for attr in ("expression_map", "controllers", "set_expression_map"):
-        f = getattr(engine, attr, None)
-        if callable(f):
-            f(controllers)
-            return
-        if f is not None or hasattr(type(engine), attr):
-            setattr(engine, attr, controllers)
-            return
-
-
 def build_rack(args, block, device_rate, offline, specs, fx_specs, *, per_channel=False,
-               controllers=None, master=True):
+               master=True):
     from ..instruments import (BasicInstrument, InstrumentError, available_instruments,
                                default_instrument, load_instrument)
     from .rack import LV2_PREFIX, Rack
@@ -236,18 +233,34 @@ def build_rack(args, block, device_rate, offline, specs, fx_specs, *, per_channe
                                   f"Hz; the rack runs at {rate} Hz")
         kw = dict(sample_rate=rate, n_slots=int(args.polyphony), gain=gain, reverb=0.0,
                   timbre_cc=args.timbre_cc, master=False)
+        try:
+            from ..engine.expression import engine_options
+            kw.update(engine_options(args))     # --mpe, --map (and a preset's controllers)
+        except ImportError:
+            pass
         if offline:
             from ..render import offline_engine
             e = offline_engine(inst, block=block, **kw)
         else:
             from ..engine import Engine
             e = Engine(inst, block=block, **kw)
-        if controllers is not None:
-            _pass_controllers(e, controllers)
         return e
 
-    for ch, s in specs.items():
-        if not s.startswith(LV2_PREFIX) and s != "basic":
+    lv2_controls = {}
+    for ch, s in list(specs.items()):
+        if s.startswith(LV2_PREFIX):
+            # 'lv2:URI symbol=value ...': the instrument's controls, checked now
+            from ..dsp.effects import parse_fx
+            from ..lv2.host import check_control
+            from ..lv2.world import LV2Error, plugin_info
+            uri, params = parse_fx(s[len(LV2_PREFIX):])
+            info = plugin_info(uri)
+            if not info.instrument:
+                raise LV2Error(f"{uri} is an effect, not an instrument: put it on the master "
+                               f"(--fx '{uri}')")
+            lv2_controls[uri] = {k: check_control(info, k, v, rate) for k, v in params.items()}
+            specs[ch] = LV2_PREFIX + uri
+        elif s != "basic":
             load_instrument(s)         # fails here, with its one line, before anything runs
     fx = None
     if fx_specs:
@@ -263,7 +276,7 @@ def build_rack(args, block, device_rate, offline, specs, fx_specs, *, per_channe
     return Rack(make_engine, sample_rate=rate, block=block, gain=gain, reverb=args.reverb,
                 default=default, channel_specs=specs, force=force, available=available,
                 preload=preload, per_channel=per_channel, fx=fx, master=master,
-                lazy=offline)
+                lazy=offline, lv2_controls=lv2_controls, budget=int(args.polyphony))
 
 
 def finish(engine) -> None:

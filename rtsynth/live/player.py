@@ -104,6 +104,9 @@ def shed_quietest(engine: Engine, n: int = 1, seconds: float = 0.01) -> np.ndarr
     """Fade out the ``n`` quietest sounding voices over ``seconds``: released ones first
     (quietest first), then held ones; returns their slots. Generator thread (it changes voice
     state); it allocates (small index arrays), so it runs only when the load is too high."""
+    own = getattr(engine, "shed_quietest", None)      # a rack: across all its instruments
+    if own is not None:
+        return np.zeros(int(own(n, seconds)), np.int64)
     ns = engine.n_slots
     act = (engine.active[:ns] != 0) & (engine.kill_start[:ns] < 0)
     held = engine.key_down[:ns] | engine.sustained[:ns]
