@@ -155,7 +155,7 @@ def express(vs, n_slots, ch, key, pressure, off, n, ctl, routes, v2, default_bri
     vibrato are recomputed from it and the channel's controllers. Returns the notes touched."""
     m = 0
     for v in range(n_slots):
-        if vs.active[v] == 0 or vs.chan[v] != ch or vs.kill_start[v] >= 0:
+        if vs.active[v] == 0 or vs.chan[v] != ch:
             continue
         if key >= 0 and (vs.note[v] != key or vs.released_at[v] != BIG):
             continue
