@@ -31,7 +31,9 @@ class Limit:
     def text(self) -> str:
         def f(x):
             return str(int(x)) if self.integer or float(x).is_integer() else f"{x:g}"
-        return f"{f(self.lo)}-{f(self.hi)}{(' ' + self.unit) if self.unit else ''}"
+        lo, hi = f(self.lo), f(self.hi)
+        sep = " to " if "e" in lo + hi or lo.startswith("-") else "-"
+        return f"{lo}{sep}{hi}{(' ' + self.unit) if self.unit else ''}"
 
 
 #: an hour: longer renders are refused unless ``--max-duration`` says more (a 200-byte MIDI file
@@ -118,3 +120,51 @@ def add_render_options(p: argparse.ArgumentParser) -> None:
                         f"({help_range('max_duration')}; default {DEFAULT_MAX_DURATION:g} s). "
                         f"MIDI files over {MAX_MIDI_BYTES >> 20} MiB or "
                         f"{MAX_MIDI_EVENTS:,} events are refused unread")
+
+
+#: ``rtsynth train``'s numbers (dest -> limit): sizes that bound its memory, rates that keep it
+#: finite
+TRAIN_LIMITS: dict[str, Limit] = {
+    "steps": Limit(0, 10 ** 9, True), "gan_steps": Limit(0, 10 ** 9, True),
+    "batch": Limit(1, 4096, True), "crop": Limit(1, 4096, True, "frames"),
+    "z_dim": Limit(1, 256, True), "kl_weight": Limit(0.0, 1e6),
+    "lr": Limit(1e-12, 10.0), "lr_final": Limit(1e-12, 10.0), "gan_lr": Limit(1e-12, 10.0),
+    "adv_weight": Limit(0.0, 1e6), "fm_weight": Limit(0.0, 1e6),
+    "time_limit": Limit(0.0, 1e8, unit="s"), "gan_time_limit": Limit(0.0, 1e8, unit="s"),
+    "max_frames": Limit(1, 10 ** 6, True), "ckpt_every": Limit(1, 10 ** 9, True),
+    "log_every": Limit(1, 10 ** 9, True), "noise_warmup": Limit(0, 10 ** 9, True),
+    "amp_bias": Limit(-100.0, 100.0), "tilt": Limit(0.0, 10.0), "log_weight": Limit(0.0, 1e6),
+    "seed": Limit(0, 2 ** 32 - 1, True),
+}
+LIMITS.update({f"train_{k}": v for k, v in TRAIN_LIMITS.items()})
+
+
+def bound_train_options(p: argparse.ArgumentParser) -> None:
+    """Give ``rtsynth train``'s numeric options their ranges (type and ``--help``), and
+    ``--backbone-kw`` its check, on an already configured parser."""
+    for a in p._actions:
+        if a.dest in TRAIN_LIMITS:
+            a.type = checker(f"train_{a.dest}")
+            a.help = (a.help + ", " if a.help else "") + TRAIN_LIMITS[a.dest].text()
+        elif a.dest == "backbone_kw":
+            a.type = backbone_kw_json
+
+
+def backbone_kw_json(text: str) -> str:
+    """``--backbone-kw``: a JSON object of sizes, each an integer 1-4096 (``dilations``: a list
+    of at most 64 of them); returned as given (the trainer parses it)."""
+    import json
+    try:
+        kw = json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(kw, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, not {text!r}")
+    for k, v in kw.items():
+        vals = v if k == "dilations" and isinstance(v, list) and 0 < len(v) <= 64 else [v]
+        if not all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096
+                   for x in vals):
+            raise argparse.ArgumentTypeError(f"{k} must be an integer in 1-4096"
+                                             + (" (a list of at most 64)" if k == "dilations"
+                                                else "") + f", not {v!r}")
+    return text

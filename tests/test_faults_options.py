@@ -83,3 +83,14 @@ def test_check_range_for_code_paths_without_a_command_line():
                       ("block", "1e9"), ("tail", True), ("sample_rate", "x")):
         with pytest.raises(ValueError, match=" must be "):
             check_range(name, bad)
+
+
+@pytest.mark.parametrize("argv", [["--batch", "0"], ["--batch", "100000000"], ["--steps", "-1"],
+                                  ["--crop", "0"], ["--lr", "nan"], ["--z-dim", "100000"],
+                                  ["--backbone-kw", '{"hidden": 100000000}'],
+                                  ["--backbone-kw", "[1]"], ["--backbone-kw", "{oops"]])
+def test_train_refuses_absurd_sizes_before_reading_any_data(tmp_path, capsys, argv):
+    with pytest.raises(SystemExit) as ex:
+        main(["train", str(tmp_path / "no-data"), "-o", str(tmp_path / "m"), *argv])
+    assert ex.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("rtsynth train: error: ")

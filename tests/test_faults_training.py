@@ -112,14 +112,28 @@ def test_a_crafted_checkpoint_is_one_error(tmp_path, capsys, dataset, good_run, 
     assert not out.exists()
 
 
-def test_a_diverging_run_stops_with_an_error_and_writes_no_model(tmp_path, capsys, dataset):
+def test_a_diverging_run_stops_with_an_error_and_writes_no_model(tmp_path, capsys, dataset,
+                                                                 monkeypatch):
+    """The loss turns NaN at step 4 (injected in the loss: no real run diverges on demand):
+    training stops there with one error, no checkpoint after it and no model."""
+    from rtsynth.nn.losses import MultiResolutionSTFTLoss
+    real = MultiResolutionSTFTLoss.forward
+    calls = []
+
+    def forward(self, *a, **k):
+        calls.append(1)
+        loss = real(self, *a, **k)
+        return loss * float("nan") if len(calls) >= 4 else loss
+    monkeypatch.setattr(MultiResolutionSTFTLoss, "forward", forward)
     out = tmp_path / "model"
-    rc = _train(dataset, out, tmp_path / "run", "--steps", "20", "--lr", "1e30",
-                "--lr-final", "1e30", "--ckpt-every", "5")
+    rc = _train(dataset, out, tmp_path / "run", "--steps", "30", "--ckpt-every", "2")
     err = capsys.readouterr().err
-    assert rc == 1 and "diverged" in err and len(err.strip().splitlines()) == 1, err
+    assert rc == 1 and "diverged" in err and "at step 4" in err, err
+    assert len(err.strip().splitlines()) == 1, err
     assert not out.exists()
-    assert not (tmp_path / "run" / "ckpt.safetensors").exists()   # no poisoned checkpoint
+    from safetensors.numpy import load_file
+    ck = load_file(str(tmp_path / "run" / "ckpt.safetensors"))    # the step-2 one, finite
+    assert all(np.isfinite(v).all() for v in ck.values() if v.dtype.kind == "f")
 
 
 def test_a_dataset_index_cannot_name_files_outside_its_folder(tmp_path, capsys, dataset):

@@ -67,6 +67,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="weight of the log-magnitude term of the MR-STFT loss")
     p.add_argument("--export-before-gan", default=None,
                    help="also write the model as it is before the GAN phase to this folder")
+    from ..options import bound_train_options
+    bound_train_options(p)          # every number's range (exit 2 outside it)
 
 
 def run(args: argparse.Namespace) -> int:
