@@ -141,6 +141,27 @@ def test_user_models_folder(tmp_path):
     assert "unknown instrument 'my-model'" in one_clear_line(r)
 
 
+def test_user_models_shadow_shipped_ones_and_stay_out_of_the_bench(tmp_path, monkeypatch):
+    from rtsynth import instruments as I
+    shipped = I.shipped_instruments()
+    if len(shipped) < 2:
+        pytest.skip("no shipped model")
+    root = tmp_path / "rtsynth" / "models"
+    for name in ("mine", shipped[1]):
+        (root / name).mkdir(parents=True)
+        (root / name / "config.json").write_text("{}")
+    (root / "not-a-model").mkdir()                       # no config.json: not listed
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert I.user_models_dir() == root
+    assert I.available_instruments() == sorted({*shipped, "mine"}, key=lambda n: (n != "basic", n))
+    assert I.shipped_instruments() == shipped
+    assert I.model_folder("mine") == root / "mine"
+    assert I.model_folder(shipped[1]) == root / shipped[1]      # the user's comes first
+    assert I.model_folder("not-a-model") is None and I.model_folder("basic") is None
+    with pytest.raises(I.InstrumentError, match="cannot load model"):
+        I.load_instrument("mine")                               # a broken one says so
+
+
 def test_a_broken_subcommand_module_fails_loudly(monkeypatch):
     """A subcommand module that cannot be imported stops ``rtsynth`` with its ImportError
     instead of silently vanishing from the commands."""

@@ -80,10 +80,10 @@ def _add_options(p: argparse.ArgumentParser) -> None:
 
 def default_instruments(quick: bool) -> list[str]:
     try:
-        from rtsynth.instruments import available_instruments, default_instrument
+        from rtsynth.instruments import default_instrument, shipped_instruments
     except ImportError:
         return ["basic"]
-    return [default_instrument()] if quick else available_instruments()
+    return [default_instrument()] if quick else shipped_instruments()
 
 
 def play_args(args) -> list[str]:

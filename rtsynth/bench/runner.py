@@ -90,8 +90,8 @@ def _backbone(inst: str) -> str | None:
     """The backbone named in a model folder's config.json (None for basic or unknown)."""
     import json
     try:
-        from rtsynth.instruments import models_dir
-        p = Path(inst) if Path(inst).is_dir() else models_dir() / inst
+        from rtsynth.instruments import model_folder
+        p = model_folder(inst)
         arch = json.loads((p / "config.json").read_text()).get("architecture", {})
         return arch.get("backbone")
     except Exception:  # noqa: BLE001

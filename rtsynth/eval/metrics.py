@@ -357,10 +357,8 @@ def find_datasets(data_dir: str) -> dict[str, dict]:
 def model_config(model: str) -> dict:
     if model == "basic":
         return {}
-    from rtsynth.instruments import models_dir
-    p = Path(model)
-    if not (p / "config.json").exists():
-        p = models_dir() / model
+    from rtsynth.instruments import model_folder
+    p = model_folder(model) or Path(model)
     return json.loads((p / "config.json").read_text())
 
 

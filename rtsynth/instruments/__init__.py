@@ -64,6 +64,20 @@ def available_instruments() -> list[str]:
     return ["basic"] + sorted(instrument_folders())
 
 
+def shipped_instruments() -> list[str]:
+    """``basic`` and the shipped models (not the user's): what the bench measures."""
+    return ["basic"] + sorted(_model_folders(models_dir()))
+
+
+def model_folder(name: str | os.PathLike) -> Path | None:
+    """The model folder ``-i name`` plays (a path to one, or a name), or None (``basic``, or
+    nothing of that name)."""
+    path = Path(name)
+    if path.is_dir() and (path / "config.json").exists():
+        return path
+    return instrument_folders().get(str(name))
+
+
 def default_instrument() -> str:
     return DEFAULT_INSTRUMENT if DEFAULT_INSTRUMENT in available_instruments() else "basic"
 
@@ -134,12 +148,9 @@ def load_instrument(name: str | os.PathLike | None = None) -> StreamingInstrumen
     name = default_instrument() if name is None else str(name)
     if name == "basic":
         return BasicInstrument()
-    path = Path(name)
-    if not (path.is_dir() and (path / "config.json").exists()):
-        cand = instrument_folders().get(name)
-        if cand is not None:
-            path = cand
-        elif os.sep in name or path.exists():
+    path = model_folder(name)
+    if path is None:
+        if os.sep in name or Path(name).exists():
             raise InstrumentError(f"no model at {name} (a model folder holds config.json and "
                                   f"model.safetensors)")
         else:
@@ -155,4 +166,5 @@ def load_instrument(name: str | os.PathLike | None = None) -> StreamingInstrumen
 
 __all__ = ["DEFAULT_INSTRUMENT", "InstrumentError", "StreamingInstrument", "BasicInstrument",
            "models_dir", "user_models_dir", "instrument_folders", "available_instruments",
-           "default_instrument", "describe_instruments", "help_text", "load_instrument"]
+           "shipped_instruments", "model_folder", "default_instrument", "describe_instruments",
+           "help_text", "load_instrument", "add_option"]
