@@ -314,6 +314,7 @@ def cmd_render(args) -> int:
             return 128 + e.signum
     from .host.wiring import finish
     finish(engine)                  # the rack's stems
+    R.report_faults(engine)         # a model muted while rendering, voices that went NaN
     realtime_factor = R.realtime_factor
     took = time.perf_counter() - t0
     rtf = realtime_factor(frames, engine.sr, took)

@@ -479,5 +479,18 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
     sf.write(str(path), audio, sample_rate, format=fmt[0], subtype=fmt[1])
 
 
+def report_faults(engine, file=None) -> None:
+    """After a render: one warning for an instrument muted while it rendered
+    (:mod:`rtsynth.nn.guard`) and one for voices dropped because their output was not finite."""
+    import sys
+
+    from .nn.guard import report
+    report(getattr(engine, "inst", None))
+    bad = getattr(engine, "stats", {}).get("nan_voices", 0)
+    if bad:
+        print(f"rtsynth: warning: {bad} voice(s) produced non-finite audio and were silenced",
+              file=file or sys.stderr, flush=True)
+
+
 def realtime_factor(audio_frames: int, sample_rate: int, seconds: float) -> float:
     return (audio_frames / sample_rate) / max(seconds, 1e-9)
