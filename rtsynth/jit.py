@@ -225,10 +225,11 @@ def _checked(k: _Kernel, sigs: list) -> Callable:
             if s[0] == "tuple":
                 # a bundle is immutable and its arrays' dtypes are: once one has passed the
                 # careful check, the same object passes by identity (the engine passes the
-                # same bundles every block)
-                env[f"T{si}_{i}"] = seen = [None]
+                # same bundles every block; a rack's several engines each their own: the
+                # bundles seen are kept by id, a few dozen at most)
+                env[f"T{si}_{i}"] = seen = {}
                 env[f"C{si}_{i}"] = _tuple_check(s[1], seen)
-                conds.append(f"(a{i} is T{si}_{i}[0] or C{si}_{i}(a{i}))")
+                conds.append(f"(T{si}_{i}.get(id(a{i})) is a{i} or C{si}_{i}(a{i}))")
                 continue
             if s[0] != "array":
                 continue
@@ -260,10 +261,12 @@ def _checked(k: _Kernel, sigs: list) -> Callable:
     return public
 
 
-def _tuple_check(spec: list, seen: list) -> Callable:
+def _tuple_check(spec: list, seen: dict) -> Callable:
     def check(a) -> bool:
         if isinstance(a, tuple) and _exact_ok(spec, a):
-            seen[0] = a
+            if len(seen) >= 64:
+                seen.clear()
+            seen[id(a)] = a           # kept alive here, so its id cannot be reused
             return True
         return False
     return check
