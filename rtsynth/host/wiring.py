@@ -188,11 +188,8 @@ def _file_messages(args) -> list:
     if getattr(args, "demo", False) or path is None:
         return []
     try:
-        from pathlib import Path
-
-        from ..midi.smf import read_smf
-        timed, _ = read_smf(Path(path).read_bytes())
-        return [m for _, m in timed]
+        from ..render import read_midi_timed      # size-checked before it is read whole
+        return [m for _, m in read_midi_timed(path)]
     except Exception:
         return []
 
