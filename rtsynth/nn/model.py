@@ -20,7 +20,6 @@ from torch import nn
 import torch.nn.functional as F
 
 from .. import spec
-from . import synth
 from .arch import BACKBONE_DEFAULTS
 from .backbones import make_backbone, State
 
