@@ -377,6 +377,8 @@ def cmd_devices(args) -> int:
     print("Instruments (use -i NAME; -i help describes them): "
           + ", ".join(available_instruments()) + f"  [default: {default_instrument()}]")
     print(f"User models folder: {user_models_dir()}")
+    from .engine.expression import DEVICES_LINE
+    print(DEVICES_LINE)
     return 0
 
 

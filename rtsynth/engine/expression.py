@@ -102,6 +102,10 @@ MPE_HELP = ("MPE (MIDI Polyphonic Expression): auto (default) turns it on when t
             "sends the MPE Configuration Message (RPN 6); lower/upper force one zone of 15 "
             "member channels (master channel 1 / 16), both two zones of 7, off ignores RPN 6")
 
+DEVICES_LINE = ("MPE: on by itself when the controller sends the MPE Configuration Message "
+                "(RPN 6); --mpe lower|upper|both forces it, --mpe off ignores it; "
+                "--map CONTROL=TARGET changes what pressure, breath, CC74, CC1, CC11 drive")
+
 
 def add_options(parser) -> None:
     """``--mpe`` and ``--map`` for ``rtsynth play`` and ``rtsynth render``."""
