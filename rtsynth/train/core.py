@@ -211,6 +211,7 @@ class Trainer:
         self.step = 0
         self.gan_step = 0
         self.in_gan = False
+        self.stop_requested = False      # Ctrl-C: stop at the end of this step (_stop_on_sigint)
         self.elapsed = 0.0
         self.gan_elapsed = 0.0
         self.last: dict = {}
@@ -318,7 +319,8 @@ class Trainer:
             task = prog.add_task(f"{self.out.name} {cfg.backbone}", total=cfg.steps,
                                  completed=self.step, info="")
             t0 = time.time() - self.elapsed
-            while self.step < cfg.steps and not (cfg.time_limit and self.elapsed >= cfg.time_limit):
+            while (self.step < cfg.steps and not self.stop_requested
+                   and not (cfg.time_limit and self.elapsed >= cfg.time_limit)):
                 lr = self._lr(self.step, cfg.steps, self.elapsed, cfg.time_limit, cfg.lr, cfg.lr_final)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
@@ -358,7 +360,7 @@ class Trainer:
         task = prog.add_task(f"{self.out.name} GAN", total=cfg.gan_steps, completed=self.gan_step,
                              info="")
         t0 = time.time() - self.gan_elapsed
-        while (self.gan_step < cfg.gan_steps
+        while (self.gan_step < cfg.gan_steps and not self.stop_requested
                and not (cfg.gan_time_limit and self.gan_elapsed >= cfg.gan_time_limit)):
             y, target, kl = self.batch()
             # discriminator
@@ -528,5 +530,48 @@ def model_card(config: dict) -> str:
 
 def train_and_export(cfg: TrainConfig) -> Path:
     tr = Trainer(cfg)
-    tr.train()
+    with _stop_on_sigint(tr):
+        tr.train()
+    _say_why_stopped(tr)
     return tr.export()
+
+
+class _stop_on_sigint:
+    """Ctrl-C during training: finish the step, save the checkpoint, export the model (a second
+    Ctrl-C aborts at once). Main thread only; elsewhere a no-op."""
+
+    def __init__(self, trainer: "Trainer"):
+        self.tr = trainer
+        self.old = None
+
+    def _handler(self, signum, frame):
+        if self.tr.stop_requested:
+            raise KeyboardInterrupt
+        self.tr.stop_requested = True
+        print("\nrtsynth: stopping after this step: saving a checkpoint and the model "
+              "(Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+def _say_why_stopped(tr: "Trainer") -> None:
+    """One line when training ended before its --steps (Ctrl-C or --time-limit)."""
+    cfg = tr.cfg
+    done = getattr(tr, "spectral_steps_done", tr.step)
+    where = (f"step {done} of {cfg.steps} ({tr.elapsed:.0f} s); checkpoint in {tr.run_dir}, "
+             f"model exported from it (`--resume` continues)")
+    if tr.stop_requested:
+        print(f"rtsynth: interrupted at {where}", file=sys.stderr, flush=True)
+    elif cfg.time_limit and done < cfg.steps:
+        print(f"rtsynth: --time-limit {cfg.time_limit:g} s reached at {where}", file=sys.stderr,
+              flush=True)
