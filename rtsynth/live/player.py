@@ -25,7 +25,7 @@ Latency policy (no ratchet). An underrun is *rtsynth's own* when no sign of the 
 being late lies within ``SERVER_GRACE`` cycles of it; the signs are the server's xrun callback,
 cycles it skipped (its frame clock jumped) and a callback that came less than half a period
 after the previous one (the server catching up). Only rtsynth's own underruns render one more
-block ahead (``--ahead auto``, up to ``ahead_max``). After ``lower_after`` seconds (default
+block ahead for each callback they left short (``--ahead auto``, up to ``ahead_max``). After ``lower_after`` seconds (default
 :data:`LOWER_AFTER_S`) with no underrun of its own, one block of latency is given back: the
 callback skips one block of the ring with a ``GAP_FADE``-frame crossfade (MIDI keeps its place,
 ``r + latency`` does not move), and so on, one block per stable period, down to where it began.
@@ -263,10 +263,12 @@ class Player:
             return
         self.own_underruns += n
         self._last_own_cb = cb
-        if self.mode == MODE_RING and self.ahead < self.ahead_max:
-            self.ahead += 1
-            self.latency_frames += self.block
-            self.latency_raises += 1
+        # a stall that emptied the ring at k callbacks needed k blocks more in hand
+        k = min(n, self.ahead_max - self.ahead) if self.mode == MODE_RING else 0
+        if k > 0:
+            self.ahead += k
+            self.latency_frames += k * self.block
+            self.latency_raises += k
             self._last_change_cb = cb
 
     def pull(self, left: np.ndarray, right: np.ndarray, frames: int) -> None:
