@@ -256,6 +256,13 @@ class _Status:
     def tick(self, now: float) -> None:
         p = self.player
         n = p.underruns
+        if n == self.last_n and p.latency_frames < self.last_latency:
+            # the latency policy gave a block back (or sync mode rendering returned into the
+            # callback) after a stable period: say so once
+            self.last_latency = p.latency_frames
+            print(f"rtsynth: latency back to {p.latency_frames * 1e3 / p.engine.sr:.2f} ms "
+                  f"({'sync' if p.latency_frames == 0 else f'{1 + p.ahead} block(s) ahead'})",
+                  file=sys.stderr, flush=True)
         if n == self.last_n or now - self.last_t < self.interval:
             return
         s = p.summary(last_blocks=int(self.blocks_per_s * (now - self.last_t)) + 1)
