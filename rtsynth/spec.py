@@ -95,7 +95,8 @@ def midi_to_hz(pitch: np.ndarray | float) -> np.ndarray | float:
 
 @subkernel
 def midi_to_hz_scalar(pitch: float) -> float:
-    """:func:`midi_to_hz` of one float, callable inside a kernel (the same arithmetic)."""
+    """:func:`midi_to_hz` of one float, callable inside a kernel (the same formula; NumPy's and
+    libm's ``pow`` may differ in the last bit)."""
     return A4_HZ * 2.0 ** ((pitch - A4_MIDI) / 12.0)
 
 
