@@ -139,9 +139,49 @@ class JackServer:
                 pass
         if p is not None:
             self.returncode = p.returncode
+            if p.returncode == -signal.SIGKILL and not self._no_reclaim:
+                self._reclaim()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def kill(self, reclaim: bool = True) -> float:
+        """SIGKILL the server (a crash: no goodbye to its clients) and reap it; returns the
+        monotonic time of the kill. Its registry slot is reclaimed (see :meth:`_reclaim`)
+        unless ``reclaim`` is False: then start a server of the same name next (that takes the
+        slot back too), and no client sees a short-lived one in between."""
+        t = time.monotonic()
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self._no_reclaim = not reclaim
+        self.stop()
+        self._no_reclaim = False
+        return t
+
+    _no_reclaim = False
+
+    def _reclaim(self, timeout: float = 5.0) -> None:
+        """A server killed with SIGKILL leaves its entry in JACK's shared registry
+        (/dev/shm/jack-shm-registry, 8 entries for the whole machine), which only a server of
+        the same name takes back: after 8 such kills no jackd starts anywhere ('Too many
+        servers already active'). Start one of the same name and stop it properly."""
+        try:
+            q = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 stdin=subprocess.DEVNULL, env=self.env)
+        except OSError:
+            return
+        deadline = time.monotonic() + timeout
+        sock = Path("/dev/shm") / f"jack_{self.name}_{os.getuid()}_0"
+        while time.monotonic() < deadline and q.poll() is None and not sock.exists():
+            time.sleep(0.02)
+        time.sleep(0.1)
+        if q.poll() is None:
+            q.terminate()
+            try:
+                q.wait(timeout)
+            except subprocess.TimeoutExpired:
+                q.kill()
+                q.wait()
 
     def cleanup(self) -> None:
         """Stop and remove the log file if this object created it."""

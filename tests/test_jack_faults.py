@@ -54,12 +54,10 @@ def _note_rms(rig, seconds=1.0):
     return float(np.sqrt(np.mean(m[n // 4: 3 * n // 4] ** 2)))
 
 
-def _kill(srv):
-    """SIGKILL the server (no goodbye to its clients), reap it."""
-    t = time.monotonic()
-    os.kill(srv.pid, signal.SIGKILL)
-    srv.stop()
-    return t
+def _kill(srv, reclaim=True):
+    """SIGKILL the server (no goodbye to its clients), reap it, and reclaim its slot in JACK's
+    registry (JackServer.kill; without, a server of the same name must start next)."""
+    return srv.kill(reclaim=reclaim)
 
 
 def test_server_killed_and_restarted_sounds_again_with_connections(server, tmp_path):
@@ -68,7 +66,7 @@ def test_server_killed_and_restarted_sounds_again_with_connections(server, tmp_p
         rig = _rig(server)
         _wire(rig, proc)
         assert _note_rms(rig) > 1e-3
-        t_kill = _kill(server)
+        t_kill = _kill(server, reclaim=False)      # srv2 below takes the same name
         rig.close(timeout=2)
         t_detect = _line_time(proc, r"JACK server shut down", 10)
         time.sleep(0.5)
@@ -107,11 +105,13 @@ def test_server_killed_and_restarted_sounds_again_with_connections(server, tmp_p
 def test_server_that_does_not_come_back_exits_nonzero(server, tmp_path):
     stats = tmp_path / "stats.json"
     with start_play(server, stats, "--reconnect-timeout", "1.5") as proc:
-        t_kill = _kill(server)
+        t_kill = _kill(server, reclaim=False)
         try:
             code = proc.proc.wait(30)
         except Exception:
             code = None
+        finally:
+            server._reclaim()     # its registry slot, now that nobody waits for it
         assert code not in (None, 0), proc.output
         out = proc.output
     assert re.search(r"JACK server shut down", out)
@@ -169,3 +169,45 @@ def test_watchdog_notices_a_stopped_process_callback(server, tmp_path):
     st = read_stats(stats)
     assert st["watchdog_stalls"] == 1, st
     assert t_warn > 0
+
+
+def test_notes_held_through_an_rtmidi_port_that_vanishes_are_released(server, tmp_path):
+    """PortAudio audio (on the JACK server) and a hardware-style rtmidi input (JACK API) from
+    a sender that holds a note and then goes away (its port vanishes): the note ends, and
+    rtsynth says why on stderr."""
+    rtmidi = pytest.importorskip("rtmidi")
+    import subprocess
+    import sys
+    from rtsynth.testing.procs import ManagedProcess
+    env = dict(server.env, PYTHONUNBUFFERED="1")
+    os.environ["JACK_DEFAULT_SERVER"] = server.name     # for rtmidi's client in this process
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="sender")
+    out.open_virtual_port("out")
+    stats = tmp_path / "stats.json"
+    cmd = [sys.executable, "-m", "rtsynth.cli", "play", "--driver", "portaudio", "-m", "jack",
+           "--midi-port", "sender", "-i", "basic", "--reverb", "0", "--stats-json", str(stats)]
+    try:
+        with ManagedProcess(cmd, env=env, ready=r"rtsynth: latency", ready_timeout=120) as proc:
+            rig = _rig(server)
+            ports = wait_for_ports(rig.rx, r"rtsynth", midi=False, is_input=False, count=2)
+            rig.connect_audio(ports[:2])
+            n = 2 * SR
+            rig.start([], n)
+            while rig.progress() < SR // 4:
+                time.sleep(0.01)
+            out.send_message([0x90, 69, 100])
+            while rig.progress() < 3 * SR // 4:
+                time.sleep(0.01)
+            out.close_port()
+            del out
+            res = rig.finish()
+            proc.wait_ready(r"MIDI input 'sender:out' went away", 10)
+            rig.close()
+            assert proc.stop() == 0
+    except subprocess.SubprocessError:
+        raise
+    m = res.audio.mean(axis=0)
+    rms = lambda a, b: float(np.sqrt(np.mean(m[a:b] ** 2)))
+    assert rms(SR // 2, 3 * SR // 4) > 1e-3
+    assert rms(n - SR // 2, n) < 1e-5, rms(n - SR // 2, n)
+    assert read_stats(stats)["notes_released"] >= 1
