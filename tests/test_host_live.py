@@ -20,7 +20,7 @@ SYNTHV1 = "http://synthv1.sourceforge.net/lv2"
 RACK = ["--channel", "1=flute-lite", "--channel", f"2=lv2:{SYNTHV1}", "--reverb", "0"]
 
 
-def run_clean(rig, events, n_frames, tries=4):
+def run_clean(rig, events, n_frames, tries=6):
     for _ in range(tries):
         res = rig.run(events, n_frames)
         if res.complete and res.late_events == 0 and res.xruns == 0:

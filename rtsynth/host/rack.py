@@ -313,6 +313,7 @@ class Rack:
         self.inst = _RackInstrument(self)
         self.stems = None                     # :class:`~rtsynth.host.stems.Stems` (render)
         self.multi_out: MultiOut | None = None   # live --multi-out (JACK): :meth:`open_multi_out`
+        self._outs: list = []                 # each part's block (stems, multi-out)
         for ch in range(16):
             if self.program[ch] is not None and ch in self.channel_specs:
                 self._part(self.program[ch], ch)
@@ -459,8 +460,11 @@ class Rack:
             for p in self.part_list:
                 np.add(out, p.render(n), out=out)
         else:
-            outs = [p.render(n) for p in self.part_list]
-            for o in outs:
+            outs = self._outs
+            if len(outs) != len(self.part_list):
+                outs[:] = [None] * len(self.part_list)
+            for i, p in enumerate(self.part_list):
+                outs[i] = o = p.render(n)
                 np.add(out, o, out=out)
             if st is not None:
                 st.capture(outs, n)
