@@ -275,3 +275,12 @@ def test_lv2_instrument_controls_on_its_channel():
         build_rack(rack_args(), 256, None, False, {1: f"lv2:{SYNTHV1} NOPE=1"}, [])
     with pytest.raises(LV2Error, match="is an effect, not an instrument"):
         build_rack(rack_args(), 256, None, False, {1: f"lv2:{AMP}"}, [])
+
+
+@needs_lilv
+def test_channel_10_plays_the_lv2_instrument_set_for_it(gm_file, capfd):
+    drums = [(t, m) for t, m in _events(gm_file) if m[0] & 0x0F == 9]
+    y, rack = render_rack(drums, specs={9: f"lv2:{SYNTHV1}"})
+    assert [(p.kind, p.channels) for p in rack.part_list] == [("lv2", {9})]
+    assert rack.stats["muted_percussion"] == 0 and np.max(np.abs(y)) > 1e-2
+    assert "muted" not in capfd.readouterr().err

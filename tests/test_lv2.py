@@ -214,3 +214,25 @@ def test_plugins_subcommand_lists_uri_kind_ports_controls():
     q = subprocess.run([sys.executable, "-m", "rtsynth.cli", "plugins", "--instruments",
                         "--brief"], capture_output=True, text=True, timeout=120)
     assert SYNTHV1 in q.stdout and AMP not in q.stdout
+
+
+def test_state_interface_saved_and_restored_across_a_fresh_instance():
+    """``state:interface``: what a plugin keeps beside its control ports (x42 balance: its
+    settings string; fil4: display settings) survives the fresh instance a reset makes."""
+    from rtsynth.dsp.effects import FxChain
+    from rtsynth.lv2.host import Instance
+    _need(BALANCE)
+    a = Instance(BALANCE, SR, 128)
+    st = a.save_state()
+    assert st and st[0][0].startswith("http://gareus.org/oss/lv2/balance")
+    b = Instance(BALANCE, SR, 128)
+    b.restore_state(st)
+    assert b.save_state() == st
+    chain = FxChain([("http://gareus.org/oss/lv2/fil4#stereo", {})], SR, 128)
+    before = chain.stages[0].instances[0].save_state()
+    assert len(before) >= 4
+    old = chain.stages[0].instances[0]
+    chain.reset()
+    assert chain.stages[0].instances[0] is not old
+    assert chain.stages[0].instances[0].save_state() == before
+    assert Instance(SYNTHV1, SR, 128).save_state() == []      # nothing beyond its controls

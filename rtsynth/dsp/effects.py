@@ -128,7 +128,8 @@ class FxStage:
         """Fresh instances (a plugin's activate need not forget its history; a render must
         not depend on what the warm-up played)."""
         old, self.instances = self.instances, [self._new() for _ in self.instances]
-        for i in old:
+        for new, i in zip(self.instances, old):
+            new.restore_state(i.save_state())     # the plugin's configuration (state:interface)
             i.close()
 
     def close(self) -> None:

@@ -186,6 +186,7 @@ class LV2Part:
         self.events.clear()
         self.held = 0
         old, self.inst = self.inst, self._new()
+        self.inst.restore_state(old.save_state())     # its configuration, not its history
         old.close()
 
     def all_sound_off(self, off: int = 0, seconds: float = 0.03) -> None:

@@ -64,6 +64,14 @@ STATE_RETRIEVE_FN = CFUNCTYPE(c_void_p, c_void_p, c_uint32, POINTER(ctypes.c_siz
                               POINTER(c_uint32), POINTER(c_uint32))
 
 
+#: LV2_State_Status store(handle, key, value, size, type, flags)
+STATE_STORE_FN = CFUNCTYPE(c_int, c_void_p, c_uint32, c_void_p, ctypes.c_size_t, c_uint32,
+                           c_uint32)
+#: LV2_State_Status save/restore(instance, store|retrieve, handle, flags, features)
+STATE_SAVE_FN = CFUNCTYPE(c_int, c_void_p, STATE_STORE_FN, c_void_p, c_uint32, c_void_p)
+STATE_RESTORE_FN = CFUNCTYPE(c_int, c_void_p, STATE_RETRIEVE_FN, c_void_p, c_uint32, c_void_p)
+
+
 class LV2_State_Interface(Structure):
     _fields_ = [("save", c_void_p), ("restore", c_void_p)]
 
@@ -187,5 +195,6 @@ __all__ = ["LilvMissing", "lib", "available", "LV2_Feature", "LV2_URID_Map", "LV
            "LV2_Options_Option", "LV2_Worker_Schedule", "LV2_Worker_Interface",
            "LV2_State_Interface", "LV2_Descriptor", "LilvInstanceStruct", "URID_MAP_FN",
            "URID_UNMAP_FN", "WORKER_SCHEDULE_FN", "WORKER_RESPOND_FN", "WORKER_WORK_FN",
-           "WORKER_RESPONSE_FN", "WORKER_END_RUN_FN", "STATE_RETRIEVE_FN", "CONNECT_FN",
+           "WORKER_RESPONSE_FN", "WORKER_END_RUN_FN", "STATE_RETRIEVE_FN", "STATE_STORE_FN",
+           "STATE_SAVE_FN", "STATE_RESTORE_FN", "CONNECT_FN",
            "HANDLE_FN", "RUN_FN", "EXTENSION_DATA_FN", "c_int64", "c_uint32", "c_float"]

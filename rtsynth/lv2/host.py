@@ -224,6 +224,11 @@ class Instance:
             if wi:
                 self._worker = _Worker(self, wi)
                 self._schedule_target[0] = self._worker
+        self._state = None
+        if self._ext is not None:
+            si = self._ext(URI_STATE_INTERFACE.encode())
+            if si:
+                self._state = _lilv.LV2_State_Interface.from_address(si)
         self._connect_all()
         if controls:
             for sym, val in controls.items():
@@ -413,6 +418,58 @@ class Instance:
                              f"RMS {math.sqrt(s / max(n, 1)):.3g} (above +20 dBFS)")
                 return False
         return True
+
+    # ------------------------------------------------------------- state
+    @property
+    def has_state(self) -> bool:
+        return self._state is not None and bool(self._state.save)
+
+    def save_state(self) -> list[tuple[str, bytes, str, int]]:
+        """The plugin's own state (``state:interface``: what its control ports do not hold,
+        e.g. a loaded sample or tuning) as ``[(key URI, value, type URI, flags)]``; [] for a
+        plugin without it. Not real-time."""
+        if not self.has_state:
+            return []
+        out = []
+        um = self.urids
+
+        def store(handle, key, value, size, typ, flags):
+            out.append((um.unmap(key) or "", ctypes.string_at(value, size),
+                        um.unmap(typ) or "", int(flags)))
+            return 0
+
+        cb = _lilv.STATE_STORE_FN(store)
+        no_features = (ctypes.c_void_p * 1)()
+        _lilv.STATE_SAVE_FN(self._state.save)(self._handle, cb, None, 1 | 2, no_features)
+        return out
+
+    def restore_state(self, items) -> None:
+        """Give a state from :meth:`save_state` (of an instance of the same plugin) back to the
+        plugin. Not real-time (the host calls it before the first block)."""
+        if not self.has_state or not items:
+            return
+        um = self.urids
+        table = {}
+        for key, value, typ, flags in items:
+            table[um.map(key)] = (ctypes.create_string_buffer(value, len(value)), len(value),
+                                  um.map(typ), flags)
+
+        def retrieve(handle, key, size, typ, flags):
+            hit = table.get(key)
+            if hit is None:
+                return None
+            buf, n, t, f = hit
+            if size:
+                size[0] = n
+            if typ:
+                typ[0] = t
+            if flags:
+                flags[0] = f
+            return ctypes.addressof(buf)
+
+        cb = _lilv.STATE_RETRIEVE_FN(retrieve)
+        no_features = (ctypes.c_void_p * 1)()
+        _lilv.STATE_RESTORE_FN(self._state.restore)(self._handle, cb, None, 1 | 2, no_features)
 
     def settle(self, seconds: float = SETTLE_S) -> "Instance":
         """Run silent blocks for ``seconds``: many plugins ramp their parameters from zero
