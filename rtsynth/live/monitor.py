@@ -224,18 +224,28 @@ class LiveFront:
         self.file = f
         return f
 
+    def _voice_engines(self) -> list:
+        e = self.inner
+        parts = getattr(e, "_engines", None)          # a rack: every engine part's voices
+        if callable(parts):
+            try:
+                return list(parts())
+            except Exception:
+                return []
+        return [e]
+
     def channels(self) -> list[tuple[int, int]]:
         """(MIDI channel 0-15, sounding voices) of every channel with a voice."""
-        e = self.inner
-        try:
-            n = e.n_slots
-            act = np.asarray(e.active[:n]) != 0
-            ch = np.asarray(e.chan[:n])[act]
-        except (AttributeError, TypeError):
-            return []
-        if not len(ch):
-            return []
-        c = np.bincount(ch.astype(np.int64), minlength=16)
+        c = np.zeros(16, np.int64)
+        for e in self._voice_engines():
+            try:
+                n = e.n_slots
+                act = np.asarray(e.active[:n]) != 0
+                ch = np.asarray(e.chan[:n])[act]
+            except (AttributeError, TypeError):
+                continue
+            if len(ch):
+                c += np.bincount(ch.astype(np.int64) & 15, minlength=16)
         return [(int(k), int(c[k])) for k in np.flatnonzero(c)]
 
     def instrument_name(self, channel: int) -> str:
@@ -246,11 +256,22 @@ class LiveFront:
                 return str(f(channel))
             except Exception:
                 pass
-        return str(getattr(e.inst, "name", "?"))
+        return str(getattr(getattr(e, "inst", None), "name", "?"))
 
+    @property
     def active_voices(self) -> int:
+        """Voices sounding (the engine's count; the player and the screen read it)."""
+        e = self.inner
         try:
-            return int(self.inner.active_voices)
+            n = getattr(e, "active_voices")
+            return int(n() if callable(n) else n)
+        except Exception:
+            return sum(self._count(x) for x in self._voice_engines())
+
+    @staticmethod
+    def _count(e) -> int:
+        try:
+            return int(np.count_nonzero(np.asarray(e.active[:e.n_slots])))
         except Exception:
             return 0
 

@@ -101,7 +101,7 @@ class Screen:
         else:
             med = mx = 0.0
         lat = p.latency_frames + f.extra_latency
-        t.append(f"voices {f.active_voices():3d}/{f.n_slots}   ")
+        t.append(f"voices {f.active_voices:3d}/{f.n_slots}   ")
         t.append(f"cpu {100 * med / period_ms:5.1f}% (gen {med:.2f} ms, max {mx:.2f} ms "
                  f"of a {period_ms:.2f} ms period)\n")
         t.append(f"latency {lat * 1e3 / sr:.2f} ms ({lat} frames)   ")
@@ -124,7 +124,7 @@ class Screen:
         if kb is not None:
             t.append(f"keys: octave {4 + kb.octave} (z = {60 + 12 * kb.octave})  velocity "
                      f"{kb.velocity}  sustain {'on' if kb.sustain else 'off'}  gain "
-                     f"{f.inner.gain:.2f}  held {' '.join(map(str, kb.held[:8])) or '-'}\n",
+                     f"{getattr(f.inner, 'gain', 0.0):.2f}  held {' '.join(map(str, kb.held[:8])) or '-'}\n",
                      style="cyan")
             t.append("z..m C4-B4  q..i C5-C6  [ ] octave  - = velocity  , . gain  space sustain\n"
                      "Esc panic  Tab instrument  Ctrl-R record  Ctrl-C quit", style="dim")

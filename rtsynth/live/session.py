@@ -248,7 +248,7 @@ class LiveSession:
         if self._file_end_t is None:
             self._file_end_t = now
         # let the release tails ring, up to 3 s
-        return f.active_voices() == 0 or now - self._file_end_t > 3.0
+        return f.active_voices == 0 or now - self._file_end_t > 3.0
 
     def _print_midi(self) -> None:
         if not self.args.verbose:
@@ -270,8 +270,7 @@ class LiveSession:
             self.keys.stop()
         f = self.front_
         if f is not None:
-            f.flush()
-        self._print_midi()
+            f.flush()       # (-v: the player's own all-sound-off at exit is not printed)
         if self.screen is not None:
             self.screen.stop()
             self.screen = None
