@@ -420,7 +420,7 @@ def _live_drivers():
 
 #: the subcommands that live in their own module (``add_parser(subparsers)``, ``run(args)``)
 SUBCOMMAND_MODULES = ("rtsynth.host.plugins_cli", "rtsynth.train.cli", "rtsynth.bench.cli",
-                      "rtsynth.dataset.cli", "rtsynth.eval.cli")
+                      "rtsynth.dataset.cli", "rtsynth.eval.cli", "rtsynth.batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
