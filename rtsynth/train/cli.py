@@ -63,6 +63,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--velocity-dropout", type=float, default=0.0,
                    help="v2: this fraction of each batch gets a random velocity column, so the "
                    "spectrum follows the dynamics column")
+    p.add_argument("--loss-normalize", action="store_true",
+                   help="divide prediction and target by the target's RMS before the loss (the "
+                   "evaluation compares unit-RMS signals)")
     p.add_argument("--log-weight", type=float, default=1.0,
                    help="weight of the log-magnitude term of the MR-STFT loss")
     p.add_argument("--export-before-gan", default=None,
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet, export_before_gan=args.export_before_gan, init=args.init,
         noise_warmup=args.noise_warmup, amp_bias=args.amp_bias, n_features=args.features,
         tilt_fraction=args.tilt, log_weight=args.log_weight,
-        velocity_dropout=args.velocity_dropout)
+        velocity_dropout=args.velocity_dropout, loss_normalize=args.loss_normalize)
     if getattr(args, "command_line", None):
         cfg.command = args.command_line
     out = train_and_export(cfg)

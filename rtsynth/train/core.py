@@ -71,6 +71,7 @@ class TrainConfig:
     tilt_fraction: float = 0.0            # v2: add this fraction again through a spectral tilt
     log_weight: float = 1.0               # weight of the log-magnitude term of the loss
     velocity_dropout: float = 0.0         # v2: this fraction of a batch gets a random velocity
+    loss_normalize: bool = False          # both signals / the target's RMS before the loss
     command: str = field(default_factory=lambda: _command_line())
 
 
@@ -301,6 +302,16 @@ class Trainer:
         y = synth.synthesize(h_c, n_c, f0, off)[:, hop:]
         return y, target, kl
 
+    def _normalized(self, y, target):
+        """``--loss-normalize``: both divided by the target crop's RMS, so the log term's
+        1e-5 floor sits where the evaluation's does (it compares unit-RMS signals): the
+        source's quiet spectrum (its band edge, the floor between harmonics) counts as
+        much as it does there."""
+        if not self.cfg.loss_normalize:
+            return y, target
+        r = target.pow(2).mean(-1, keepdim=True).sqrt().clamp(min=1e-4)
+        return y / r, target / r
+
     def _lr(self, step, steps, elapsed, limit, lr0, lr1):
         frac = step / max(steps, 1)
         if limit:
@@ -325,7 +336,7 @@ class Trainer:
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 y, target, kl = self.batch()
-                rec = self.loss_fn(y, target)
+                rec = self.loss_fn(*self._normalized(y, target))
                 loss = rec + (cfg.kl_weight * kl if kl is not None else 0.0)
                 _descend(self.opt, loss, clip=3.0)
                 self.step += 1
@@ -407,6 +418,15 @@ class Trainer:
         self.encoder.train()
         return anchors
 
+    def pitch_range(self) -> list[float]:
+        """The MIDI pitch range of the training notes (bends included), a semitone wider on
+        each side: beyond it the instrument fades (rtsynth.nn.neural)."""
+        ts = self.ts
+        fr = torch.arange(ts.features.shape[1], device=ts.features.device)[None, :]
+        real = fr < ts.n_frames[:, None]
+        p = ts.features[..., 0][real] * 24.0 + 60.0
+        return [round(float(p.min()) - 1.0, 2), round(float(p.max()) + 1.0, 2)]
+
     def export(self, out: Path | None = None, extra: dict | None = None) -> Path:
         cfg = self.cfg
         out = Path(out) if out is not None else self.out
@@ -443,6 +463,7 @@ class Trainer:
                          "device": str(self.device), "final": self.last,
                          "config": {k: v for k, v in asdict(cfg).items() if k != "command"}},
             "metrics": {},
+            "pitch_range": self.pitch_range(),
         }
         if extra:
             config.update(extra)
