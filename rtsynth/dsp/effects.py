@@ -56,9 +56,14 @@ class MasterState:
 
 def parse_fx(text: str) -> tuple[str, dict[str, str]]:
     """``'URI symbol=value ...'`` -> ``(URI, {symbol: value})`` (values checked later, against
-    the plugin's ports)."""
+    the plugin's ports; ``preset=LABEL`` restores one of its LV2 presets first)."""
+    import shlex
+
     from ..lv2.world import LV2Error
-    parts = str(text).split()
+    try:
+        parts = shlex.split(str(text))       # preset='A label with spaces'
+    except ValueError as e:
+        raise LV2Error(f"--fx {text!r}: {e}") from None
     if not parts:
         raise LV2Error("--fx needs a plugin URI (`rtsynth plugins` lists them)")
     uri, params = parts[0], {}
@@ -75,16 +80,16 @@ class FxStage:
     one instance per channel, a mono-in stereo-out plugin fed the mid signal."""
 
     def __init__(self, uri: str, params: dict, sample_rate: int, block: int):
-        from ..lv2.host import Instance, check_control
+        from ..lv2.host import check_params, make_instance
         from ..lv2.world import LV2Error, plugin_info
 
         info = plugin_info(uri)
         if info.instrument:
             raise LV2Error(f"{uri} is an instrument, not an effect: give it to a channel "
                            f"(--channel N=lv2:{uri})")
-        controls = {s: check_control(info, s, v, sample_rate) for s, v in params.items()}
+        controls = check_params(info, params, sample_rate)
         n_in, n_out = len(info.audio_in), len(info.audio_out)
-        self._new = lambda: Instance(info, sample_rate, block, controls).settle()
+        self._new = lambda: make_instance(info, sample_rate, block, controls)
         if (n_in, n_out) == (1, 1):
             self.mode = "mono"
             self.instances = [self._new() for _ in range(2)]

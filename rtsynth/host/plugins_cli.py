@@ -55,6 +55,10 @@ def run(args) -> int:
             print(f"{uri}  {info.name}  [{kind}; {ports}]")
             continue
         print(f"{uri}\n  {info.name}: {kind} ({info.class_label}); {ports}{lat}")
+        from ..lv2.world import world
+        pres = world().presets(uri)
+        if pres:
+            print("  presets (preset=LABEL): " + ", ".join(repr(lab or u) for u, lab in pres))
         ctl = info.controls
         if ctl:
             print("  controls:")

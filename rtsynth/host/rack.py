@@ -110,7 +110,7 @@ class LV2Part:
 
     def __init__(self, uri: str, sample_rate: int, block: int, gain: float,
                  controls: dict | None = None):
-        from ..lv2.host import Instance
+        from ..lv2.host import make_instance
         from ..lv2.world import LV2Error, plugin_info
 
         info = plugin_info(uri)
@@ -120,7 +120,7 @@ class LV2Part:
             raise LV2Error(f"{uri} has no audio output")
         self.name = f"lv2:{uri}"
         self.uri = uri
-        self._new = lambda: Instance(info, sample_rate, block, controls).settle()
+        self._new = lambda: make_instance(info, sample_rate, block, controls)
         self.inst = self._new()
         self.gain = float(gain)
         self.block = int(block)

@@ -170,15 +170,14 @@ def _host_engine(args, block, device_rate, offline, plain):
 
 def _check_fx(fx_specs) -> None:
     """Every ``--fx`` URI and symbol known, every value in range, before anything loads."""
-    from ..lv2.host import check_control
+    from ..lv2.host import check_params
     from ..lv2.world import LV2Error, plugin_info
     for uri, params in fx_specs:
         info = plugin_info(uri)
         if info.instrument:
             raise LV2Error(f"{uri} is an instrument, not an effect: give it to a channel "
                            f"(--channel N=lv2:{uri})")
-        for s, v in params.items():
-            check_control(info, s, v, 48000)
+        check_params(info, params, 48000)
 
 
 def _file_messages(args) -> list:
@@ -248,14 +247,14 @@ def build_rack(args, block, device_rate, offline, specs, fx_specs, *, per_channe
         if s.startswith(LV2_PREFIX):
             # 'lv2:URI symbol=value ...': the instrument's controls, checked now
             from ..dsp.effects import parse_fx
-            from ..lv2.host import check_control
+            from ..lv2.host import check_params
             from ..lv2.world import LV2Error, plugin_info
             uri, params = parse_fx(s[len(LV2_PREFIX):])
             info = plugin_info(uri)
             if not info.instrument:
                 raise LV2Error(f"{uri} is an effect, not an instrument: put it on the master "
                                f"(--fx '{uri}')")
-            lv2_controls[uri] = {k: check_control(info, k, v, rate) for k, v in params.items()}
+            lv2_controls[uri] = check_params(info, params, rate)
             specs[ch] = LV2_PREFIX + uri
         elif s != "basic":
             load_instrument(s)         # fails here, with its one line, before anything runs

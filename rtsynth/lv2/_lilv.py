@@ -64,6 +64,9 @@ STATE_RETRIEVE_FN = CFUNCTYPE(c_void_p, c_void_p, c_uint32, POINTER(ctypes.c_siz
                               POINTER(c_uint32), POINTER(c_uint32))
 
 
+#: void set_value(const char* port_symbol, void* user_data, const void* value, uint32_t size,
+#: uint32_t type): lilv_state_restore's way to set a preset's port values
+SET_PORT_VALUE_FN = CFUNCTYPE(None, c_char_p, c_void_p, c_void_p, c_uint32, c_uint32)
 #: LV2_State_Status store(handle, key, value, size, type, flags)
 STATE_STORE_FN = CFUNCTYPE(c_int, c_void_p, c_uint32, c_void_p, ctypes.c_size_t, c_uint32,
                            c_uint32)
@@ -144,7 +147,10 @@ _DECLS = {
     "lilv_port_supports_event": (c_bool, [_P, _P, _P]),
     "lilv_port_has_property": (c_bool, [_P, _P, _P]),
     "lilv_port_get_value": (_P, [_P, _P, _P]),
+    "lilv_world_get": (_P, [_P, _P, _P, _P]),
+    "lilv_world_unload_resource": (c_int, [_P, _P]),
     "lilv_state_new_from_world": (_P, [_P, _P, _P]),
+    "lilv_state_get_label": (c_char_p, [_P]),
     "lilv_state_restore": (None, [_P, _P, _P, _P, c_uint32, _P]),
     "lilv_state_free": (None, [_P]),
     "lilv_state_get_num_properties": (c_uint32, [_P]),
@@ -196,5 +202,5 @@ __all__ = ["LilvMissing", "lib", "available", "LV2_Feature", "LV2_URID_Map", "LV
            "LV2_State_Interface", "LV2_Descriptor", "LilvInstanceStruct", "URID_MAP_FN",
            "URID_UNMAP_FN", "WORKER_SCHEDULE_FN", "WORKER_RESPOND_FN", "WORKER_WORK_FN",
            "WORKER_RESPONSE_FN", "WORKER_END_RUN_FN", "STATE_RETRIEVE_FN", "STATE_STORE_FN",
-           "STATE_SAVE_FN", "STATE_RESTORE_FN", "CONNECT_FN",
+           "STATE_SAVE_FN", "STATE_RESTORE_FN", "SET_PORT_VALUE_FN", "CONNECT_FN",
            "HANDLE_FN", "RUN_FN", "EXTENSION_DATA_FN", "c_int64", "c_uint32", "c_float"]

@@ -206,6 +206,7 @@ class Instance:
         self._u_chunk = um.map(ATOM + "Chunk")
         self._u_midi = um.map(MIDI_EVENT)
         feats = self._features(um)
+        self._feature_array = feats
         self._ptr = L.lilv_plugin_instantiate(info.handle, float(self.sr), feats)
         if not self._ptr:
             raise LV2Error(f"{info.uri} failed to instantiate at {self.sr} Hz")
@@ -471,6 +472,50 @@ class Instance:
         no_features = (ctypes.c_void_p * 1)()
         _lilv.STATE_RESTORE_FN(self._state.restore)(self._handle, cb, None, 1 | 2, no_features)
 
+    def load_preset(self, preset: str) -> str:
+        """Restore an LV2 preset (its URI or label, see ``rtsynth plugins``): its port values
+        and its ``state:state`` (e.g. the impulse response file of x42's preset convolver;
+        lilv maps its paths). Returns the preset's URI. Not real-time: before the first block."""
+        w = world()
+        L = self._L
+        found = w.presets(self.info.uri)
+        hit = [u for u, lab in found if preset in (u, lab)]
+        if not hit:
+            names = ", ".join(repr(lab or u) for u, lab in found) or "none"
+            raise LV2Error(f"{self.info.uri} has no preset {preset!r} (its presets: {names})")
+        uri = hit[0]
+        node = w.node(uri)
+        st = L.lilv_state_new_from_world(w.ptr, ctypes.addressof(self.urids.map_struct), node)
+        if not st:
+            raise LV2Error(f"{self.info.uri}: preset {uri} could not be read")
+        idx = {p.symbol: p.index for p in self.info.ports if p.kind == "control" and not p.output}
+        u_float = self.urids.map(ATOM + "Float")
+        u_double = self.urids.map(ATOM + "Double")
+        u_int = self.urids.map(ATOM + "Int")
+
+        def set_value(symbol, user, value, size, typ):
+            i = idx.get(symbol.decode() if symbol else "")
+            if i is None or not value:
+                return
+            if typ == u_float and size == 4:
+                v = ctypes.c_float.from_address(value).value
+            elif typ == u_double and size == 8:
+                v = ctypes.c_double.from_address(value).value
+            elif typ == u_int and size == 4:
+                v = ctypes.c_int32.from_address(value).value
+            else:
+                return
+            self._ctl[i] = v
+
+        cb = _lilv.SET_PORT_VALUE_FN(set_value)
+        try:
+            L.lilv_state_restore(st, self._ptr, cb, None, 0, self._feature_array)
+        finally:
+            L.lilv_state_free(st)
+        if self._worker is not None:
+            self._worker.before_run()   # the work the restore scheduled, answered now
+        return uri
+
     def settle(self, seconds: float = SETTLE_S) -> "Instance":
         """Run silent blocks for ``seconds``: many plugins ramp their parameters from zero
         after instantiation (synthv1's first 30 ms differ otherwise), so a render that starts
@@ -504,6 +549,37 @@ class Instance:
             self.close()
         except Exception:
             pass
+
+
+def make_instance(info, sample_rate: int, block: int, params: dict | None = None,
+                  settle: bool = True) -> "Instance":
+    """An instance from command-line style ``params``: control symbols, and ``preset`` (an LV2
+    preset's URI or label, restored first; the controls given beside it override its values);
+    settled (:meth:`Instance.settle`)."""
+    params = dict(params or {})
+    preset = params.pop("preset", None)
+    inst = Instance(info, sample_rate, block, params)
+    if preset is not None:
+        inst.load_preset(str(preset))
+        for k, v in params.items():
+            inst.set(k, v)
+    return inst.settle() if settle else inst
+
+
+def check_params(info, params: dict, sample_rate: float) -> dict:
+    """``params`` checked (:func:`check_control`; ``preset`` must name one of the plugin's
+    presets); returns them with the control values as floats."""
+    out = {}
+    for k, v in params.items():
+        if k == "preset":
+            found = world().presets(info.uri)
+            if not any(str(v) in (u, lab) for u, lab in found):
+                names = ", ".join(repr(lab or u) for u, lab in found) or "none"
+                raise LV2Error(f"{info.uri} has no preset {str(v)!r} (its presets: {names})")
+            out[k] = str(v)
+        else:
+            out[k] = check_control(info, k, v, sample_rate)
+    return out
 
 
 def _headless_qt() -> None:

@@ -135,6 +135,29 @@ class _World:
         finally:
             self.L.lilv_node_free(n)
 
+    def presets(self, uri: str) -> list[tuple[str, str]]:
+        """``[(preset URI, label)]`` of a plugin (LV2 presets: ``pset:Preset``)."""
+        L = self.L
+        p = self.find(uri)
+        if not p:
+            return []
+        nodes = L.lilv_plugin_get_related(p, self.node("http://lv2plug.in/ns/ext/presets#Preset"))
+        out = []
+        if nodes:
+            it = L.lilv_nodes_begin(nodes)
+            while not L.lilv_nodes_is_end(nodes, it):
+                n = L.lilv_nodes_get(nodes, it)
+                L.lilv_world_load_resource(self.ptr, n)
+                lab = L.lilv_world_get(self.ptr, n, self.node(
+                    "http://www.w3.org/2000/01/rdf-schema#label"), None)
+                out.append((_str(L.lilv_node_as_uri(n)),
+                            _str(L.lilv_node_as_string(lab)) if lab else ""))
+                if lab:
+                    L.lilv_node_free(lab)
+                it = L.lilv_nodes_next(nodes, it)
+            L.lilv_nodes_free(nodes)
+        return sorted(out)
+
     def describe(self, uri: str) -> PluginInfo:
         with self.lock:
             info = self._info.get(uri)
