@@ -266,3 +266,17 @@ def test_preset_state_worker_and_latency_with_a_real_convolver():
     np.testing.assert_allclose(y[lat:], x[:-lat], atol=1e-6)
     with pytest.raises(LV2Error, match=r"has no preset 'Hall' \(its presets: 'No-OP Stereo'\)"):
         FxChain([(ZCONV, {"preset": "Hall"})], SR, 128)
+
+
+def test_render_with_effects_reports_their_latency(tmp_path):
+    _need(DPL)
+    out = tmp_path / "fx.wav"
+    p = subprocess.run([sys.executable, "-m", "rtsynth.cli", "render", "--demo", "-q", "-i",
+                        "basic", "-o", str(out), "--fx", f"{DPL} threshold=-3", "--fx",
+                        f"{AMP} gain=-3"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "latency 64 frames" in p.stderr and "delay the output by 64 frames" in p.stderr
+    assert "Simple amplifier (mono)" in p.stderr
+    import soundfile as sf
+    y, _ = sf.read(out, dtype="float32")
+    assert np.all(np.isfinite(y)) and 0.001 < np.max(np.abs(y)) <= 1.0

@@ -163,7 +163,12 @@ class FxChain:
             s.reset()
 
     def describe(self) -> str:
-        return ", ".join(f"{s.name} ({s.mode})" for s in self.stages)
+        """Each effect, how it runs, and the latency it reports (frames)."""
+        out = []
+        for s in self.stages:
+            lat = s.latency
+            out.append(f"{s.name} ({s.mode}" + (f", latency {lat} frames" if lat else "") + ")")
+        return ", ".join(out)
 
 
 @kernel

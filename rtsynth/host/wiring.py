@@ -154,10 +154,13 @@ def _host_engine(args, block, device_rate, offline, plain):
         if fx_specs:
             from ..dsp.effects import FxChain
             engine.master.fx = FxChain(fx_specs, engine.sr, engine.block)
+            _say_fx(engine.master.fx, engine.sr)
         return engine
     _check_fx(fx_specs)
     rack = build_rack(args, block, device_rate, offline, specs, fx_specs,
                       per_channel=bool(stems) or bool(multi))
+    if rack.master.fx is not None:
+        _say_fx(rack.master.fx, rack.sr)
     if multi:
         if getattr(args, "driver", "auto") == "portaudio":
             raise PresetError("--multi-out needs the JACK driver")
@@ -166,6 +169,15 @@ def _host_engine(args, block, device_rate, offline, plain):
         from .stems import Stems
         rack.stems = Stems(stems, rack, getattr(args, "output", None))
     return rack
+
+
+def _say_fx(chain, sr: int) -> None:
+    """The master effects on stderr, with the latency they report (a plugin's own delay:
+    x42 dpl's look-ahead, a convolver's partition)."""
+    lat = chain.latency
+    print(f"rtsynth: effects: {chain.describe()}"
+          + (f"; they delay the output by {lat} frames ({lat / sr * 1e3:.2f} ms)" if lat else ""),
+          file=sys.stderr, flush=True)
 
 
 def _check_fx(fx_specs) -> None:
