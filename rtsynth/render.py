@@ -116,9 +116,20 @@ def check_length(seconds: float, tail: float, max_duration: float) -> None:
 
 
 def check_fits(out: str | Path, seconds: float, sample_rate: int) -> None:
-    """Refuse a WAV render its header could not count (more than 4 GiB)."""
-    if _sound_format(Path(out))[0] == "WAV" and seconds * sample_rate > wav_frames_max():
+    """Refuse a WAV render its header could not count (more than 4 GiB) or the disk could not
+    hold (its size is known before it starts)."""
+    out = Path(out)
+    if _sound_format(out)[0] != "WAV":
+        return
+    frames = seconds * sample_rate
+    if frames > wav_frames_max():
         raise RenderError(wav_too_long(sample_rate))
+    import shutil
+    need = 6 * frames + 44
+    free = shutil.disk_usage(out.parent).free
+    if need > free:
+        raise RenderError(f"cannot write {out}: {seconds:.0f} s of 24-bit stereo need "
+                          f"{need / 2**20:.0f} MiB, the disk has {free / 2**20:.0f} MiB free")
 
 
 def _hms(seconds: float) -> str:

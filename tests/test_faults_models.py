@@ -68,6 +68,7 @@ def test_hostile_model_folder(tmp_path, capsys, folders, name):
     assert out.read_bytes() == OLD
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")      # NumPy's overflow, once
 def test_a_model_going_non_finite_while_playing_is_muted_with_one_warning(folders):
     """The real-time step's own guard: rows that come out non-finite mute the instrument (a
     flag on the real-time path; the warning printed by rtsynth.nn.guard.report)."""
