@@ -54,9 +54,10 @@ def _note(delta_on: int, length: int, pitch: int = 60, vel: int = 100, ch: int =
     return [(delta_on, bytes((0x90 | ch, pitch, vel))), (length, bytes((0x80 | ch, pitch, 0)))]
 
 
-def midi_files(seed: int = 0, n_random: int = 8) -> dict[str, bytes]:
-    """Malformed and absurd Standard MIDI Files, by name (about 45 plus ``n_random`` random
-    ones; the largest is ~6 MB)."""
+def midi_files(seed: int = 0, n_random: int = 8, random_events: int = 100
+               ) -> dict[str, bytes]:
+    """Malformed and absurd Standard MIDI Files, by name (44 plus ``n_random`` random ones of
+    ``random_events`` events; the largest is 9 MB)."""
     rng = np.random.default_rng(seed)
     ok_track = track(_note(0, 96) + _note(0, 96, 64))
     c: dict[str, bytes] = {
@@ -123,7 +124,7 @@ def midi_files(seed: int = 0, n_random: int = 8) -> dict[str, bytes]:
                                      + b"\x00\x90\x3c\x40" + b"\x00\x3c\x40" * 2_999_999]),
     }
     for i in range(n_random):
-        c[f"random_{i}"] = random_smf(rng, damage=i % 2 == 1)
+        c[f"random_{i}"] = random_smf(rng, n_events=random_events, damage=i % 2 == 1)
     return c
 
 
