@@ -148,7 +148,47 @@ def _write_rows(vs, v, off, n):
     vs.expr_touched[v] = True
 
 
+# the per-note control events a block queues (Channels) and apply_notes applies, in order
+OP_PRESSURE, OP_POLY, OP_BREATH, OP_TIMBRE, OP_MOD, OP_EXPRESSION, OP_NOTE_BEND = range(7)
+
+
 @kernel
+def apply_notes(vs, n_slots, m, kind, chan, key, offset, value, n, ctl, routes, v2,
+                default_bright):
+    """The queued per-note control events ``0 .. m-1``, in order, at their block offsets: each
+    sets its channel controller (``ctl``) and updates the notes it addresses (pressure, breath,
+    CC74, CC1, CC11 recompute their dynamics, brightness and vibrato; an MPE member's bend is
+    its notes' bend). One call for a block's run of them: a Seaboard's stream of bends and
+    pressures costs one kernel call, not one per message."""
+    for i in range(m):
+        k = kind[i]
+        c = chan[i]
+        x = value[i]
+        off = offset[i]
+        if k == OP_NOTE_BEND:
+            ctl.note_bend[c] = x
+            bend_notes(vs, n_slots, c, x, off, n)
+            continue
+        p = -1.0
+        kk = -1
+        if k == OP_PRESSURE:
+            ctl.pressure[c] = x
+            p = x
+        elif k == OP_POLY:
+            p = x
+            kk = key[i]
+        elif k == OP_BREATH:
+            ctl.breath[c] = x
+        elif k == OP_TIMBRE:
+            ctl.timbre[c] = x
+        elif k == OP_MOD:
+            ctl.mod[c] = x
+        elif k == OP_EXPRESSION:
+            ctl.expression[c] = x
+        express(vs, n_slots, c, kk, p, off, n, ctl, routes, v2, default_bright)
+
+
+@subkernel
 def express(vs, n_slots, ch, key, pressure, off, n, ctl, routes, v2, default_bright):
     """A control event at block offset ``off`` for the notes of channel ``ch`` (``key`` >= 0:
     only that key's): ``pressure`` >= 0 sets their pressure; their dynamics, brightness and
@@ -167,7 +207,7 @@ def express(vs, n_slots, ch, key, pressure, off, n, ctl, routes, v2, default_bri
     return m
 
 
-@kernel
+@subkernel
 def bend_notes(vs, n_slots, ch, semitones, off, n):
     """The per-note bend of the notes of channel ``ch`` (an MPE member) from offset ``off``."""
     for v in range(n_slots):

@@ -223,7 +223,8 @@ class Engine:
         begin_rows(vs, n)
         m_ev = self._take_events(end)
         buf = self._evbuf
-        apply = self.channels.apply
+        channels = self.channels
+        apply = channels.apply
         m = 0               # note-ons queued: a run of them (a chord) starts in one call
         for i in range(m_ev):
             when, st, d1, d2 = buf[i]
@@ -233,6 +234,8 @@ class Engine:
                 self._counts[2] += 1
                 off = 0
             if st & 0xF0 == 0x90:
+                if channels.n_ops:
+                    channels.flush(n)       # per-note controls sent before the note-on
                 self._on_off[m] = off
                 self._on_ch[m] = st & 0x0F
                 self._on_note[m] = d1
@@ -248,6 +251,7 @@ class Engine:
             apply(off, st, d1, d2, n)
         if m:
             self._note_ons(m, n)
+        channels.flush(n)
         self._counts[0] += m_ev
         self.channels.finish(n)
         smooth_bends(vs, n, self.bend_coef)

@@ -21,15 +21,17 @@ import numpy as np
 
 from .. import spec
 from ..jit import kernel
-from .bank import (DST_BRIGHTNESS, DST_DYNAMICS, DST_VIBRATO, SRC_BREATH, SRC_EXPRESSION,
-                   SRC_MODWHEEL, SRC_PRESSURE, SRC_TIMBRE, VIBRATO_MAX_SEMITONES,
-                   ChannelControls, bend_notes, express, kill_voices, release_notes)
+from .bank import (DST_DYNAMICS, DST_VIBRATO, OP_BREATH, OP_EXPRESSION, OP_MOD, OP_NOTE_BEND,
+                   OP_POLY, OP_PRESSURE, OP_TIMBRE, SRC_EXPRESSION, SRC_MODWHEEL,
+                   VIBRATO_MAX_SEMITONES, ChannelControls, apply_notes, kill_voices,
+                   release_notes)
 
 KILL_FADE_S = 0.005
 GAIN_SMOOTH_S = 0.005          # one-pole time constant of CC7/CC11 changes
 MPE_MEMBER_RANGE = 48.0        # MPE 1.0 default bend ranges
 MPE_MASTER_RANGE = 2.0
 LOWER, UPPER = 0, 1
+NOTE_OPS = 1024                # per-note control events queued before a kernel call
 
 #: per channel and sample of one block: bend and vibrato depth (semitones), gain; per channel
 #: the pan gains
@@ -128,6 +130,15 @@ class Channels:
         # row holds its settled state (see smooth_rows)
         self.touched = np.ones((3, 16), bool)
         self.settled = np.zeros(16, np.int64)
+        # per-note control events of this block, applied in order in one kernel call (before
+        # any other event and any note-on: :meth:`flush`)
+        self.op_kind = np.zeros(NOTE_OPS, np.int64)
+        self.op_chan = np.zeros(NOTE_OPS, np.int64)
+        self.op_key = np.zeros(NOTE_OPS, np.int64)
+        self.op_off = np.zeros(NOTE_OPS, np.int64)
+        self.op_value = np.zeros(NOTE_OPS)
+        self.n_ops = 0
+        self.queued = frozenset((0xA0, 0xD0))          # the message kinds that only queue
         self.kinds = {0x80: self._note_off, 0xA0: self._poly_pressure, 0xB0: self.control,
                       0xD0: self._pressure, 0xE0: self._bend}
         self.controllers = {1: self._mod, 2: self._breath, 6: self._data_entry,
@@ -137,6 +148,8 @@ class Channels:
                             121: self._reset_controllers, 123: self._notes_off}
         #: controllers the master channel of an MPE zone applies to all of the zone
         self.zone_wide = (1, 7, 11, 64)
+        #: controllers whose handlers queue or flush themselves
+        self.queued_cc = frozenset((1, 2, 11, 74))
         self.reset()
 
     # ---------------------------------------------------------------- state
@@ -172,6 +185,7 @@ class Channels:
         self.gain_state[:] = self.gain_target
         self.touched[:] = True
         self.settled[:] = 0
+        self.n_ops = 0
 
     def reset_gains(self) -> None:
         """The gain rows at their targets now, without smoothing (after setting state)."""
@@ -227,17 +241,31 @@ class Channels:
         fill_row(self.rows.gain, ch, off, n, self.gain_target[ch])
         self.touched[2, ch] = True
 
-    def _express(self, off: int, ch: int, key: int, pressure: float, n: int) -> None:
-        express(self.vs, self.n_slots, ch, key, pressure, off, n, self.ctl, self.routes,
-                self.v2, spec.DEFAULT_BRIGHTNESS)
+    def _queue(self, kind: int, off: int, ch: int, key: int, value: float, n: int) -> None:
+        m = self.n_ops
+        if m == NOTE_OPS:
+            self.flush(n)
+            m = 0
+        self.op_kind[m] = kind
+        self.op_chan[m] = ch
+        self.op_key[m] = key
+        self.op_off[m] = off
+        self.op_value[m] = value
+        self.n_ops = m + 1
+
+    def flush(self, n: int) -> None:
+        """Apply the queued per-note control events (before the next other event)."""
+        if self.n_ops:
+            apply_notes(self.vs, self.n_slots, self.n_ops, self.op_kind, self.op_chan,
+                        self.op_key, self.op_off, self.op_value, n, self.ctl, self.routes,
+                        self.v2, spec.DEFAULT_BRIGHTNESS)
+            self.n_ops = 0
 
     def _refresh_bend(self, ch: int, off: int, n: int) -> None:
         """A channel's bend after its value, range or zone changed: a member's goes to its
         notes; any other's into its row and the rows of the members it is master of."""
         if self.zone_of[ch] >= 0:
-            value = self.bend[ch] * self.bend_range[ch]
-            self.ctl.note_bend[ch] = value
-            bend_notes(self.vs, self.n_slots, ch, value, off, n)
+            self._queue(OP_NOTE_BEND, off, ch, -1, self.bend[ch] * self.bend_range[ch], n)
             return
         for c in range(16):
             if self.master_of[c] == ch:
@@ -246,8 +274,11 @@ class Channels:
     # ------------------------------------------------------------- messages
     def apply(self, off: int, st: int, d1: int, d2: int, n: int) -> None:
         """A channel message other than note-on at block offset ``off`` of an ``n`` block."""
-        h = self.kinds.get(st & 0xF0)
+        kind = st & 0xF0
+        h = self.kinds.get(kind)
         if h is not None:
+            if self.n_ops and kind not in self.queued:
+                self.flush(n)               # (a bend or CC handler queues or flushes itself)
             h(off, st & 0x0F, d1, d2, n)
         # program change: accepted, no effect on a single instrument
 
@@ -256,16 +287,20 @@ class Channels:
 
     def _bend(self, off, ch, lsb, msb, n):
         self.bend[ch] = (((msb << 7) | lsb) - 8192) / 8192.0
+        if self.zone_of[ch] >= 0:         # a member's: its notes' (queued)
+            self._queue(OP_NOTE_BEND, off, ch, -1, self.bend[ch] * self.bend_range[ch], n)
+            return
+        if self.n_ops:
+            self.flush(n)
         self._refresh_bend(ch, off, n)
 
     def _pressure(self, off, ch, value, _, n):
         p = value / 127.0
         self.pressure[ch] = p
-        self.ctl.pressure[ch] = p
-        self._express(off, ch, -1, p, n)
+        self._queue(OP_PRESSURE, off, ch, -1, p, n)
 
     def _poly_pressure(self, off, ch, key, value, n):
-        self._express(off, ch, key, value / 127.0, n)
+        self._queue(OP_POLY, off, ch, key, value / 127.0, n)
 
     def control(self, off: int, ch: int, cc: int, val: int, n: int) -> None:
         if self.timbre_cc is not None and cc == self.timbre_cc:
@@ -275,6 +310,8 @@ class Channels:
         h = self.controllers.get(cc)
         if h is None:
             return
+        if self.n_ops and cc not in self.queued_cc:
+            self.flush(n)
         h(off, ch, val, n)
         if self.members[LOWER] or self.members[UPPER]:
             if cc in self.zone_wide and self.zone_of[ch] < 0 and self._is_master(ch):
@@ -288,18 +325,19 @@ class Channels:
 
     def _mod(self, off, ch, val, n):
         self.mod[ch] = val
-        self.ctl.mod[ch] = val / 127.0
-        self._set_vib(ch, off, n)
         if self.routes[SRC_MODWHEEL] != DST_VIBRATO:
-            self._express(off, ch, -1, -1.0, n)
+            self._queue(OP_MOD, off, ch, -1, val / 127.0, n)
+        else:
+            if self.n_ops:
+                self.flush(n)
+            self.ctl.mod[ch] = val / 127.0
+            self._set_vib(ch, off, n)
 
     def _breath(self, off, ch, val, n):
-        self.ctl.breath[ch] = val / 127.0
-        self._express(off, ch, -1, -1.0, n)
+        self._queue(OP_BREATH, off, ch, -1, val / 127.0, n)
 
     def _timbre(self, off, ch, val, n):
-        self.ctl.timbre[ch] = val / 127.0
-        self._express(off, ch, -1, -1.0, n)
+        self._queue(OP_TIMBRE, off, ch, -1, val / 127.0, n)
 
     def _volume(self, off, ch, val, n):
         self.volume[ch] = val
@@ -307,10 +345,11 @@ class Channels:
 
     def _expression(self, off, ch, val, n):
         self.expression[ch] = val
-        self.ctl.expression[ch] = val / 127.0
         self._set_gain(ch, off, n)
         if self.v2:
-            self._express(off, ch, -1, -1.0, n)
+            self._queue(OP_EXPRESSION, off, ch, -1, val / 127.0, n)
+        else:
+            self.ctl.expression[ch] = val / 127.0
 
     def _pan(self, off, ch, val, n):
         self.pan[ch] = val
@@ -401,13 +440,13 @@ class Channels:
         self.mod[ch] = 0
         self.ctl.mod[ch] = 0.0
         self.pressure[ch] = 0.0
-        self.ctl.pressure[ch] = 0.0
         self._set_vib(ch, off, n)
         self.expression[ch] = 127
         self.ctl.expression[ch] = 1.0
-        self.ctl.breath[ch] = -1.0
         self._set_gain(ch, off, n)
-        self._express(off, ch, -1, 0.0, n)
+        self._queue(OP_BREATH, off, ch, -1, -1.0, n)
+        self._queue(OP_PRESSURE, off, ch, -1, 0.0, n)   # and the notes' from the others
+        self.flush(n)
         self.rpn[ch][0] = self.rpn[ch][1] = 127
         if self.sustain[ch]:
             self._sustain(off, ch, 0, n)
