@@ -4,7 +4,6 @@ the sum of the parts, an LV2 synth beside a neural instrument, stems."""
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import subprocess
 import sys

@@ -28,7 +28,6 @@ from typing import Callable
 
 import numpy as np
 
-from .. import spec
 from ..dsp.effects import MasterState, safety_clip
 from ..midi.messages import parse_message
 from . import gm
@@ -309,7 +308,6 @@ class Rack:
         self.defer_master = False
         self.out = np.zeros((self.block, 2), np.float32)
         self.time = 0
-        self.events = deque()                 # (never used: parts keep their own queues)
         self._stats = {"events": 0, "bad_messages": 0, "muted_percussion": 0}
         self.inst = _RackInstrument(self)
         self.stems = None                     # :class:`~rtsynth.host.stems.Stems` (render)
@@ -610,4 +608,4 @@ class Rack:
         return s
 
 
-__all__ = ["Rack", "EnginePart", "LV2Part", "LV2_PREFIX", "spec"]
+__all__ = ["Rack", "EnginePart", "LV2Part", "MultiOut", "LV2_PREFIX"]
