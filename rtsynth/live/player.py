@@ -322,12 +322,13 @@ class Player:
                 out.fill(0.0)
                 out[:n] = self._ramp_down[:n]
                 out[:n] *= self._last[ch]
-            self.underruns += 1
-            self.underrun_frames += frames
             self._gap = True
-            if not self._pending_cb:
-                self._pending_cb = cb
-            self._pending_n += 1
+            if not self._stop:      # after stop() the ring runs dry on purpose: not counted
+                self.underruns += 1
+                self.underrun_frames += frames
+                if not self._pending_cb:
+                    self._pending_cb = cb
+                self._pending_n += 1
         self._last[0] = left[frames - 1]
         self._last[1] = right[frames - 1]
         try:
