@@ -58,6 +58,8 @@ LIMITS: dict[str, Limit] = {
     "timbre_cc": Limit(0, 127, True),
     "duration": Limit(0.001, 1e7, unit="s"),
     "ahead": Limit(0, 16, True, "blocks"),
+    "reconnect_timeout": Limit(0.0, 1e6, unit="s"),
+    "lower_after": Limit(0.01, 1e6, unit="s"),
 }
 
 

@@ -89,12 +89,15 @@ WATCHDOG_S = 0.5
 
 def add_play_options(p) -> None:
     """``rtsynth play`` options of the live drivers and the player's latency policy."""
-    p.add_argument("--reconnect-timeout", type=float, default=RECONNECT_TIMEOUT_S,
+    from ..options import checker
+    p.add_argument("--reconnect-timeout", type=checker("reconnect_timeout"),
+                   default=RECONNECT_TIMEOUT_S,
                    metavar="SECONDS",
                    help="JACK: when the server shuts down, wait this long for it to come back "
                         "(client, ports and connections restored), then exit with an error "
                         f"(default {RECONNECT_TIMEOUT_S:g}; 0: exit at once)")
-    p.add_argument("--lower-after", type=float, default=LOWER_AFTER_S, metavar="SECONDS",
+    p.add_argument("--lower-after", type=checker("lower_after"), default=LOWER_AFTER_S,
+                   metavar="SECONDS",
                    help="latency raised after underruns of rtsynth's own comes down one block "
                         "after this many seconds without one (and --sync returns into the "
                         f"callback after as long with blocks that fit; default {LOWER_AFTER_S:g})")
