@@ -60,7 +60,7 @@ def test_record_holds_the_samples_jack_got_and_the_midi(jack_server, jack_rig, t
     import mido
     import soundfile as sf
     wav = tmp_path / "take.wav"
-    with start_rtsynth(jack_server.env, "-i", "basic", "--record", str(wav)) as proc:
+    with start_rtsynth(jack_server.env, "-i", "basic", "--record", str(wav), "-v") as proc:
         wire(jack_rig, proc)
         lat = latency_of(proc)
         pitches = [60, 67, 64, 72]
@@ -73,6 +73,9 @@ def test_record_holds_the_samples_jack_got_and_the_midi(jack_server, jack_rig, t
                 break
         assert proc.stop() == 0
     assert "recorded" in proc.output
+    # -v: every incoming event, in words and bytes
+    assert "ch1 note-on C4 90  [90 3c 5a]" in proc.output
+    assert "ch1 note-off G4  [80 43 00]" in proc.output
     rec, sr = sf.read(wav, dtype="float32")
     assert sr == SR and rec.ndim == 2
     # the JACK recording is somewhere in the file, sample for sample (float WAV: exact)

@@ -130,3 +130,19 @@ def test_recorder_writes_blocks_and_midi(tmp_path):
     assert ons == [(10 * 128 + 7, 64)]            # ticks are frames
     with pytest.raises(ValueError, match="must end in .wav or .flac"):
         rec.start(tmp_path / "t.mp3", 0)
+
+
+def test_file_schedule_once_and_looped():
+    from rtsynth.live.monitor import FileSchedule
+    ev = [(0, b"\x90\x3c\x64"), (100, b"\x80\x3c\x00"), (250, b"\x90\x40\x64")]
+    got = []
+    f = FileSchedule(ev, 400, loop=True)
+    f.start = 1000
+    for end in range(1000, 2300, 128):
+        f.take(end, lambda w, d: got.append((w, d[1])))
+    assert [w for w, _ in got] == [1000, 1100, 1250, 1400, 1500, 1650, 1800, 1900, 2050, 2200]
+    once = FileSchedule(ev, 400, loop=False)
+    once.start = 0
+    out = []
+    once.take(10_000, lambda w, d: out.append(w))
+    assert out == [0, 100, 250] and once.done and once.end_frame == 250

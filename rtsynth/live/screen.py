@@ -66,6 +66,8 @@ class Screen:
         self._hold = np.full(2, -120.0)
         self._hold_t = np.zeros(2)
         self.frames_drawn = 0
+        self.cpu_s = 0.0
+        self._t_start = time.monotonic()
 
     # ------------------------------------------------------------------ drawing
     def render_text(self, now: float | None = None):
@@ -134,7 +136,9 @@ class Screen:
     # ------------------------------------------------------------------ thread
     def _run(self) -> None:
         last = None
+        c0 = time.thread_time()
         while not self._stop.wait(self.interval):
+            self.cpu_s = time.thread_time() - c0     # this thread's CPU: the screen's cost
             try:
                 t = self.render_text()
                 if t.plain != last:          # an unchanged screen is not sent again
@@ -142,6 +146,13 @@ class Screen:
                     self._live.update(t, refresh=True)
             except Exception as e:          # never take the player down with the screen
                 self.error = e
+
+    def cost(self) -> str:
+        """The screen thread's CPU so far, in words."""
+        wall = max(time.monotonic() - self._t_start, 1e-9)
+        n = max(self.frames_drawn, 1)
+        return (f"screen: {self.frames_drawn} redraws in {wall:.0f} s, {self.cpu_s:.2f} s of CPU "
+                f"({self.cpu_s / n * 1e3:.2f} ms each, {100 * self.cpu_s / wall:.2f}% of a core)")
 
     def print(self, *a, **kw) -> None:
         """A line above the live display (``-v``, messages)."""

@@ -273,6 +273,7 @@ class LiveSession:
             f.flush()       # (-v: the player's own all-sound-off at exit is not printed)
         if self.screen is not None:
             self.screen.stop()
+            print(f"rtsynth: {self.screen.cost()}", flush=True)
             self.screen = None
         rec = self.recorder
         if rec is not None and rec.active:
