@@ -146,3 +146,20 @@ def test_file_schedule_once_and_looped():
     out = []
     once.take(10_000, lambda w, d: out.append(w))
     assert out == [0, 100, 250] and once.done and once.end_frame == 250
+
+
+def test_flac_take_is_encoded_when_it_stops(tmp_path):
+    import soundfile as sf
+    from rtsynth.live.record import Recorder
+    rec = Recorder(48000, 128, interval=0.1)
+    p = rec.start(tmp_path / "t.flac", 0)
+    x = (np.random.default_rng(1).standard_normal((128 * 20, 2)) * 0.1).astype(np.float32)
+    for k in range(20):
+        rec.write(x[k * 128:(k + 1) * 128], k * 128)
+    part = tmp_path / "t.flac.part.wav"
+    assert part.exists()                      # while it records: a WAV kept valid
+    rec.stop()
+    assert not part.exists() and p.exists()
+    y, sr = sf.read(p, dtype="float32")
+    assert sf.info(p).format == "FLAC" and y.shape == x.shape
+    assert np.max(np.abs(y - x)) < 2 ** -22   # 24-bit

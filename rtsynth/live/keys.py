@@ -64,8 +64,22 @@ class TerminalMode:
         new[6][termios.VMIN] = 0
         new[6][termios.VTIME] = 0
         termios.tcsetattr(self.fd, termios.TCSADRAIN, new)
+        self._mode = new
         atexit.register(self.restore)
+        try:       # back from Ctrl-Z (the shell restored its own settings): ours again
+            import signal
+            self._old_cont = signal.signal(signal.SIGCONT, self._reapply)
+        except (ValueError, AttributeError):        # not the main thread / no SIGCONT
+            self._old_cont = None
         return self
+
+    def _reapply(self, signum, frame) -> None:
+        if self._saved is not None:
+            import termios
+            try:
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, self._mode)
+            except termios.error:
+                pass
 
     def restore(self) -> None:
         if self._saved is None:
@@ -80,6 +94,12 @@ class TerminalMode:
     def __exit__(self, *exc) -> None:
         self.restore()
         atexit.unregister(self.restore)
+        if getattr(self, "_old_cont", None) is not None:
+            import signal
+            try:
+                signal.signal(signal.SIGCONT, self._old_cont)
+            except ValueError:
+                pass
 
 
 class KeyboardPlayer:

@@ -7,8 +7,10 @@ thread drains the ring into the file through soundfile and keeps the MIDI events
 A recording stays a valid file when the process is interrupted: every second the writer
 flushes what it has and rewrites the WAV header's sizes (libsndfile's ``SFC_UPDATE_HEADER_NOW``),
 and rewrites the ``.mid`` (to a temporary name, then renamed over the old one). Killed with
-SIGKILL, the files hold everything up to the last such second. FLAC frames are self-contained:
-libsndfile reads a FLAC file cut off mid-stream up to its last whole frame.
+SIGKILL, the files hold everything up to the last such second. A ``.flac`` take is recorded as
+``NAME.flac.part.wav`` (FLAC's length is only written at close: a killed FLAC file is not
+readable) and encoded to FLAC (24-bit) when the take stops; after a SIGKILL the ``.part.wav``
+is the valid recording.
 
 The ``.mid`` file counts in frames: ``ticks_per_beat = rate / 4`` at 240 beats a minute, so one
 tick is one sample (44.1, 48, 96 kHz...), and every event is at the frame where it took effect
@@ -134,10 +136,14 @@ class Recorder:
         if self.active:
             self.stop()
         path = check_path(path)
-        fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-        sub = "PCM_24" if fmt == "FLAC" else "FLOAT"
-        self._file = sf.SoundFile(path, "w", samplerate=self.sr, channels=2, format=fmt,
-                                  subtype=sub)
+        # FLAC's header (its length) is written only at close: a process killed mid-take
+        # would leave a file libsndfile cannot read. So a .flac take is recorded as a float
+        # WAV beside it (kept valid every second) and encoded when the take stops.
+        self._final = path if path.suffix.lower() == ".flac" else None
+        wav = path.with_name(path.name + ".part.wav") if self._final else path
+        self._file = sf.SoundFile(wav, "w", samplerate=self.sr, channels=2, format="WAV",
+                                  subtype="FLOAT")
+        self._wav = wav
         self.path = path
         self.files.append(path)
         self._events: list = []
@@ -171,8 +177,7 @@ class Recorder:
     def _checkpoint(self) -> None:
         import soundfile as sf
         self._file.flush()
-        if self._file.format == "WAV":
-            sf._snd.sf_command(self._file._file, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
+        sf._snd.sf_command(self._file._file, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
         if self._midi_dirty:
             write_midi(midi_path(self.path), self._events, self.sr)
             self._midi_dirty = False
@@ -203,6 +208,8 @@ class Recorder:
         finally:
             self._file.close()
             self._file = None
+        if self._final is not None:
+            _encode_flac(self._wav, self._final)
         return self.path
 
     @property
@@ -213,6 +220,21 @@ class Recorder:
     @property
     def seconds(self) -> float:
         return self.frames_written / self.sr
+
+
+def _encode_flac(wav: Path, flac: Path, chunk: int = 1 << 16) -> None:
+    import soundfile as sf
+    tmp = flac.with_name(flac.name + ".part")
+    with sf.SoundFile(wav) as src, sf.SoundFile(tmp, "w", samplerate=src.samplerate,
+                                                channels=src.channels, format="FLAC",
+                                                subtype="PCM_24") as dst:
+        while True:
+            b = src.read(chunk, dtype="float32")
+            if not len(b):
+                break
+            dst.write(b)
+    os.replace(tmp, flac)
+    os.remove(wav)
 
 
 def next_take(path: Path) -> Path:

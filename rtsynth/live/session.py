@@ -296,8 +296,10 @@ class _Quiet:
 
 
 def _stdin_tty() -> bool:
+    """stdin is a terminal and this process is in its foreground (a background job that read
+    it, or changed its mode, would be stopped by SIGTTIN/SIGTTOU)."""
     try:
-        return os.isatty(0)
+        return os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp()
     except OSError:
         return False
 
