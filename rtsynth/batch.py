@@ -45,6 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-duration", default=None, metavar="SECONDS",
                    help="refuse a render longer than this (render's)")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per file")
+    from .options import BATCH_LIMITS, bound
+    bound(p, BATCH_LIMITS)          # every number's range (exit 2 outside it)
     p.set_defaults(func=run)
     return p
 

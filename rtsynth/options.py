@@ -63,11 +63,11 @@ LIMITS: dict[str, Limit] = {
 }
 
 
-def check_range(name: str, value, what: str | None = None) -> float | int:
-    """``value`` converted and checked against ``LIMITS[name]``; raises ``ValueError`` with one
-    line (``what`` names it in the message, default the option's name)."""
-    lim = LIMITS[name]
-    what = what or "--" + name.replace("_", "-")
+def check_range(name: str | Limit, value, what: str | None = None) -> float | int:
+    """``value`` converted and checked against ``LIMITS[name]`` (or the :class:`Limit` given);
+    raises ``ValueError`` with one line (``what`` names it, default the option's name)."""
+    lim = name if isinstance(name, Limit) else LIMITS[name]
+    what = what or ("value" if isinstance(name, Limit) else "--" + name.replace("_", "-"))
     kind = "an integer" if lim.integer else "a number"
     try:
         x = float(value) if not isinstance(value, (int, float)) else value
@@ -87,18 +87,18 @@ def _int_text(s: str) -> bool:
     return s.lstrip("+-").isdigit()
 
 
-def checker(name: str):
-    """The ``argparse`` ``type=`` function for ``LIMITS[name]``."""
-    lim = LIMITS[name]
+def checker(name: str | Limit):
+    """The ``argparse`` ``type=`` function for ``LIMITS[name]`` (or the :class:`Limit` given)."""
+    lim = name if isinstance(name, Limit) else LIMITS[name]
 
     def parse(text: str):
         try:
-            return check_range(name, text, what="value")
+            return check_range(lim, text, what="value")
         except ValueError:
             kind = "an integer" if lim.integer else "a number"
             raise argparse.ArgumentTypeError(
                 f"must be {kind} in {lim.text()}, not {text!r}") from None
-    parse.__name__ = name          # argparse names the type in some messages
+    parse.__name__ = name if isinstance(name, str) else "number"   # argparse may name it
     return parse
 
 
@@ -136,20 +136,37 @@ TRAIN_LIMITS: dict[str, Limit] = {
     "max_frames": Limit(1, 10 ** 6, True), "ckpt_every": Limit(1, 10 ** 9, True),
     "log_every": Limit(1, 10 ** 9, True), "noise_warmup": Limit(0, 10 ** 9, True),
     "amp_bias": Limit(-100.0, 100.0), "tilt": Limit(0.0, 10.0), "log_weight": Limit(0.0, 1e6),
-    "seed": Limit(0, 2 ** 32 - 1, True),
+    "seed": Limit(0, 2 ** 32 - 1, True), "velocity_dropout": Limit(0.0, 1.0),
 }
-LIMITS.update({f"train_{k}": v for k, v in TRAIN_LIMITS.items()})
+
+
+def bound(p: argparse.ArgumentParser, limits: dict[str, Limit]) -> None:
+    """Give the numeric options of an already configured parser their ranges: ``limits`` maps
+    an option's ``dest`` to its :class:`Limit` (the type becomes the range check, the range
+    is added to its ``--help``)."""
+    for a in p._actions:
+        lim = limits.get(a.dest)
+        if lim is None or not a.option_strings:
+            continue
+        a.type = checker(lim)
+        a.help = (a.help + ", " if a.help else "") + lim.text()
 
 
 def bound_train_options(p: argparse.ArgumentParser) -> None:
     """Give ``rtsynth train``'s numeric options their ranges (type and ``--help``), and
     ``--backbone-kw`` its check, on an already configured parser."""
+    bound(p, TRAIN_LIMITS)
     for a in p._actions:
-        if a.dest in TRAIN_LIMITS:
-            a.type = checker(f"train_{a.dest}")
-            a.help = (a.help + ", " if a.help else "") + TRAIN_LIMITS[a.dest].text()
-        elif a.dest == "backbone_kw":
+        if a.dest == "backbone_kw":
             a.type = backbone_kw_json
+
+
+#: the numbers of the other subcommands, by subcommand (see :func:`bound`)
+BENCH_LIMITS = {"notes": Limit(1, 100_000, True), "seconds": Limit(0.1, 86400.0, unit="s"),
+                "voices": Limit(1, 256, True), "capacity_seconds": Limit(0.1, 3600.0, unit="s"),
+                "felt_repeats": Limit(1, 1000, True), "render_runs": Limit(1, 100, True)}
+EVAL_LIMITS = {"max_notes": Limit(1, 10 ** 6, True)}
+BATCH_LIMITS = {"jobs": Limit(1, 256, True)}
 
 
 def backbone_kw_json(text: str) -> str:

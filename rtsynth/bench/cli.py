@@ -26,6 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_options(p)
+    from ..options import BENCH_LIMITS, bound
+    bound(p, BENCH_LIMITS)          # every number's range (exit 2 outside it)
     p.set_defaults(func=run)
     return p
 

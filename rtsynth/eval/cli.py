@@ -13,6 +13,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=metrics.__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     metrics.configure(p)
+    from ..options import EVAL_LIMITS, bound
+    bound(p, EVAL_LIMITS)           # every number's range (exit 2 outside it)
     return p
 
 
