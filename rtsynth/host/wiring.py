@@ -164,6 +164,9 @@ def _host_engine(args, block, device_rate, offline, plain):
     if multi:
         if getattr(args, "driver", "auto") == "portaudio":
             raise PresetError("--multi-out needs the JACK driver")
+        if device_rate and device_rate != rack.sr:
+            raise PresetError(f"--multi-out needs the JACK server at the instruments' rate "
+                              f"({rack.sr} Hz), not {device_rate} Hz (jackd -r {rack.sr})")
         rack.open_multi_out()
     if stems:
         from .stems import Stems
@@ -224,7 +227,10 @@ def build_rack(args, block, device_rate, offline, specs, fx_specs, *, per_channe
                                default_instrument, load_instrument)
     from .rack import LV2_PREFIX, Rack
 
-    rate = args.sample_rate or device_rate or 48000
+    # the shipped instruments' rate (a server at another rate gets the rack resampled by the
+    # live session, as it does the plain engine)
+    from .. import spec
+    rate = args.sample_rate or spec.SAMPLE_RATE
     if offline:
         from ..render import OFFLINE_BLOCK
         block = block or OFFLINE_BLOCK
