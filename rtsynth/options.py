@@ -143,8 +143,12 @@ TRAIN_LIMITS: dict[str, Limit] = {
 def bound(p: argparse.ArgumentParser, limits: dict[str, Limit]) -> None:
     """Give the numeric options of an already configured parser their ranges: ``limits`` maps
     an option's ``dest`` to its :class:`Limit` (the type becomes the range check, the range
-    is added to its ``--help``)."""
+    is added to its ``--help``); sub-commands' parsers too."""
     for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sp in a.choices.values():
+                bound(sp, limits)
+            continue
         lim = limits.get(a.dest)
         if lim is None or not a.option_strings:
             continue
@@ -167,6 +171,10 @@ BENCH_LIMITS = {"notes": Limit(1, 100_000, True), "seconds": Limit(0.1, 86400.0,
                 "felt_repeats": Limit(1, 1000, True), "render_runs": Limit(1, 100, True)}
 EVAL_LIMITS = {"max_notes": Limit(1, 10 ** 6, True)}
 BATCH_LIMITS = {"jobs": Limit(1, 256, True)}
+DATASET_LIMITS = {"density": Limit(0.01, 100.0), "gain": Limit(0.0, 10.0),
+                  "seed": Limit(0, 2 ** 32 - 1, True), "program": Limit(0, 127, True),
+                  "n": Limit(1, 10_000, True), "notes": Limit(1, 10_000, True),
+                  "test_fraction": Limit(0.0, 0.9), "gate_db": Limit(-120.0, 0.0, unit="dB")}
 
 
 def backbone_kw_json(text: str) -> str:

@@ -100,9 +100,14 @@ def test_train_refuses_absurd_sizes_before_reading_any_data(tmp_path, capsys, ar
 def test_every_numeric_option_of_every_subcommand_has_a_range():
     """No option of any subcommand takes a bare int or float: each has its range (so NaN,
     Inf and absurd sizes are usage errors)."""
-    ap = build_parser()
-    bare = [f"{name} {a.option_strings[0]}"
-            for name, p in ap._subparsers._group_actions[0].choices.items()
-            for a in p._actions if a.option_strings and a.type in (int, float)
-            and not a.choices]
+    import argparse
+
+    def walk(p, path):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for n, sp in a.choices.items():
+                    yield from walk(sp, f"{path} {n}")
+            elif a.option_strings and a.type in (int, float) and not a.choices:
+                yield f"{path} {a.option_strings[0]}"
+    bare = list(walk(build_parser(), "rtsynth"))
     assert bare == [], bare

@@ -13,6 +13,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description=build.__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     build.configure(p)
+    from ..options import DATASET_LIMITS, bound
+    bound(p, DATASET_LIMITS)        # every number's range (exit 2 outside it)
     return p
 
 
