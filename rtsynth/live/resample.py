@@ -144,6 +144,11 @@ class ResampledEngine:
         self.time += n
         return out
 
+    def close(self) -> None:
+        """Drop the soxr stream once the player has stopped (an instance still alive at
+        interpreter exit makes nanobind print leak warnings)."""
+        self._stream = None
+
     def warmup(self) -> None:
         self.inner.warmup()          # keeps its clock running: rebase
         self._base = self.inner.time - int(math.ceil(self.time * self.ratio))

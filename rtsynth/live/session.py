@@ -141,8 +141,10 @@ class LiveSession:
                 self._say("rtsynth: " + KEY_HELP)
         if self.ui:
             from .screen import Screen
-            rate = self.describe_rate()
-            title = f"{f.sr} Hz  block {f.block}" + (f"  ({rate})" if rate else "")
+            e = f.engine
+            title = f"{f.sr} Hz  block {f.block}" + (
+                f"  (soxr {e.quality} from {e.in_rate}: +{e.added_latency_ms:.2f} ms)"
+                if hasattr(e, "extra_frames") else "")
             self.screen = Screen(player, f, title, keys=self.keys, session=self).start()
 
     def _say(self, line: str) -> None:
@@ -271,6 +273,9 @@ class LiveSession:
         f = self.front_
         if f is not None:
             f.flush()       # (-v: the player's own all-sound-off at exit is not printed)
+            close = getattr(f.engine, "close", None)
+            if callable(close) and hasattr(f.engine, "extra_frames"):
+                close()     # the resampler's stream
         if self.screen is not None:
             self.screen.stop()
             print(f"rtsynth: {self.screen.cost()}", flush=True)
