@@ -24,18 +24,20 @@ Real-time rules (docs/TEAM.md, 'Real-time path'), as they apply here:
 Latency policy (no ratchet). An underrun is *rtsynth's own* when no sign of the whole graph
 being late lies within ``SERVER_GRACE`` cycles of it; the signs are the server's xrun callback,
 cycles it skipped (its frame clock jumped) and a callback that came less than half a period
-after the previous one (the server catching up). Only rtsynth's own underruns render one more
-block ahead for each callback they left short (``--ahead auto``, up to ``ahead_max``). After ``lower_after`` seconds (default
-:data:`LOWER_AFTER_S`) with no underrun of its own, one block of latency is given back: the
+after the previous one (the server catching up). Only rtsynth's own underruns render more
+blocks ahead, one for each callback they left short (``--ahead auto``, up to ``ahead_max``).
+After ``lower_after`` seconds (default :data:`LOWER_AFTER_S`) with no underrun of its own, one
+block of latency is given back: the
 callback skips one block of the ring with a ``GAP_FADE``-frame crossfade (MIDI keeps its place,
 ``r + latency`` does not move), and so on, one block per stable period, down to where it began.
 
 Sync mode (JACK, ``--sync``) renders in the process callback: latency 0. After a block that
 used more than :data:`SYNC_HIGH` of its period (or ended after it: a late block, counted as an
 underrun) the next blocks come from the ring (``ahead = 0``, latency one block, rendered by
-the generator thread); once every block for ``lower_after`` seconds has taken less than
-:data:`SYNC_LOW` of a period, the ring is drained (the generator stops, the callback plays what
-is left, MIDI keeps its place) and rendering returns into the callback. Events never change
+the generator thread); once the blocks of ``lower_after`` seconds have fitted (1% at most
+over :data:`SYNC_LOW` of a period, one in :data:`SYNC_SPIKES` over :data:`SYNC_HIGH`), the
+ring is drained (the generator stops, the callback plays what is left, MIDI keeps its place)
+and rendering returns into the callback. Events never change
 order across a switch (:meth:`midi_at_frame` keeps their times non-decreasing).
 
 Overload: when the generator's time per block stays above :data:`SHED_HIGH` of the period
@@ -70,8 +72,12 @@ from .drivers import LOWER_AFTER_S  # noqa: E402  (--lower-after's default; see 
 SERVER_GRACE = 8
 #: sync mode: a block that took more than this fraction of the period goes to the ring
 SYNC_HIGH = 0.85
-#: ... and rendering returns into the callback when blocks took less than this fraction
+#: ... and rendering returns into the callback after a stable period in which at most 1% of
+#: the blocks took more than SYNC_LOW of a period and at most one in SYNC_SPIKES more than
+#: SYNC_HIGH: a machine that stalls now and then (a VM) would otherwise never return, and such
+#: a stall costs the ring (one block ahead) a gap too
 SYNC_LOW = 0.5
+SYNC_SPIKES = 2000
 #: shed voices when the generator's average time per block is above this fraction of a period
 SHED_HIGH = 0.9
 SHED_EMA = 0.1     # weight of one block in that average (about 10 blocks, 27 ms at 128)
@@ -197,7 +203,9 @@ class Player:
         self._pending_n = 0        # underruns since then (classified with it)
         self._last_own_cb = 0      # the last underrun of rtsynth's own
         self._last_change_cb = 0   # the last latency or mode change
-        self._ring_max_ms = 0.0    # the slowest ring block since the window began (generator)
+        # ring blocks since the window began, of them over SYNC_LOW and over SYNC_HIGH of a
+        # period (counted by the generator, reset by the callback)
+        self._win_n = self._win_low = self._win_high = 0
         self._gen_busy = False     # the generator is inside a block (see _run)
         self.shed = bool(shed)
         self._load = 0.0           # average generator time per block / period
@@ -309,12 +317,13 @@ class Player:
             self.r = r + frames
             if self._gap:
                 self._fade_in(left, right)
-            if (stable and self.mode == MODE_RING and self.sync
-                    and self._ring_max_ms < SYNC_LOW * self._budget * 1e3):
-                self.mode = MODE_DRAIN     # back into the callback once the ring is empty
-            elif stable and self.mode == MODE_RING and self.sync:
-                self._ring_max_ms = 0.0    # too slow still: watch another period
-                self._last_change_cb = cb
+            if stable and self.mode == MODE_RING and self.sync:
+                n = self._win_n
+                if self._win_high * SYNC_SPIKES <= n and self._win_low * 100 <= n:
+                    self.mode = MODE_DRAIN     # back into the callback once the ring is empty
+                else:
+                    self._win_n = self._win_low = self._win_high = 0  # still too slow: watch
+                    self._last_change_cb = cb                         # another period
         else:
             # silence, reached through a short ramp from the last sample sent (no step)
             n = min(len(self._ramp_down), frames)
@@ -381,7 +390,7 @@ class Player:
             self.ahead = 0
             self.latency_frames = self.block
             self.sync_fallbacks += 1
-            self._ring_max_ms = 0.0
+            self._win_n = self._win_low = self._win_high = 0
             self._last_change_cb = self.callbacks
             try:
                 os.write(self._wfd, b"\0")
@@ -455,8 +464,12 @@ class Player:
         self.blocks += 1
         self._last_load = dt / self._budget
         self._load += SHED_EMA * (self._last_load - self._load)
-        if ms > self._ring_max_ms:
-            self._ring_max_ms = ms
+        if self.mode == MODE_RING:
+            self._win_n += 1
+            if dt > SYNC_LOW * self._budget:
+                self._win_low += 1
+                if dt > SYNC_HIGH * self._budget:
+                    self._win_high += 1
 
     def _render_until(self, target_w: int) -> None:
         eng = self.engine
