@@ -65,6 +65,13 @@ def test_messages_give_the_real_numbers(jack_server, jack_44k):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "runs at 44100 Hz but the instrument at 48000 Hz" in r.stderr, r.stderr
+    r = subprocess.run([*CMD, "-i", "basic", "--record", "take.mp3"], env=jack_server.env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "rtsynth: error: cannot record to take.mp3: the file must end in .wav or .flac"], r.stderr
+    r = subprocess.run([*CMD, "-i", "basic", "no-such-song.mid"], env=jack_server.env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "no such MIDI file: no-such-song.mid" in r.stderr, r.stderr
     r = subprocess.run([sys.executable, "-m", "rtsynth.cli", "-i", "violin"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "rtsynth play -i violin" in r.stderr, r.stderr

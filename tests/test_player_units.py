@@ -163,3 +163,25 @@ def test_flac_take_is_encoded_when_it_stops(tmp_path):
     y, sr = sf.read(p, dtype="float32")
     assert sf.info(p).format == "FLAC" and y.shape == x.shape
     assert np.max(np.abs(y - x)) < 2 ** -22   # 24-bit
+
+
+def test_instrument_swap_between_blocks():
+    """The old engine's voices fade out within one block; the new one takes over at the same
+    frame and plays what comes next."""
+    from rtsynth.testing.jackrig import pitch_cents
+    front = LiveFront(_basic_engine(128))
+    old = front.engine
+    front.push(0, bytes((0x90, 60, 100)))
+    for _ in range(20):
+        front.render()
+    new = _basic_engine(128)
+    front.request_swap(new)
+    fade = front.render().copy()                # the old voices fade out in this block
+    assert front.engine is old and old.active_voices == 0
+    assert np.abs(fade[-8:]).max() < 0.05 * np.abs(fade[:8]).max() + 1e-6
+    t = front.time
+    front.push(t + 10, bytes((0x90, 69, 100)))
+    out = np.concatenate([front.render().copy() for _ in range(60)])
+    assert front.engine is new and front.swaps == 1 and new.time == front.time
+    assert np.abs(out[:10]).max() < 1e-6 < np.abs(out[200:]).max()    # the note at its frame
+    assert abs(pitch_cents(out[2000:, 0], 48000, 440.0)[1]) < 2

@@ -34,7 +34,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ui", action="store_true",
                    help="no live screen: plain lines (the default when stdout is no terminal)")
     p.add_argument("--no-keys", action="store_true",
-                   help="do not play notes from the computer keyboard (stdin)")
+                   help="do not play notes from the computer keyboard (stdin; see below)")
+    from .keys import KEY_HELP
+    p.epilog = ((p.epilog + "\n\n") if p.epilog else "") + "Computer " + KEY_HELP
     p.add_argument("-v", "--verbose", action="store_true", help="print incoming MIDI events")
     p.add_argument("--client-name", default="rtsynth",
                    help="JACK client name (default rtsynth; ports NAME:midi_in, NAME:out_1/2)")
