@@ -3,7 +3,7 @@ muted (its voices silent) with one warning, instead of playing garbage or silenc
 
 Two checks, both on the controls where they come out of the model (not on the engine's mix):
 
-- :func:`probe`, at load: one voice through a held note and two seconds after its release. A
+- :func:`probe`, at load: one voice through the first frames of a held note and of its release. A
   model whose controls are not finite (weights x1e30 overflow), or do not depend on its input
   at all (all-zero weights: the same loud tone for every note, held or released, -0.2 dBFS),
   is faulty. (A model that is merely untrained, or that rings on after a release, is not
@@ -39,7 +39,7 @@ def probe_features(n_features: int, held: int = 100, after: int = 500) -> np.nda
 
 
 def probe(step, n_features: int, n_harmonics: int, n_noise: int,
-          held: int = 100, after: int = 500) -> str | None:
+          held: int = 8, after: int = 8) -> str | None:
     """Run ``step(features [1, F], out_harm [1, K], out_noise [1, B]) -> bad`` (a fresh voice)
     through :func:`probe_features`; returns why the model is faulty, or None."""
     f = probe_features(n_features, held, after)
