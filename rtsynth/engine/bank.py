@@ -219,7 +219,7 @@ def bend_notes(vs, n_slots, ch, semitones, off, n):
         vs.bend_touched[v] = True
 
 
-@kernel
+@subkernel
 def begin_rows(vs, n):
     """Before a block's events: each active note's rows hold its targets. A row no event wrote
     into last block still holds them (refills are whole rows), and a settled bend smoother
@@ -237,7 +237,7 @@ def begin_rows(vs, n):
             vs.bend_touched[v] = False
 
 
-@kernel
+@subkernel
 def smooth_bends(vs, n, coef):
     """One-pole smoothing of each sounding note's bend row over ``start_off .. n`` (a 7-bit
     controller's steps become glides), carrying ``bend_state``; a row whose state has settled
@@ -443,10 +443,11 @@ def kill_voices(vs, ch, off, fade_len):
 
 
 @kernel
-def free_voices(vs, upto, freed):
-    """After a block: free the slots whose fade ended or whose output was not finite; the
-    freed slots below ``upto`` (the instrument's) into ``freed``. Returns (freed count, bad
-    count)."""
+def end_block(vs, upto, freed, block):
+    """After a block: free the slots whose fade ended or whose output was not finite (the
+    freed slots below ``upto``, the instrument's, into ``freed``), and fill the sounding
+    notes' rows for the next block (:func:`begin_rows`, for up to ``block`` samples). Returns
+    (freed count, bad count). One call: each bank argument costs ~4 us to hand over."""
     m = 0
     nbad = 0
     for v in range(vs.active.shape[0]):
@@ -464,6 +465,7 @@ def free_voices(vs, upto, freed):
         if v < upto:
             freed[m] = v
             m += 1
+    begin_rows(vs, block)
     return m, nbad
 
 

@@ -23,8 +23,8 @@ from ..dsp.effects import MasterState, safety_clip
 from ..dsp.synth import make_work, noise_layout, render_voices
 from ..jit import kernel
 from ..midi.messages import parse_message
-from .bank import (BIG, FIELDS, begin_rows, count_active, free_voices, kill_voices,
-                   make_voices, smooth_bends, start_voices)
+from .bank import (BIG, FIELDS, count_active, end_block, kill_voices,
+                   make_voices, start_voices)
 from .channels import Channels
 from .expression import control_map
 from .frames import make_plan, plan_frames, store_rounds
@@ -219,8 +219,7 @@ class Engine:
         t0 = self.time
         end = t0 + n
         vs = self.voices
-        self.channels.begin(n)
-        begin_rows(vs, n)
+        self.channels.begin(n)          # (the notes' rows: end_block of the block before)
         m_ev = self._take_events(end)
         buf = self._evbuf
         channels = self.channels
@@ -254,11 +253,10 @@ class Engine:
         channels.flush(n)
         self._counts[0] += m_ev
         self.channels.finish(n)
-        smooth_bends(vs, n, self.bend_coef)
         self._compute_frames(n)
         out = self.out if n == self.block else self.out[:n]
         self._synthesize(n, out)
-        freed, bad = free_voices(vs, self.n_slots, self._freed)
+        freed, bad = end_block(vs, self.n_slots, self._freed, self.block)
         if bad:
             self._counts[4] += bad
         if freed:
@@ -379,7 +377,7 @@ class Engine:
         """List this block's control frames per round (:attr:`plan`); returns the round count."""
         return plan_frames(n, self.hop, float(self.sr), self.n_slots, self.voices,
                            self.channels.rows, self.lfo_w, spec.TAU_FAST, spec.TAU_SLOW,
-                           self.plan, self.v2, spec.DEFAULT_BRIGHTNESS)
+                           self.plan, self.v2, spec.DEFAULT_BRIGHTNESS, self.bend_coef)
 
     def _store(self, r: int, q: int) -> None:
         """File rounds ``r .. q-1``, whose controls are in the output rows in round order."""

@@ -16,6 +16,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..jit import kernel, subkernel
+from .bank import smooth_bends
 
 #: the frames of one block, per round ``r`` and row ``m < count[r]``: the voice slot, the
 #: features, the voice-clock sample where it starts, its block offset, the voice's release
@@ -33,14 +34,17 @@ def make_plan(rounds: int, n_slots: int, n_features: int) -> FramePlan:
 
 @kernel
 def plan_frames(n, hop, sr, n_slots, vs, rows, lfo_w, tau_fast, tau_slow, plan, v2,
-                default_bright):
-    """List the control frames that start in this block, per round; returns the round count.
+                default_bright, bend_coef):
+    """Smooth the notes' bend rows of this block (:func:`rtsynth.engine.bank.smooth_bends`,
+    here: one call), then list the control frames that start in it, per round; returns the
+    round count.
 
     Features per :mod:`rtsynth.spec`, from the voice's state at the frame's first sample (pitch
     as the oscillator computes it there: note + channel and note bend + key-synced vibrato). A
     voice being killed gets the frames that start before its kill sample (none once its fade
     has begun), whatever the block size.
     """
+    smooth_bends(vs, n, bend_coef)
     for r in range(plan.count.shape[0]):
         plan.count[r] = 0
     for v in range(vs.n_new.shape[0]):
