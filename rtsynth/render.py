@@ -497,6 +497,8 @@ def report_faults(engine, file=None) -> None:
 
     from .nn.guard import report
     report(getattr(engine, "inst", None))
+    for part in getattr(engine, "part_list", ()):          # a rack: each part's instrument
+        report(getattr(getattr(part, "engine", None), "inst", None))
     bad = getattr(engine, "stats", {}).get("nan_voices", 0)
     if bad:
         print(f"rtsynth: warning: {bad} voice(s) produced non-finite audio and were silenced",

@@ -240,6 +240,8 @@ def build_rack(args, block, device_rate, offline, specs, fx_specs, *, per_channe
 
     def make_engine(name: str):
         inst = load_instrument(name)
+        from ..nn.guard import report
+        report(inst)                    # a faulty model: muted, one warning
         if isinstance(inst, BasicInstrument):
             inst = BasicInstrument(rate)
         if inst.sample_rate != rate:
