@@ -283,3 +283,31 @@ def test_channel_10_plays_the_lv2_instrument_set_for_it(gm_file, capfd):
     assert [(p.kind, p.channels) for p in rack.part_list] == [("lv2", {9})]
     assert rack.stats["muted_percussion"] == 0 and np.max(np.abs(y)) > 1e-2
     assert "muted" not in capfd.readouterr().err
+
+
+def test_live_gm_rack_follows_program_changes_with_every_model_loaded(capfd):
+    """play --gm: every model the GM table selects is built before the stream starts, so a
+    program change on the audio path only switches; notices go out on their own thread."""
+    import time
+    from rtsynth.host.wiring import build_rack
+    rack = build_rack(rack_args(gm=True), 256, None, False, {}, [])
+    try:
+        names = {p.name for p in rack.part_list}
+        assert {"basic", "flute-lite", "violin-lite", "cello-lite", "trumpet-lite",
+                "clarinet-lite"} <= names
+        rack.warmup()
+        t = rack.time
+        rack.push(t, bytes([0xC0, 40]))                     # violin
+        rack.push(t + 1, bytes([0x90, 67, 90]))
+        rack.push(t + 2, bytes([0xC1, 0]))                  # piano: basic, said once
+        rack.push(t + 3, bytes([0x91, 60, 90]))
+        rack.push(t + 4, bytes([0xC1, 1]))                  # another piano: said once too
+        rack.render()
+        by = {p.name: p.active_voices for p in rack.part_list}
+        assert by["violin-lite"] == 1 and by["basic"] == 1 and by["flute-lite"] == 0
+        time.sleep(0.3)
+        err = capfd.readouterr().err
+        assert err.count("program 1 (piano family)") == 1
+        assert err.count("program 2 (piano family)") == 1
+    finally:
+        rack.close()
