@@ -79,3 +79,15 @@ def test_the_engine_counts_the_bad_bytes():
     e.render()
     assert e.stats["bad_messages"] == 4          # 3c, f4, and the cut b0 07
     assert e.active_voices == 2                  # both notes of the running status
+
+
+def test_any_buffer_type():
+    """rtmidi gives a list of ints, JACK a cffi buffer (which indexes as bytes), tests bytes."""
+    import cffi
+    ffi = cffi.FFI()
+    raw = b"\x90\x3c\x64\x3e\x64"
+    cbuf = ffi.new("unsigned char[]", raw)
+    want = [b"\x90\x3c\x64", b"\x90\x3e\x64"]
+    for data in (raw, bytearray(raw), list(raw), memoryview(raw), ffi.buffer(cbuf, 5)):
+        assert split_messages(data) == want
+    assert split_messages(ffi.buffer(cbuf, 3)) == want[:1]

@@ -74,6 +74,8 @@ def split_messages(data) -> list[bytes]:
     bytes), undefined status bytes, a sysex with no end. Running status does not carry over
     from one buffer to the next (JACK MIDI events are whole messages).
     """
+    if not isinstance(data, (bytes, bytearray)):
+        data = bytes(data)          # rtmidi's list of ints; JACK's cffi buffer indexes as bytes
     n = len(data)
     if 2 <= n <= 3:                                   # the usual case: one channel message
         s = data[0]
@@ -86,7 +88,7 @@ def split_messages(data) -> list[bytes]:
     msg = bytearray()   # the message being read (a channel or system common one)
     in_sysex = False
     common = False      # the message being read is a system common one (skipped when whole)
-    for b in bytes(data):
+    for b in data:
         if b >= 0xF8:
             if b in _UNDEFINED:
                 out.append(_BYTE[b])
