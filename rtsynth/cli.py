@@ -406,7 +406,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reverb", type=options.checker("reverb"), default=0.12,
                    help="reverb send, " + options.help_range("reverb") + ", 0 = dry")
     p.add_argument("--timbre-cc", type=options.checker("timbre_cc"), default=None,
-                   help="CC that moves a morphing instrument's timbre (default: mod wheel, 1)")
+                   help="CC that moves a morphing instrument's timbre, 0-127 (default: mod "
+                        "wheel, 1)")
     from .host.wiring import add_options
     add_options(p)                  # --channel, --fx, --preset, --gm, --stems, --multi-out
     from .engine.expression import add_options as _expression_options
@@ -466,7 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="render a MIDI file to WAV/FLAC")
     p.add_argument("midi", nargs="?", help="MIDI file (all tracks and channels)")
-    p.add_argument("-o", "--output", required=True, help="output file (.wav, .flac, .ogg)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (.wav, .flac, .ogg), written under a temporary name and "
+                        "renamed when complete: a failed or interrupted (SIGINT, SIGTERM, "
+                        "SIGHUP) render leaves an existing file as it was")
     p.add_argument("--demo", action="store_true", help="render the built-in demo phrase")
     p.add_argument("--tail", type=options.checker("tail"), default=3.0,
                    help="max seconds after the last event, " + options.help_range("tail"))
