@@ -311,3 +311,38 @@ def test_live_gm_rack_follows_program_changes_with_every_model_loaded(capfd):
         assert err.count("program 2 (piano family)") == 1
     finally:
         rack.close()
+
+
+@needs_lilv
+def test_rack_block_path_keeps_nothing_of_its_own():
+    """The rack's own code (routing, the LV2 part and effects, the sum) holds no memory per
+    block: what tracemalloc sees grow comes from no file of rtsynth/host, rtsynth/lv2 or the
+    fx stage."""
+    import tracemalloc
+    from rtsynth.host.wiring import build_rack
+    fx = [("http://gareus.org/oss/lv2/fil4#stereo", {}), (AMP, {"gain": -3})]
+    rack = build_rack(rack_args(), 128, None, False, {0: "basic", 1: f"lv2:{SYNTHV1}"}, fx)
+    try:
+        rack.warmup()
+        for _ in range(50):
+            rack.render()
+        tracemalloc.start()
+        try:
+            s0 = tracemalloc.take_snapshot()
+            for k in range(1500):
+                if k % 20 == 0:
+                    rack.push(rack.time + 5, bytes([0x91, 60 + k % 7, 90]))
+                    rack.push(rack.time + 7, bytes([0x90, 50 + k % 5, 90]))
+                elif k % 20 == 10:
+                    rack.push(rack.time + 5, bytes([0x81, 60 + (k - 10) % 7, 0]))
+                    rack.push(rack.time + 7, bytes([0x80, 50 + (k - 10) % 5, 0]))
+                rack.render()
+            s1 = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        mine = [d for d in s1.compare_to(s0, "filename")
+                if any(k in str(d.traceback) for k in ("rtsynth/host/", "rtsynth/lv2/",
+                                                        "dsp/effects.py"))]
+        assert sum(d.size_diff for d in mine) < 2048, mine
+    finally:
+        rack.close()
