@@ -184,7 +184,10 @@ class JackDriver:
             r0 = player.r
             cycle(out_l.get_array(), out_r.get_array(), frames)
             if multi is not None:
-                multi.copy(r0, player.r, frames, multi_ports)   # each part's own pair
+                # each part's own pair: the frames just played (a cycle that gave a block of
+                # latency back skipped one; an underrun played none)
+                r1 = player.r
+                multi.copy(r1 - frames if r1 != r0 else r0, r1, frames, multi_ports)
 
         def xrun(delay):
             player.server_xrun()
