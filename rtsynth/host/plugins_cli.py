@@ -51,6 +51,11 @@ def run(args) -> int:
         midi = len(info.midi_in)
         ports = f"audio {a_in} in / {a_out} out" + (f", MIDI {midi} in" if midi else "")
         lat = ", reports latency" if info.latency_port is not None else ""
+        from ..lv2.host import SUPPORTED_FEATURES
+        missing = [f.rsplit("/", 1)[-1] for f in info.required_features
+                   if f not in SUPPORTED_FEATURES]
+        if missing:
+            lat += "; needs what this host lacks: " + ", ".join(missing)
         if args.brief:
             print(f"{uri}  {info.name}  [{kind}; {ports}]")
             continue
