@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from ..jit import kernel
 from . import fast_kernels as K_
 from .arch import backbone_kw, decoder_config
 
@@ -183,7 +182,12 @@ class _FastDecoder:
 
 
 class FastGRUDecoder(_FastDecoder):
-    """A GRU ``Decoder`` (any number of layers). State: ``h [n_slots, layers, H]``."""
+    """A GRU ``Decoder`` (any number of layers). State: ``h [n_slots, layers, H]``.
+
+    A step is, per layer, one matrix product of all its rows' inputs (every frame of a
+    multi-frame call at once) and one kernel for the recurrence
+    (:func:`fast_kernels.gru_rows`: the recurrent products and the gates, row by row in frame
+    order). Layers are separable: layer ``i``'s rows depend only on layer ``i-1``'s rows."""
 
     kind = "gru"
 
@@ -191,33 +195,27 @@ class FastGRUDecoder(_FastDecoder):
         self.hidden = H = int(self.kw["hidden"])
         self.layers = L = int(self.kw["layers"])
         g = "backbone.gru."
-        # torch's layout [3H, in]: the products are W @ x.T, [3H, n] (OpenBLAS is 1.4-2x
-        # faster this way round than x @ W.T at 1-32 rows)
         f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-        self.w_ih = [f32(w[f"{g}weight_ih_l{i}"]) for i in range(L)]      # [3H, in]
-        self.b_ih = [w[f"{g}bias_ih_l{i}"].astype(np.float32) for i in range(L)]
+        self.w_ih = [_T(w[f"{g}weight_ih_l{i}"]) for i in range(L)]       # [in, 3H]
         self.w_hh = [f32(w[f"{g}weight_hh_l{i}"]) for i in range(L)]      # [3H, H]
-        self.b_hh = [w[f"{g}bias_hh_l{i}"].astype(np.float32) for i in range(L)]
-        # column biases for the [3H, n] gate layout: r and z take both, n takes them apart
-        self.b_rz = [(self.b_ih[i][:2 * H] + self.b_hh[i][:2 * H])[:, None].copy() for i in range(L)]
-        self.b_in = [self.b_ih[i][2 * H:, None].copy() for i in range(L)]
-        self.b_hn = [self.b_hh[i][2 * H:, None].copy() for i in range(L)]
+        b_ih = [w[f"{g}bias_ih_l{i}"].astype(np.float32) for i in range(L)]
+        b_hh = [w[f"{g}bias_hh_l{i}"].astype(np.float32) for i in range(L)]
+        # r and z take both biases, n takes them apart
+        self.b_rz = [f32(b_ih[i][:2 * H] + b_hh[i][:2 * H]) for i in range(L)]
+        self.b_in = [f32(b_ih[i][2 * H:]) for i in range(L)]
+        self.b_hn = [f32(b_hh[i][2 * H:]) for i in range(L)]
         self.h = np.zeros((m, L, H), np.float32)
         self._hv = [self.h[:, i] for i in range(L)]         # [m, H] views (contiguous if L == 1)
         self.state = {"h": self.h}
-        self._gi = np.zeros(3 * H * rows, np.float32)   # [3H, n] for n rows: the first 3H n
-        self._gh = np.zeros(3 * H * m, np.float32)
-        self._rz = np.zeros(2 * H * m, np.float32)
-        self._ng = np.zeros(H * m, np.float32)
+        self._gi = np.zeros((rows, 3 * H), np.float32)
         self._hc = [np.zeros((rows, H), np.float32) for _ in range(L)]
-        self._gh2 = np.zeros(3 * H * m if L > 1 else 0, np.float32)
-        self._mark = np.zeros(m, np.int64)              # multi-frame: per-slot row stamps
-        self._seg = np.zeros(rows + 1, np.int64)        # multi-frame: segment bounds
-        self._stamp = 0
+        self._gh0 = np.zeros(3 * H, np.float32)
+        self._gh1 = np.zeros(3 * H, np.float32)
+        self._e = np.zeros(3 * H, np.float64)
         return H
 
-    #: rows of several frames of a slot: the input products of the first layer and the heads
-    #: run over all rows at once, the recurrence one frame (segment of distinct slots) at a time
+    #: rows of several frames of a slot (in frame order): the products of the inputs and the
+    #: heads run over all rows at once, the recurrence in one kernel call per layer
     multi_frame = True
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
@@ -225,82 +223,19 @@ class FastGRUDecoder(_FastDecoder):
         """One frame for ``slots`` (or several: rows in frame order, a slot at most once per
         frame); writes the controls; returns a bool mask of bad rows."""
         n = len(slots)
-        p = self._inputs(features, z)
-        H = self.hidden
-        nseg = 1
-        if n > 1:
-            nseg = _segments(slots, self._mark, self._seg, self._stamp)
-            self._stamp += nseg + 1
-        if nseg == 1:
-            x = p
-            for i in range(self.layers):
-                gi = self._gi[:3 * H * n].reshape(3 * H, n)
-                np.matmul(self.w_ih[i], x.T, out=gi)
-                x = self._recur(i, gi, slots, 0, n)
-        else:
-            gi0 = self._gi[:3 * H * n].reshape(3 * H, n)
-            np.matmul(self.w_ih[0], p.T, out=gi0)           # the first layer's inputs, all rows
-            seg = self._seg
-            for s in range(nseg):
-                a, b = int(seg[s]), int(seg[s + 1])
-                x = self._recur(0, gi0[:, a:b], slots[a:b], a, b)
-                for i in range(1, self.layers):
-                    gi = self._gh2[:3 * H * (b - a)].reshape(3 * H, b - a)
-                    np.matmul(self.w_ih[i], x.T, out=gi)
-                    x = self._recur(i, gi, slots[a:b], a, b)
-            x = self._hc[self.layers - 1][:n]
+        x = self._inputs(features, z)
+        p = x
+        gi = self._gi[:n]
+        for i in range(self.layers):
+            np.matmul(x, self.w_ih[i], out=gi)
+            y = self._hc[i][:n]
+            K_.gru_rows(gi, self.w_hh[i], self.b_rz[i], self.b_in[i], self.b_hn[i],
+                        self._hv[i], slots, y, self._gh0, self._gh1, self._e)
+            x = y
         bad = self._heads(x, p, features, out_harm, out_noise)
         if bad.any():
             self.reset(slots[bad])
         return bad
-
-    def _recur(self, i, gi, slots, a, b):
-        """Layer ``i`` for rows ``a:b`` (distinct slots) from their input products ``gi``
-        ``[3H, b-a]``: the new hidden rows, written into ``_hc[i][a:b]`` and the state."""
-        H = self.hidden
-        n = b - a
-        gh = self._gh[:3 * H * n].reshape(3 * H, n)
-        rz = self._rz[:2 * H * n].reshape(2 * H, n)
-        ng = self._ng[:H * n].reshape(H, n)
-        h = self._hc[i][a:b]
-        hv = self._hv[i]
-        np.take(hv, slots, axis=0, out=h, mode="clip")
-        np.matmul(self.w_hh[i], h.T, out=gh)
-        # r, z = sigmoid(gi + gh + b); n = tanh(gi_n + b_in + r (gh_n + b_hn))
-        np.add(gi[:2 * H], gh[:2 * H], out=rz)
-        rz += self.b_rz[i]
-        np.negative(rz, out=rz)
-        np.minimum(rz, 80.0, out=rz)            # exp(80) is finite in float32
-        np.exp(rz, out=rz)
-        rz += 1.0
-        np.reciprocal(rz, out=rz)
-        np.add(gh[2 * H:], self.b_hn[i], out=ng)
-        ng *= rz[:H]
-        ng += gi[2 * H:]
-        ng += self.b_in[i]
-        np.tanh(ng, out=ng)
-        K_.gru_blend(rz[H:], ng, h, hv, slots)
-        return h
-
-
-@kernel
-def _segments(slots, mark, seg, stamp):  # pragma: no cover - compiled
-    """Split rows into runs in which no slot repeats (the frames of a multi-frame call):
-    ``seg[0..k]`` the bounds; returns ``k``. ``mark[slot]`` holds stamps from ``stamp`` up."""
-    n = slots.shape[0]
-    k = 0
-    seg[0] = 0
-    cur = stamp + 1
-    for r in range(n):
-        s = slots[r]
-        if mark[s] == cur:
-            k += 1
-            seg[k] = r
-            cur += 1
-        mark[s] = cur
-    k += 1
-    seg[k] = n
-    return k
 
 
 class _FeedForwardDecoder(_FastDecoder):

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..jit import kernel
+from ..jit import kernel, subkernel
 
 LN10 = math.log(10.0)
 LN2 = math.log(2.0)
@@ -40,20 +40,6 @@ def residual(h, t, b):  # pragma: no cover - compiled
     for r in range(n):
         for j in range(c):
             h[r, j] += t[r, j] + b[j]
-
-
-@_jit
-def gru_blend(z, ng, h, hv, slots):  # pragma: no cover - compiled
-    """The GRU state update from its gates (``z``, ``n``: ``[H, n]``, computed with NumPy's
-    vectorised exp/tanh, which this Numba build cannot match): ``h' = n + z (h - n)`` into
-    ``h`` (the gathered rows, ``[n, H]``) and ``hv[slots]``."""
-    n, H = h.shape
-    for r in range(n):
-        s = slots[r]
-        for j in range(H):
-            v = ng[j, r] + z[j, r] * (h[r, j] - ng[j, r])
-            h[r, j] = v
-            hv[s, j] = v
 
 
 @_jit
@@ -180,49 +166,6 @@ def heads_out(hx, gx, feat, h_scaled, amp_max, noise_max, f0_off, mask_c0, out_h
 
 
 @_jit
-def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc):  # pragma: no cover
-    """Windowed causal attention for one frame of each row: write k, v of the frame into the
-    slot's ring at ``pos % W``, attend over the frames that exist (offsets 0..min(pos, W-1)),
-    ``softmax(q.k * scale + rel_bias[head, offset])``, weighted sum of v into ``out``."""
-    n = slots.shape[0]
-    W = kr.shape[1]
-    D = kr.shape[2]
-    dh = D // n_heads
-    for r in range(n):
-        s = slots[r]
-        p = pos[r]
-        wp = p % W
-        for c in range(D):
-            kr[s, wp, c] = qkv[r, D + c]
-            vr[s, wp, c] = qkv[r, 2 * D + c]
-        nv = min(p + 1, W)
-        for hh in range(n_heads):
-            c0 = hh * dh
-            mx = -np.inf
-            for j in range(nv):
-                w = (wp - j + W) % W
-                acc = 0.0
-                for d in range(dh):
-                    acc += qkv[r, c0 + d] * kr[s, w, c0 + d]
-                v = acc * scale + rel_bias[hh, j]
-                sc[j] = v
-                if v > mx:
-                    mx = v
-            tot = 0.0
-            for j in range(nv):
-                e = math.exp(sc[j] - mx)
-                sc[j] = e
-                tot += e
-            for d in range(dh):
-                out[r, c0 + d] = 0.0
-            for j in range(nv):
-                w = (wp - j + W) % W
-                a = sc[j] / tot
-                for d in range(dh):
-                    out[r, c0 + d] += a * vr[s, w, c0 + d]
-
-
-@_jit
 def frame_positions(slots, pos_state, pos):  # pragma: no cover - compiled
     """Rows of several consecutive frames (a slot may appear once per frame, frames in order):
     ``pos[r]`` = the slot's frame counter + how many earlier rows had the same slot."""
@@ -239,3 +182,186 @@ def store_positions(slots, pos, pos_state):  # pragma: no cover - compiled
     """``pos_state[slot] = pos[r] + 1`` in row order (the last row of a slot wins)."""
     for r in range(slots.shape[0]):
         pos_state[slots[r]] = pos[r] + 1
+
+
+# -- whole-batch GRU and attention steps ---------------------------------------------------------
+# A GRU step was ~15 NumPy calls per frame, and its recurrent product W_hh [3H, H] @ h [H, n]
+# runs badly in OpenBLAS at a few columns (177 us at n = 4 for the shipped H = 256: it packs the
+# whole matrix each call, against 57 us for the loop below); the attention's ``math.exp`` is a
+# scalar libm call per frame, head and offset. These kernels take every row of a multi-frame
+# call at once, with their exponentials computed here, vectorised:
+
+_FM = {"nsz", "arcp", "contract", "reassoc"}     # no 'nnan'/'ninf': NaN must reach the heads
+_FAST = dict(fastmath=_FM, error_model="numpy", boundscheck=False)
+
+
+@subkernel(**_FAST)
+def _exp30(x):  # pragma: no cover - compiled
+    """``exp(x)`` in float64 for ``x`` clamped to [-30, 30] (beyond, the gates are saturated
+    below float32's resolution): ``exp(x / 64) ** 64``, the inner one a degree-10 Taylor
+    polynomial (|x / 64| <= 0.47: relative error below 1e-11 after the squarings). Only
+    arithmetic, so loops over it vectorise (this Numba build has no vector ``exp``). NaN stays
+    NaN."""
+    x = 30.0 if x > 30.0 else (-30.0 if x < -30.0 else x)
+    y = x * (1.0 / 64.0)
+    p = 1.0 + y * (1.0 + y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (
+        1.0 / 120.0 + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0 + y * (
+            1.0 / 362880.0 + y * (1.0 / 3628800.0))))))))))
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    return p * p
+
+
+@subkernel(**_FAST)
+def _matvec2(w, h, r0, r1, two, out0, out1):  # pragma: no cover - compiled
+    """``out0 = w @ h[r0]`` and, when ``two``, ``out1 = w @ h[r1]`` (``w [G, H]``): one pass
+    over ``w`` for both rows, four of its rows at a time (float32 sums)."""
+    G, H = w.shape
+    j = 0
+    while j + 4 <= G:
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        b0 = np.float32(0.0)
+        b1 = np.float32(0.0)
+        b2 = np.float32(0.0)
+        b3 = np.float32(0.0)
+        if two:
+            for k in range(H):
+                x = h[r0, k]
+                y = h[r1, k]
+                w0 = w[j, k]
+                w1 = w[j + 1, k]
+                w2 = w[j + 2, k]
+                w3 = w[j + 3, k]
+                a0 += w0 * x
+                a1 += w1 * x
+                a2 += w2 * x
+                a3 += w3 * x
+                b0 += w0 * y
+                b1 += w1 * y
+                b2 += w2 * y
+                b3 += w3 * y
+            out1[j] = b0
+            out1[j + 1] = b1
+            out1[j + 2] = b2
+            out1[j + 3] = b3
+        else:
+            for k in range(H):
+                x = h[r0, k]
+                a0 += w[j, k] * x
+                a1 += w[j + 1, k] * x
+                a2 += w[j + 2, k] * x
+                a3 += w[j + 3, k] * x
+        out0[j] = a0
+        out0[j + 1] = a1
+        out0[j + 2] = a2
+        out0[j + 3] = a3
+        j += 4
+    while j < G:
+        a0 = np.float32(0.0)
+        b0 = np.float32(0.0)
+        for k in range(H):
+            a0 += w[j, k] * h[r0, k]
+            b0 += w[j, k] * h[r1, k]
+        out0[j] = a0
+        if two:
+            out1[j] = b0
+        j += 1
+
+
+@subkernel(**_FAST)
+def _gru_gates(gir, gh, b_rz, b_in, b_hn, hs, ho, e):  # pragma: no cover - compiled
+    """One row's GRU update from its input products ``gir [3H]`` and recurrent ones ``gh``:
+    ``r, z = sigmoid(gi + gh + b)``, ``n = tanh(gi_n + b_in + r (gh_n + b_hn))``,
+    ``h' = n + z (h - n)`` into ``ho`` and the state row ``hs`` (``tanh a = 1 - 2 / (exp 2a +
+    1)``). Loops over 1-D rows, each writing one array (they vectorise); ``e``: work [3H]."""
+    H = hs.shape[0]
+    for j in range(2 * H):
+        e[j] = 1.0 / (1.0 + _exp30(-(np.float64(gir[j]) + gh[j] + b_rz[j])))
+    for j in range(H):
+        a = np.float64(gir[2 * H + j]) + b_in[j] + e[j] * (np.float64(gh[2 * H + j]) + b_hn[j])
+        e[2 * H + j] = 1.0 - 2.0 / (_exp30(2.0 * a) + 1.0)
+    for j in range(H):
+        ng = e[2 * H + j]
+        v = ng + e[H + j] * (hs[j] - ng)
+        ho[j] = v
+    for j in range(H):
+        hs[j] = ho[j]
+
+
+@kernel(**_FAST)
+def gru_rows(gi, w_hh, b_rz, b_in, b_hn, hv, slots, hout, gh0, gh1, e):  # pragma: no cover
+    """One GRU layer over rows in order (a slot's rows in frame order, as a multi-frame call
+    gives them): row ``r`` steps slot ``slots[r]`` from its state ``hv[slot]`` with its input
+    products ``gi [n, 3H]`` (``x @ W_ih.T``); the new state goes to ``hv[slot]`` and
+    ``hout [n, H]``. Two consecutive rows of different slots are independent and share one
+    pass over ``w_hh [3H, H]``; ``gh0``, ``gh1``: work ``[3H]`` float32, ``e`` ``[3H]``
+    float64."""
+    n = slots.shape[0]
+    r = 0
+    while r < n:
+        s0 = slots[r]
+        two = r + 1 < n and slots[r + 1] != s0
+        s1 = slots[r + 1] if two else s0
+        _matvec2(w_hh, hv, s0, s1, two, gh0, gh1)
+        _gru_gates(gi[r], gh0, b_rz, b_in, b_hn, hv[s0], hout[r], e)
+        if two:
+            _gru_gates(gi[r + 1], gh1, b_rz, b_in, b_hn, hv[s1], hout[r + 1], e)
+            r += 2
+        else:
+            r += 1
+
+
+@kernel(**_FAST)
+def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc):  # pragma: no cover
+    """Windowed causal attention for one frame of each row: write k, v of the frame into the
+    slot's ring at ``pos % W``, attend over the frames that exist (offsets 0..min(pos, W-1)),
+    ``softmax(q.k * scale + rel_bias[head, offset])``, weighted sum of v into ``out``. Rows in
+    order: a slot's later frame sees the keys its earlier rows wrote. ``sc``: work ``[W]``
+    float64. The exponentials are :func:`_exp30` (arguments <= 0; below -30 a weight is
+    under 1e-13 of the largest)."""
+    n = slots.shape[0]
+    W = kr.shape[1]
+    D = kr.shape[2]
+    dh = D // n_heads
+    for r in range(n):
+        s = slots[r]
+        p = pos[r]
+        wp = p % W
+        for c in range(D):
+            kr[s, wp, c] = qkv[r, D + c]
+            vr[s, wp, c] = qkv[r, 2 * D + c]
+        nv = min(p + 1, W)
+        for hh in range(n_heads):
+            c0 = hh * dh
+            mx = -np.inf
+            for j in range(nv):
+                w = wp - j
+                if w < 0:
+                    w += W
+                acc = np.float32(0.0)
+                for d in range(dh):
+                    acc += qkv[r, c0 + d] * kr[s, w, c0 + d]
+                v = acc * scale + rel_bias[hh, j]
+                sc[j] = v
+                mx = max(mx, v)
+            tot = 0.0
+            for j in range(nv):
+                e = _exp30(sc[j] - mx)
+                sc[j] = e
+                tot += e
+            inv = 1.0 / tot
+            for d in range(dh):
+                out[r, c0 + d] = 0.0
+            for j in range(nv):
+                w = wp - j
+                if w < 0:
+                    w += W
+                a = np.float32(sc[j] * inv)
+                for d in range(dh):
+                    out[r, c0 + d] += a * vr[s, w, c0 + d]
