@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def terminal(jack_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("screen")
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in
                    (("JACK_DEFAULT_SERVER", jack_server.name), ("JACK_NO_START_SERVER", "1"),
-                    ("PYTHONPATH", os.getcwd())))
+                    ("PYTHONPATH", str(Path(__file__).resolve().parents[1]))))
     play = (f"env {env} {shlex.quote(sys.executable)} -m rtsynth.cli play --driver jack "
             f"-i basic --reverb 0 --client-name rtscreen")
     # after rtsynth: the terminal's settings, to show they were restored
