@@ -267,6 +267,19 @@ def test_the_control_map_reroutes_pressure():
     assert wide > 3 * narrow
     x3, _ = play(ev, control_map="pressure=none")
     assert abs(level_db(x3, 0.6, 0.8, hz(A)) - level_db(x3, 0.3, 0.5, hz(A))) < 1.5
+    # a preset's [controllers] table (the rack passes it this way)
+    inst = Recorder()
+    e = Engine(inst, block=128, master=False)
+    e.set_expression_map({"timbre": "none", "pressure": "brightness"})
+    e.push(0, (0x90, 60, 64))
+    e.push(1000, (0xB0, 74, 127))
+    e.push(2000, (0xD0, 127))
+    for _ in range(40):
+        e.render()
+    f = feats(inst, 0)
+    assert f[4, spec.F_BRIGHTNESS] == pytest.approx(spec.DEFAULT_BRIGHTNESS)   # CC74: nothing
+    assert f[-1, spec.F_BRIGHTNESS] == pytest.approx(1.0)                      # pressure
+    assert f[-1, spec.F_DYNAMICS] == pytest.approx(64 / 127)
     with pytest.raises(ValueError, match="unknown target"):
         control_map({"pressure": "loudness"})
     with pytest.raises(ValueError, match="unknown control"):
