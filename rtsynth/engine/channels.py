@@ -138,7 +138,7 @@ class Channels:
         self.op_off = np.zeros(NOTE_OPS, np.int64)
         self.op_value = np.zeros(NOTE_OPS)
         self.n_ops = 0
-        self.queued = frozenset((0xA0, 0xD0))          # the message kinds that only queue
+        self.queued = frozenset((0xA0, 0xD0, 0xE0))    # kinds whose handlers queue or flush
         self.kinds = {0x80: self._note_off, 0xA0: self._poly_pressure, 0xB0: self.control,
                       0xD0: self._pressure, 0xE0: self._bend}
         self.controllers = {1: self._mod, 2: self._breath, 6: self._data_entry,
