@@ -397,3 +397,22 @@ def test_an_mpe_midi_file_renders_as_it_plays(tmp_path):
     print(f"MPE file rendered vs played at block 128: {d:.2g}")
     assert d < 2e-6          # the 24-bit file's rounding (6e-8) and the threads' (above)
     assert np.max(np.abs(live[:n])) > 0.05
+
+
+def test_note_off_velocity_shapes_the_release():
+    """The basic instrument asks for it: a fast key-up (127) ends the note sooner than 64; 0
+    (what a keyboard that does not measure it sends) is 64."""
+    tails = {}
+    for vel in (0, 64, 127, 1):
+        x, _ = play([(0.0, (0x90, 60, 90)), (0.3, (0x80, 60, vel))], seconds=0.6)
+        tails[vel] = float(np.sqrt(np.mean(x[sec(0.32):sec(0.36)] ** 2)))
+    print("release RMS 20-60 ms after the key-up by note-off velocity:", tails)
+    assert tails[0] == tails[64]
+    assert tails[127] < 0.5 * tails[64] and tails[1] > 1.5 * tails[64]
+    # a model that does not ask for it (release_velocity False) is not changed
+    inst = Recorder()
+    play([(0.0, (0x90, 60, 90)), (0.1, (0x80, 60, 127))], seconds=0.3, inst=inst)
+    f = feats(inst, 0)
+    k = int(0.2 * SR / spec.HOP)
+    t_off = k * spec.HOP / SR - 0.1
+    assert f[k, 6] == pytest.approx(np.exp(-t_off / spec.TAU_SLOW), abs=0.02)

@@ -51,6 +51,7 @@ FIELDS = (
     ("released_at", np.int64, "S", BIG),    # voice sample of the release, BIG: not released
     ("age", np.int64, "S", 0),              # note-on counter (steal the oldest)
     ("level", np.float32, "S", 0.0),        # sum of the last frame's amplitudes
+    ("release_speed", np.float32, "S", 1.0),  # how fast its release runs (note-off velocity)
     # per-note expression (rtsynth.engine.expression): targets, and per-sample rows of this block
     ("pressure", np.float64, "S", 0.0),     # the note's pressure 0..1 (poly / channel / MPE)
     ("bend", np.float64, "S", 0.0),         # the note's own bend in semitones (MPE member)
@@ -348,6 +349,7 @@ def start_voices(m, offs, chs, notes, vels, slots_out, n_slots, hop, counter, st
         vs.released_at[s] = BIG
         vs.age[s] = counter
         vs.level[s] = 1.0
+        vs.release_speed[s] = 1.0
         vs.pressure[s] = ctl.pressure[ch]
         nb = ctl.note_bend[ch]
         vs.bend[s] = nb
@@ -403,10 +405,11 @@ def _to_fade_slot(vs, s, f, off, steal_len, hop, K, B, N):
 
 
 @kernel
-def release_notes(vs, n_slots, ch, key, off, sustain, only_sustained):
+def release_notes(vs, n_slots, ch, key, off, sustain, only_sustained, speed):
     """Key up at block offset ``off`` for the held notes of channel ``ch`` (``key`` >= 0: that
-    key's only): held on by the pedal (``sustain``), else released. ``only_sustained``: the
-    pedal went up, release the notes it held. Returns how many."""
+    key's only): held on by the pedal (``sustain``), else released; their release runs at
+    ``speed`` (from the note-off velocity). ``only_sustained``: the pedal went up, release the
+    notes it held. Returns how many."""
     m = 0
     for v in range(n_slots):
         if vs.active[v] == 0 or vs.chan[v] != ch:
@@ -419,6 +422,7 @@ def release_notes(vs, n_slots, ch, key, off, sustain, only_sustained):
             if not vs.key_down[v] or (key >= 0 and vs.note[v] != key):
                 continue
             vs.key_down[v] = False
+            vs.release_speed[v] = speed
             if sustain:
                 vs.sustained[v] = True
                 m += 1

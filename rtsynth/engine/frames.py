@@ -75,7 +75,7 @@ def plan_frames(n, hop, sr, n_slots, vs, rows, lfo_w, tau_fast, tau_slow, plan, 
             f[4] = math.exp(-t_on / tau_slow)
             rel = vs.released_at[v]
             if rel <= nf:
-                t_off = (nf - rel) / sr
+                t_off = (nf - rel) / sr * vs.release_speed[v]
                 f[2] = 0.0
                 f[5] = math.exp(-t_off / tau_fast)
                 f[6] = math.exp(-t_off / tau_slow)

@@ -24,6 +24,9 @@ class BasicInstrument(StreamingInstrument):
     description = "built-in harmonic + noise DSP instrument (no neural network)"
     #: each frame depends on its own features only: any number of a voice's frames per call
     multi_frame = True
+    #: its release is its features' envelopes: the engine runs them faster for a fast key-up
+    #: (note-off velocity, rtsynth.engine.channels.Channels._release_speed)
+    release_velocity = True
 
     def __init__(self, sample_rate: int = spec.SAMPLE_RATE):
         self.sample_rate = sample_rate
