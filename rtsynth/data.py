@@ -549,3 +549,21 @@ def midi_features_v2(n_frames: int, pitch: np.ndarray | float, velocity: float,
     f[:, spec.F_DYNAMICS] = velocity / 127.0 if dynamics is None else dynamics
     f[:, spec.F_BRIGHTNESS] = brightness
     return f
+
+
+def source_bandwidth(examples: list[Example], below_db: float = 90.0, n_fft: int = 2048) -> float:
+    """The source's bandwidth in Hz: the highest frequency where the long-term average power
+    spectrum of the examples comes within ``below_db`` of its peak (FluidR3's samples hold
+    nothing above 16-22 kHz, depending on the instrument)."""
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / spec.SAMPLE_RATE)
+    acc = np.zeros(len(freqs))
+    win = np.hanning(n_fft)
+    for ex in examples:
+        x = np.asarray(ex.audio, dtype=np.float64)
+        k = len(x) // n_fft
+        if k:
+            acc += (np.abs(np.fft.rfft(x[: k * n_fft].reshape(k, n_fft) * win, axis=1)) ** 2).sum(0)
+    s = 10.0 * np.log10(acc + 1e-30)
+    s = _smooth(s - s.max(), 9)
+    above = np.nonzero(s > -below_db)[0]
+    return float(freqs[above.max()]) if len(above) else float(spec.SAMPLE_RATE / 2)

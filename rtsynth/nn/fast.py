@@ -151,10 +151,25 @@ class _FastDecoder:
         for k, v in state.items():
             np.copyto(self.state[k], v)
 
+    def set_bandwidth(self, hz: float) -> None:
+        """Harmonics fade out between 0.95 ``hz`` and ``hz`` (instead of 0.90-0.95 of
+        Nyquist) when ``hz`` is below 0.9 of Nyquist: the heads' mask constants only."""
+        nyq = self.arch["sample_rate"] / 2.0
+        if hz < 0.9 * nyq:
+            fade = 0.05 * hz
+            self.mask_c0 = hz / fade
+            self.h_scaled = np.arange(1, self.k + 1, dtype=np.float32) / np.float32(fade)
+
+    #: (lo, hi) of the pitch feature the model was trained on, or None: the model's input is
+    #: clamped to it, in place in its own buffer (the heads keep the true pitch)
+    pitch_clip: tuple[float, float] | None = None
+
     def _inputs(self, features: np.ndarray, z: np.ndarray | None) -> np.ndarray:
         n, F = features.shape
         x = self._x[:n]
         x[:, :F] = features
+        if self.pitch_clip is not None:
+            np.clip(x[:, 0], self.pitch_clip[0], self.pitch_clip[1], out=x[:, 0])
         if self.z_dim:
             x[:, F:] = z
         p = self._p[:n]

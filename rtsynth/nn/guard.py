@@ -66,6 +66,11 @@ class OutputGuard:
         self.fault: str | None = None
         self.reported = False
         self.bad_rows = 0
+        #: steps that held a note or bend beyond the model's trained pitch range (tapered,
+        #: rtsynth.nn.neural); reported once by :func:`report`
+        self.out_of_range = 0
+        self.range_reported = False
+        self.range_text = ""
 
     def mute(self, why: str) -> None:
         if self.fault is None:
@@ -85,6 +90,11 @@ class OutputGuard:
 def report(inst, file=None) -> bool:
     """Print the one warning for a muted instrument (once); True when it is muted."""
     g = getattr(inst, "guard", None)
+    if g is not None and g.out_of_range and not g.range_reported:
+        g.range_reported = True
+        print(f"rtsynth: note: instrument {g.name!r}: notes or bends beyond its trained range "
+              f"({g.range_text or 'see its model card'}) play at the edge's timbre, faded "
+              f"12 dB per octave beyond it", file=file or sys.stderr, flush=True)
     if g is None or g.fault is None:
         return False
     if not g.reported:

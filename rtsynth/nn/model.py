@@ -66,8 +66,23 @@ class Decoder(nn.Module):
     def init_state(self, batch: int, device=None, dtype=torch.float32) -> State:
         return self.backbone.init_state(batch, device, dtype)
 
+    def set_bandwidth(self, hz: float) -> None:
+        """Harmonics fade out between 0.95 ``hz`` and ``hz`` when ``hz`` is below 0.9 of
+        Nyquist (:meth:`rtsynth.nn.fast._FastDecoder.set_bandwidth`)."""
+        if hz < 0.9 * self.sample_rate / 2.0:
+            fade = 0.05 * hz
+            self._mask_c0_t = torch.tensor(hz / fade, device=self.h_scaled.device)
+            self.h_scaled = (torch.arange(1, self.n_harmonics + 1, dtype=torch.float32,
+                                          device=self.h_scaled.device) / fade)
+
+    #: (lo, hi) of the pitch feature the model was trained on, or None: the model's input is
+    #: clamped to it (the heads keep the true pitch: Nyquist mask); see rtsynth.nn.neural
+    pitch_clip: tuple[float, float] | None = None
+
     def _inputs(self, features: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         x = features
+        if self.pitch_clip is not None:
+            x = torch.cat([x[..., :1].clamp(*self.pitch_clip), x[..., 1:]], dim=-1)
         if self.z_dim:
             if z is None:
                 z = features.new_zeros(*features.shape[:-1], self.z_dim)

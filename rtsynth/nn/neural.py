@@ -18,6 +18,9 @@ from ..instruments.base import StreamingInstrument
 from .fast import decoder_weights, fast_decoder
 from .guard import OutputGuard, probe
 
+#: how fast a neural instrument fades beyond the pitch range it was trained on
+TAPER_DB_PER_OCTAVE = 12.0
+
 
 class NeuralInstrument(StreamingInstrument):
     def __init__(self, decoder, config: dict[str, Any], name: str = "neural"):
@@ -39,6 +42,42 @@ class NeuralInstrument(StreamingInstrument):
         self.hop = int(config.get("hop", spec.HOP))
         #: 7 (contract v1) or 9 (v2: + dynamics, brightness): the columns :meth:`step` takes
         self.n_features = int(self.arch["n_features"])
+        #: the MIDI pitch range it was trained on (config ``pitch_range``), or None. Beyond it
+        #: the model is given the nearest pitch inside (its timbre there, at the true f0) and
+        #: its controls are tapered by TAPER_DB_PER_OCTAVE: never noise, never louder than
+        #: inside. The real-time step only counts such rows (``guard.out_of_range``); the
+        #: one line on stderr comes from :func:`rtsynth.nn.guard.report`.
+        pr = config.get("pitch_range")
+        self.pitch_range = (float(pr[0]), float(pr[1])) if pr else None
+        self._clip = None if pr is None else ((self.pitch_range[0] - 60.0) / 24.0,
+                                              (self.pitch_range[1] - 60.0) / 24.0)
+        self._taper = np.zeros(0, np.float32)
+        #: the source's bandwidth (config ``bandwidth_hz``, measured from the training data by
+        #: :func:`rtsynth.data.source_bandwidth`), or None: harmonics above it fade out as they
+        #: do below Nyquist, noise bands mostly above it are held at their floor (the
+        #: SoundFont's samples hold nothing there; the model's leakage there was its largest
+        #: error on melodies)
+        bw = config.get("bandwidth_hz")
+        self.bandwidth_hz = float(bw) if bw else None
+        if self.bandwidth_hz is not None:
+            # both folded into the model, so the step costs nothing more: the heads' mask
+            # constants (fast.set_bandwidth) and, for each noise band mostly above the
+            # bandwidth, a head row that holds its gain at the floor (1e-7)
+            edges = spec.band_edges(self.sample_rate, self.n_noise_bands)
+            inside = (self.bandwidth_hz - edges[:-1]) / (edges[1:] - edges[:-1])
+            off = 1 + int(self.arch["n_harmonics"]) + np.nonzero(inside < 0.5)[0]
+            if len(off):
+                w = dict(self.weights)
+                w["head.weight"] = w["head.weight"].copy()
+                w["head.bias"] = w["head.bias"].copy()
+                w["head.weight"][off] = 0.0
+                w["head.bias"][off] = -80.0
+                self.weights = w
+                if self._decoder is not None:
+                    import torch
+                    with torch.no_grad():
+                        self._decoder.head.weight[off] = 0.0
+                        self._decoder.head.bias[off] = -80.0
         arch = self.arch
         src = config.get("source") or {}
         self.description = config.get("description") or (
@@ -58,6 +97,8 @@ class NeuralInstrument(StreamingInstrument):
         self.timbre_position = 0.0
         #: muted when its controls are not finite or absurd (:mod:`rtsynth.nn.guard`)
         self.guard = OutputGuard(name)
+        if self.pitch_range is not None:
+            self.guard.range_text = f"MIDI {self.pitch_range[0]:g}-{self.pitch_range[1]:g}"
 
     def probe_output(self) -> str | None:
         """Check the model on a probe note (a fresh voice of its own, :func:`guard.probe`);
@@ -84,6 +125,9 @@ class NeuralInstrument(StreamingInstrument):
             from .model import build_decoder
             d = build_decoder(self.arch)
             d.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
+            d.pitch_clip = self._clip
+            if self.bandwidth_hz is not None:
+                d.set_bandwidth(self.bandwidth_hz)
             self._decoder = d.eval()
             for p in self._decoder.parameters():
                 p.requires_grad_(False)
@@ -95,6 +139,10 @@ class NeuralInstrument(StreamingInstrument):
         (default ``n_slots``; an offline engine batches several frames per voice)."""
         self.n_slots = int(n_slots)
         self._fast = fast_decoder(self.weights, self.n_slots, self.arch, max_rows)
+        self._fast.pitch_clip = self._clip
+        if self.bandwidth_hz is not None:
+            self._fast.set_bandwidth(self.bandwidth_hz)
+        self._taper = np.zeros(2 * self._fast.max_rows, np.float32)
         self.state = self._fast.state
 
     @property
@@ -153,6 +201,7 @@ class NeuralInstrument(StreamingInstrument):
             return
         z = None if self.z is None else self.z[None, :]
         bad = self._fast.step(features, z, slots, out_harm, out_noise)
+        self._bound(features, n, out_harm, out_noise, self._taper)
         if bad.any():
             self.guard.check(bad, n, out_harm, out_noise)
 
@@ -191,14 +240,48 @@ class NeuralInstrument(StreamingInstrument):
         one fresh voice stepped frame by frame (the same numbers as the whole-sequence pass)."""
         f = np.ascontiguousarray(features, dtype=np.float32)
         fast = fast_decoder(self.weights, 1, self.arch)
+        fast.pitch_clip = self._clip
+        if self.bandwidth_hz is not None:
+            fast.set_bandwidth(self.bandwidth_hz)
         z = None if self.z is None else self.z[None, :]
         T = len(f)
         h = np.zeros((T, self.n_harmonics), np.float32)
         g = np.zeros((T, self.n_noise_bands), np.float32)
         slot = np.zeros(1, np.int64)
+        buf = np.zeros(2, np.float32)
         for t in range(T):
             fast.step(f[t:t + 1], z, slot, h[t:t + 1], g[t:t + 1])
+            self._bound(f[t:t + 1], 1, h[t:t + 1], g[t:t + 1], buf)
         return h, g
+
+    def post_controls(self, features, out_harm, out_noise) -> None:
+        """What :meth:`step` does to the decoder's controls after it (the range taper), for
+        controls from elsewhere (the torch decoder); allocates."""
+        n = len(features)
+        self._bound(features, n, out_harm, out_noise, np.zeros(2 * n, np.float32))
+
+    def _bound(self, features, n, out_harm, out_noise, buf) -> None:
+        """Taper the rows whose pitch is beyond the trained range (real-time path: two
+        reductions when every row is inside; in-place NumPy ops into ``buf``, ``[2 n]``,
+        otherwise: nothing allocated)."""
+        if self._clip is None or n == 0:
+            return
+        lo, hi = self._clip
+        p = features[:n, 0]
+        if p.min() >= lo and p.max() <= hi:
+            return
+        self.guard.out_of_range += 1
+        a = buf[:n]
+        b = buf[n:2 * n]
+        np.subtract(p, hi, out=a)
+        np.maximum(a, 0.0, out=a)
+        np.subtract(lo, p, out=b)
+        np.maximum(b, 0.0, out=b)
+        a += b                     # pitch-feature units outside (1 unit = 24 semitones)
+        a *= np.float32(-2.0 * TAPER_DB_PER_OCTAVE / 20.0 * np.log(10.0))
+        np.exp(a, out=a)
+        out_harm[:n] *= a[:, None]
+        out_noise[:n] *= a[:, None]
 
 
 class _Stepper:
@@ -207,6 +290,7 @@ class _Stepper:
     def __init__(self, inst: NeuralInstrument, fast):
         self.inst = inst
         self.fast = fast
+        self._taper = np.zeros(2 * fast.max_rows, np.float32)
 
     def step(self, features, slots, out_harm, out_noise) -> None:
         if len(slots) == 0:
@@ -218,5 +302,6 @@ class _Stepper:
             return
         z = None if self.inst.z is None else self.inst.z[None, :]
         bad = self.fast.step(features, z, slots, out_harm, out_noise)
+        self.inst._bound(features, len(slots), out_harm, out_noise, self._taper)
         if bad.any():
             guard.check(bad, len(slots), out_harm, out_noise)

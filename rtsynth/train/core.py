@@ -427,6 +427,19 @@ class Trainer:
         p = ts.features[..., 0][real] * 24.0 + 60.0
         return [round(float(p.min()) - 1.0, 2), round(float(p.max()) + 1.0, 2)]
 
+    def bandwidth(self) -> float:
+        """The source's bandwidth measured on the training audio
+        (:func:`rtsynth.data.source_bandwidth`): the instrument plays nothing above it."""
+        from .. import data as rdata
+
+        ts = self.ts
+        audio = ts.audio.detach().cpu().numpy()
+        n = ts.n_frames.cpu().numpy() * spec.HOP
+        exs = [rdata.Example(audio=a[:k], pitch_frames=np.zeros(1), f0=np.zeros(1), velocity=0,
+                             release_sample=0, split="train", features=np.zeros((1, 1)))
+               for a, k in zip(audio, n)]
+        return round(rdata.source_bandwidth(exs), 1)
+
     def export(self, out: Path | None = None, extra: dict | None = None) -> Path:
         cfg = self.cfg
         out = Path(out) if out is not None else self.out
@@ -464,6 +477,7 @@ class Trainer:
                          "config": {k: v for k, v in asdict(cfg).items() if k != "command"}},
             "metrics": {},
             "pitch_range": self.pitch_range(),
+            "bandwidth_hz": self.bandwidth(),
         }
         if extra:
             config.update(extra)
