@@ -139,7 +139,8 @@ class JackServer:
                 pass
         if p is not None:
             self.returncode = p.returncode
-            if p.returncode == -signal.SIGKILL and not self._no_reclaim:
+            if not self._no_reclaim and (p.returncode == -signal.SIGKILL
+                                         or self._stale_entry()):
                 self._reclaim()
         if self._log_file is not None:
             self._log_file.close()
@@ -160,6 +161,30 @@ class JackServer:
 
     _no_reclaim = False
 
+    def _stale_entry(self) -> bool:
+        """Whether JACK's registry still holds this server's name under a dead PID (jack2's
+        layout: a 24-byte header, then 8 entries of a 32-bit PID and a 260-byte name)."""
+        import struct
+        try:
+            data = Path("/dev/shm/jack-shm-registry").read_bytes()[:24 + 8 * 264]
+        except OSError:
+            return False
+        want = f":{self.name}:".encode()
+        for i in range(8):
+            off = 24 + 264 * i
+            if off + 264 > len(data):
+                break
+            pid = struct.unpack_from("<i", data, off)[0]
+            name = data[off + 4:off + 264].split(b"\0")[0]
+            if pid > 0 and name.endswith(want):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return True
+                except OSError:
+                    pass
+        return False
+
     def _reclaim(self, timeout: float = 5.0) -> None:
         """A server killed with SIGKILL leaves its entry in JACK's shared registry
         (/dev/shm/jack-shm-registry, 8 entries for the whole machine), which only a server of
@@ -170,11 +195,12 @@ class JackServer:
                                  stdin=subprocess.DEVNULL, env=self.env)
         except OSError:
             return
+        # stopped before it has registered, it would leave a stale entry of its own: wait
+        # until it accepts clients (the dead server's socket file may still be there)
         deadline = time.monotonic() + timeout
-        sock = Path("/dev/shm") / f"jack_{self.name}_{os.getuid()}_0"
-        while time.monotonic() < deadline and q.poll() is None and not sock.exists():
-            time.sleep(0.02)
-        time.sleep(0.1)
+        while time.monotonic() < deadline and q.poll() is None and \
+                not server_running(self.name, timeout=2.0):
+            time.sleep(0.05)
         if q.poll() is None:
             q.terminate()
             try:

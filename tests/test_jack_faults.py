@@ -171,41 +171,38 @@ def test_watchdog_notices_a_stopped_process_callback(server, tmp_path):
     assert t_warn > 0
 
 
-def test_notes_held_through_an_rtmidi_port_that_vanishes_are_released(server, tmp_path):
+def test_notes_held_through_an_rtmidi_port_that_vanishes_are_released(server, tmp_path,
+                                                                       monkeypatch):
     """PortAudio audio (on the JACK server) and a hardware-style rtmidi input (JACK API) from
     a sender that holds a note and then goes away (its port vanishes): the note ends, and
     rtsynth says why on stderr."""
     rtmidi = pytest.importorskip("rtmidi")
-    import subprocess
     import sys
     from rtsynth.testing.procs import ManagedProcess
     env = dict(server.env, PYTHONUNBUFFERED="1")
-    os.environ["JACK_DEFAULT_SERVER"] = server.name     # for rtmidi's client in this process
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)   # rtmidi's client in this process
     out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, name="sender")
     out.open_virtual_port("out")
     stats = tmp_path / "stats.json"
     cmd = [sys.executable, "-m", "rtsynth.cli", "play", "--driver", "portaudio", "-m", "jack",
            "--midi-port", "sender", "-i", "basic", "--reverb", "0", "--stats-json", str(stats)]
-    try:
-        with ManagedProcess(cmd, env=env, ready=r"rtsynth: latency", ready_timeout=120) as proc:
-            rig = _rig(server)
-            ports = wait_for_ports(rig.rx, r"rtsynth", midi=False, is_input=False, count=2)
-            rig.connect_audio(ports[:2])
-            n = 2 * SR
-            rig.start([], n)
-            while rig.progress() < SR // 4:
-                time.sleep(0.01)
-            out.send_message([0x90, 69, 100])
-            while rig.progress() < 3 * SR // 4:
-                time.sleep(0.01)
-            out.close_port()
-            del out
-            res = rig.finish()
-            proc.wait_ready(r"MIDI input 'sender:out' went away", 10)
-            rig.close()
-            assert proc.stop() == 0
-    except subprocess.SubprocessError:
-        raise
+    with ManagedProcess(cmd, env=env, ready=r"rtsynth: latency", ready_timeout=120) as proc:
+        rig = _rig(server)
+        ports = wait_for_ports(rig.rx, r"rtsynth", midi=False, is_input=False, count=2)
+        rig.connect_audio(ports[:2])
+        n = 2 * SR
+        rig.start([], n)
+        while rig.progress() < SR // 4:
+            time.sleep(0.01)
+        out.send_message([0x90, 69, 100])
+        while rig.progress() < 3 * SR // 4:
+            time.sleep(0.01)
+        out.close_port()
+        del out
+        res = rig.finish()
+        proc.wait_ready(r"MIDI input 'sender:out' went away", 10)
+        rig.close()
+        assert proc.stop() == 0
     m = res.audio.mean(axis=0)
     rms = lambda a, b: float(np.sqrt(np.mean(m[a:b] ** 2)))
     assert rms(SR // 2, 3 * SR // 4) > 1e-3

@@ -166,9 +166,9 @@ def test_live_equals_offline_render(wired, tmp_path):
     live = res.audio.T[base + latency:]
     n = min(len(live), len(off)) - 100
     # The 24-bit file rounds to 6e-8; the live engine also still carries the decaying state of
-    # its DC blocker from earlier tests (about 1e-6). Anything off by a sample would differ by
-    # far more (the signal moves by ~1e-3 per sample).
-    assert np.max(np.abs(live[:n] - off[:n])) < 1e-5
+    # its DC blocker from earlier tests (1e-6 to 1e-5, depending on how long ago they played).
+    # Anything off by a sample would differ by far more (the signal moves by ~1e-3 per sample).
+    assert np.max(np.abs(live[:n] - off[:n])) < 3e-5
     assert np.max(np.abs(off[:n])) > 1e-2
 
 
