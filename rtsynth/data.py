@@ -161,7 +161,9 @@ def load_dataset(path: str | os.PathLike, split: str | None = None,
         if kinds is not None and meta["kind"] not in kinds:
             continue
         if npz is not None and meta["id"] in npz.files:
-            audio = npz[meta["id"]].astype(np.float32) / 32767.0
+            a16 = npz[meta["id"]]
+            audio = a16.astype(np.float32) if a16.dtype.kind == "f" else \
+                a16.astype(np.float32) / 32767.0
         else:
             import soundfile as sf
             from .train.inputs import inside     # the index names files in its folder only
@@ -174,7 +176,7 @@ def load_dataset(path: str | os.PathLike, split: str | None = None,
 
 
 def write_dataset(out_dir: str | os.PathLike, index: dict, audios: dict[str, np.ndarray],
-                  flac: bool = False, npz: bool = True) -> None:
+                  flac: bool = False, npz: bool = True, float32: bool = False) -> None:
     """Write ``index.json`` + ``audio.npz`` (int16) and optionally FLAC copies (16-bit).
 
     ``npz=False`` (with ``flac=True``) writes FLAC only: half the size, but reading it needs
@@ -190,7 +192,10 @@ def write_dataset(out_dir: str | os.PathLike, index: dict, audios: dict[str, np.
     for k, a in audios.items():
         ints[k] = np.round(np.clip(a, -1.0, 1.0) * 32767.0).astype(np.int16)
     if npz:
-        np.savez_compressed(d / "audio.npz", **ints)
+        # float32: the renderer's samples as they are (int16's -96 dBFS quantisation floor,
+        # white up to 24 kHz, is not the instrument's: evaluation references use float32)
+        np.savez_compressed(d / "audio.npz", **({k: np.asarray(a, np.float32)
+                                                  for k, a in audios.items()} if float32 else ints))
     elif (d / "audio.npz").exists():
         (d / "audio.npz").unlink()
     if flac:

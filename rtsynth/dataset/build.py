@@ -396,7 +396,7 @@ def cut_tail(x: np.ndarray, release: int) -> int:
 def render_instrument(name: str, out_root: str, flac: bool = False, density: float = 1.0,
                       seed: int = 0, sf2: str = SF2, gain: float = GAIN,
                       notes: list[dict] | None = None, quiet: bool = False,
-                      npz: bool = True, dynamics: bool = False) -> dict:
+                      npz: bool = True, dynamics: bool = False, float32: bool = False) -> dict:
     program, lo, hi = INSTRUMENTS.get(name, (None, None, None))
     if notes is None:
         notes, meta = (plan_dynamics if dynamics else plan_notes)(name, seed, density)
@@ -461,7 +461,7 @@ def render_instrument(name: str, out_root: str, flac: bool = False, density: flo
     exs = [rdata.example_from_arrays(audios[e["id"]], e, index["source"], name) for e in examples]
     index["calibration"] = rdata.calibrate(exs)
     out_dir = os.path.join(out_root, name)
-    rdata.write_dataset(out_dir, index, audios, flac=flac, npz=npz)
+    rdata.write_dataset(out_dir, index, audios, flac=flac, npz=npz, float32=float32)
     tot = sum(len(a) for a in audios.values()) / SR
     ntest = sum(e["split"] == "test" for e in examples)
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*")
