@@ -183,3 +183,25 @@ def test_resynthesis_pitch_curve_holds_nearest_voiced_value():
     c = ev.resynth_pitch_cents(fr, voiced, 60)
     assert np.allclose(c, [10, 10, 10, 20, 30, 30, 30])
     assert np.allclose(ev.resynth_pitch_cents(fr, np.zeros(7, bool), 60), 0)
+
+
+def test_rtsynth_eval_without_data_fails_in_one_line(tmp_path, capsys):
+    from rtsynth.eval.cli import run
+    from rtsynth.eval.metrics import configure
+    import argparse
+    ap = argparse.ArgumentParser()
+    configure(ap)
+    assert run(ap.parse_args(["basic", "-d", str(tmp_path / "none")])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no held-out data" in err[0] and "rtsynth dataset" in err[0]
+    assert run(ap.parse_args(["basic", "--melodies", str(tmp_path)])) == 2
+    assert "no phrase" in capsys.readouterr().err
+
+
+def test_melody_distance_is_zero_for_equal_and_scale_free():
+    from rtsynth.eval.melody import melody_distance
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(20000) * np.hanning(20000)
+    assert melody_distance(x, x) == 0.0
+    assert melody_distance(x, 3.0 * x) < 1e-9            # both normalised to unit RMS
+    assert melody_distance(x, x + 0.1 * rng.standard_normal(20000)) > 0.1
