@@ -199,7 +199,7 @@ _FAST = dict(fastmath=_FM, error_model="numpy", boundscheck=False)
 def _exp30(x):  # pragma: no cover - compiled
     """``exp(x)`` in float64 for ``x`` clamped to [-30, 30] (beyond, the gates are saturated
     below float32's resolution): ``exp(x / 64) ** 64``, the inner one a degree-10 Taylor
-    polynomial (|x / 64| <= 0.47: relative error below 1e-11 after the squarings). Only
+    polynomial (|x / 64| <= 0.47: relative error below 1e-9 after the squarings). Only
     arithmetic, so loops over it vectorise (this Numba build has no vector ``exp``). NaN stays
     NaN."""
     x = 30.0 if x > 30.0 else (-30.0 if x < -30.0 else x)
