@@ -31,10 +31,11 @@ block of latency is given back: the
 callback skips one block of the ring with a ``GAP_FADE``-frame crossfade (MIDI keeps its place,
 ``r + latency`` does not move), and so on, one block per stable period, down to where it began.
 
-Sync mode (JACK, ``--sync``) renders in the process callback: latency 0. After a block that
-used more than :data:`SYNC_HIGH` of its period (or ended after it: a late block, counted as an
-underrun) the next blocks come from the ring (``ahead = 0``, latency one block, rendered by
-the generator thread); once the blocks of ``lower_after`` seconds have fitted (1% at most
+Sync mode (JACK, ``--sync``) renders in the process callback: latency 0. After a callback
+that took more than :data:`SYNC_HIGH` of its period (or more than :data:`SYNC_LOW` and ended
+after it: a late block, counted as an underrun; a block late only because the graph began the
+cycle late is the server's, and stays in the callback) the next blocks come from the ring
+(``ahead = 0``, latency one block, rendered by the generator thread); once the blocks of ``lower_after`` seconds have fitted (1% at most
 over :data:`SYNC_LOW` of a period, one in :data:`SYNC_SPIKES` over :data:`SYNC_HIGH`), the
 ring is drained (the generator stops, the callback plays what is left, MIDI keeps its place)
 and rendering returns into the callback. Events never change
@@ -374,17 +375,22 @@ class Player:
         self._after_block(t1 - t)
         self.w += frames
         self.r = self.w
-        used = (t1 - self.last_cb_time + self._cycle_used) / self._budget
+        own = (t1 - self.last_cb_time) / self._budget      # this callback's share
+        used = own + self._cycle_used / self._budget       # ... after the graph before it
         if used > 1.0:
             # too late for this period: the server reports an xrun and this block is not heard
-            # where it belongs; count it, and fade the next one in
+            # where it belongs; count it, and fade the next one in. rtsynth's own lateness when
+            # its block alone took most of the period; else the graph began the cycle late
             self.late_blocks += 1
             self.underruns += 1
-            self.own_underruns += 1
             self.underrun_frames += frames
-            self._last_own_cb = self.callbacks
             self._gap = True
-        if used > SYNC_HIGH:
+            if own > SYNC_LOW:
+                self.own_underruns += 1
+                self._last_own_cb = self.callbacks
+            else:
+                self.server_underruns += 1
+        if own > SYNC_HIGH or (used > 1.0 and own > SYNC_LOW):
             # the next block would be late too: render it ahead, in the generator
             self.mode = MODE_RING
             self.ahead = 0
