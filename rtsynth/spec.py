@@ -28,10 +28,16 @@ a whole note, :func:`frame_features` for one frame inside a kernel):
                  control moves it (pressure, breath, CC11: the expression mapping of the
                  engine), so a keyboard with no pressure plays as a velocity-only model would.
                  In training it is the A-weighted loudness measured from the target audio,
-                 mapped onto the velocity scale by the dataset's calibration (see rtsynth.data).
+                 mapped onto the velocity scale by the dataset's calibration, held through
+                 the attack and after the release (rtsynth.data.features_v2); a note that
+                 no controller moved is anchored to its velocity (``velocity / 127`` all
+                 along, exactly the play-time value), and the velocity column of a v2
+                 training row is the dynamics at the note-on.
     8 brightness CC74 / 127 in [0, 1]; ``DEFAULT_BRIGHTNESS`` (CC74 = 64) is the instrument as
                  recorded. In training, the target's spectral brightness relative to what is
-                 typical for its pitch and dynamics (rtsynth.data), neutral at the default.
+                 typical for its pitch and dynamics (rtsynth.data), neutral at the default:
+                 ``DEFAULT_BRIGHTNESS + 0.5 * log2(centroid / typical centroid)``, so CC74
+                 127 asks for about twice the typical centroid and 0 for about half.
 
     A v1 model (7 columns) gets dynamics and brightness applied by the engine to its controls
     instead (dynamics as level, brightness as a spectral tilt of the harmonic amplitudes).
