@@ -502,7 +502,7 @@ def _phrase_dirs(phrase_dir: str) -> list[Path]:
 
 def evaluate_phrases(models: list[str], phrase_dir: str, verbose: bool = True) -> list[dict]:
     """Whole-engine evaluation on ``phrase*.mid`` + ``phrase*.wav`` pairs rendered by FluidSynth
-    (``tools/build_dataset.py phrases``): each MIDI file goes through the engine
+    (``rtsynth dataset phrases``): each MIDI file goes through the engine
     (:func:`render_events_mono`) and is compared with FluidSynth's WAV (mono) by the same metrics;
     f0 on frames where a key is down, against the newest held key + bend.
 

@@ -21,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", nargs="+", help="dataset folder(s) (tools/build_dataset.py)")
+    p.add_argument("data", nargs="+", help="dataset folder(s) (rtsynth dataset)")
     p.add_argument("-o", "--out", required=True, help="model folder to write, e.g. models/NAME")
     p.add_argument("--backbone", choices=BACKBONES, default="gru")
     p.add_argument("--vae", action="store_true", help="learn a timbre latent (VAE)")

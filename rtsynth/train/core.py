@@ -509,7 +509,7 @@ def model_card(config: dict) -> str:
                          f"GM program {s.get('program')} rendered with {s.get('renderer', '?')}")
     elif src.get("type") == "recordings":
         lines.append(f"- {src.get('name', '?')}: a folder of recordings ({len(src.get('files', []))} "
-                     f"audio files) imported by `tools/build_dataset.py recordings`: f0 from "
+                     f"audio files) imported by `rtsynth dataset recordings`: f0 from "
                      f"{src.get('pitch_tracker', '?')}, loudness {src.get('loudness', '?')}, notes "
                      f"segmented from loudness and pitch, no labels used")
         if src.get("origin"):
@@ -536,7 +536,7 @@ def model_card(config: dict) -> str:
     base = (config.get("metrics") or {}).get("basic_baseline") or {}
     if m:
         lines += ["Held-out notes (pitches and velocities never seen in training) against the "
-                  "real FluidSynth samples, `tools/evaluate.py` (engine path unless noted):", "",
+                  "real FluidSynth samples, `rtsynth eval` (engine path unless noted):", "",
                   "| dataset | notes | MSS distance | x basic | basic MSS | f0 err median / p95, "
                   "resynthesis (cents) | f0 err median / p95, MIDI pitch (cents) | f0 vs MIDI "
                   "median (cents) | sample vs MIDI (cents) | loudness err (dB) | basic loudness "
@@ -557,9 +557,9 @@ def model_card(config: dict) -> str:
         lines += ["", "f0, resynthesis: the instrument plays the held-out sample's own tracked "
                   "pitch curve (DDSP's f0 metric); f0, MIDI pitch: it plays the MIDI note, so the "
                   "sample's own tuning and vibrato (\"sample vs MIDI\") are a floor. See "
-                  "`tools/evaluate.py`."]
+                  "`rtsynth eval`."]
     else:
-        lines.append("(not measured yet: `python tools/evaluate.py " + config["name"] + "`)")
+        lines.append("(not measured yet: `rtsynth eval " + config["name"] + "`)")
     return "\n".join(lines) + "\n"
 
 
