@@ -154,6 +154,22 @@ class OfflineEngine(Engine):
             raise err
         return out
 
+    def render_here(self, nframes: int | None = None, beside: bool = False) -> np.ndarray:
+        """:meth:`render` with both halves of the voice split computed on this thread, one
+        after the other: the same batches, the same order of sums, so the same samples
+        (``beside``: split as :meth:`render` does while it runs a :meth:`beside` task). For a
+        caller that renders several engines at once, each on a thread of its own (the rack);
+        no hand-off to this engine's worker."""
+        self._here = True
+        self._solo_model = bool(beside)
+        try:
+            return Engine.render(self, nframes)
+        finally:
+            self._here = False
+            self._solo_model = False
+
+    _here = False
+
     def _split_point(self, upto: int, other: float = 0.5) -> int:
         """A slot index that leaves about the share ``other`` of the active voices of ``0:upto``
         above it (the worker's), the rest below (this thread's)."""
@@ -170,9 +186,13 @@ class OfflineEngine(Engine):
         out.fill(0.0)
         out1 = self._out1[:n]
         out1.fill(0.0)
-        fut = self._pool.submit(self._render_slots, a, self.S, n, out1, self._work1)
-        self._render_slots(0, a, n, out, self.work)
-        fut.result()
+        if self._here:
+            self._render_slots(a, self.S, n, out1, self._work1)
+            self._render_slots(0, a, n, out, self.work)
+        else:
+            fut = self._pool.submit(self._render_slots, a, self.S, n, out1, self._work1)
+            self._render_slots(0, a, n, out, self.work)
+            fut.result()
         _add_into(out, out1, n)
 
     def _compute_frames(self, n: int) -> None:
@@ -187,7 +207,9 @@ class OfflineEngine(Engine):
         n0, n1 = _split_rows(rounds, self.plan, split, bf[0], bs[0], bf[1], bs[1], self._where)
         step0, step1 = self._steppers
         fut = None
-        if n1 and n0:
+        if n1 and n0 and self._here:
+            step1(bf[1][:n1], bs[1][:n1], bh[1][:n1], bg[1][:n1])
+        elif n1 and n0:
             fut = self._pool.submit(step1, bf[1][:n1], bs[1][:n1], bh[1][:n1], bg[1][:n1])
         elif n1:
             step0(bf[1][:n1], bs[1][:n1], bh[1][:n1], bg[1][:n1])
