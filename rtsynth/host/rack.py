@@ -313,6 +313,9 @@ class Rack:
         self.stems = None                     # :class:`~rtsynth.host.stems.Stems` (render)
         self.multi_out: MultiOut | None = None   # live --multi-out (JACK): :meth:`open_multi_out`
         self._outs: list = []                 # each part's block (stems, multi-out)
+        self._task = None                     # the file render's task beside the next block
+        self._pool = None                     # the rack's worker (offline, parts at once)
+        self.blocks_at_once = 0               # blocks whose parts rendered on two threads
         for ch in range(16):
             if self.program[ch] is not None and ch in self.channel_specs:
                 self._part(self.program[ch], ch)
@@ -455,21 +458,27 @@ class Rack:
         out[:] = 0.0
         st = self.stems
         mo = self.multi_out
-        if st is None and mo is None:
-            for p in self.part_list:
-                np.add(out, p.render(n), out=out)
-        else:
-            outs = self._outs
-            if len(outs) != len(self.part_list):
-                outs[:] = [None] * len(self.part_list)
+        outs = self._outs
+        if len(outs) != len(self.part_list):
+            outs[:] = [None] * len(self.part_list)
+        task, self._task = self._task, None
+        if not self._render_at_once(n, task, outs):
+            first = self._first_beside()
+            if first is not None:
+                first.engine.beside(task)
+            elif task is not None:
+                task()
             for i, p in enumerate(self.part_list):
-                outs[i] = o = p.render(n)
-                np.add(out, o, out=out)
-            if st is not None:
-                st.capture(outs, n)
-            if mo is not None:
-                mo.write(outs, n)
-        if self.budget is not None:
+                outs[i] = p.render(n)
+        # the sum in the parts' order, whichever thread rendered them
+        for o in outs:
+            np.add(out, o, out=out)
+        if st is not None:
+            st.capture(outs, n)
+        if mo is not None:
+            mo.write(outs, n)
+        # (the sounding voices are at most the active ones: counted only when those exceed)
+        if self.budget is not None and self.active_voices > self.budget:
             over = self._sounding() - self.budget
             if over > 0:
                 self.budget_sheds += self.shed_quietest(over, BUDGET_FADE_S)
@@ -480,6 +489,81 @@ class Rack:
             safety_clip(out, 1.0, self.master.counters)
         self.time += n
         return out
+
+    # -------------------------------------------------------------- parts at once (offline)
+    #: a part's cost in a block, in voices: what a part costs beyond its voices (its model
+    #: call, planning, the empty half of its split), and the file render's task (master chain,
+    #: writing the block before)
+    PART_COST = 1.0
+    TASK_COST = 1.0
+
+    def _first_beside(self):
+        """The engine part a file render's task goes to when the parts render one after another
+        (:meth:`beside`): the first that can run one."""
+        for p in self.part_list:
+            if p.kind == "engine" and getattr(p.engine, "beside", None) is not None:
+                return p
+        return None
+
+    @staticmethod
+    def _busy(p, end: int) -> bool:
+        e = p.engine
+        if e.active_voices:
+            return True
+        q = e.events
+        return bool(q) and q[0][0] < end
+
+    def _render_at_once(self, n: int, task, outs) -> bool:
+        """An offline block with two or more engine parts sounding (or starting notes): the
+        parts spread over this thread and the rack's worker, each engine rendering its whole
+        block on the thread it is given (:meth:`OfflineEngine.render_here`: the same batches
+        as its own two-thread split, the task's share of it included, so the same samples),
+        the file render's task on the worker beside them. With fewer than two, False: the one
+        part splits its voices over its own worker, as a single engine does."""
+        if not self.lazy or len(self.part_list) < 2:
+            return False
+        parts = self.part_list
+        end = self.time + n
+        busy = [i for i, p in enumerate(parts)
+                if p.kind == "engine" and hasattr(p.engine, "render_here") and self._busy(p, end)]
+        if len(busy) < 2:
+            return False
+        first = self._first_beside()
+        # the largest first, each to the less loaded thread (this one on a tie)
+        busy.sort(key=lambda i: -parts[i].engine.active_voices)
+        load = [0.0, self.TASK_COST if task is not None else 0.0]
+        theirs, mine = [], []
+        for i in busy:
+            c = parts[i].engine.active_voices + self.PART_COST
+            k = 1 if load[1] < load[0] else 0
+            (theirs if k else mine).append(i)
+            load[k] += c
+        if not theirs:
+            theirs.append(mine.pop())
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtsynth-rack")
+
+        def work():
+            if task is not None:
+                task()
+            for i in theirs:
+                p = parts[i]
+                outs[i] = p.engine.render_here(n, beside=task is not None and p is first)
+
+        fut = self._pool.submit(work)
+        try:
+            for i, p in enumerate(parts):
+                if i in mine:
+                    outs[i] = p.engine.render_here(n, beside=task is not None and p is first)
+                elif i not in theirs:
+                    outs[i] = p.render(n)       # idle engines, LV2 instruments
+        finally:
+            err = fut.exception()
+        if err is not None:
+            raise err
+        self.blocks_at_once += 1
+        return True
 
     # -------------------------------------------------------------- the voice budget
     def _engines(self):
@@ -535,15 +619,10 @@ class Rack:
             self.master.process(out, 1.0)
 
     def beside(self, task) -> None:
-        """A file render's per-block task (:meth:`OfflineEngine.beside`): given to the first
-        engine part that can run it beside its block, else run now."""
-        for p in self.part_list:
-            b = getattr(p.engine, "beside", None) if p.kind == "engine" else None
-            if b is not None:
-                b(task)
-                return
-        if task is not None:
-            task()
+        """A file render's per-block task (:meth:`OfflineEngine.beside`), run during the next
+        :meth:`render`: on the rack's worker beside the parts when two or more sound, else by
+        the first engine part that can run it beside its block, else first."""
+        self._task = task
 
     @property
     def active_voices(self) -> int:
@@ -588,6 +667,9 @@ class Rack:
             p.all_sound_off(off, seconds)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         for p in self.part_list:
             p.close()
 
