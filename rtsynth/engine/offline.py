@@ -175,7 +175,7 @@ class OfflineEngine(Engine):
         above it (the worker's), the rest below (this thread's)."""
         act = np.flatnonzero(self.voices.active[:upto])
         if len(act) < 2:
-            return upto if len(act) == 0 else int(act[0]) + 1
+            return upto        # one voice or none: all on this thread, no hand-off
         mine = max(1, min(len(act), int(math.ceil(len(act) * (1.0 - other)))))
         return int(act[mine - 1]) + 1
 
