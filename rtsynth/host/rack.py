@@ -505,6 +505,12 @@ class Rack:
                 return p
         return None
 
+    def _worker(self):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtsynth-rack")
+        return self._pool
+
     @staticmethod
     def _busy(p, end: int) -> bool:
         e = p.engine
@@ -518,17 +524,31 @@ class Rack:
         parts spread over this thread and the rack's worker, each engine rendering its whole
         block on the thread it is given (:meth:`OfflineEngine.render_here`: the same batches
         as its own two-thread split, the task's share of it included, so the same samples),
-        the file render's task on the worker beside them. With fewer than two, False: the one
-        part splits its voices over its own worker, as a single engine does."""
+        the file render's task on the worker beside them. With one sounding part that is not
+        the task's (:meth:`_first_beside`), the task on the worker beside the parts rendered
+        here (the one splits its voices over its own worker, as a single engine does). Else
+        False: the parts one after another, the task beside the first."""
         if not self.lazy or len(self.part_list) < 2:
             return False
         parts = self.part_list
         end = self.time + n
         busy = [i for i, p in enumerate(parts)
                 if p.kind == "engine" and hasattr(p.engine, "render_here") and self._busy(p, end)]
-        if len(busy) < 2:
-            return False
         first = self._first_beside()
+        if len(busy) < 2:
+            if task is None or not busy or first is None or first is parts[busy[0]]:
+                return False
+            # one part sounds, not the first (the task's part, which has no voice to split):
+            # the task on the rack's worker beside the block, the part split as it alone is
+            fut = self._worker().submit(task)
+            try:
+                for i, p in enumerate(parts):
+                    outs[i] = p.render(n)
+            finally:
+                err = fut.exception()
+            if err is not None:
+                raise err
+            return True
         # the largest first, each to the less loaded thread (this one on a tie)
         busy.sort(key=lambda i: -parts[i].engine.active_voices)
         load = [0.0, self.TASK_COST if task is not None else 0.0]
@@ -540,9 +560,6 @@ class Rack:
             load[k] += c
         if not theirs:
             theirs.append(mine.pop())
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtsynth-rack")
 
         def work():
             if task is not None:
@@ -551,7 +568,7 @@ class Rack:
                 p = parts[i]
                 outs[i] = p.engine.render_here(n, beside=task is not None and p is first)
 
-        fut = self._pool.submit(work)
+        fut = self._worker().submit(work)
         try:
             for i, p in enumerate(parts):
                 if i in mine:
