@@ -66,7 +66,7 @@ def test_recordings_to_playable_instrument_end_to_end(tmp_path):
     idx = bd.build_from_recordings(str(rec), str(tmp_path / "ds"), "mine", tracker="yin",
                                    quiet=True)
     assert idx["source"]["type"] == "recordings" and len(idx["examples"]) >= 6
-    import import_accuracy
+    from rtsynth.dataset import accuracy as import_accuracy
     acc = import_accuracy.accuracy(str(src), str(tmp_path / "ds"))
     assert acc["played"] == 10 and acc["found"] >= 8 and acc["right_pitch"] >= 7, acc
     assert abs(acc["after_silence"]["median_ms"]) <= 10, acc

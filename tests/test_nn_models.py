@@ -47,6 +47,9 @@ def test_shipped_model_loads_and_steps(folder):
     if inst.has_timbre:
         inst.set_timbre(0.5)
     feats = spec.note_features(60, 67.0, 100, 40 * spec.HOP)
+    if inst.n_features == spec.N_FEATURES_V2:      # dynamics from the velocity, CC74 64
+        from rtsynth.data import midi_features_v2
+        feats = midi_features_v2(60, 67.0, 100, 40 * spec.HOP)
     h = np.zeros((1, spec.N_HARMONICS), np.float32)
     g = np.zeros((1, spec.N_NOISE_BANDS), np.float32)
     amps = []

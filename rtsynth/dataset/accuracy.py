@@ -1,12 +1,11 @@
-#!/usr/bin/env python
-"""How well ``tools/build_dataset.py recordings`` found the notes of FluidSynth phrases.
+"""How well ``rtsynth dataset recordings`` found the notes of FluidSynth phrases.
 
 Usage::
 
-    python tools/build_dataset.py phrases -p 71 -n 40 --notes 10 --seed 11 -o out/rec_src/clarinet
+    rtsynth dataset phrases -p 71 -n 40 --notes 10 --seed 11 -o out/rec_src/clarinet
     mkdir -p out/rec/clarinet && cp out/rec_src/clarinet/*.wav out/rec/clarinet/   # audio only
-    python tools/build_dataset.py recordings out/rec/clarinet -o data/clarinet-rec --name clarinet-rec
-    python tools/import_accuracy.py out/rec_src/clarinet data/clarinet-rec
+    rtsynth dataset recordings out/rec/clarinet -o data/clarinet-rec --name clarinet-rec
+    python -m rtsynth.dataset.accuracy out/rec_src/clarinet data/clarinet-rec
 
 Each played note (``phraseNN.json``, written with the phrase) is matched with the detected note of
 the same file whose onset is nearest; within ``--window`` ms it counts as found. Prints found /
