@@ -13,7 +13,7 @@ Every class owns its per-slot state (``.state``: a dict of NumPy arrays, first a
 - :class:`FastCNNDecoder`        ``buf [n_slots, sum_l (k-1) d_l + 1, C]`` (one ring per layer of
                                  just the past inputs that layer's taps read, plus the current
                                  frame) and ``pos [n_slots]``
-- :class:`FastAttentionDecoder`  ``k{i}, v{i} [n_slots, W, D]`` rings and ``pos [n_slots]``
+- :class:`FastAttentionDecoder`  ``k{i} [n_slots, D, W]``, ``v{i} [n_slots, W, D]`` rings, ``pos``
 """
 
 from __future__ import annotations
@@ -349,9 +349,10 @@ class FastCNNDecoder(_FeedForwardDecoder):
 class FastAttentionDecoder(_FeedForwardDecoder):
     """A windowed-attention ``Decoder`` (see ``WindowAttentionBackbone.step_slots``).
 
-    State: ``k{i}, v{i} [n_slots, W, D]`` (ring of the last W frames' keys and values per layer,
-    heads side by side) and ``pos [n_slots]``. The attention itself is one Numba loop that reads
-    the rings in place (no gather of the caches)."""
+    State: ``k{i} [n_slots, D, W]``, ``v{i} [n_slots, W, D]`` (rings of the last W frames'
+    keys, transposed, and values per layer, heads side by side) and ``pos [n_slots]``. The
+    attention itself is one Numba loop that reads the rings in place (no gather of the
+    caches)."""
 
     kind = "attention"
 
@@ -381,7 +382,7 @@ class FastAttentionDecoder(_FeedForwardDecoder):
         self.rel_bias = f32(w[f"{b}rel_bias"])                                # [H, W]
         self.state = {}
         for i in range(L):
-            self.state[f"k{i}"] = np.zeros((m, W, D), np.float32)
+            self.state[f"k{i}"] = np.zeros((m, D, W), np.float32)     # keys transposed
             self.state[f"v{i}"] = np.zeros((m, W, D), np.float32)
         self.pos = np.zeros(m, np.int64)
         self.state["pos"] = self.pos
@@ -393,6 +394,7 @@ class FastAttentionDecoder(_FeedForwardDecoder):
         self._f = np.zeros((rows, ff), np.float32)
         self._pos = np.zeros(rows, np.int64)
         self._sc = np.zeros(W, np.float64)
+        self._sw = np.zeros(W, np.float32)
         return D
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
@@ -407,7 +409,7 @@ class FastAttentionDecoder(_FeedForwardDecoder):
             np.matmul(a, self.w_qkv[i], out=qkv)
             qkv += self.b_qkv[i]
             K_.attend(qkv, self.state[f"k{i}"], self.state[f"v{i}"], sl, pos, self.rel_bias,
-                      self.scale, self.heads, att, self._sc)
+                      self.scale, self.heads, att, self._sc, self._sw)
             np.matmul(att, self.w_proj[i], out=t)
             K_.residual(h, t, self.b_proj[i])
             K_.layer_norm(h, self.g2[i], self.n2[i], a)

@@ -318,36 +318,41 @@ def gru_rows(gi, w_hh, b_rz, b_in, b_hn, hv, slots, hout, gh0, gh1, e):  # pragm
 
 
 @kernel(**_FAST)
-def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc):  # pragma: no cover
+def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc, sw):  # pragma: no cover
     """Windowed causal attention for one frame of each row: write k, v of the frame into the
-    slot's ring at ``pos % W``, attend over the frames that exist (offsets 0..min(pos, W-1)),
+    slot's rings at ``pos % W`` (keys ``kr [slots, D, W]``, transposed, so that one frame's
+    scores against the whole ring are contiguous multiply-adds; values ``vr [slots, W, D]``),
+    attend over the frames that exist (offsets 0..min(pos, W-1)),
     ``softmax(q.k * scale + rel_bias[head, offset])``, weighted sum of v into ``out``. Rows in
     order: a slot's later frame sees the keys its earlier rows wrote. ``sc``: work ``[W]``
-    float64. The exponentials are :func:`_exp30` (arguments <= 0; below -30 a weight is
-    under 1e-13 of the largest)."""
+    float64, ``sw``: ``[W]`` float32. The exponentials are :func:`_exp30` (arguments <= 0;
+    below -30 a weight is under 1e-13 of the largest)."""
     n = slots.shape[0]
-    W = kr.shape[1]
-    D = kr.shape[2]
+    W = kr.shape[2]
+    D = kr.shape[1]
     dh = D // n_heads
     for r in range(n):
         s = slots[r]
         p = pos[r]
         wp = p % W
         for c in range(D):
-            kr[s, wp, c] = qkv[r, D + c]
+            kr[s, c, wp] = qkv[r, D + c]
             vr[s, wp, c] = qkv[r, 2 * D + c]
         nv = min(p + 1, W)
         for hh in range(n_heads):
             c0 = hh * dh
+            for w in range(W):
+                sw[w] = 0.0
+            for d in range(dh):
+                q = qkv[r, c0 + d]
+                for w in range(W):
+                    sw[w] += q * kr[s, c0 + d, w]
             mx = -np.inf
             for j in range(nv):
                 w = wp - j
                 if w < 0:
                     w += W
-                acc = np.float32(0.0)
-                for d in range(dh):
-                    acc += qkv[r, c0 + d] * kr[s, w, c0 + d]
-                v = acc * scale + rel_bias[hh, j]
+                v = sw[w] * scale + rel_bias[hh, j]
                 sc[j] = v
                 mx = max(mx, v)
             tot = 0.0
