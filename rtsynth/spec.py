@@ -236,13 +236,15 @@ def note_features(n_frames: int, pitch: np.ndarray, velocity: float, release_sam
 
 
 @subkernel
-def frame_features(out, pitch, velocity, frame_start, release_sample, sample_rate):
+def frame_features(out, pitch, velocity, frame_start, release_sample, sample_rate,
+                   release_speed=1.0):
     """Columns 0..6 of one frame's features (as :func:`note_features`), written into ``out`` (a
     float32 row of at least ``N_FEATURES``), callable inside a kernel.
 
     pitch: midi pitch at the frame start (bend included); velocity: 0..127; frame_start: the
     frame's first sample on the voice clock; release_sample: the voice sample of the release
-    (any value above ``frame_start`` while the key or pedal is held).
+    (any value above ``frame_start`` while the key or pedal is held); release_speed: how fast
+    the release envelopes run (1 in training; the engine's note-off velocity scales it).
     """
     out[0] = (pitch - PITCH_CENTER) / PITCH_SPAN
     out[1] = velocity / 127.0
@@ -250,7 +252,7 @@ def frame_features(out, pitch, velocity, frame_start, release_sample, sample_rat
     out[3] = math.exp(-t_on / TAU_FAST)
     out[4] = math.exp(-t_on / TAU_SLOW)
     if release_sample <= frame_start:
-        t_off = (frame_start - release_sample) / sample_rate
+        t_off = (frame_start - release_sample) / sample_rate * release_speed
         out[2] = 0.0
         out[5] = math.exp(-t_off / TAU_FAST)
         out[6] = math.exp(-t_off / TAU_SLOW)

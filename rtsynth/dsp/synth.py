@@ -42,6 +42,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..jit import kernel, subkernel
+from ..spec import midi_to_hz_scalar
 
 SUB = 16  # samples per oscillator sub-block (f0 update rate: 3 kHz at 48 kHz)
 NOISE_PAD = 256  # each noise loop is followed by its first NOISE_PAD samples (noise_layout)
@@ -433,7 +434,7 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
                 if vib != 0.0:
                     pitch += vib * math.sin(lfo_w * n)
                 if pitch != last_pitch:
-                    f0 = 440.0 * 2.0 ** ((pitch - 69.0) / 12.0)
+                    f0 = midi_to_hz_scalar(pitch)
                     w = two_pi * f0 / sample_rate
                     last_pitch = pitch
                     hm = _hmax(w, K, lim)

@@ -16,6 +16,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..jit import kernel, subkernel
+from ..spec import frame_features
 from .bank import smooth_bends
 
 #: the frames of one block, per round ``r`` and row ``m < count[r]``: the voice slot, the
@@ -33,7 +34,7 @@ def make_plan(rounds: int, n_slots: int, n_features: int) -> FramePlan:
 
 
 @kernel
-def plan_frames(n, hop, sr, n_slots, vs, rows, lfo_w, tau_fast, tau_slow, plan, v2,
+def plan_frames(n, hop, sr, n_slots, vs, rows, lfo_w, plan, v2,
                 default_bright, bend_coef):
     """Smooth the notes' bend rows of this block (:func:`rtsynth.engine.bank.smooth_bends`,
     here: one call), then list the control frames that start in it, per round; returns the
@@ -68,21 +69,8 @@ def plan_frames(n, hop, sr, n_slots, vs, rows, lfo_w, tau_fast, tau_slow, plan, 
             pitch = (vs.note[v] + rows.bend[ch, toff] + vs.bend_row[v, toff]
                      + vib * math.sin(lfo_w * nf))
             f = plan.features[r, m]
-            f[0] = (pitch - 60.0) / 24.0
-            f[1] = vs.velocity[v] / 127.0
-            t_on = nf / sr
-            f[3] = math.exp(-t_on / tau_fast)
-            f[4] = math.exp(-t_on / tau_slow)
             rel = vs.released_at[v]
-            if rel <= nf:
-                t_off = (nf - rel) / sr * vs.release_speed[v]
-                f[2] = 0.0
-                f[5] = math.exp(-t_off / tau_fast)
-                f[6] = math.exp(-t_off / tau_slow)
-            else:
-                f[2] = 1.0
-                f[5] = 0.0
-                f[6] = 0.0
+            frame_features(f, pitch, vs.velocity[v], nf, rel, sr, vs.release_speed[v])
             dyn = vs.dyn_row[v, toff]
             bright = vs.bright_row[v, toff]
             if v2:
