@@ -949,6 +949,11 @@ def configure(ap: argparse.ArgumentParser) -> None:
     a.add_argument("--density", type=float, default=1.0, help="scale the number of notes")
     a.add_argument("--dynamics", action="store_true",
                    help="the dynamics set (contract v2): many velocities and CC11 swells")
+    a.add_argument("--test-only", action="store_true",
+                   help="only the held-out notes (an evaluation set)")
+    a.add_argument("--float32", action="store_true",
+                   help="keep FluidSynth's float samples in audio.npz (evaluation references: "
+                   "no int16 floor)")
     a.add_argument("--gain", type=float, default=GAIN)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--sf2", default=SF2)
@@ -977,6 +982,11 @@ def configure(ap: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.cmd == "soundfont":
         for nm in args.instruments.split(","):
+            notes = None
+            if args.test_only:
+                plan = plan_dynamics if args.dynamics else plan_notes
+                notes = [x for x in plan(nm.strip(), args.seed, args.density)[0]
+                         if x["split"] == "test"]
             render_instrument(nm.strip(), args.out, flac=args.flac or args.flac_only,
                               density=args.density, seed=args.seed, sf2=args.sf2,
                               gain=args.gain, npz=not args.flac_only,
