@@ -990,7 +990,7 @@ def run(args: argparse.Namespace) -> int:
             render_instrument(nm.strip(), args.out, flac=args.flac or args.flac_only,
                               density=args.density, seed=args.seed, sf2=args.sf2,
                               gain=args.gain, npz=not args.flac_only,
-                              dynamics=args.dynamics)
+                              dynamics=args.dynamics, notes=notes, float32=args.float32)
     elif args.cmd == "phrases":
         for p in render_phrases(args.program, args.out, args.n, args.notes, args.seed,
                                 args.gain, stereo_wav=args.stereo):
