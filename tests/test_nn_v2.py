@@ -97,6 +97,38 @@ def test_v2_brightness_raises_centroid(trumpet_v2):
     assert r["log_centroid_change"] > 0.05
 
 
+def test_engine_plays_v2_from_a_keyboard_with_velocity_dynamics(trumpet_v2):
+    """A keyboard note (no pressure, breath, CC11 or CC74) gives a v2 model dynamics =
+    velocity / 127 and the default brightness on every frame, and CC74 / CC11 then move them."""
+    from rtsynth.engine import Engine
+
+    seen = []
+    step = trumpet_v2.step
+
+    def recording_step(features, slots, out_harm, out_noise):
+        seen.append(features.copy())
+        step(features, slots, out_harm, out_noise)
+
+    trumpet_v2.step = recording_step
+    eng = Engine(trumpet_v2, block=128, n_slots=4, master=False)
+    eng.push(10, bytes((0x90, 67, 90)))
+    for _ in range(40):
+        eng.render()
+    f = np.concatenate(seen)
+    assert f.shape[1] == spec.N_FEATURES_V2 and len(f) >= 25
+    np.testing.assert_allclose(f[:, spec.F_DYNAMICS], 90 / 127, rtol=1e-6)
+    np.testing.assert_allclose(f[:, spec.F_BRIGHTNESS], spec.DEFAULT_BRIGHTNESS, rtol=1e-6)
+    np.testing.assert_allclose(f[:, 1], 90 / 127, rtol=1e-6)
+    seen.clear()
+    eng.push(eng.time, bytes((0xB0, 74, 127)))
+    eng.push(eng.time, bytes((0xB0, 11, 40)))
+    for _ in range(60):
+        eng.render()
+    last = seen[-1][-1]
+    assert last[spec.F_BRIGHTNESS] > 0.95
+    assert last[spec.F_DYNAMICS] < 0.5 * 90 / 127
+
+
 def test_keyboard_plays_v2_with_velocity_dynamics(trumpet_v2):
     """Seven columns from a keyboard (no expression) -> dynamics = velocity / 127, brightness
     default: the same controls as the nine-column features from MIDI."""

@@ -376,7 +376,8 @@ class Engine:
     def _plan(self, n: int) -> int:
         """List this block's control frames per round (:attr:`plan`); returns the round count."""
         return plan_frames(n, self.hop, float(self.sr), self.n_slots, self.voices,
-                           self.channels.rows, self.lfo_w, self.plan, self.v2, spec.DEFAULT_BRIGHTNESS, self.bend_coef)
+                           self.channels.rows, self.lfo_w, self.plan, self.v2,
+                           spec.DEFAULT_BRIGHTNESS, self.bend_coef)
 
     def _store(self, r: int, q: int) -> None:
         """File rounds ``r .. q-1``, whose controls are in the output rows in round order."""

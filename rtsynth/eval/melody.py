@@ -54,9 +54,10 @@ def melody_distance(ref: np.ndarray, est: np.ndarray, sizes=SIZES) -> float:
 
 
 class KeyboardV2:
-    """A contract-v2 instrument played from a keyboard with no expression controller: the
-    engine's seven columns, with dynamics = velocity / 127 and brightness at its default added
-    (exactly what the contract says a v2 model gets then), for an engine that passes seven."""
+    """A contract-v2 instrument stepped with seven-column features (a dataset's, or
+    :func:`spec.note_features`'): dynamics = velocity / 127 and brightness at its default added,
+    what the engine passes from a keyboard with no expression controller
+    (``tests/test_nn_v2.py`` checks the engine does)."""
 
     n_features = spec.N_FEATURES
 
@@ -93,16 +94,10 @@ class KeyboardV2:
 
 
 def for_engine(inst):
-    """``inst`` as the engine can drive it now: a v2 model through :class:`KeyboardV2` unless
-    the engine passes nine columns itself."""
+    """``inst`` ready to be stepped with seven-column features: a v2 model through
+    :class:`KeyboardV2`, a v1 model as it is."""
     if getattr(inst, "n_features", spec.N_FEATURES) == spec.N_FEATURES:
         return inst
-    try:
-        from ..engine import Engine
-        if getattr(Engine, "FEATURES_V2", False):
-            return inst
-    except ImportError:  # pragma: no cover
-        pass
     return KeyboardV2(inst)
 
 
