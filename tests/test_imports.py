@@ -87,11 +87,6 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-#: circles still to break, each a pair of modules that import each other (no longer listed
-#: once broken: the test then keeps them apart)
-KNOWN_CIRCLES = {frozenset({"rtsynth.eval.metrics", "rtsynth.eval.melody"})}
-
-
 def _all_cycles(graph):
     graph = {m: set(t) for m, t in graph.items()}
     found = []
@@ -107,7 +102,7 @@ def test_nn_has_no_import_circle():
 
 
 def test_package_has_no_import_circle():
-    cycles = [c for c in _all_cycles(_graph("rtsynth")) if frozenset(c) not in KNOWN_CIRCLES]
+    cycles = _all_cycles(_graph("rtsynth"))
     assert not cycles, [" -> ".join(c) for c in cycles]
 
 

@@ -38,7 +38,7 @@ EPS = 1e-5
 
 
 def melody_distance(ref: np.ndarray, est: np.ndarray, sizes=SIZES) -> float:
-    from .metrics import _stft_mag
+    from .common import _stft_mag
 
     n = max(len(ref), len(est))
     r = np.zeros(n)
@@ -123,7 +123,7 @@ def evaluate_melodies(models: list[str], phrase_dir: str, instrument: str | None
 
     from ..instruments import load_instrument
     from ..render import read_midi_events
-    from .metrics import model_programs, render_events_mono, select_timbre, model_config
+    from .common import model_config, model_programs, render_events_mono, select_timbre
 
     root = Path(phrase_dir)
     dirs = sorted(d for d in root.iterdir() if d.is_dir() and any(d.glob("*.mid"))) \

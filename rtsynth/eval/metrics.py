@@ -75,6 +75,8 @@ import numpy as np
 
 from .. import spec
 from ..data import Example, load_dataset, loudness_db, read_index
+from .common import (_engine, _stft_mag, model_config, model_programs,  # noqa: F401
+                     render_events_mono, select_timbre)
 from .melody import for_engine, onset_errors_ms
 
 FFT_SIZES = (2048, 1024, 512, 256)
@@ -84,17 +86,6 @@ EPS = 1e-5
 
 # ----------------------------------------------------------------------------------------------
 # metrics
-
-def _stft_mag(x: np.ndarray, n_fft: int) -> np.ndarray:
-    hop = n_fft // 4
-    n = max(len(x), n_fft)
-    n_frames = 1 + -(-(n - n_fft) // hop)
-    xp = np.zeros((n_frames - 1) * hop + n_fft)
-    xp[: len(x)] = x
-    idx = np.arange(n_frames)[:, None] * hop + np.arange(n_fft)[None, :]
-    win = np.hanning(n_fft + 1)[:-1]
-    return np.abs(np.fft.rfft(xp[idx] * win, axis=1))
-
 
 def mss_distance(ref: np.ndarray, est: np.ndarray, sizes=FFT_SIZES) -> float:
     """Multi-resolution STFT distance (see the module docstring); same-length signals."""
@@ -296,45 +287,6 @@ def bent_note_events(ex: Example, bends, bend_range: int) -> list[tuple[int, tup
     return ev
 
 
-def _engine(inst, block: int = 128):
-    from rtsynth.engine import Engine
-    eng = Engine(inst, block=block, n_slots=8, gain=1.0, reverb=0.0, master=False)
-    try:
-        chan = float(eng._target_gain()[0])  # CC7 100 by default -> (100/127)^2
-    except Exception:  # pragma: no cover
-        chan = (100 / 127) ** 2
-    return eng, chan
-
-
-def render_events_mono(inst, events: list[tuple[int, tuple]], n: int, block: int = 128
-                       ) -> np.ndarray:
-    """Events ``[(sample, message)]`` through the engine -> mono ``[n]`` at unit voice gain.
-
-    Uses :func:`rtsynth.render.render_events` (the offline path of ``rtsynth render``) when it
-    exists, else drives :class:`rtsynth.engine.Engine` block by block the same way.
-    """
-    eng, chan = _engine(inst, block)
-    try:
-        from rtsynth.render import render_events
-    except ImportError:
-        render_events = None
-    if render_events is not None:
-        y = render_events(eng, [(t, bytes(m)) for t, m in events], tail=n / eng.sr + 0.1)
-        mono = y[:, :2].mean(1).astype(np.float64)
-    else:
-        for when, msg in events:
-            eng.push(when, msg)
-        mono = np.zeros(n + block)
-        pos = 0
-        while pos < n:
-            mono[pos: pos + block] = eng.render(block)[:, :2].mean(1)
-            pos += block
-    out = np.zeros(n)
-    m = min(n, len(mono))
-    out[:m] = mono[:m]
-    return out / chan
-
-
 def render_engine(inst, ex: Example, block: int = 128) -> np.ndarray:
     """The engine path (what ``rtsynth render`` runs), one voice at unit gain, mono."""
     return render_events_mono(inst, note_events(ex), len(ex.audio), block)
@@ -352,40 +304,6 @@ def find_datasets(data_dir: str) -> dict[str, dict]:
         if any(e["split"] == "test" for e in idx["examples"]):
             out[p.parent.name] = idx
     return out
-
-
-def model_config(model: str) -> dict:
-    if model == "basic":
-        return {}
-    from rtsynth.instruments import model_folder
-    p = model_folder(model) or Path(model)
-    return json.loads((p / "config.json").read_text())
-
-
-def model_programs(model: str) -> list[int] | None:
-    """GM programs a model was trained on (config ``program`` int or list, or ``programs``);
-    None: measure on every dataset."""
-    cfg = model_config(model)
-    for key in ("programs", "program"):
-        v = cfg.get(key)
-        if v is None and isinstance(cfg.get("source"), dict):
-            v = cfg["source"].get(key)
-        if v is not None:
-            progs = [int(x) for x in (v if isinstance(v, list) else [v])]
-            return [p for p in progs if p >= 0] or None
-    return None
-
-
-def select_timbre(inst, cfg: dict, dataset_name: str) -> float | None:
-    """For a multi-instrument (VAE) model: put the timbre at the dataset's instrument on the
-    model's timbre path (``config.timbre.path``), i.e. ``set_timbre(i / (m - 1))``."""
-    path = (cfg.get("timbre") or {}).get("path") or []
-    if not getattr(inst, "has_timbre", False) or dataset_name not in path:
-        return None
-    m = len(path)
-    pos = path.index(dataset_name) / (m - 1) if m > 1 else 0.0
-    inst.set_timbre(pos)
-    return pos
 
 
 def evaluate(models: list[str], data_dir: str = "data", path: str | None = None,
