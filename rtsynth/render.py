@@ -503,6 +503,11 @@ def report_faults(engine, file=None) -> None:
     if bad:
         print(f"rtsynth: warning: {bad} voice(s) produced non-finite audio and were silenced",
               file=file or sys.stderr, flush=True)
+    for e in [getattr(p, "engine", None) for p in getattr(engine, "part_list", ())] or [engine]:
+        n = getattr(e, "stats", {}).get("clamped_frames", 0)   # the engine's level guard
+        if n:
+            print(f"rtsynth: warning: {getattr(e.inst, 'name', '?')}: {n} control frame(s) above "
+                  f"the level limit were scaled down", file=file or sys.stderr, flush=True)
 
 
 def realtime_factor(audio_frames: int, sample_rate: int, seconds: float) -> float:

@@ -27,7 +27,7 @@ from .bank import (BIG, FIELDS, count_active, end_block, kill_voices,
                    make_voices, start_voices)
 from .channels import Channels
 from .expression import control_map
-from .frames import make_plan, plan_frames, store_rounds
+from .frames import MAX_FRAME_LEVEL, make_plan, plan_frames, store_rounds
 
 try:
     from ..instruments.base import StreamingInstrument
@@ -40,7 +40,7 @@ SILENT_LEVEL = 2e-5           # a released voice below this (-94 dBFS) for a fra
 BEND_SMOOTH_S = 0.002         # one-pole time constant of a note's own bend (MPE)
 NOTE_ONS = 256                # note-ons started per kernel call
 EVENTS = 4096                 # events one block takes without allocating
-_STATS = ("events", "bad_messages", "late_events", "steals", "nan_voices")
+_STATS = ("events", "bad_messages", "late_events", "steals", "nan_voices", "clamped_frames")
 
 
 @kernel
@@ -144,6 +144,8 @@ class Engine:
         self._evbuf: list = [None] * EVENTS
         self.time = 0                      # absolute sample index of the next block's first sample
         self._counts = [0] * len(_STATS)
+        #: the level guard's limit on a control frame (see ``MAX_FRAME_LEVEL``)
+        self.max_level = float(MAX_FRAME_LEVEL)
 
     def _allocate_instrument(self) -> None:
         """Allocate the instrument's slots; :attr:`max_rows`: the rows one step may get."""
@@ -182,7 +184,8 @@ class Engine:
 
     @property
     def stats(self) -> dict:
-        """Counters: events, bad_messages, late_events, steals, nan_voices."""
+        """Counters: events, bad_messages, late_events, steals, nan_voices, clamped_frames
+        (control frames the level guard scaled down, see ``frames.MAX_FRAME_LEVEL``)."""
         return dict(zip(_STATS, self._counts))
 
     # ------------------------------------------------------------------ input
@@ -381,8 +384,11 @@ class Engine:
 
     def _store(self, r: int, q: int) -> None:
         """File rounds ``r .. q-1``, whose controls are in the output rows in round order."""
-        store_rounds(r, q, self.plan, self._harm_out, self._noise_out, self.voices, self.hop,
-                     self.max_release, SILENT_LEVEL, self._fade_silent, self._fade_long)
+        c = store_rounds(r, q, self.plan, self._harm_out, self._noise_out, self.voices,
+                         self.hop, self.max_release, SILENT_LEVEL, self._fade_silent,
+                         self._fade_long, self.max_level)
+        if c:
+            self._counts[5] += c
 
     # ------------------------------------------------------------------ misc
     @property

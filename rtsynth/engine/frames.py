@@ -19,6 +19,12 @@ from ..jit import kernel, subkernel
 from ..spec import frame_features
 from .bank import smooth_bends
 
+#: the level guard: the most a control frame's level (sum of its harmonic amplitudes and noise
+#: gains, after dynamics and tilt) may be before :func:`store_rounds` scales it down. Measured
+#: (the largest per-frame level of every shipped model over the demo, the bench's bwv66_6.mid
+#: and a velocity-127 sweep with full pressure and CC74): MEASURED; the limit is ~4x that.
+MAX_FRAME_LEVEL = 4.0
+
 #: the frames of one block, per round ``r`` and row ``m < count[r]``: the voice slot, the
 #: features, the voice-clock sample where it starts, its block offset, the voice's release
 #: sample, and for a version-1 model the level and tilt slope of its dynamics and brightness
@@ -117,7 +123,7 @@ def tilt_slope(bright, default_bright):
 
 @kernel
 def store_rounds(r0, r1, plan, harm, noise, vs, hop, max_release, silent, len_silent,
-                 len_long):
+                 len_long, max_level):
     """File the controls of rounds ``r0 .. r1-1`` (rows of ``harm/noise`` in round order) per
     voice, with a v1 model's dynamics level and brightness tilt applied (harmonics ``h**s``
     at the same RMS). A released voice ends at its first silent frame after the release (a
@@ -125,7 +131,14 @@ def store_rounds(r0, r1, plan, harm, noise, vs, hop, max_release, silent, len_si
     frame grid, so it does not depend on the block size. A frame that starts at or after its
     voice's kill (decided in an earlier round of this block) is dropped, as a smaller block
     would not have computed it.
+
+    Level guard: a frame whose level (the sum of its harmonic amplitudes and noise gains, in
+    magnitude, after dynamics and tilt) exceeds ``max_level`` is scaled down to it (a model
+    gone absurd but finite stays one loud voice, and does not pump everything else down
+    through the limiter). Returns the number of frames scaled; a frame at or below the limit
+    is filed unchanged, bit for bit.
     """
+    clamped = 0
     o = 0
     K = harm.shape[1]
     B = noise.shape[1]
@@ -155,6 +168,18 @@ def store_rounds(r0, r1, plan, harm, noise, vs, hop, max_release, silent, len_si
                     harm[row, k] = harm[row, k] * g
                 for b in range(B):
                     noise[row, b] = noise[row, b] * g
+            mag = 0.0
+            for k in range(K):
+                mag += abs(harm[row, k])
+            for b in range(B):
+                mag += abs(noise[row, b])
+            if mag > max_level and mag < np.inf:
+                c = np.float32(max_level / mag)
+                for k in range(K):
+                    harm[row, k] = harm[row, k] * c
+                for b in range(B):
+                    noise[row, b] = noise[row, b] * c
+                clamped += 1
             lvl = 0.0
             for k in range(K):
                 vs.new_harm[v, r, k] = harm[row, k]
@@ -180,3 +205,4 @@ def store_rounds(r0, r1, plan, harm, noise, vs, hop, max_release, silent, len_si
                     vs.key_down[v] = False
                     vs.sustained[v] = False
         o += m
+    return clamped
