@@ -95,7 +95,37 @@ class _FastDecoder:
         self._hx = np.zeros((rows, K), np.float32)
         self._gx = np.zeros((rows, n_out - K), np.float32)
         self._bad = np.zeros(rows, bool)
+        self._no_z = np.zeros((1, 0), np.float32)
+        #: rows of the last step whose controls were not finite, and whose pitch was beyond
+        #: :attr:`pitch_clip` (for the range taper: :class:`rtsynth.nn.neural.NeuralInstrument`)
+        self.n_bad = 0
+        self.n_outside = 0
         self._prefault()
+        self._make_row_views()
+
+    #: the most rows for which :meth:`_make_row_views` makes views (an offline engine's larger
+    #: batches slice: they are not on the real-time path)
+    ROW_VIEWS_MAX = 1024
+
+    def _make_row_views(self) -> None:
+        """``row_views[name][n]``: the first ``n`` rows of each work buffer, made once (a slice
+        is an allocation, and the real-time step allocates nothing after warm-up)."""
+        self.row_views = None
+        if self.max_rows > self.ROW_VIEWS_MAX:
+            return
+        rows = self.max_rows
+        state = list(self.state.values())
+        views = {}
+        for k, v in vars(self).items():
+            if (k.startswith("_") and isinstance(v, np.ndarray) and v.ndim >= 1
+                    and v.shape[0] == rows and not any(np.shares_memory(v, a) for a in state)):
+                views[k] = [v[:m] for m in range(rows + 1)]
+        self.row_views = views
+
+    def _rows(self, name: str, n: int) -> np.ndarray:
+        """The first ``n`` rows of work buffer ``name`` (a view made once, when there are)."""
+        v = self.row_views
+        return v[name][n] if v is not None else getattr(self, name)[:n]
 
     def fork(self) -> "_FastDecoder":
         """Another stepper over the same per-slot state and weights, with its own work buffers:
@@ -115,6 +145,7 @@ class _FastDecoder:
                 setattr(other, k, own(v))
             elif isinstance(v, list) and v and all(isinstance(a, np.ndarray) for a in v):
                 setattr(other, k, [own(a) for a in v])
+        other._make_row_views()
         return other
 
     def _prefault(self) -> None:
@@ -165,15 +196,18 @@ class _FastDecoder:
     pitch_clip: tuple[float, float] | None = None
 
     def _inputs(self, features: np.ndarray, z: np.ndarray | None) -> np.ndarray:
-        n, F = features.shape
-        x = self._x[:n]
-        x[:, :F] = features
-        if self.pitch_clip is not None:
-            np.clip(x[:, 0], self.pitch_clip[0], self.pitch_clip[1], out=x[:, 0])
-        if self.z_dim:
-            x[:, F:] = z
-        p = self._p[:n]
-        np.matmul(x, self.w_pre, out=p)
+        """The input layer's output for ``features`` (and ``z``); counts the rows beyond the
+        pitch range in :attr:`n_outside`. (``np.dot`` with ``out``: the same BLAS product as
+        ``np.matmul``, without the ufunc machinery's allocations.)"""
+        n = len(features)
+        x = self._rows("_x", n)
+        clip = self.pitch_clip
+        self.n_outside = K_.decoder_inputs(
+            features, self._no_z if z is None or not self.z_dim else z, self._x, n,
+            0.0 if clip is None else clip[0], 0.0 if clip is None else clip[1],
+            clip is not None)
+        p = self._rows("_p", n)
+        np.dot(x, self.w_pre, out=p)
         K_.bias_leaky(p, self.b_pre)
         return p
 
@@ -182,18 +216,24 @@ class _FastDecoder:
         the controls (two kernels around them); returns the bool mask of rows that were not
         finite (written as zeros)."""
         n = len(y)
-        o = self._o[:n]
-        np.matmul(y, self.w_head_y, out=o)
-        o2 = self._o2[:n]
-        np.matmul(p, self.w_head_p, out=o2)
-        hx = self._hx[:n]
-        gx = self._gx[:n]
+        o = self._rows("_o", n)
+        np.dot(y, self.w_head_y, out=o)
+        o2 = self._rows("_o2", n)
+        np.dot(p, self.w_head_p, out=o2)
+        hx = self._rows("_hx", n)
+        gx = self._rows("_gx", n)
         K_.heads_args(o, o2, self.b_head, hx, gx)
         K_.heads_exp(hx, gx)
-        bad = self._bad[:n]
-        K_.heads_out(hx, gx, features, self.h_scaled, self.amp_max, self.noise_max,
-                     self.f0_off, self.mask_c0, out_harm[:n], out_noise[:n], bad)
+        bad = self._rows("_bad", n)
+        self.n_bad = K_.heads_out(hx, gx, features, self.h_scaled, self.amp_max, self.noise_max,
+                                  self.f0_off, self.mask_c0, _first(out_harm, n),
+                                  _first(out_noise, n), bad)
         return bad
+
+
+def _first(a: np.ndarray, n: int) -> np.ndarray:
+    """``a[:n]``, without making a view when ``a`` has ``n`` rows (the engine's own views do)."""
+    return a if len(a) == n else a[:n]
 
 
 class FastGRUDecoder(_FastDecoder):
@@ -271,17 +311,17 @@ class _FeedForwardDecoder(_FastDecoder):
         """-> (decoder input ``p``, backbone input ``h``, each row's frame position)."""
         n = len(slots)
         p = self._inputs(features, z)
-        h = self._h[:n]
-        np.matmul(p, self.w_inp, out=h)
-        h += self.b_inp
-        pos = self._pos[:n]
+        h = self._rows("_h", n)
+        np.dot(p, self.w_inp, out=h)
+        K_.add_bias(h, self.b_inp)
+        pos = self._rows("_pos", n)
         K_.frame_positions(slots, self.pos, pos)
         return p, h, pos
 
     def _end_rows(self, h, p, pos, features, slots, out_harm, out_noise) -> np.ndarray:
         K_.store_positions(slots, pos, self.pos)
         bad = self._heads(h, p, features, out_harm, out_noise)
-        if bad.any():
+        if self.n_bad:
             self.reset(slots[bad])
         return bad
 
@@ -329,21 +369,40 @@ class FastCNNDecoder(_FeedForwardDecoder):
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
+        """One frame (or several, rows in frame order) for ``slots``; writes the controls and
+        returns the bool mask of bad rows (real-time path: allocates nothing after warm-up,
+        up to :attr:`ROW_VIEWS_MAX` rows)."""
         n = len(slots)
-        C, k = self.channels, self.kernel
         p, h, pos = self._begin_rows(features, z, slots)
-        cat = self._cat[:n]
-        cat2 = cat.reshape(n, k * C)
-        y, t = self._y[:n], self._t[:n]
-        for i, R in enumerate(self.rings):
+        cat = self._rows("_cat", n)
+        cat2 = self._rows("_cat2", n)
+        y, t = self._rows("_y", n), self._rows("_t", n)
+        for R, base, off, w_conv, b_conv, w_mix, b_mix in self._layers:
             # write this layer's input (frame t), then gather frames t - j d (j = k-1..0)
-            K_.cnn_ring(self._flat, h, slots, pos, self.rows_per_slot, self.base[i], R,
-                        self.off[i], cat)
-            np.matmul(cat2, self.w_conv[i], out=y)
-            K_.bias_leaky(y, self.b_conv[i])
-            np.matmul(y, self.w_mix[i], out=t)
-            K_.residual(h, t, self.b_mix[i])
+            K_.cnn_ring(self._flat, h, slots, pos, self.rows_per_slot, base, R, off, cat)
+            np.dot(cat2, w_conv, out=y)
+            K_.bias_leaky(y, b_conv)
+            np.dot(y, w_mix, out=t)
+            K_.residual(h, t, b_mix)
         return self._end_rows(h, p, pos, features, slots, out_harm, out_noise)
+
+    def _make_row_views(self) -> None:
+        super()._make_row_views()
+        # one tuple per layer (a loop over it makes no tuples)
+        self._layers = tuple(zip(self.rings, self.base, self.off,
+                                 self.w_conv, self.b_conv, self.w_mix, self.b_mix))
+        if self.row_views is not None:
+            kc = self.kernel * self.channels
+            self.row_views["_cat2"] = [v.reshape(m, kc)
+                                       for m, v in enumerate(self.row_views["_cat"])]
+
+    def _rows(self, name: str, n: int) -> np.ndarray:
+        v = self.row_views
+        if v is not None:
+            return v[name][n]
+        if name == "_cat2":
+            return self._cat[:n].reshape(n, self.kernel * self.channels)
+        return getattr(self, name)[:n]
 
 
 class FastAttentionDecoder(_FeedForwardDecoder):

@@ -117,10 +117,14 @@ def heads_exp(hx, gx):
     :func:`heads_out`."""
     np.exp(hx, out=hx)
     np.exp(gx, out=gx)
-    gx += np.float32(1.0)
+    gx += _ONE_F32                 # constants made once: a NumPy scalar is an allocation
     np.log(gx, out=gx)
-    gx *= np.float32(-LN10)
+    gx *= _MINUS_LN10_F32
     np.exp(gx, out=gx)
+
+
+_ONE_F32 = np.float32(1.0)
+_MINUS_LN10_F32 = np.float32(-LN10)
 
 
 @_jit
@@ -182,6 +186,71 @@ def store_positions(slots, pos, pos_state):  # pragma: no cover - compiled
     """``pos_state[slot] = pos[r] + 1`` in row order (the last row of a slot wins)."""
     for r in range(slots.shape[0]):
         pos_state[slots[r]] = pos[r] + 1
+
+
+@_jit
+def add_bias(h, b):  # pragma: no cover - compiled
+    """In place: ``h += b`` (NumPy's broadcast of a row makes an iterator: an allocation)."""
+    n, c = h.shape
+    for r in range(n):
+        for j in range(c):
+            h[r, j] += b[j]
+
+
+@_jit
+def decoder_inputs(features, z, x, n, lo, hi, clip):  # pragma: no cover - compiled
+    """The decoder's input rows ``x[:n] = [features, z]`` (``z [1, Z]`` for every row, or
+    ``[n, Z]``; ``Z`` may be 0), the pitch column clamped to ``[lo, hi]`` in float32 when
+    ``clip`` (as ``np.clip`` with Python floats). Returns how many rows' pitch was outside it
+    (a NaN pitch counts: the range taper then sees it, as before)."""
+    F = features.shape[1]
+    Z = z.shape[1]
+    lo32 = np.float32(lo)
+    hi32 = np.float32(hi)
+    outside = 0
+    for r in range(n):
+        for j in range(F):
+            x[r, j] = features[r, j]
+        if clip:
+            v = x[r, 0]
+            if not (v >= lo32 and v <= hi32):
+                outside += 1
+            if v < lo32:
+                x[r, 0] = lo32
+            elif v > hi32:
+                x[r, 0] = hi32
+        zr = r if z.shape[0] > 1 else 0
+        for j in range(Z):
+            x[r, F + j] = z[zr, j]
+    return outside
+
+
+@_jit
+def taper_args(features, n, lo, hi, coef, a):  # pragma: no cover - compiled
+    """The range taper's exponent per row, the float32 steps of the NumPy original:
+    ``a = coef * (max(p - hi, 0) + max(lo - p, 0))`` for the pitch feature ``p``."""
+    lo32 = np.float32(lo)
+    hi32 = np.float32(hi)
+    c32 = np.float32(coef)
+    zero = np.float32(0.0)
+    for r in range(n):
+        p = features[r, 0]
+        u = p - hi32
+        u = u if u > zero else (zero if u <= zero else u)     # np.maximum: NaN stays NaN
+        d = lo32 - p
+        d = d if d > zero else (zero if d <= zero else d)
+        a[r] = (u + d) * c32
+
+
+@_jit
+def scale_rows(out_harm, out_noise, n, a):  # pragma: no cover - compiled
+    """In place, rows ``r < n``: ``out_harm[r] *= a[r]``, ``out_noise[r] *= a[r]``."""
+    for r in range(n):
+        g = a[r]
+        for j in range(out_harm.shape[1]):
+            out_harm[r, j] *= g
+        for j in range(out_noise.shape[1]):
+            out_noise[r, j] *= g
 
 
 # -- whole-batch GRU and attention steps ---------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import spec
 from ..instruments.base import StreamingInstrument
+from . import fast_kernels as K_
 from .fast import decoder_weights, fast_decoder
 from .guard import OutputGuard, probe
 
@@ -143,6 +144,7 @@ class NeuralInstrument(StreamingInstrument):
         if self.bandwidth_hz is not None:
             self._fast.set_bandwidth(self.bandwidth_hz)
         self._taper = np.zeros(2 * self._fast.max_rows, np.float32)
+        self._taper_views = _row_views(self._taper, self._fast)
         self.state = self._fast.state
 
     @property
@@ -192,18 +194,23 @@ class NeuralInstrument(StreamingInstrument):
 
     def step(self, features: np.ndarray, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> None:
-        n = len(slots)
-        if n == 0:
-            return
-        if self.guard.fault is not None:
-            out_harm[:n] = 0.0
-            out_noise[:n] = 0.0
-            return
-        z = None if self.z is None else self.z[None, :]
-        bad = self._fast.step(features, z, slots, out_harm, out_noise)
-        self._bound(features, n, out_harm, out_noise, self._taper)
-        if bad.any():
-            self.guard.check(bad, n, out_harm, out_noise)
+        """Real-time path (the engine's generator thread or JACK callback): no locks, no I/O,
+        and after warm-up no allocation (the decoder's work buffers and their row views, this
+        instrument's taper buffer, all made in :meth:`allocate`)."""
+        _step(self, self._fast, self._taper, self._taper_views, features, slots, out_harm,
+              out_noise)
+
+    def _z_row(self):
+        """``z[None, :]`` (a view made once per timbre, not per step), or None."""
+        z = self.z
+        if z is None:
+            return None
+        row = self._z_view
+        if row is None or row.base is not z:
+            row = self._z_view = z[None, :]
+        return row
+
+    _z_view = None
 
     # --- timbre (VAE models) --------------------------------------------------------------------
     @property
@@ -260,6 +267,16 @@ class NeuralInstrument(StreamingInstrument):
         n = len(features)
         self._bound(features, n, out_harm, out_noise, np.zeros(2 * n, np.float32))
 
+    def _taper_fast(self, features, n, out_harm, out_noise, buf, views) -> None:
+        """:meth:`_bound` for a step whose decoder found rows beyond the range (the same float32
+        operations, in kernels and on views made once: nothing allocated)."""
+        self.guard.out_of_range += 1
+        lo, hi = self._clip
+        a = views[n] if views is not None else buf[:n]
+        K_.taper_args(features, n, lo, hi, _TAPER_COEF, buf)
+        np.exp(a, out=a)
+        K_.scale_rows(out_harm, out_noise, n, buf)
+
     def _bound(self, features, n, out_harm, out_noise, buf) -> None:
         """Taper the rows whose pitch is beyond the trained range (real-time path: two
         reductions when every row is inside; in-place NumPy ops into ``buf``, ``[2 n]``,
@@ -278,10 +295,45 @@ class NeuralInstrument(StreamingInstrument):
         np.subtract(lo, p, out=b)
         np.maximum(b, 0.0, out=b)
         a += b                     # pitch-feature units outside (1 unit = 24 semitones)
-        a *= np.float32(-2.0 * TAPER_DB_PER_OCTAVE / 20.0 * np.log(10.0))
+        a *= np.float32(_TAPER_COEF)
         np.exp(a, out=a)
         out_harm[:n] *= a[:, None]
         out_noise[:n] *= a[:, None]
+
+
+#: the taper's exponent per pitch-feature unit outside the range (1 unit = 24 semitones)
+_TAPER_COEF = float(np.float32(-2.0 * TAPER_DB_PER_OCTAVE / 20.0 * np.log(10.0)))
+
+
+def _row_views(buf: np.ndarray, fast) -> list | None:
+    """``buf[:n]`` for every row count a step of ``fast`` may get (None: too many; slice)."""
+    rows = fast.max_rows
+    return [buf[:m] for m in range(rows + 1)] if fast.row_views is not None else None
+
+
+def _zero_rows(a: np.ndarray, n: int) -> None:
+    if len(a) == n:
+        a.fill(0.0)
+    else:
+        a[:n] = 0.0
+
+
+def _step(inst, fast, buf, views, features, slots, out_harm, out_noise) -> None:
+    """One step of ``inst`` through ``fast`` (its own decoder or a fork): decoder, range
+    taper, output guard. Allocates nothing after warm-up."""
+    n = len(slots)
+    if n == 0:
+        return
+    guard = inst.guard
+    if guard.fault is not None:
+        _zero_rows(out_harm, n)
+        _zero_rows(out_noise, n)
+        return
+    bad = fast.step(features, inst._z_row(), slots, out_harm, out_noise)
+    if fast.n_outside:
+        inst._taper_fast(features, n, out_harm, out_noise, buf, views)
+    if fast.n_bad:
+        guard.check(bad, n, out_harm, out_noise)
 
 
 class _Stepper:
@@ -291,17 +343,8 @@ class _Stepper:
         self.inst = inst
         self.fast = fast
         self._taper = np.zeros(2 * fast.max_rows, np.float32)
+        self._taper_views = _row_views(self._taper, fast)
 
     def step(self, features, slots, out_harm, out_noise) -> None:
-        if len(slots) == 0:
-            return
-        guard = self.inst.guard
-        if guard.fault is not None:
-            out_harm[:len(slots)] = 0.0
-            out_noise[:len(slots)] = 0.0
-            return
-        z = None if self.inst.z is None else self.inst.z[None, :]
-        bad = self.fast.step(features, z, slots, out_harm, out_noise)
-        self.inst._bound(features, len(slots), out_harm, out_noise, self._taper)
-        if bad.any():
-            guard.check(bad, len(slots), out_harm, out_noise)
+        _step(self.inst, self.fast, self._taper, self._taper_views, features, slots, out_harm,
+              out_noise)

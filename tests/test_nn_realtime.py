@@ -1,0 +1,78 @@
+"""The neural instrument's real-time step allocates nothing after warm-up (issue 17.4).
+
+An engine plays flute-lite (the default instrument: the CNN fast path, as the ``-v2`` and
+full-size CNN models) with notes in and beyond its trained range (the range taper), bends,
+channel and poly pressure, CCs, for 200 blocks after warm-up; ``tracemalloc`` watches every
+``instrument.step`` call the engine makes, and (compiled kernels) every whole block.
+
+Under the JIT (a stale or missing build) the Numba dispatcher itself allocates a little while it
+types each kernel call's arguments (~100 bytes at a time, freed), so the bound on one step is
+what one dispatch costs; before this change one step's peak was ~4.4 kB (views, NumPy scalars,
+a reduction, broadcast iterators, the ufunc machinery of ``np.matmul``).
+"""
+
+import tracemalloc
+
+import pytest
+
+from rtsynth import jit
+from rtsynth.engine import Engine
+from rtsynth.instruments import load_instrument
+
+from test_engine_realtime import BLOCK, configure, events_for
+
+
+@pytest.mark.parametrize("model", ["flute-lite"])
+def test_neural_step_allocates_nothing_after_warmup(model):
+    inst = load_instrument(model)
+    assert inst.arch["backbone"] == "cnn" and inst.pitch_range is not None
+    e = Engine(inst, block=BLOCK, n_slots=16)
+    e.warmup()
+    configure(e)
+    for i in range(40):
+        for w, m in events_for(e.time, i):
+            e.push(w, m)
+        e.render()
+    n = 200
+    for i in range(n):
+        for w, m in events_for(e.time + i * BLOCK, 40 + i):
+            e.push(w, m)
+    real = inst.step
+    steps = []
+
+    def watched(features, slots, out_harm, out_noise):
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        real(features, slots, out_harm, out_noise)
+        now, peak = tracemalloc.get_traced_memory()
+        steps.append((peak - before, now - before))
+
+    inst.step = watched
+    aot = jit.status()["mode"] == "aot"
+    out_of_range = inst.guard.out_of_range
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        worst_block = 0
+        for i in range(n):
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            e.render()
+            worst_block = max(worst_block, tracemalloc.get_traced_memory()[1] - before)
+        growth = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+        del inst.step
+    assert len(steps) >= n and e.stats["events"] >= 13 * n
+    assert inst.guard.out_of_range > out_of_range          # the taper ran too
+    worst_step = max(p for p, _ in steps)
+    step_growth = sum(g for _, g in steps)
+    if aot:
+        # the engine's own bounds (tests/test_engine_realtime.py), now with a model playing
+        assert worst_step <= 256, worst_step
+        assert worst_block <= 512, worst_block
+        assert growth <= 1024, growth
+        assert step_growth <= 512, step_growth
+    else:
+        # a few kernel dispatches' argument typing at a time, nothing of the step's own
+        assert worst_step <= 768, worst_step
