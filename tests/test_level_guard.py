@@ -57,6 +57,14 @@ def _render(inst, events, gain=0.5, guard=True):
     eng = Engine(inst, sample_rate=SR, block=256, n_slots=8, reverb=0.0, gain=gain)
     if not guard:
         eng.max_level = float("inf")
+    eng.top_level = 0.0
+    store = eng._store
+
+    def filed(r, q):            # the largest level of a frame filed (the voices' own record)
+        store(r, q)
+        eng.top_level = max(eng.top_level, float(eng.voices.level.max()))
+
+    eng._store = filed
     out = render_events(eng, events, tail=0.3)
     return eng, out
 
@@ -79,7 +87,7 @@ def test_absurd_voice_is_clamped_counted_and_output_bounded(flute):
     assert st["clamped_frames"] > 0
     assert st["nan_voices"] == 0
     # the loud voice's filed level is at the limit, not 1e4 times the model's
-    assert eng.voices.level.max() <= MAX_FRAME_LEVEL * 1.001
+    assert MAX_FRAME_LEVEL * 0.999 <= eng.top_level <= MAX_FRAME_LEVEL * 1.001
     err = io.StringIO()
     report_faults(eng, file=err)
     lines = [ln for ln in err.getvalue().splitlines() if "level limit" in ln]
@@ -91,6 +99,7 @@ def test_shipped_model_is_not_clamped(flute):
     """The same phrase from the unmodified model: nothing counted, no warning."""
     eng, out = _render(flute, _events(loud=True, normal=True))
     assert eng.stats["clamped_frames"] == 0
+    assert 0.0 < eng.top_level < MAX_FRAME_LEVEL / 3
     err = io.StringIO()
     report_faults(eng, file=err)
     assert "level limit" not in err.getvalue()
@@ -122,3 +131,18 @@ def test_default_gain_bounds_the_pumping(flute):
     ref = _band_db(alone)
     bound = max(0.0, 20 * np.log10(MAX_FRAME_LEVEL * 0.5 / 0.98)) + 1.0
     assert _band_db(mixed) - ref >= -bound
+
+
+def test_v1_square_law_swell_is_bounded():
+    """A shipped v1 model, unmodified: a velocity-1 note swelled by full channel pressure asks
+    (dynamics level, the square law) for (127)**2 times the model's velocity-1 controls, far
+    above anything the model plays at velocity 127; the guard holds it at the limit."""
+    inst = load_instrument("clarinet-lite")
+    assert inst.n_features < 9                      # a v1 model: the engine applies dynamics
+    ev = [(0, bytes((0x90, 60, 1))), (SR // 20, bytes((0xD0, 127))),
+          (SR // 2, bytes((0x80, 60, 0)))]
+    eng, out = _render(inst, ev)
+    free, _ = _render(inst, ev, guard=False)
+    assert eng.stats["clamped_frames"] > 0 and free.stats["clamped_frames"] == 0
+    assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+    assert eng.top_level <= MAX_FRAME_LEVEL * 1.001 < 10 * MAX_FRAME_LEVEL < free.top_level
