@@ -146,3 +146,34 @@ def test_v1_square_law_swell_is_bounded():
     assert eng.stats["clamped_frames"] > 0 and free.stats["clamped_frames"] == 0
     assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
     assert eng.top_level <= MAX_FRAME_LEVEL * 1.001 < 10 * MAX_FRAME_LEVEL < free.top_level
+
+
+def test_rack_warns_per_instrument():
+    """A rack of two instruments (the real one on channel 1, the absurd one on channel 2): the
+    end-of-render warning names the absurd instrument only, with its own count."""
+    from rtsynth.host.rack import Rack
+
+    made = {}
+
+    def make_engine(name):
+        inst = _absurd() if name == "loud" else load_instrument(name)
+        inst.name = name
+        made[name] = Engine(inst, sample_rate=SR, block=256, n_slots=8, reverb=0.0,
+                            master=False)
+        return made[name]
+
+    rack = Rack(make_engine, sample_rate=SR, block=256, reverb=0.0,
+                channel_specs={0: "flute-lite", 1: "loud"})
+    try:
+        out = render_events(rack, _events(loud=True, normal=True), tail=0.3)
+    finally:
+        rack.close()
+    assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+    n = made["loud"].stats["clamped_frames"]
+    assert n > 0 and made["flute-lite"].stats["clamped_frames"] == 0
+    assert rack.stats["clamped_frames"] == n
+    err = io.StringIO()
+    report_faults(rack, file=err)
+    lines = [ln for ln in err.getvalue().splitlines() if "level limit" in ln]
+    assert lines == [f"rtsynth: warning: loud: {n} control frame(s) above the level limit "
+                     f"were scaled down"]
