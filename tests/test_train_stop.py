@@ -128,16 +128,27 @@ def _stopped_step(run: _Run, pattern: str) -> int:
     assert json.loads((run.run / "ckpt.json").read_text())["info"]["step"] == step
     assert json.loads((run.out / "config.json").read_text())["training"]["steps"] == step
     assert _steps_logged(run.run)[-1] == step
-    assert "`--resume` continues" in run.text() and str(run.run) in run.text()
+    assert str(run.run) in run.text()
     return step
 
 
-def test_time_limit_names_the_step_and_exports(runs):
+def test_time_limit_names_the_step_and_exports(runs, tmp_path):
     r = runs["timed"]
     assert r.rc == 0, r.text()[-2000:]
-    _stopped_step(r, r"--time-limit 2 s reached at")
+    step = _stopped_step(r, r"--time-limit 2 s reached at")
     assert "interrupted" not in r.text()
     _plays(r.out)
+    # the line says how to continue: the limit counts the seconds already trained, so --resume
+    # needs a larger one (the same one stops again at once)
+    m = re.search(r"`--resume` with a --time-limit above (\d+) s continues", r.text())
+    assert m, r.text()[-2000:]
+    above = int(m.group(1))
+    assert above == round(json.loads((r.run / "ckpt.json").read_text())["info"]["elapsed"])
+    args = [*_args(runs["data"], tmp_path / "m", r.run), "--steps", str(HUGE), "--resume"]
+    assert cli.main([*args, "--time-limit", "2"]) == 0
+    assert _steps_logged(r.run)[-1] == step
+    assert cli.main([*args, "--time-limit", str(above + 1.5)]) == 0
+    assert _steps_logged(r.run)[-1] > step
 
 
 def test_ctrl_c_saves_checkpoint_exports_and_resumes(runs, tmp_path):
@@ -145,6 +156,7 @@ def test_ctrl_c_saves_checkpoint_exports_and_resumes(runs, tmp_path):
     assert r.rc == 0, r.text()[-2000:]
     assert "stopping after this step" in r.text() and "Traceback" not in r.text()
     step = _stopped_step(r, "interrupted at")
+    assert "(`--resume` continues)" in r.text()
     _plays(r.out)
     # --resume continues from the Ctrl-C checkpoint to the steps asked
     out2 = tmp_path / "m-resumed"

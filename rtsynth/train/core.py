@@ -604,9 +604,12 @@ def _say_why_stopped(tr: "Trainer") -> None:
     cfg = tr.cfg
     done = getattr(tr, "spectral_steps_done", tr.step)
     where = (f"step {done} of {cfg.steps} ({tr.elapsed:.0f} s); checkpoint in {tr.run_dir}, "
-             f"model exported from it (`--resume` continues)")
+             f"model exported from it")
     if tr.stop_requested:
-        print(f"rtsynth: interrupted at {where}", file=sys.stderr, flush=True)
-    elif cfg.time_limit and done < cfg.steps:
-        print(f"rtsynth: --time-limit {cfg.time_limit:g} s reached at {where}", file=sys.stderr,
+        print(f"rtsynth: interrupted at {where} (`--resume` continues)", file=sys.stderr,
               flush=True)
+    elif cfg.time_limit and done < cfg.steps:
+        # the limit counts the seconds of the run so far, the resumed ones included: the same
+        # command with --resume would stop again at once
+        print(f"rtsynth: --time-limit {cfg.time_limit:g} s reached at {where} (`--resume` with "
+              f"a --time-limit above {tr.elapsed:.0f} s continues)", file=sys.stderr, flush=True)
