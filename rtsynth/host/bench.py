@@ -4,14 +4,18 @@
   rack with the same instrument and voices on channel 1, an LV2 synth (synthv1) with 8 notes on
   channel 2 and two LV2 effects on the master (x42 fil4 EQ and x42 dpl limiter); medians of
   interleaved rounds;
-- a 4-part GM file with program changes (violin, flute, trumpet, cello; 60 s) rendered by
-  ``rtsynth render`` and by FluidSynth (FluidR3 GM), the same run, medians of 3.
+- a 4-part GM file with program changes (violin, flute, trumpet, cello; 60 s, or ``--midi
+  FILE``, e.g. ``tools/make_multipart.py``'s) rendered by ``rtsynth render`` (the rack), by
+  ``rtsynth render -i INSTRUMENT`` (one engine for every part) and by FluidSynth (FluidR3 GM),
+  interleaved in the same run, medians of 3 (``--runs``): wall and CPU time of the whole
+  command, and the ratios to FluidSynth's (``fluidsynth_s / rtsynth_s``: above 1 is faster).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -94,35 +98,60 @@ def gm_file(path: Path, seconds: float = 60.0) -> Path:
     return path
 
 
-def render_speed(seconds: float = 60.0, runs: int = 3) -> dict:
+def _timed(cmd) -> tuple[float, float, str]:
+    """Wall and CPU seconds (user + system) of a command, and its stdout."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime, p.stdout
+
+
+def render_speed(seconds: float = 60.0, runs: int = 3, midi: str | None = None,
+                 single: str | None = "flute-lite") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="rtsynth-bench-"))
     try:
-        mid = gm_file(tmp / "gm4.mid", seconds)
-        ours, inner, fluid = [], [], []
+        mid = Path(midi) if midi else gm_file(tmp / "gm4.mid", seconds)
+        cmds = {"rtsynth": [sys.executable, "-m", "rtsynth.cli", "render", str(mid), "-o",
+                            str(tmp / "ours.wav"), "-q"]}
+        if single:
+            cmds["single"] = cmds["rtsynth"][:-2] + [str(tmp / "single.wav"), "-q", "-i",
+                                                     single]
+        if shutil.which("fluidsynth"):
+            cmds["fluidsynth"] = ["fluidsynth", "-ni", "-g", "0.5", "-r", "48000", "-F",
+                                  str(tmp / "fluid.wav"), "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+                                  str(mid)]
+        wall = {k: [] for k in cmds}
+        cpu = {k: [] for k in cmds}
+        inner = []
         for _ in range(runs):
-            t0 = time.perf_counter()
-            p = subprocess.run([sys.executable, "-m", "rtsynth.cli", "render", str(mid), "-o",
-                                str(tmp / "ours.wav"), "-q"], check=True, capture_output=True,
-                               text=True)
-            ours.append(time.perf_counter() - t0)
-            # "... in X s: ..." the render itself, without the process start and model loads
-            line = next(ln for ln in p.stdout.splitlines() if ln.startswith("rtsynth: wrote"))
-            inner.append(float(line.split(") in ")[1].split(" s")[0]))
-            if shutil.which("fluidsynth"):
-                t0 = time.perf_counter()
-                subprocess.run(["fluidsynth", "-ni", "-g", "0.5", "-r", "48000", "-F",
-                                str(tmp / "fluid.wav"), "/usr/share/sounds/sf2/FluidR3_GM.sf2",
-                                str(mid)], check=True, capture_output=True)
-                fluid.append(time.perf_counter() - t0)
+            for k, cmd in cmds.items():          # interleaved: the same load for each
+                w, c, stdout = _timed(cmd)
+                wall[k].append(w)
+                cpu[k].append(c)
+                if k == "rtsynth":
+                    # "... in X s: ..." the render itself, without the process start
+                    line = next(ln for ln in stdout.splitlines()
+                                if ln.startswith("rtsynth: wrote"))
+                    inner.append(float(line.split(") in ")[1].split(" s")[0]))
         import soundfile as sf
         dur = sf.info(str(tmp / "ours.wav")).duration
-        out = {"audio_s": dur, "rtsynth_s": statistics.median(ours), "runs": runs,
-               "rtsynth_x": dur / statistics.median(ours),
+        med = {k: statistics.median(v) for k, v in wall.items()}
+        out = {"midi": str(midi) if midi else "generated 4-part GM file", "audio_s": dur,
+               "runs": runs, "rtsynth_s": med["rtsynth"], "rtsynth_x": dur / med["rtsynth"],
+               "rtsynth_cpu_s": statistics.median(cpu["rtsynth"]),
                "rtsynth_render_only_s": statistics.median(inner)}
-        if fluid:
+        if single:
+            out.update(single=single, single_s=med["single"], single_x=dur / med["single"],
+                       single_cpu_s=statistics.median(cpu["single"]))
+        if "fluidsynth" in cmds:
             fd = sf.info(str(tmp / "fluid.wav")).duration
-            out.update(fluidsynth_s=statistics.median(fluid),
-                       fluidsynth_x=fd / statistics.median(fluid))
+            out.update(fluidsynth_s=med["fluidsynth"], fluidsynth_x=fd / med["fluidsynth"],
+                       fluidsynth_cpu_s=statistics.median(cpu["fluidsynth"]),
+                       rtsynth_vs_fluidsynth=med["fluidsynth"] / med["rtsynth"])
+            if single:
+                out["single_vs_fluidsynth"] = med["fluidsynth"] / med["single"]
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,11 +163,17 @@ def main(argv=None) -> int:
     ap.add_argument("--blocks", type=int, default=400)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--skip-render", action="store_true")
+    ap.add_argument("--skip-block", action="store_true")
+    ap.add_argument("--midi", default=None, help="render this file (default: a generated "
+                                                 "4-part GM file of --seconds)")
+    ap.add_argument("--runs", type=int, default=3)
     a = ap.parse_args(argv)
-    out = {"block": block_costs(a.instrument, blocks=a.blocks)}
-    print(json.dumps(out["block"], indent=1), flush=True)
+    out = {}
+    if not a.skip_block:
+        out["block"] = block_costs(a.instrument, blocks=a.blocks)
+        print(json.dumps(out["block"], indent=1), flush=True)
     if not a.skip_render:
-        out["render"] = render_speed(a.seconds)
+        out["render"] = render_speed(a.seconds, a.runs, a.midi, a.instrument)
         print(json.dumps(out["render"], indent=1), flush=True)
     return 0
 
