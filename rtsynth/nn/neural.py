@@ -278,9 +278,9 @@ class NeuralInstrument(StreamingInstrument):
         K_.scale_rows(out_harm, out_noise, n, buf)
 
     def _bound(self, features, n, out_harm, out_noise, buf) -> None:
-        """Taper the rows whose pitch is beyond the trained range (real-time path: two
-        reductions when every row is inside; in-place NumPy ops into ``buf``, ``[2 n]``,
-        otherwise: nothing allocated)."""
+        """Taper the rows whose pitch is beyond the trained range, for :meth:`render_note` and
+        :meth:`post_controls` (NumPy ops into ``buf``, ``[2 n]``; slices allocate: the real-time
+        step uses :meth:`_taper_fast`, the same float32 operations)."""
         if self._clip is None or n == 0:
             return
         lo, hi = self._clip
