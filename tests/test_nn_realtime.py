@@ -22,7 +22,7 @@ from rtsynth.instruments import load_instrument
 from test_engine_realtime import BLOCK, configure, events_for
 
 
-@pytest.mark.parametrize("model", ["flute-lite"])
+@pytest.mark.parametrize("model", ["flute-lite", "flute-v2"])
 def test_neural_step_allocates_nothing_after_warmup(model):
     inst = load_instrument(model)
     assert inst.arch["backbone"] == "cnn" and inst.pitch_range is not None
