@@ -21,9 +21,12 @@ from .bank import smooth_bends
 
 #: the level guard: the most a control frame's level (sum of its harmonic amplitudes and noise
 #: gains, after dynamics and tilt) may be before :func:`store_rounds` scales it down. Measured
-#: (the largest per-frame level of every shipped model over the demo, the bench's bwv66_6.mid
-#: and a velocity-127 sweep with full pressure and CC74): MEASURED; the limit is ~4x that.
-MAX_FRAME_LEVEL = 4.0
+#: over every shipped model (the largest per-frame level in the demo, the bench's bwv66_6.mid,
+#: and notes 36..96 at velocity 127 with full pressure and CC74 plus an 8-note chord): 1.08
+#: (clarinet-lite, velocity 127; 0.43 in the demo, 0.77 in bwv66_6; basic: 0.34); the limit is
+#: about 4x that. A v1 model's square-law dynamics can exceed it (a velocity-1 note swelled to
+#: full by pressure asks for 127**2 times its controls): held here too.
+MAX_FRAME_LEVEL = 4.5
 
 #: the frames of one block, per round ``r`` and row ``m < count[r]``: the voice slot, the
 #: features, the voice-clock sample where it starts, its block offset, the voice's release
