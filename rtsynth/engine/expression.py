@@ -19,7 +19,8 @@ wheel 0.5 semitone at 127, the others 0.35), ``none``.
 
 A model of contract version 2 gets dynamics and brightness as inputs. For a version-1 model the
 engine applies them to its controls: dynamics as level (``(dynamics / (velocity/127))**2``, the
-square law of CC7/CC11; CC11 stays the channel gain), brightness as a spectral tilt of the
+square law of CC7/CC11, both taken as at least velocity 32's: at most +24 dB; CC11 stays the
+channel gain), brightness as a spectral tilt of the
 harmonic amplitudes (``h**s``, ``s`` from -1 at brightness 0 through 0 at 64/127 to +1 at 1:
 -6 .. +6 dB per octave, at the same RMS).
 

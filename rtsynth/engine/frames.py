@@ -102,14 +102,21 @@ def plan_frames(n, hop, sr, n_slots, vs, rows, lfo_w, plan, v2,
     return rounds
 
 
+#: dynamics below this (velocity 32) count as this in a v1 model's level: a soft note swelled
+#: to full gets at most (127/32)**2 = +24 dB, not 127**2 (+84 dB) of its velocity-1 controls,
+#: far above anything the model plays at velocity 127
+DYNAMICS_LEVEL_FLOOR = 32.0 / 127.0
+
+
 @subkernel
 def dynamics_level(dyn, velocity):
     """A v1 model's level for dynamics ``dyn`` against the velocity it plays: the square law
-    of CC7/CC11, 1 where they agree."""
+    of CC7/CC11 between the two, each at least :data:`DYNAMICS_LEVEL_FLOOR`; 1 where they
+    agree."""
     d0 = np.float32(velocity / 127.0)
     if dyn == d0 or d0 <= 0.0:
         return 1.0
-    x = dyn / d0
+    x = max(dyn, DYNAMICS_LEVEL_FLOOR) / max(d0, DYNAMICS_LEVEL_FLOOR)
     return x * x
 
 
