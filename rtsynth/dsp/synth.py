@@ -42,7 +42,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..jit import kernel, subkernel
-from ..spec import midi_to_hz_scalar
+from ..spec import A4_HZ, A4_MIDI
 
 SUB = 16  # samples per oscillator sub-block (f0 update rate: 3 kHz at 48 kHz)
 NOISE_PAD = 256  # each noise loop is followed by its first NOISE_PAD samples (noise_layout)
@@ -434,7 +434,9 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
                 if vib != 0.0:
                     pitch += vib * math.sin(lfo_w * n)
                 if pitch != last_pitch:
-                    f0 = midi_to_hz_scalar(pitch)
+                    # spec's midi_to_hz_scalar, written out: called across modules inside this fastmath
+                    # kernel it compiles to other bits ahead of time than on the JIT (1e-9 apart)
+                    f0 = A4_HZ * 2.0 ** ((pitch - A4_MIDI) / 12.0)
                     w = two_pi * f0 / sample_rate
                     last_pitch = pitch
                     hm = _hmax(w, K, lim)
