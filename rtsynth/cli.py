@@ -252,9 +252,32 @@ class _Status:
         self.last_n = player.underruns
         self.last_latency = player.latency_frames
         self.blocks_per_s = max(1, int(sr / block))
+        self.last_faults = (0, 0)
+        self.last_fault_t = self.t0
+
+    def report_faults(self, now: float) -> None:
+        """Instrument faults while playing, as a render reports them at its end: a model muted
+        by its output guard (once), and voices silenced as non-finite or frames scaled down by
+        the engine's level guard (a line when the counts changed, at most once a second)."""
+        from .nn.guard import report
+        eng = self.player.engine
+        report(getattr(eng, "inst", None))
+        for part in getattr(eng, "part_list", ()):
+            report(getattr(getattr(part, "engine", None), "inst", None))
+        if now - self.last_fault_t < self.interval:
+            return
+        st = eng.stats
+        faults = (int(st.get("nan_voices", 0)), int(st.get("clamped_frames", 0)))
+        if faults != self.last_faults:
+            print(f"rtsynth: warning: {faults[0]} voice(s) silenced as non-finite, "
+                  f"{faults[1]} control frame(s) above the level limit scaled down",
+                  file=sys.stderr, flush=True)
+            self.last_faults = faults
+        self.last_fault_t = now
 
     def tick(self, now: float) -> None:
         p = self.player
+        self.report_faults(now)
         n = p.underruns
         if n == self.last_n and p.latency_frames < self.last_latency:
             # the latency policy gave a block back (or sync mode rendering returned into the

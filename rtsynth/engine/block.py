@@ -440,6 +440,11 @@ class Engine:
         self.render()
         self.reset()
         self.time = t
+        # the warm-up's notes are not the player's: a model's range note (nn.guard) is about
+        # what is played from here on
+        guard = getattr(self.inst, "guard", None)
+        if guard is not None:
+            guard.out_of_range = 0
 
 
 _VOICE_FIELDS = frozenset(f[0] for f in FIELDS)
