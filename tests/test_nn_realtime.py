@@ -1,14 +1,16 @@
 """The neural instrument's real-time step allocates nothing after warm-up (issue 17.4).
 
 An engine plays flute-lite (the default instrument: the CNN fast path, as the ``-v2`` and
-full-size CNN models) with notes in and beyond its trained range (the range taper), bends,
-channel and poly pressure, CCs, for 200 blocks after warm-up; ``tracemalloc`` watches every
+full-size CNN models), flute-gru and flute-attention (the GRU and attention fast paths) with
+notes in and beyond its trained range (the range taper), bends, channel and poly pressure, CCs,
+for 200 blocks after warm-up; ``tracemalloc`` watches every
 ``instrument.step`` call the engine makes, and (compiled kernels) every whole block.
 
 Under the JIT (a stale or missing build) the Numba dispatcher itself allocates a little while it
 types each kernel call's arguments (~100 bytes at a time, freed), so the bound on one step is
 what one dispatch costs; before this change one step's peak was ~4.4 kB (views, NumPy scalars,
-a reduction, broadcast iterators, the ufunc machinery of ``np.matmul``).
+a reduction, broadcast iterators, the ufunc machinery of ``np.matmul``); flute-gru's was
+~1.1 kB and flute-attention's ~10 kB (the same, and f-string state keys per layer).
 """
 
 import tracemalloc
@@ -22,10 +24,12 @@ from rtsynth.instruments import load_instrument
 from test_engine_realtime import BLOCK, configure, events_for
 
 
-@pytest.mark.parametrize("model", ["flute-lite", "flute-v2"])
-def test_neural_step_allocates_nothing_after_warmup(model):
+@pytest.mark.parametrize("model, backbone", [("flute-lite", "cnn"), ("flute-v2", "cnn"),
+                                             ("flute-gru", "gru"),
+                                             ("flute-attention", "attention")])
+def test_neural_step_allocates_nothing_after_warmup(model, backbone):
     inst = load_instrument(model)
-    assert inst.arch["backbone"] == "cnn" and inst.pitch_range is not None
+    assert inst.arch["backbone"] == backbone and inst.pitch_range is not None
     e = Engine(inst, block=BLOCK, n_slots=16)
     e.warmup()
     configure(e)

@@ -280,17 +280,27 @@ class FastGRUDecoder(_FastDecoder):
         n = len(slots)
         x = self._inputs(features, z)
         p = x
-        gi = self._gi[:n]
-        for i in range(self.layers):
-            np.matmul(x, self.w_ih[i], out=gi)
-            y = self._hc[i][:n]
-            K_.gru_rows(gi, self.w_hh[i], self.b_rz[i], self.b_in[i], self.b_hn[i],
-                        self._hv[i], slots, y, self._gh0, self._gh1, self._e)
+        gi = self._rows("_gi", n)
+        gh0, gh1, e = self._gh0, self._gh1, self._e
+        for w_ih, w_hh, b_rz, b_in, b_hn, hv, hc in self._layer_args:
+            np.dot(x, w_ih, out=gi)
+            y = hc[n] if self.row_views is not None else hc[:n]
+            K_.gru_rows(gi, w_hh, b_rz, b_in, b_hn, hv, slots, y, gh0, gh1, e)
             x = y
         bad = self._heads(x, p, features, out_harm, out_noise)
-        if bad.any():
+        if self.n_bad:
             self.reset(slots[bad])
         return bad
+
+    def _make_row_views(self) -> None:
+        super()._make_row_views()
+        # one tuple per layer (a loop over it makes no tuples); each layer's output rows as
+        # views made once (``_hc`` is a list: the base class's views skip it)
+        hc = self._hc
+        if self.row_views is not None:
+            hc = [[a[:m] for m in range(self.max_rows + 1)] for a in self._hc]
+        self._layer_args = tuple(zip(self.w_ih, self.w_hh, self.b_rz, self.b_in, self.b_hn,
+                                     self._hv, hc))
 
 
 class _FeedForwardDecoder(_FastDecoder):
@@ -458,25 +468,45 @@ class FastAttentionDecoder(_FeedForwardDecoder):
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
+        """One frame (or several, rows in frame order) for ``slots``; writes the controls and
+        returns the bool mask of bad rows (real-time path: allocates nothing after warm-up,
+        up to :attr:`ROW_VIEWS_MAX` rows)."""
         n = len(slots)
         p, h, pos = self._begin_rows(features, z, slots)
-        a, t, qkv, att = self._a[:n], self._t[:n], self._qkv[:n], self._att[:n]
-        f = self._f[:n]
-        sl = np.ascontiguousarray(slots, dtype=np.int64)
-        for i in range(self.n_layers):
-            K_.layer_norm(h, self.g1[i], self.n1[i], a)
-            np.matmul(a, self.w_qkv[i], out=qkv)
-            qkv += self.b_qkv[i]
-            K_.attend(qkv, self.state[f"k{i}"], self.state[f"v{i}"], sl, pos, self.rel_bias,
-                      self.scale, self.heads, att, self._sc, self._sw)
-            np.matmul(att, self.w_proj[i], out=t)
-            K_.residual(h, t, self.b_proj[i])
-            K_.layer_norm(h, self.g2[i], self.n2[i], a)
-            np.matmul(a, self.w_ff1[i], out=f)
-            K_.bias_leaky(f, self.b_ff1[i])
-            np.matmul(f, self.w_ff2[i], out=t)
-            K_.residual(h, t, self.b_ff2[i])
+        a, t, qkv, att = (self._rows("_a", n), self._rows("_t", n), self._rows("_qkv", n),
+                          self._rows("_att", n))
+        f = self._rows("_f", n)
+        sl = slots if _is_int64_rows(slots) else np.ascontiguousarray(slots, dtype=np.int64)
+        rel_bias, scale, heads, sc, sw = self.rel_bias, self.scale, self.heads, self._sc, self._sw
+        for (g1, n1, w_qkv, b_qkv, k_ring, v_ring, w_proj, b_proj, g2, n2, w_ff1, b_ff1,
+             w_ff2, b_ff2) in self._layers:
+            K_.layer_norm(h, g1, n1, a)
+            np.dot(a, w_qkv, out=qkv)
+            K_.add_bias(qkv, b_qkv)
+            K_.attend(qkv, k_ring, v_ring, sl, pos, rel_bias, scale, heads, att, sc, sw)
+            np.dot(att, w_proj, out=t)
+            K_.residual(h, t, b_proj)
+            K_.layer_norm(h, g2, n2, a)
+            np.dot(a, w_ff1, out=f)
+            K_.bias_leaky(f, b_ff1)
+            np.dot(f, w_ff2, out=t)
+            K_.residual(h, t, b_ff2)
         return self._end_rows(h, p, pos, features, slots, out_harm, out_noise)
+
+    def _make_row_views(self) -> None:
+        super()._make_row_views()
+        # one tuple per layer, its rings looked up once (no f-string keys per step)
+        L = self.n_layers
+        self._layers = tuple(zip(
+            self.g1, self.n1, self.w_qkv, self.b_qkv,
+            [self.state[f"k{i}"] for i in range(L)], [self.state[f"v{i}"] for i in range(L)],
+            self.w_proj, self.b_proj, self.g2, self.n2, self.w_ff1, self.b_ff1,
+            self.w_ff2, self.b_ff2))
+
+
+def _is_int64_rows(a: np.ndarray) -> bool:
+    """Whether ``a`` is already what ``np.ascontiguousarray(a, dtype=np.int64)`` returns."""
+    return a.dtype == np.int64 and a.flags.c_contiguous
 
 
 FAST = {"gru": FastGRUDecoder, "cnn": FastCNNDecoder, "attention": FastAttentionDecoder}
