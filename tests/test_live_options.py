@@ -1,6 +1,7 @@
 """`rtsynth play` options on a real JACK server: -j, --midi-port, the PortAudio driver, Ctrl-C."""
 
 import signal
+import re
 import sys
 import time
 
@@ -129,10 +130,20 @@ def test_underruns_reported_while_playing_and_on_sigusr1(jack_server, tmp_path):
 
 
 def test_no_status_line_without_underruns(jack_server):
+    """Idle play prints no dropout line unless a dropout happened: on a loaded machine the
+    dummy server's own lateness can leave a callback short, and then the line must say so
+    (its count never above the exit line's)."""
     with _stalling(jack_server, "0:0", "--buffered") as p:
         time.sleep(2.5)
         assert p.stop() == 0
-    assert not any(l.startswith("rtsynth: underruns") and "(+" in l for _, l in p.lines)
+    status = [l for _, l in p.lines if l.startswith("rtsynth: underruns") and "(+" in l]
+    m = re.search(r"rtsynth: underruns (\d+) in", p.output)
+    assert m, p.output[-2000:]
+    total = int(m.group(1))
+    if total == 0:
+        assert not status, status
+    for line in status:            # each line counts real underruns, no more than there were
+        assert 0 < int(line.split()[2]) <= total, (line, total)
 
 
 def _gap_edges(x, start, recorded=None):
