@@ -50,6 +50,23 @@ def _quiet_jack():
     return jack
 
 
+def close_jack_clients(clients, timeout: float = 3.0, name: str = "rtsynth-jack-close") -> bool:
+    """Deactivate and close JACK clients on a daemon thread, waiting at most ``timeout``: a
+    wedged or dead server may never answer, and nothing must hang on it. True when done."""
+    def shut():
+        for c in clients:
+            for step in (c.deactivate, c.close):
+                try:
+                    step()
+                except Exception:
+                    pass
+
+    t = threading.Thread(target=shut, name=name, daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive()
+
+
 def jack_running() -> bool:
     """True when a JACK server (the one JACK_DEFAULT_SERVER names, if set) accepts clients."""
     try:
@@ -265,22 +282,7 @@ class JackDriver:
         if self._closed:
             return
         self._closed = True
-        c = self.client
-
-        def shut():
-            try:
-                c.deactivate()
-            except Exception:
-                pass
-            try:
-                c.close()
-            except Exception:
-                pass
-
-        # a wedged server may not answer: never hang the exit on it
-        t = threading.Thread(target=shut, name="rtsynth-jack-close", daemon=True)
-        t.start()
-        t.join(timeout)
+        close_jack_clients([self.client], timeout)
 
     def close(self) -> None:
         self._close_client()

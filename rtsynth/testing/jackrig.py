@@ -227,22 +227,8 @@ class JackRig:
             return True
         self._closed = True
         self._sched = None
-
-        def shut():
-            for c in (self.tx, self.rx):
-                try:
-                    c.deactivate()
-                except Exception:
-                    pass
-                try:
-                    c.close()
-                except Exception:
-                    pass
-
-        t = threading.Thread(target=shut, name="jackrig-close", daemon=True)
-        t.start()
-        t.join(timeout)
-        return not t.is_alive()
+        from ..live.drivers import close_jack_clients
+        return close_jack_clients((self.tx, self.rx), timeout, name="jackrig-close")
 
     def __enter__(self) -> "JackRig":
         return self
