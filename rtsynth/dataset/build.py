@@ -190,6 +190,37 @@ def expression_curve(n_ticks: int, rng: np.random.Generator, kind: int) -> list[
     return out
 
 
+def _ticks(sec: float) -> int:
+    return max(2, int(round(sec * SR / TICK)))
+
+
+def _pitch_split(lo: int, hi: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) pitches of a range: every fourth pitch, from the third, is held out."""
+    pitches = list(range(lo, hi + 1))
+    test_p = [p for p in pitches if (p - lo) % 4 == 2]
+    return [p for p in pitches if p not in test_p], test_p
+
+
+def _grid_notes(train_p: list[int], velocities, lengths, per_pitch: int,
+                stride: int) -> list[dict]:
+    """``per_pitch`` single notes per train pitch, cycling through the velocity grid (``stride``
+    steps a note) and the length grid so every velocity and length is seen across the range,
+    and the softest and loudest at both ends of the range."""
+    nv, nl = len(velocities), len(lengths)
+    notes = []
+    c = 0
+    for p in train_p:
+        for _ in range(per_pitch):
+            notes.append(dict(pitch=p, velocity=velocities[(c * stride) % nv],
+                              held=_ticks(lengths[(c + c // nv) % nl]), split="train",
+                              kind="note"))
+            c += 1
+    for p in (train_p[0], train_p[-1]):
+        for v in (velocities[0], velocities[-1]):
+            notes.append(dict(pitch=p, velocity=v, held=_ticks(0.8), split="train", kind="note"))
+    return notes
+
+
 def plan_dynamics(name: str, seed: int = 0, density: float = 1.0) -> tuple[list[dict], dict]:
     """The dynamics set of one instrument (contract v2 training): single notes at many
     velocities (``DYN_TRAIN_VELOCITIES``) over the range, vibrato and bend notes, and swells
@@ -197,52 +228,35 @@ def plan_dynamics(name: str, seed: int = 0, density: float = 1.0) -> tuple[list[
     varied); held out: unseen pitches at unseen velocities, and swells on unseen pitches."""
     program, lo, hi = INSTRUMENTS[name]
     rng = np.random.default_rng(seed + 7 * program)
-    pitches = list(range(lo, hi + 1))
-    test_p = [p for p in pitches if (p - lo) % 4 == 2]
-    train_p = [p for p in pitches if p not in test_p]
-    notes = []
-
-    def ticks(sec):
-        return max(2, int(round(sec * SR / TICK)))
-
-    nv, nl = len(DYN_TRAIN_VELOCITIES), len(DYN_LENGTHS)
-    per_pitch = max(1, int(round(3 * density)))
-    c = 0
-    for p in train_p:
-        for _ in range(per_pitch):
-            v = DYN_TRAIN_VELOCITIES[(c * 3) % nv]
-            L = DYN_LENGTHS[(c + c // nv) % nl]
-            notes.append(dict(pitch=p, velocity=v, held=ticks(L), split="train", kind="note"))
-            c += 1
-    for p in (train_p[0], train_p[-1]):
-        for v in (DYN_TRAIN_VELOCITIES[0], DYN_TRAIN_VELOCITIES[-1]):
-            notes.append(dict(pitch=p, velocity=v, held=ticks(0.8), split="train", kind="note"))
+    train_p, test_p = _pitch_split(lo, hi)
+    notes = _grid_notes(train_p, DYN_TRAIN_VELOCITIES, DYN_LENGTHS,
+                        max(1, int(round(3 * density))), stride=3)
     for i in range(max(3, int(round(6 * density)))):
         p = int(rng.choice(train_p))
-        n = ticks(rng.uniform(1.2, 1.8))
+        n = _ticks(rng.uniform(1.2, 1.8))
         notes.append(dict(pitch=p, velocity=int(rng.choice(DYN_TRAIN_VELOCITIES[2:])), held=n,
                           split="train", kind="vibrato", bend=vibrato_curve(n, rng)))
     for i in range(max(2, int(round(4 * density)))):
         p = int(rng.choice(train_p[2:-2]))
-        n = ticks(rng.uniform(0.8, 1.4))
+        n = _ticks(rng.uniform(0.8, 1.4))
         notes.append(dict(pitch=p, velocity=int(rng.choice(DYN_TRAIN_VELOCITIES[2:])), held=n,
                           split="train", kind="bend", bend=gesture_curve(n, rng, i % 4)))
     for i in range(max(3, int(round(14 * density)))):
         p = int(rng.choice(train_p))
-        n = ticks(rng.uniform(1.6, 2.6))
+        n = _ticks(rng.uniform(1.6, 2.6))
         notes.append(dict(pitch=p, velocity=int(rng.choice(DYN_TRAIN_VELOCITIES)), held=n,
                           split="train", kind="swell", expression=expression_curve(n, rng, i % 3)))
     for j, p in enumerate(test_p):
         notes.append(dict(pitch=p, velocity=DYN_TEST_VELOCITIES[j % 3],
-                          held=ticks((0.5, 1.0, 1.5)[j % 3]), split="test", kind="note"))
+                          held=_ticks((0.5, 1.0, 1.5)[j % 3]), split="test", kind="note"))
     for j in range(2):
         p = test_p[(j * 3 + 1) % len(test_p)]
-        n = ticks(1.4)
+        n = _ticks(1.4)
         notes.append(dict(pitch=p, velocity=DYN_TEST_VELOCITIES[0], held=n, split="test",
                           kind="vibrato", bend=vibrato_curve(n, rng)))
     for j in range(3):
         p = test_p[(j * 2 + 2) % len(test_p)]
-        n = ticks(2.0)
+        n = _ticks(2.0)
         notes.append(dict(pitch=p, velocity=DYN_TEST_VELOCITIES[j % 3], held=n, split="test",
                           kind="swell", expression=expression_curve(n, rng, j % 3)))
     meta = dict(train_pitches=train_p, test_pitches=test_p,
@@ -255,54 +269,35 @@ def plan_notes(name: str, seed: int = 0, density: float = 1.0) -> tuple[list[dic
     """The notes of one instrument: dicts with pitch, velocity, ticks held, split, kind, bend."""
     program, lo, hi = INSTRUMENTS[name]
     rng = np.random.default_rng(seed + program)
-    pitches = list(range(lo, hi + 1))
-    test_p = [p for p in pitches if (p - lo) % 4 == 2]
-    train_p = [p for p in pitches if p not in test_p]
-    notes = []
-
-    def ticks(sec):
-        return max(2, int(round(sec * SR / TICK)))
-
-    # single notes: two (velocity, length) pairs per train pitch, cycling through the grids so
-    # every velocity and every length is seen across the range
-    nv, nl = len(TRAIN_VELOCITIES), len(LENGTHS)
-    per_pitch = max(1, int(round(2 * density)))
-    c = 0
-    for p in train_p:
-        for _ in range(per_pitch):
-            v = TRAIN_VELOCITIES[(c * 2) % nv]
-            L = LENGTHS[(c + c // nv) % nl]
-            notes.append(dict(pitch=p, velocity=v, held=ticks(L), split="train", kind="note"))
-            c += 1
-    # extra loud/soft extremes at the range ends
-    for p in (train_p[0], train_p[-1]):
-        for v in (TRAIN_VELOCITIES[0], TRAIN_VELOCITIES[-1]):
-            notes.append(dict(pitch=p, velocity=v, held=ticks(0.8), split="train", kind="note"))
+    train_p, test_p = _pitch_split(lo, hi)
+    # single notes: two (velocity, length) pairs per train pitch
+    notes = _grid_notes(train_p, TRAIN_VELOCITIES, LENGTHS, max(1, int(round(2 * density))),
+                        stride=2)
     # expressive: vibrato and bend gestures on train pitches
     n_vib = max(4, int(round(12 * density)))
     n_bend = max(4, int(round(8 * density)))
     for i in range(n_vib):
         p = int(rng.choice(train_p))
-        n = ticks(rng.uniform(1.2, 2.2))
+        n = _ticks(rng.uniform(1.2, 2.2))
         notes.append(dict(pitch=p, velocity=int(rng.choice(TRAIN_VELOCITIES[1:])), held=n,
                           split="train", kind="vibrato", bend=vibrato_curve(n, rng)))
     for i in range(n_bend):
         p = int(rng.choice(train_p[2:-2]))
-        n = ticks(rng.uniform(0.8, 1.6))
+        n = _ticks(rng.uniform(0.8, 1.6))
         notes.append(dict(pitch=p, velocity=int(rng.choice(TRAIN_VELOCITIES[1:])), held=n,
                           split="train", kind="bend", bend=gesture_curve(n, rng, i % 4)))
     # held out: unseen pitches, unseen velocities
     for j, p in enumerate(test_p):
         notes.append(dict(pitch=p, velocity=TEST_VELOCITIES[j % 2],
-                          held=ticks((0.5, 1.0, 1.5)[j % 3]), split="test", kind="note"))
+                          held=_ticks((0.5, 1.0, 1.5)[j % 3]), split="test", kind="note"))
     for j in range(3):
         p = test_p[(j * 3 + 1) % len(test_p)]
-        n = ticks(1.6)
+        n = _ticks(1.6)
         notes.append(dict(pitch=p, velocity=TEST_VELOCITIES[0], held=n, split="test",
                           kind="vibrato", bend=vibrato_curve(n, rng)))
     for j in range(2):
         p = test_p[(j * 3 + 2) % len(test_p)]
-        n = ticks(1.2)
+        n = _ticks(1.2)
         notes.append(dict(pitch=p, velocity=TEST_VELOCITIES[1], held=n, split="test",
                           kind="bend", bend=gesture_curve(n, rng, j)))
     meta = dict(train_pitches=train_p, test_pitches=test_p,
