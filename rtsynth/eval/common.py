@@ -65,6 +65,9 @@ def model_config(model: str) -> dict:
         return {}
     from rtsynth.instruments import model_folder
     p = model_folder(model) or Path(model)
+    if not (p / "config.json").is_file():
+        raise ValueError(f"no model {model!r}: not a shipped or user model name, nor a folder "
+                         f"with a config.json (`rtsynth -i help` lists them)")
     return json.loads((p / "config.json").read_text())
 
 

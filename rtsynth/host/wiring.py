@@ -170,7 +170,10 @@ def _host_engine(args, block, device_rate, offline, plain):
         rack.open_multi_out()
     if stems:
         from .stems import Stems
-        rack.stems = Stems(stems, rack, getattr(args, "output", None))
+        try:
+            rack.stems = Stems(stems, rack, getattr(args, "output", None))
+        except OSError as e:
+            raise PresetError(f"--stems {stems!r}: cannot make that folder ({e.strerror})")
     return rack
 
 
