@@ -283,8 +283,13 @@ def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes,
         res = jack_rig.run(events, n_notes * 4800 + 4800)
         jack_rig.disconnect_all()
         assert p.stop() == 0
-    lat = detect_onsets(res.audio, res.event_frames[0::2], threshold=1e-4, rel=4.0)
-    return p, json.loads(stats.read_text()), line, lat
+    on = res.event_frames[0::2]
+    lat = detect_onsets(res.audio, on, threshold=1e-4, rel=4.0)
+    # a note whose first 50 ms the recorder did not see whole (the loaded VM's server lost
+    # cycles of the recording client) says nothing about rtsynth: left out, a few at most
+    seen = np.array([res.recorded[f:f + 2400].all() for f in on])
+    assert seen.mean() >= 0.8, seen
+    return p, json.loads(stats.read_text()), line, lat[seen]
 
 
 def test_ahead_zero_latency_one_block_and_a_slow_block_costs_one_gap(jack_server, jack_rig,
