@@ -80,6 +80,14 @@ def _workload(log) -> None:
                          master=master, timbre_cc=1 if name == "morph" else None)
             eng.warmup()
             play(eng)
+        from rtsynth.engine.parallel import ParallelEngine
+        for threads in (1, 2):                    # the live engine on two cores
+            inst = load_instrument(name)
+            par = ParallelEngine(inst, sample_rate=inst.sample_rate, block=128, n_slots=8,
+                                 threads=threads)
+            par.warmup()
+            play(par)
+            par.close()
         for threads in (1, 2):
             inst = load_instrument(name)
             off = render.offline_engine(inst, sample_rate=inst.sample_rate, n_slots=8,
@@ -132,8 +140,8 @@ def build(out_dir: Path | None = None, log=print) -> Path:
     from rtsynth import jit
     if jit.status()["mode"] != "jit":
         raise RuntimeError("rtsynth.jit was loaded in compiled mode before the build started")
-    for mod in ("engine", "instruments.basic", "render", "dsp.synth", "dsp.effects", "nn.fast",
-                "nn.fast_kernels"):
+    for mod in ("engine", "engine.parallel", "instruments.basic", "render", "dsp.synth",
+                "dsp.effects", "nn.fast", "nn.fast_kernels"):
         __import__(f"rtsynth.{mod}")
     t0 = time.perf_counter()
     _workload(log)

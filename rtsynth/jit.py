@@ -40,7 +40,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: the files whose kernels (and the module constants those read) the compiled module is built
 #: from, relative to the package; any change to one of them makes the build stale
 SOURCES = ("jit.py", "spec.py", "engine/bank.py", "engine/block.py", "engine/channels.py",
-           "engine/frames.py", "engine/offline.py", "instruments/basic.py", "dsp/synth.py",
+           "engine/frames.py", "engine/offline.py", "engine/parallel.py", "engine/_sync.py",
+           "instruments/basic.py", "dsp/synth.py",
            "dsp/effects.py", "nn/fast.py", "nn/fast_kernels.py")
 EXTENSION = "_kernels"
 SPEC_FILE = PACKAGE_DIR / "_kernels.json"

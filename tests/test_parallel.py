@@ -1,0 +1,120 @@
+"""The live engine on two cores (rtsynth.engine.parallel): the worker thread's half of the voices
+gives the same samples as one thread rendering the same split, the worker really runs beside the
+caller and ends on close, and a block allocates nothing after warm-up."""
+
+import threading
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from rtsynth import jit
+from rtsynth.engine import Engine
+from rtsynth.engine.parallel import ParallelEngine, split_point
+from rtsynth.instruments import load_instrument
+
+from test_engine_realtime import configure, events_for
+
+BLOCK = 128
+
+
+def _play(eng, blocks, voices):
+    """A stream with every kind of event: a held chord of ``voices`` notes over 4 channels,
+    then per block notes (steals), bends, CCs, pressure, sustain, MPE members."""
+    configure(eng)
+    for i in range(voices):
+        eng.push(eng.time + (i * 3) % BLOCK, (0x90 | (i % 4), 36 + (i * 5) % 60, 70 + i % 50))
+    out = []
+    for i in range(blocks):
+        for w, m in events_for(eng.time, i):
+            eng.push(w, m)
+        out.append(eng.render().copy())
+    # a short last block (the engine renders fewer frames than its block)
+    out.append(eng.render(BLOCK // 2 + 3).copy())
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("name", ["flute-lite", "basic"])
+def test_two_threads_same_samples_as_one(name):
+    outs = {}
+    for threads in (1, 2):
+        e = ParallelEngine(load_instrument(name), block=BLOCK, n_slots=48, threads=threads)
+        try:
+            e.warmup()
+            outs[threads] = _play(e, 120, 40)
+            assert e.stats["steals"] > 0
+        finally:
+            e.close()
+    ref = Engine(load_instrument(name), block=BLOCK, n_slots=48)
+    ref.warmup()
+    plain = _play(ref, 120, 40)
+    assert np.abs(plain).max() > 0.05
+    # bit for bit with one thread or two
+    assert np.array_equal(outs[1], outs[2])
+    # and the plain engine's samples but for the float32 rounding of the two partial sums
+    assert np.abs(outs[2] - plain).max() < 1e-5
+
+
+def test_worker_runs_beside_and_ends():
+    e = ParallelEngine(load_instrument("basic"), block=BLOCK, n_slots=16, threads=2)
+    th = e._thread
+    assert th is not None and th.is_alive() and th is not threading.current_thread()
+    e.warmup()
+    for i in range(8):
+        e.push(e.time + i, (0x90, 50 + i, 100))
+    for _ in range(4):
+        e.render()
+    a = split_point(e.voices.active, e.S, e.SHARE)
+    assert 0 < a < e.S                      # both threads had voices to render
+    assert e._sync[1] == e._seq > 0         # the worker posted the last block done
+    e.close()
+    assert not th.is_alive()
+    e.close()                               # idempotent
+    one = ParallelEngine(load_instrument("basic"), block=BLOCK, n_slots=16, threads=1)
+    assert one._thread is None
+
+
+def test_split_point():
+    act = np.zeros(10, np.int8)
+    assert split_point(act, 10, 0.5) == 10            # nothing sounds: no hand-off
+    act[3] = 1
+    assert split_point(act, 10, 0.5) == 10            # one voice: no hand-off
+    act[[1, 4, 6, 9]] = 1                             # 1 3 4 6 9
+    a = split_point(act, 10, 0.5)
+    assert act[:a].sum() == 3 and act[a:].sum() == 2
+
+
+@pytest.mark.parametrize("name", ["basic", "flute-lite"])
+def test_parallel_block_allocates_nothing_after_warmup(name):
+    if jit.status()["mode"] != "aot":
+        pytest.skip(f"compiled kernels not in use ({jit.status()['why']}); "
+                    "the JIT's dispatcher allocates while it types arguments")
+    e = ParallelEngine(load_instrument(name), block=BLOCK, n_slots=16, threads=2)
+    try:
+        e.warmup()
+        configure(e)
+        for i in range(40):
+            for w, m in events_for(e.time, i):
+                e.push(w, m)
+            e.render()
+        n = 150
+        for i in range(n):
+            for w, m in events_for(e.time + i * BLOCK, 40 + i):
+                e.push(w, m)
+        tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            worst = 0
+            for i in range(n):
+                tracemalloc.reset_peak()
+                before = tracemalloc.get_traced_memory()[0]
+                e.render()
+                worst = max(worst, tracemalloc.get_traced_memory()[1] - before)
+            growth = tracemalloc.get_traced_memory()[0] - start
+        finally:
+            tracemalloc.stop()
+        assert e._seq > n // 2                 # the worker took part in most blocks
+        assert worst <= 512, worst
+        assert growth <= 1024, growth
+    finally:
+        e.close()
