@@ -405,6 +405,47 @@ def _to_fade_slot(vs, s, f, off, steal_len, hop, K, B, N):
 
 
 @kernel
+def steal_voice(vs, n_slots, ch, key, start, off, steal_len, hop):
+    """The rack's voice pool takes the sounding voice of channel ``ch``, key ``key`` that
+    started at block offset ``start`` (negative: in an earlier block), as :func:`start_voices`
+    takes one: it moves to a fade slot (frozen, fading out over ``steal_len`` from block
+    offset ``off``) and its slot is free. Returns 1, or 0 when no such voice sounds (it has
+    ended)."""
+    S = vs.active.shape[0]
+    K = vs.prev_harm.shape[1]
+    B = vs.prev_noise.shape[1]
+    N = vs.bend_row.shape[1]
+    s = -1
+    for v in range(n_slots):
+        if (vs.active[v] == 0 or vs.kill_start[v] >= 0 or vs.chan[v] != ch
+                or vs.note[v] != key):
+            continue
+        if vs.start_off[v] - vs.vpos[v] == start:
+            s = v
+            break
+    if s < 0:
+        return 0
+    if S > n_slots:
+        f = -1
+        for v in range(n_slots, S):
+            if vs.active[v] == 0:
+                f = v
+                break
+        if f < 0:
+            f = n_slots
+            for v in range(n_slots + 1, S):
+                if vs.kill_pos[v] > vs.kill_pos[f]:
+                    f = v
+        _to_fade_slot(vs, s, f, off, steal_len, hop, K, B, N)
+    vs.active[s] = 0
+    vs.kill_start[s] = -1
+    vs.key_down[s] = False
+    vs.sustained[s] = False
+    vs.released_at[s] = BIG
+    return 1
+
+
+@kernel
 def release_notes(vs, n_slots, ch, key, off, sustain, only_sustained, speed):
     """Key up at block offset ``off`` for the held notes of channel ``ch`` (``key`` >= 0: that
     key's only): held on by the pedal (``sustain``), else released; their release runs at

@@ -24,7 +24,7 @@ from ..dsp.synth import make_work, noise_layout, render_voices
 from ..jit import kernel
 from ..midi.messages import parse_message
 from .bank import (BIG, FIELDS, count_active, end_block, kill_voices,
-                   make_voices, start_voices)
+                   make_voices, start_voices, steal_voice)
 from .channels import Channels
 from .expression import control_map
 from .frames import MAX_FRAME_LEVEL, make_plan, plan_frames, store_rounds
@@ -72,6 +72,8 @@ class Engine:
     the instrument can take them: it has ``allocate(n_slots, max_rows=)``).
     mpe: ``auto`` (follow the MPE Configuration Message), ``lower``, ``upper``, ``both``, ``off``.
     control_map: what pressure, breath, CC74, CC1, CC11 drive (:mod:`rtsynth.engine.expression`).
+    life: the scale of a model's own pitch movement (its ``life`` table, :mod:`rtsynth.nn.life`:
+    1 the source's natural amount, 0 none); the vibrato the control map asks for deepens it.
 
     The per-slot state is :attr:`voices` (:class:`rtsynth.engine.bank.Voices`); its fields are
     also readable as attributes of the engine (``engine.active``, ``engine.note``...).
@@ -81,7 +83,7 @@ class Engine:
                  block: int = 128, n_slots: int = 32, gain: float = 0.5, reverb: float = 0.12,
                  n_fade: int = 8, max_release: float = 6.0, timbre_cc: int | None = None,
                  master: bool = True, max_rows: int | None = None, mpe: str = "auto",
-                 control_map=None):
+                 control_map=None, life: float = 1.0):
         if sample_rate != instrument.sample_rate:
             raise ValueError(f"instrument {instrument.name!r} runs at {instrument.sample_rate} Hz, "
                              f"not {sample_rate} Hz")
@@ -114,6 +116,11 @@ class Engine:
         self.tables = noise_layout(loops)                        # [B, L + pad]
         self._counter = 0
         self.lfo_w = 2 * math.pi * VIBRATO_HZ / self.sr
+        #: the source's own pitch movement (a model with a ``life`` table: rtsynth.nn.life);
+        #: its vibrato replaces the sine LFO, whose depth rows scale it
+        self.life = _life(instrument, self.sr, life)
+        if self.life is not None:
+            self.lfo_w = 0.0
         self.bend_coef = 1.0 - math.exp(-1.0 / (BEND_SMOOTH_S * self.sr))
         self.work = make_work(self.block, self.hop, K, B)
         self.out = np.zeros((self.block, 2), np.float32)
@@ -124,6 +131,7 @@ class Engine:
         self._on_vel = np.zeros(NOTE_ONS, np.int64)
         self._on_slot = np.zeros(NOTE_ONS, np.int64)
         self._freed = np.zeros(S, np.int64)
+        self._steal_len = max(1, int(STEAL_FADE_S * self.sr))
         # the fades of a released voice that ended: silent, or held past max_release
         self._fade_silent = max(1, int(0.001 * self.sr))
         self._fade_long = max(1, int(0.05 * self.sr))
@@ -201,6 +209,13 @@ class Engine:
             return
         self.events.append((int(when), msg[0], msg[1], msg[2]))
 
+    def steal(self, when: int, ch: int, key: int, started: int) -> None:
+        """Queue the voice pool's steal (:mod:`rtsynth.host.pool`): at absolute sample
+        ``when``, the sounding voice of channel ``ch``, key ``key`` that started at absolute
+        sample ``started`` fades out as a stolen voice does (nothing if it has ended). An
+        event like the pushed messages (its status negative), so it takes effect in order."""
+        self.events.append((int(when), -1 - int(ch), int(key), int(started)))
+
     def set_expression_map(self, mapping) -> None:
         """What the expressive controls drive, e.g. ``{"pressure": "vibrato"}`` (a preset's
         ``[controllers]`` table); see :mod:`rtsynth.engine.expression`. Not real-time."""
@@ -250,12 +265,20 @@ class Engine:
             if m:
                 self._note_ons(m, n)
                 m = 0
+            if st < 0:                      # the voice pool's steal (:meth:`steal`)
+                if channels.n_ops:
+                    channels.flush(n)
+                self._counts[3] += steal_voice(vs, self.n_slots, -1 - st, d1, d2 - t0, off,
+                                               self._steal_len, self.hop)
+                continue
             apply(off, st, d1, d2, n)
         if m:
             self._note_ons(m, n)
         channels.flush(n)
         self._counts[0] += m_ev
         self.channels.finish(n)
+        if self.life is not None:
+            self.life.block(n, vs, self.channels.rows)
         self._compute_frames(n)
         out = self.out if n == self.block else self.out[:n]
         self._synthesize(n, out)
@@ -318,7 +341,7 @@ class Engine:
         c = self.channels
         r = start_voices(m, self._on_off, self._on_ch, self._on_note, self._on_vel,
                          self._on_slot, self.n_slots, self.hop, self._counter,
-                         max(1, int(STEAL_FADE_S * self.sr)), self.noise_len, self.voices, n,
+                         self._steal_len, self.noise_len, self.voices, n,
                          c.ctl, self.routes, self.v2, spec.DEFAULT_BRIGHTNESS)
         self._counts[3] += r - m
         self._counter += m
@@ -429,6 +452,7 @@ class Engine:
         for j, m in enumerate(((0xB0, 101, 0), (0xB0, 100, 6), (0xB0, 6, 1), (0xE1, 0, 90),
                                (0xD1, 40), (0x91, 70, 90), (0xE0, 0, 30), (0xB0, 7, 110))):
             self.push(t + 12 + j, m)            # an MPE zone, a member's note and bend
+        self.steal(t + 20, 0, 40, t)            # the voice pool's steal (a rack's)
         for _ in range(4):
             self.render()
         self.push(self.time, (0xB0, 64, 127))
@@ -448,6 +472,16 @@ class Engine:
 
 
 _VOICE_FIELDS = frozenset(f[0] for f in FIELDS)
+
+
+def _life(instrument, sr: int, scale: float):
+    """The instrument's life of the source (rtsynth.nn.life), or None (none, or scale 0)."""
+    cfg = getattr(instrument, "config", None)
+    if not scale or not isinstance(cfg, dict) or not cfg.get("life"):
+        return None
+    from ..nn.life import for_instrument
+    from .bank import VIBRATO_MAX_SEMITONES
+    return for_instrument(instrument, sr, scale=scale, vib_full=VIBRATO_MAX_SEMITONES)
 
 
 def _routes(mapping):

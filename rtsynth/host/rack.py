@@ -33,8 +33,6 @@ from ..midi.messages import parse_message
 from . import gm
 
 LV2_PREFIX = "lv2:"
-#: the fade of a voice the rack's budget takes
-BUDGET_FADE_S = 0.004
 
 
 class _Notices:
@@ -289,11 +287,14 @@ class Rack:
         #: offline: a part is built when a pushed event first needs it (a render pushes every
         #: event before the first block); live parts are all built up front
         self.lazy = bool(lazy)
-        #: the most voices sounding across the engine parts together (one budget for the
-        #: rack; each engine also steals within its own slots): past it, the quietest are
-        #: faded out at the block's end, released before held (None: no shared budget)
+        #: the one voice pool of the engine parts (:mod:`rtsynth.host.pool`): a note-on
+        #: anywhere takes a voice from it; full, it steals across the instruments, decided
+        #: from the MIDI alone (the same voices live and offline). None: each engine alone
         self.budget = None if budget is None else int(budget)
-        self.budget_sheds = 0
+        self.pool = None
+        if self.budget is not None:
+            from .pool import VoicePool
+            self.pool = VoicePool(self.budget, self.sr)
         self.lv2_controls = dict(lv2_controls or {})
         self.notices = notices or _Notices()
         self.parts: dict = {}                 # key -> part
@@ -309,6 +310,10 @@ class Rack:
         self.out = np.zeros((self.block, 2), np.float32)
         self.time = 0
         self._stats = {"events": 0, "bad_messages": 0, "muted_percussion": 0}
+        #: the samples of the pool's steals to come (:meth:`_render_pieces`)
+        self._cuts: deque = deque()
+        self._accs: list = []
+        self.blocks_cut = 0
         self.inst = _RackInstrument(self)
         self.stems = None                     # :class:`~rtsynth.host.stems.Stems` (render)
         self.multi_out: MultiOut | None = None   # live --multi-out (JACK): :meth:`open_multi_out`
@@ -352,9 +357,14 @@ class Rack:
             else:
                 p = EnginePart(name, self._make_engine(name))
             p.own_channel = ch if self.per_channel else None
+            if self.pool is not None and p.kind == "engine":
+                from .pool import END_MARGIN_S
+                hold = int(getattr(p.engine, "max_release", 0) + END_MARGIN_S * self.sr)
+                self.pool.hold = max(self.pool.hold, hold)
             self._sync_time(p)
             self.parts[key] = p
             self.part_list.append(p)
+            self._accs.append(np.zeros((self.block, 2), np.float32))   # (_render_pieces)
         return p
 
     def _sync_time(self, p) -> None:
@@ -445,8 +455,21 @@ class Rack:
             if p not in seen:
                 seen.append(p)
                 p.channels.add(ch)
+            pool = self.pool
+            if pool is not None and p.kind == "engine":
+                stolen = pool.note_on(when, p, ch, d1)
+                if stolen is not None:          # before the note-on: its slot is free
+                    q, sch, skey, start = stolen
+                    q.engine.steal(when, sch, skey, start)
+                    self._cuts.append(when)
             p.push(when, msg)
             return
+        pool = self.pool
+        if pool is not None:
+            if kind == 0x80:
+                pool.note_off(when, ch, d1)
+            elif kind == 0xB0:
+                pool.control(when, ch, d1, d2)
         for p in self._seen[ch]:
             p.push(when, msg)
 
@@ -463,6 +486,29 @@ class Rack:
         if len(outs) != len(self.part_list):
             outs[:] = [None] * len(self.part_list)
         task, self._task = self._task, None
+        cuts = self._cuts
+        t0 = self.time
+        if cuts and cuts[0] < t0 + n:
+            self._render_pieces(n, task, outs)
+        else:
+            self._render_parts(n, task, outs)
+        # the sum in the parts' order, whichever thread rendered them
+        for o in outs:
+            np.add(out, o, out=out)
+        if st is not None:
+            st.capture(outs, n)
+        if mo is not None:
+            mo.write(outs, n)
+        if self.use_master:
+            if not self.defer_master:
+                self.master_block(out)
+        else:
+            safety_clip(out, 1.0, self.master.counters)
+        self.time = t0 + n
+        return out
+
+    def _render_parts(self, n: int, task, outs) -> None:
+        """Each part's next ``n`` frames into ``outs`` (the file render's task beside them)."""
         if not self._render_at_once(n, task, outs):
             first = self._first_beside()
             if first is not None:
@@ -471,25 +517,36 @@ class Rack:
                 task()
             for i, p in enumerate(self.part_list):
                 outs[i] = p.render(n)
-        # the sum in the parts' order, whichever thread rendered them
-        for o in outs:
-            np.add(out, o, out=out)
-        if st is not None:
-            st.capture(outs, n)
-        if mo is not None:
-            mo.write(outs, n)
-        # (the sounding voices are at most the active ones: counted only when those exceed)
-        if self.budget is not None and self.active_voices > self.budget:
-            over = self._sounding() - self.budget
-            if over > 0:
-                self.budget_sheds += self.shed_quietest(over, BUDGET_FADE_S)
-        if self.use_master:
-            if not self.defer_master:
-                self.master_block(out)
-        else:
-            safety_clip(out, 1.0, self.master.counters)
-        self.time += n
-        return out
+
+    def _render_pieces(self, n: int, task, outs) -> None:
+        """A block with the pool's steals in it: the parts render up to each steal's sample,
+        then on from it, so a stolen voice is frozen and faded from that very sample whatever
+        the block (128 frames live, 8192 offline: the same samples); each part's pieces
+        gathered in its own buffer."""
+        t0 = self.time
+        end = t0 + n
+        cuts = self._cuts
+        accs = self._accs
+        a = t0
+        while a < end:
+            b = end
+            while cuts and cuts[0] < end:
+                c = cuts[0]
+                if c <= a:
+                    cuts.popleft()
+                    continue
+                b = c
+                break
+            self._render_parts(b - a, task, outs)
+            task = None
+            for i in range(len(outs)):
+                accs[i][a - t0:b - t0] = outs[i]
+            a = b
+            self.time = a
+        self.time = t0
+        self.blocks_cut += 1
+        for i in range(len(outs)):
+            outs[i] = accs[i][:n]
 
     # -------------------------------------------------------------- parts at once (offline)
     #: a part's cost in a block, in voices: what a part costs beyond its voices (its model
@@ -609,8 +666,8 @@ class Rack:
 
     def shed_quietest(self, n: int = 1, seconds: float = 0.01) -> int:
         """Fade out the ``n`` quietest sounding voices of all the engine parts together over
-        ``seconds`` (released before held, then by level; the player's overload relief and the
-        rack's voice budget); returns how many. Not real-time (small index arrays)."""
+        ``seconds`` (released before held, then by level; the player's overload relief: live
+        only, the pool counts them on); returns how many. Not real-time (small index arrays)."""
         keys, owners = [], []
         for j, e in enumerate(self._engines()):
             try:
@@ -687,12 +744,18 @@ class Rack:
     def reset(self) -> None:
         for p in self.part_list:
             p.reset()
+        if self.pool is not None:
+            self.pool.reset()
+        self._cuts.clear()
         self.master.reset()
         self.program = [self._initial(ch) for ch in range(16)]
 
     def all_sound_off(self, off: int = 0, seconds: float = 0.03) -> None:
         for p in self.part_list:
             p.all_sound_off(off, seconds)
+        if self.pool is not None:
+            for ch in range(16):
+                self.pool.control(self.time + off, ch, 120, 0)
 
     def close(self) -> None:
         if self._pool is not None:
