@@ -296,19 +296,20 @@ def _n_active(hmax, K):
 
 
 @subkernel(**_OPT)
-def _next_frame(vs, v, r):
+def _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new):
     """A control-frame boundary of voice ``v``: the current controls become the previous ones,
     and the next frame filed for this block (``r``-th), if any, becomes current; returns the
-    next ``r``."""
-    for k in range(vs.prev_harm.shape[1]):
-        vs.prev_harm[v, k] = vs.cur_harm[v, k]
-    for b in range(vs.prev_noise.shape[1]):
-        vs.prev_noise[v, b] = vs.cur_noise[v, b]
-    if r < vs.n_new[v]:
-        for k in range(vs.cur_harm.shape[1]):
-            vs.cur_harm[v, k] = vs.new_harm[v, r, k]
-        for b in range(vs.cur_noise.shape[1]):
-            vs.cur_noise[v, b] = vs.new_noise[v, r, b]
+    next ``r``. (The bank's arrays one by one: passed the bundle, a call counts a reference to
+    each of its 40 arrays, up and down.)"""
+    for k in range(prev_h.shape[1]):
+        prev_h[v, k] = cur_h[v, k]
+    for b in range(prev_g.shape[1]):
+        prev_g[v, b] = cur_g[v, b]
+    if r < n_new[v]:
+        for k in range(cur_h.shape[1]):
+            cur_h[v, k] = new_h[v, r, k]
+        for b in range(cur_g.shape[1]):
+            cur_g[v, b] = new_g[v, r, b]
         r += 1
     return r
 
@@ -374,6 +375,13 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
     chan_bend = rows.bend
     chan_vib = rows.vib
     chan_gain = rows.gain
+    prev_h = vs.prev_harm
+    cur_h = vs.cur_harm
+    prev_g = vs.prev_noise
+    cur_g = vs.cur_noise
+    new_h = vs.new_harm
+    new_g = vs.new_noise
+    n_new = vs.n_new
     for v in range(lo, hi):
         if vs.active[v] == 0:
             continue
@@ -406,13 +414,13 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
         zr_n = 0
         rr_n = 0
         w_rot = w
-        namp = _load_amps(wk, vs.prev_harm[v], vs.cur_harm[v], K, nch)
+        namp = _load_amps(wk, prev_h[v], cur_h[v], K, nch)
         # noise segments: from each frame boundary (and the voice's first sample) on, the
         # gains; the noise is added after the harmonics, a segment at a time
         ns = 0
         seg_t[0] = t0
         seg_n[0] = n
-        _load_gains(seg_g0[0], seg_dg[0], vs.prev_noise[v], vs.cur_noise[v], B)
+        _load_gains(seg_g0[0], seg_dg[0], prev_g[v], cur_g[v], B)
         if fz:
             for j in range(SUB):
                 alphas[j] = np.float32(1.0)
@@ -420,13 +428,13 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
         while t < last_t:
             ph = n % hop
             if ph == 0 and not fz:
-                r = _next_frame(vs, v, r)
-                namp = _load_amps(wk, vs.prev_harm[v], vs.cur_harm[v], K, nch)
+                r = _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new)
+                namp = _load_amps(wk, prev_h[v], cur_h[v], K, nch)
                 if t > seg_t[ns]:
                     ns += 1
                 seg_t[ns] = t
                 seg_n[ns] = n
-                _load_gains(seg_g0[ns], seg_dg[ns], vs.prev_noise[v], vs.cur_noise[v], B)
+                _load_gains(seg_g0[ns], seg_dg[ns], prev_g[v], cur_g[v], B)
             sp = n % SUB
             if sp == 0:
                 vib = chan_vib[ch, t] + vs.vib_row[v, t]
@@ -483,7 +491,7 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
         if last_t < nframes:
             # the fade ended at last_t: that sample still takes its control frame and f0
             if n % hop == 0 and not fz:
-                r = _next_frame(vs, v, r)
+                r = _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new)
             if n % SUB == 0:
                 pitch = (nv + chan_bend[ch, last_t] + vs.bend_row[v, last_t]
                          + (chan_vib[ch, last_t] + vs.vib_row[v, last_t]) * math.sin(lfo_w * n))
