@@ -312,6 +312,8 @@ class Rack:
         self._stats = {"events": 0, "bad_messages": 0, "muted_percussion": 0}
         #: the samples of the pool's steals to come (:meth:`_render_pieces`)
         self._cuts: deque = deque()
+        self._cut_at = np.zeros(256, np.int64)
+        self._due_cuts_n = 0
         self._accs: list = []
         self.blocks_cut = 0
         self.inst = _RackInstrument(self)
@@ -461,7 +463,7 @@ class Rack:
                 if stolen is not None:          # before the note-on: its slot is free
                     q, sch, skey, start = stolen
                     q.engine.steal(when, sch, skey, start)
-                    self._cuts.append(when)
+                    self._cuts.append((when, q, sch, skey, start))
             p.push(when, msg)
             return
         pool = self.pool
@@ -488,7 +490,7 @@ class Rack:
         task, self._task = self._task, None
         cuts = self._cuts
         t0 = self.time
-        if cuts and cuts[0] < t0 + n:
+        if cuts and cuts[0][0] < t0 + n and self._cuts_in(t0, t0 + n):
             self._render_pieces(n, task, outs)
         else:
             self._render_parts(n, task, outs)
@@ -518,25 +520,54 @@ class Rack:
             for i, p in enumerate(self.part_list):
                 outs[i] = p.render(n)
 
+    def _cuts_in(self, t0: int, end: int) -> int:
+        self._due_cuts_n = self._due_cuts(t0, end)
+        return self._due_cuts_n
+
+    def _due_cuts(self, t0: int, end: int) -> int:
+        """The samples of this block's steals whose voice may still sound there (it sounds at
+        the block's start, or starts in the block before the steal) into :attr:`_cut_at`, in
+        order; returns how many. A steal of a voice that has ended needs no cut: it does
+        nothing in any block."""
+        cuts = self._cuts
+        at = self._cut_at
+        k = 0
+        while cuts and cuts[0][0] < end:
+            when, q, ch, key, start = cuts.popleft()
+            if when <= t0 or start >= when or (k and at[k - 1] == when):
+                continue
+            if start >= t0 or self._sounds(q.engine, ch, key, start):
+                if k == len(at):
+                    self._cut_at = at = np.concatenate([at, np.zeros_like(at)])
+                at[k] = when
+                k += 1
+        return k
+
+    @staticmethod
+    def _sounds(e, ch: int, key: int, start: int) -> bool:
+        """Whether engine ``e`` sounds the voice of channel ``ch``, key ``key`` that started at
+        sample ``start`` (now, at its block's start)."""
+        vs = e.voices
+        ns = e.n_slots
+        return bool(np.any((vs.active[:ns] != 0) & (vs.kill_start[:ns] < 0)
+                           & (vs.chan[:ns] == ch) & (vs.note[:ns] == key)
+                           & (vs.start_off[:ns] - vs.vpos[:ns] == start - e.time)))
+
     def _render_pieces(self, n: int, task, outs) -> None:
-        """A block with the pool's steals in it: the parts render up to each steal's sample,
-        then on from it, so a stolen voice is frozen and faded from that very sample whatever
-        the block (128 frames live, 8192 offline: the same samples); each part's pieces
-        gathered in its own buffer."""
+        """A block with the pool's steals in it (:meth:`_due_cuts`): the parts render up to
+        each steal's sample, then on from it, so a stolen voice is frozen and faded from that
+        very sample whatever the block (128 frames live, 8192 offline: the same samples); each
+        part's pieces gathered in its own buffer."""
         t0 = self.time
         end = t0 + n
-        cuts = self._cuts
+        at = self._cut_at
+        m = self._due_cuts_n
         accs = self._accs
         a = t0
+        j = 0
         while a < end:
-            b = end
-            while cuts and cuts[0] < end:
-                c = cuts[0]
-                if c <= a:
-                    cuts.popleft()
-                    continue
-                b = c
-                break
+            b = int(at[j]) if j < m else end
+            j += 1
             self._render_parts(b - a, task, outs)
             task = None
             for i in range(len(outs)):
