@@ -161,59 +161,6 @@ def _load_gains(g0, dg, p, c, B):
         dg[b] = c[b] - p[b]
 
 
-@subkernel(**_OPT)
-def _harmonics(wk, nact, alphas, m, hy, t):
-    """``hy[t + j] = sum_h (a0_h + alpha_j da_h) Im(z_h)`` for ``j < m``, rotating the phasors,
-    over the first ``nact`` chunks (the sounding harmonics).
-
-    Two samples per pass over the harmonics (half the loads and stores per sample), and one
-    accumulator per chunk and sample: independent chains that keep the FMA units busy."""
-    j = 0
-    while j + 2 <= m:
-        al0 = alphas[j]
-        al1 = alphas[j + 1]
-        y0 = np.float32(0.0)
-        y1 = np.float32(0.0)
-        for c in range(nact):
-            base = c * _CH
-            u0 = np.float32(0.0)
-            u1 = np.float32(0.0)
-            for k in range(KC):
-                zr = wk[base + _ZR + k]
-                zi = wk[base + _ZI + k]
-                rr = wk[base + _RR + k]
-                ri = wk[base + _RI + k]
-                a0 = wk[base + _A0 + k]
-                da = wk[base + _DA + k]
-                u0 += (a0 + al0 * da) * zi
-                zr1 = zr * rr - zi * ri
-                zi1 = zr * ri + zi * rr
-                u1 += (a0 + al1 * da) * zi1
-                wk[base + _ZR + k] = zr1 * rr - zi1 * ri
-                wk[base + _ZI + k] = zr1 * ri + zi1 * rr
-            y0 += u0
-            y1 += u1
-        hy[t + j] = y0
-        hy[t + j + 1] = y1
-        j += 2
-    if j < m:
-        al = alphas[j]
-        y = np.float32(0.0)
-        for c in range(nact):
-            base = c * _CH
-            u = np.float32(0.0)
-            for k in range(KC):
-                zr = wk[base + _ZR + k]
-                zi = wk[base + _ZI + k]
-                rr = wk[base + _RR + k]
-                ri = wk[base + _RI + k]
-                u += (wk[base + _A0 + k] + al * wk[base + _DA + k]) * zi
-                wk[base + _ZR + k] = zr * rr - zi * ri
-                wk[base + _ZI + k] = zr * ri + zi * rr
-            y += u
-        hy[t + j] = y
-
-
 # offsets in the noise work array (one local array: the vectorizer sees that nothing aliases)
 _NA = 0                # accumulator
 _NL = NOISE_PAD        # alpha per sample
@@ -470,7 +417,56 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
                 m = min(m, hop - ph)
                 for j in range(m):
                     alphas[j] = np.float32((ph + j + 1.0) / hop)
-            _harmonics(wk, nuse, alphas, m, hy, t)
+            # the harmonics: hy[t + j] = sum_h (a0_h + alpha_j da_h) Im(z_h) for j < m, rotating
+            # the phasors, over the first nuse chunks (the sounding harmonics); two samples per
+            # pass over the harmonics (half the loads and stores per sample), one accumulator per
+            # chunk and sample (independent FMA chains). Written out here, not a subkernel: a
+            # call counts a reference to each array it is passed, up and down, every SUB samples
+            # (7% of the synthesis)
+            h_j = 0
+            while h_j + 2 <= m:
+                h_al0 = alphas[h_j]
+                h_al1 = alphas[h_j + 1]
+                h_y0 = np.float32(0.0)
+                h_y1 = np.float32(0.0)
+                for h_c in range(nuse):
+                    h_base = h_c * _CH
+                    h_u0 = np.float32(0.0)
+                    h_u1 = np.float32(0.0)
+                    for h_k in range(KC):
+                        h_zr = wk[h_base + _ZR + h_k]
+                        h_zi = wk[h_base + _ZI + h_k]
+                        h_rr = wk[h_base + _RR + h_k]
+                        h_ri = wk[h_base + _RI + h_k]
+                        h_a0 = wk[h_base + _A0 + h_k]
+                        h_da = wk[h_base + _DA + h_k]
+                        h_u0 += (h_a0 + h_al0 * h_da) * h_zi
+                        h_zr1 = h_zr * h_rr - h_zi * h_ri
+                        h_zi1 = h_zr * h_ri + h_zi * h_rr
+                        h_u1 += (h_a0 + h_al1 * h_da) * h_zi1
+                        wk[h_base + _ZR + h_k] = h_zr1 * h_rr - h_zi1 * h_ri
+                        wk[h_base + _ZI + h_k] = h_zr1 * h_ri + h_zi1 * h_rr
+                    h_y0 += h_u0
+                    h_y1 += h_u1
+                hy[t + h_j] = h_y0
+                hy[t + h_j + 1] = h_y1
+                h_j += 2
+            if h_j < m:
+                h_al = alphas[h_j]
+                h_y = np.float32(0.0)
+                for h_c in range(nuse):
+                    h_base = h_c * _CH
+                    h_u = np.float32(0.0)
+                    for h_k in range(KC):
+                        h_zr = wk[h_base + _ZR + h_k]
+                        h_zi = wk[h_base + _ZI + h_k]
+                        h_rr = wk[h_base + _RR + h_k]
+                        h_ri = wk[h_base + _RI + h_k]
+                        h_u += (wk[h_base + _A0 + h_k] + h_al * wk[h_base + _DA + h_k]) * h_zi
+                        wk[h_base + _ZR + h_k] = h_zr * h_rr - h_zi * h_ri
+                        wk[h_base + _ZI + h_k] = h_zr * h_ri + h_zi * h_rr
+                    h_y += h_u
+                hy[t + h_j] = h_y
             zr_n = nuse                # chunks above were not rotated: stale until rebuilt
             th += m * w
             if th > 1e6:
