@@ -51,14 +51,20 @@ Controls (model outputs, after :func:`harmonic_amplitudes`), one row per frame:
     noise[B]  RMS gain of noise band b = 0..B-1
 
 Synthesis of one voice, sample n of frame k (j = n - k*hop):
-    alpha   = (j + 1) / hop
+    alpha   = (j + 1) / hop                       k >= 1
+    alpha   = min((j + 1) / R, 1)                 k = 0,  R = min(FIRST_RAMP, hop)
     A(n)    = harm[k-1] + alpha * (harm[k] - harm[k-1])          harm[-1] = 0
     G(n)    = noise[k-1] + alpha * (noise[k] - noise[k-1])       noise[-1] = 0
     theta_0 = 0;  theta_{n+1} = theta_n + 2*pi*f0(n)/sr
     y(n)    = sum_h A_h(n) * sin(h * theta_n) + sum_b G_b(n) * T_b[(offset + n) mod L]
 
 so a control value is reached at the end of its frame (causal: no look-ahead), every voice starts
-from silence, and the onset is exactly at the note-on sample.
+from silence, and the onset is exactly at the note-on sample. The first frame rises from silence
+over ``FIRST_RAMP`` samples (0.67 ms) and holds its value for the rest of the frame: the onset is
+heard at once. (A ramp over the whole first hop, 4 ms, made every attack late: a model's first
+frame is a fraction of the note's level, so flute-lite reached 2% of its peak 1.5-3.8 ms after
+the note-on; now 0.25-0.83 ms.) 32 samples is a de-click ramp: the attack's energy above 6 kHz
+stays within the source's own attacks'.
 """
 
 from __future__ import annotations
@@ -71,6 +77,9 @@ from .jit import subkernel
 
 SAMPLE_RATE = 48000
 HOP = 192  # 250 control frames per second at 48 kHz
+#: a voice's first control frame ramps up from silence over this many samples (then holds),
+#: not over the whole hop: see "Synthesis" above
+FIRST_RAMP = 32
 N_HARMONICS = 64
 N_NOISE_BANDS = 20
 NOISE_TABLE_LEN = 1 << 15
@@ -262,11 +271,25 @@ def frame_features(out, pitch, velocity, frame_start, release_sample, sample_rat
         out[6] = 0.0
 
 
+def first_ramp(hop: int = HOP) -> int:
+    """The first frame's ramp length ``R`` in samples (see "Synthesis" above)."""
+    return min(FIRST_RAMP, hop)
+
+
+def ramp_alphas(hop: int = HOP) -> np.ndarray:
+    """``[2, hop]`` float64: ``alpha`` over the first frame (row 0) and over any later frame."""
+    j = np.arange(hop, dtype=np.float64) + 1.0
+    return np.stack([np.minimum(j / first_ramp(hop), 1.0), j / hop])
+
+
 def upsample_controls(frames: np.ndarray, hop: int = HOP) -> np.ndarray:
-    """Frame controls ``[T, C]`` -> per-sample ``[T*hop, C]`` by the causal ramp of this module."""
+    """Frame controls ``[T, C]`` (frame 0 the note's first) -> per-sample ``[T*hop, C]`` by the
+    causal ramp of this module."""
     prev = np.concatenate([np.zeros_like(frames[:1]), frames[:-1]], axis=0)
-    alpha = (np.arange(hop, dtype=np.float64) + 1.0) / hop
-    out = prev[:, None, :] + alpha[None, :, None] * (frames - prev)[:, None, :]
+    a = ramp_alphas(hop)
+    alpha = np.repeat(a[1:], frames.shape[0], axis=0)
+    alpha[:1] = a[0]
+    out = prev[:, None, :] + alpha[:, :, None] * (frames - prev)[:, None, :]
     return out.reshape(-1, frames.shape[-1])
 
 

@@ -2,7 +2,8 @@
 
 The reference below is written from the kernel's docstring and rtsynth.spec, sample by sample in
 float64 (exact sines, no phasor recurrence): frames at the voice clock's multiples of ``hop``,
-``alpha = (j + 1) / hop`` (1 for frozen slots), f0 held over ``SUB`` voice samples, harmonics at or
+``alpha = (j + 1) / hop`` (``min((j + 1) / FIRST_RAMP, 1)`` in a voice's first frame, 1 for
+frozen slots), f0 held over ``SUB`` voice samples, harmonics at or
 above 0.98 Nyquist skipped, noise from the looped table, gain, kill fade, pan. It drives the kernel
 block by block like the engine does (frames handed over in the block where they start, kills
 given as block offsets), with blocks of different sizes.
@@ -18,6 +19,7 @@ import pytest
 from rtsynth.dsp.synth import SUB, make_work, noise_layout, render_voices
 from rtsynth.engine.bank import make_voices
 from rtsynth.engine.channels import ChannelRows
+from rtsynth.spec import FIRST_RAMP
 
 SR = 48000.0
 HOP = 192
@@ -100,6 +102,8 @@ def reference(voices, total, tables, bend_a, vib_a, gain, pan_l, pan_r, lfo_w):
                 w = two_pi * 440.0 * 2.0 ** ((pitch - 69.0) / 12.0) / SR
             hmax = K if w * K <= lim else int(lim / w)
             alpha = 1.0 if vc.frozen else (ph + 1.0) / HOP
+            if n < HOP and not vc.frozen:
+                alpha = min((ph + 1.0) / FIRST_RAMP, 1.0)
             a = prev_h + alpha * (cur_h - prev_h)
             y = float(np.sum((a * np.sin(h * theta))[:hmax]))
             g = prev_g + alpha * (cur_g - prev_g)

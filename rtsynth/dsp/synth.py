@@ -42,7 +42,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..jit import kernel, subkernel
-from ..spec import A4_HZ, A4_MIDI
+from ..spec import A4_HZ, A4_MIDI, FIRST_RAMP
 
 SUB = 16  # samples per oscillator sub-block (f0 update rate: 3 kHz at 48 kHz)
 NOISE_PAD = 256  # each noise loop is followed by its first NOISE_PAD samples (noise_layout)
@@ -169,9 +169,10 @@ _NW = 6 * NOISE_PAD
 
 
 @subkernel(**_OPT)
-def _noise_segment(g0, dg, tables, idx0, ph0, hop, frozen, m, nw, hy, t):
+def _noise_segment(g0, dg, tables, idx0, ph0, ramp, frozen, m, nw, hy, t):
     """``hy[t + j] += sum_b (g0_b + alpha_j dg_b) T_b[idx0 + j]`` for ``j < m <= NOISE_PAD``
-    (``alpha_j = (ph0 + j + 1) / hop``, 1 for a frozen voice). Four bands per pass: their runs
+    (``alpha_j = min((ph0 + j + 1) / ramp, 1)``: ``ramp`` is the hop, or the first frame's
+    ramp; 1 for a frozen voice). Four bands per pass: their runs
     copied into the work array ``nw``, then one SIMD loop over the samples (2.5 ns a sample
     for 20 bands, where a loop over the bands per sample took 15)."""
     for j in range(m):
@@ -181,7 +182,7 @@ def _noise_segment(g0, dg, tables, idx0, ph0, hop, frozen, m, nw, hy, t):
             nw[_NL + j] = np.float32(1.0)
     else:
         for j in range(m):
-            nw[_NL + j] = np.float32((ph0 + j + 1.0) / hop)
+            nw[_NL + j] = np.float32(min((ph0 + j + 1.0) / ramp, 1.0))
     B = g0.shape[0]
     b = 0
     while b + 4 <= B:
@@ -306,6 +307,7 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
     two_pi = 2.0 * math.pi
     lim = 0.98 * math.pi
     nch = (K + KC - 1) // KC
+    ramp0 = min(FIRST_RAMP, hop)
     # The work arrays: the harmonic and noise loops each read and write one of them at constant
     # offsets (no aliasing to check), so they run in SIMD. The phasors are rebuilt from theta at
     # each block start, so they are not state.
@@ -415,8 +417,9 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
             m = min(SUB - sp, last_t - t)
             if not fz:
                 m = min(m, hop - ph)
+                rl = ramp0 if n < hop else hop     # the first frame: spec.FIRST_RAMP
                 for j in range(m):
-                    alphas[j] = np.float32((ph + j + 1.0) / hop)
+                    alphas[j] = np.float32(min((ph + j + 1.0) / rl, 1.0))
             # the harmonics: hy[t + j] = sum_h (a0_h + alpha_j da_h) Im(z_h) for j < m, rotating
             # the phasors, over the first nuse chunks (the sounding harmonics); two samples per
             # pass over the harmonics (half the loads and stores per sample), one accumulator per
@@ -482,7 +485,7 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
                 mm = min(NOISE_PAD, te - c)
                 nc = seg_n[k] + (c - ts)
                 _noise_segment(seg_g0[k], seg_dg[k], tables, (vs.noise_off[v] + nc) & lmask,
-                               nc % hop, hop, fz, mm, nw, hy, c)
+                               nc % hop, ramp0 if nc < hop else hop, fz, mm, nw, hy, c)
                 c += mm
         if last_t < nframes:
             # the fade ended at last_t: that sample still takes its control frame and f0

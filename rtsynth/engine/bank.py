@@ -18,6 +18,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..jit import kernel, subkernel
+from ..spec import FIRST_RAMP
 
 BIG = np.iinfo(np.int64).max // 4
 
@@ -377,6 +378,8 @@ def _to_fade_slot(vs, s, f, off, steal_len, hop, K, B, N):
     vs.inc[f] = vs.inc[s]
     vs.noise_off[f] = vs.noise_off[s]
     ph = np.float32((vs.vpos[s] % hop) / hop)
+    if vs.vpos[s] < hop:                  # the first frame's ramp (spec.FIRST_RAMP)
+        ph = np.float32(min(vs.vpos[s] / min(FIRST_RAMP, hop), 1.0))
     for k in range(K):
         c = vs.prev_harm[s, k] + ph * (vs.cur_harm[s, k] - vs.prev_harm[s, k])
         vs.prev_harm[f, k] = c

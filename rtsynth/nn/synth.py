@@ -21,15 +21,21 @@ import torch
 from .. import spec
 
 
-def upsample_controls(frames: torch.Tensor, hop: int = spec.HOP) -> torch.Tensor:
+def upsample_controls(frames: torch.Tensor, hop: int = spec.HOP,
+                      first: torch.Tensor | int = 0) -> torch.Tensor:
     """``[B, T, C]`` frame controls -> ``[B, T*hop, C]`` by the causal ramp of :mod:`rtsynth.spec`.
 
     A value is reached at the end of its frame; frame ``-1`` is zero (every voice starts silent).
+    ``first``: the frame that is the note's first (per item ``[B]``, or one for all; -1: none),
+    which rises over ``spec.FIRST_RAMP`` samples instead of the hop.
     """
     b, t, c = frames.shape
     prev = torch.cat([frames.new_zeros(b, 1, c), frames[:, :-1]], dim=1)
-    alpha = (torch.arange(hop, device=frames.device, dtype=frames.dtype) + 1.0) / hop
-    out = prev[:, :, None, :] + alpha[None, None, :, None] * (frames - prev)[:, :, None, :]
+    a = torch.as_tensor(spec.ramp_alphas(hop), device=frames.device, dtype=frames.dtype)
+    f = torch.as_tensor(first, device=frames.device).reshape(-1, 1)          # [B or 1, 1]
+    is_first = torch.arange(t, device=frames.device)[None, :] == f           # [B or 1, T]
+    alpha = torch.where(is_first[:, :, None], a[0], a[1])                    # [B or 1, T, hop]
+    out = prev[:, :, None, :] + alpha[:, :, :, None] * (frames - prev)[:, :, None, :]
     return out.reshape(b, t * hop, c)
 
 
@@ -90,9 +96,10 @@ def noise_tables(sample_rate: int, n_bands: int, device, dtype) -> torch.Tensor:
 
 
 def harmonic_signal(harm: torch.Tensor, f0: torch.Tensor, hop: int = spec.HOP,
-                    sample_rate: int = spec.SAMPLE_RATE) -> torch.Tensor:
+                    sample_rate: int = spec.SAMPLE_RATE,
+                    first: torch.Tensor | int = 0) -> torch.Tensor:
     """Harmonic bank: ``[B, T, K]`` amplitudes, ``[B, N]`` f0 -> ``[B, N]``."""
-    A = upsample_controls(harm, hop)
+    A = upsample_controls(harm, hop, first)
     n = A.shape[1]
     inc = 2.0 * math.pi * f0[:, : n - 1].to(torch.float64) / sample_rate
     theta = torch.cat([inc.new_zeros(inc.shape[0], 1), torch.cumsum(inc, dim=1)], dim=1)
@@ -105,9 +112,10 @@ def harmonic_signal(harm: torch.Tensor, f0: torch.Tensor, hop: int = spec.HOP,
 
 
 def noise_signal(noise: torch.Tensor, offset: torch.Tensor | int = 0, hop: int = spec.HOP,
-                 sample_rate: int = spec.SAMPLE_RATE) -> torch.Tensor:
+                 sample_rate: int = spec.SAMPLE_RATE,
+                 first: torch.Tensor | int = 0) -> torch.Tensor:
     """Filtered noise: ``[B, T, Bn]`` gains, per-item table offsets -> ``[B, N]``."""
-    G = upsample_controls(noise, hop)
+    G = upsample_controls(noise, hop, first)
     b, n, nb = G.shape
     tables = noise_tables(sample_rate, nb, noise.device, noise.dtype)
     length = tables.shape[1]
@@ -121,8 +129,10 @@ def noise_signal(noise: torch.Tensor, offset: torch.Tensor | int = 0, hop: int =
 
 def synthesize(harm: torch.Tensor, noise: torch.Tensor, f0: torch.Tensor,
                offset: torch.Tensor | int = 0, hop: int = spec.HOP,
-               sample_rate: int = spec.SAMPLE_RATE) -> torch.Tensor:
-    """Harmonic bank plus filtered noise, the spec's ``y(n)``; ``[B, T*hop]``."""
-    return (harmonic_signal(harm, f0, hop, sample_rate)
-            + noise_signal(noise, offset, hop, sample_rate))
+               sample_rate: int = spec.SAMPLE_RATE,
+               first: torch.Tensor | int = 0) -> torch.Tensor:
+    """Harmonic bank plus filtered noise, the spec's ``y(n)``; ``[B, T*hop]``. ``first``: the
+    note's first frame (:func:`upsample_controls`; frame 0 by default, as in the spec)."""
+    return (harmonic_signal(harm, f0, hop, sample_rate, first)
+            + noise_signal(noise, offset, hop, sample_rate, first))
 
