@@ -299,7 +299,9 @@ class Trainer:
             # harmonics first: with noise at full strength from the start, a model can settle
             # in the minimum where noise carries all the energy and the harmonic amplitude dies
             n_c = n_c * (self.step / self.cfg.noise_warmup)
-        y = synth.synthesize(h_c, n_c, f0, off)[:, hop:]
+        # a crop from the onset (s == 0): its frame 1 is the note's first (the spec's short ramp)
+        first = torch.where(s == 0, 1, -1)
+        y = synth.synthesize(h_c, n_c, f0, off, first=first)[:, hop:]
         return y, target, kl
 
     def _normalized(self, y, target):
