@@ -428,10 +428,17 @@ def test_parts_rendered_at_once_equal_one_after_another(gm_file, tmp_path, monke
             rack.close()
         return rack
 
+    from rtsynth.host.rack import _Ways
+    monkeypatch.setattr(_Ways, "way", lambda self: True)
     at_once = render(tmp_path / "at_once.wav")
     assert at_once.blocks_at_once > 10
+    # the two ways in turn, block by block (the rack picks the faster as it goes)
+    monkeypatch.setattr(_Ways, "way", lambda self: self.k % 2 == 0)
+    mixed = render(tmp_path / "mixed.wav")
+    assert 5 < mixed.blocks_at_once < at_once.blocks_at_once
     monkeypatch.setattr(Rack, "_render_at_once", lambda self, n, task, outs: False)
     serial = render(tmp_path / "serial.wav")
     assert serial.blocks_at_once == 0
     a, b = (tmp_path / "at_once.wav").read_bytes(), (tmp_path / "serial.wav").read_bytes()
     assert len(a) > 100_000 and a == b
+    assert (tmp_path / "mixed.wav").read_bytes() == a

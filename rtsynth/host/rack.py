@@ -23,6 +23,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections import deque
 from typing import Callable
 
@@ -245,6 +246,45 @@ class MultiOut:
                     dst[:frames] = 0.0
 
 
+class _Ways:
+    """The offline rack's choice between its two ways of rendering the parts (at once on two
+    threads: True; one after another: False): ``TRIAL`` blocks of each, then ``KEEP`` blocks of
+    the one that took less wall time per unit of work (frames x (voices + parts)), again and
+    again (the load of the machine changes)."""
+
+    TRIAL = 4
+    KEEP = 40
+
+    def __init__(self):
+        self.k = 0
+        self.cost = {True: [0.0, 0.0], False: [0.0, 0.0]}
+        self.best = True
+        self.blocks = {True: 0, False: 0}
+
+    def way(self) -> bool:
+        k = self.k % (2 * self.TRIAL + self.KEEP)
+        if k < self.TRIAL:
+            return True
+        if k < 2 * self.TRIAL:
+            return False
+        return self.best
+
+    def took(self, way: bool, seconds: float, work: float) -> None:
+        k = self.k % (2 * self.TRIAL + self.KEEP)
+        self.k += 1
+        self.blocks[way] += 1
+        if k >= 2 * self.TRIAL:
+            return
+        c = self.cost[way]
+        c[0] += seconds
+        c[1] += work
+        if k == 2 * self.TRIAL - 1:
+            a, b = self.cost[True], self.cost[False]
+            self.best = a[0] / max(a[1], 1.0) <= b[0] / max(b[1], 1.0)
+            for c in (a, b):
+                c[0] = c[1] = 0.0
+
+
 class _RackInstrument:
     """What ``engine.inst`` tells the CLI about a rack."""
 
@@ -311,6 +351,7 @@ class Rack:
         self.time = 0
         self._stats = {"events": 0, "bad_messages": 0, "muted_percussion": 0}
         #: the samples of the pool's steals to come (:meth:`_render_pieces`)
+        self._ways = _Ways()
         self._cuts: deque = deque()
         self._cut_at = np.zeros(256, np.int64)
         self._due_cuts_n = 0
@@ -510,8 +551,23 @@ class Rack:
         return out
 
     def _render_parts(self, n: int, task, outs) -> None:
-        """Each part's next ``n`` frames into ``outs`` (the file render's task beside them)."""
-        if not self._render_at_once(n, task, outs):
+        """Each part's next ``n`` frames into ``outs`` (the file render's task beside them).
+        Offline, with two or more parts, the rack tries both ways in turn -- the parts at once
+        on two threads (:meth:`_render_at_once`) and one after another -- and renders on with
+        the one that took less time per voice (:class:`_Ways`): which wins depends on whether
+        the machine has a core to spare (on a loaded one the second thread waits for a core);
+        both give the same samples, byte for byte."""
+        ways = self._ways
+        if not self.lazy or len(self.part_list) < 2:
+            self._render_way(n, task, outs, True)
+            return
+        way = ways.way()
+        t = time.perf_counter()
+        self._render_way(n, task, outs, way)
+        ways.took(way, time.perf_counter() - t, n * (self.active_voices + len(self.part_list)))
+
+    def _render_way(self, n: int, task, outs, at_once: bool) -> None:
+        if not (at_once and self._render_at_once(n, task, outs)):
             first = self._first_beside()
             if first is not None:
                 first.engine.beside(task)
