@@ -68,6 +68,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    "evaluation compares unit-RMS signals)")
     p.add_argument("--log-weight", type=float, default=1.0,
                    help="weight of the log-magnitude term of the MR-STFT loss")
+    p.add_argument("--source-f0", action="store_true",
+                   help="the pitch input and synthesis f0 follow the source's own tracked pitch "
+                   "(its vibrato): the model's config gets the fitted life table that plays "
+                   "that movement (rtsynth.nn.life)")
     p.add_argument("--export-before-gan", default=None,
                    help="also write the model as it is before the GAN phase to this folder")
     from ..options import bound_train_options
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         quiet=args.quiet, export_before_gan=args.export_before_gan, init=args.init,
         noise_warmup=args.noise_warmup, amp_bias=args.amp_bias, n_features=args.features,
         tilt_fraction=args.tilt, log_weight=args.log_weight,
-        velocity_dropout=args.velocity_dropout, loss_normalize=args.loss_normalize)
+        velocity_dropout=args.velocity_dropout, loss_normalize=args.loss_normalize,
+        source_f0=args.source_f0)
     if getattr(args, "command_line", None):
         cfg.command = args.command_line
     out = train_and_export(cfg)

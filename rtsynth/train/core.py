@@ -72,6 +72,7 @@ class TrainConfig:
     log_weight: float = 1.0               # weight of the log-magnitude term of the loss
     velocity_dropout: float = 0.0         # v2: this fraction of a batch gets a random velocity
     loss_normalize: bool = False          # both signals / the target's RMS before the loss
+    source_f0: bool = False               # pitch input and f0 from the source's tracked pitch
     command: str = field(default_factory=lambda: _command_line())
 
 
@@ -166,7 +167,8 @@ class Trainer:
         self.ts: TrainSet = load_train_set(cfg.data, "train", cfg.max_frames,
                                            n_features=cfg.n_features,
                                            tilt_fraction=cfg.tilt_fraction,
-                                           seed=cfg.seed).to(self.device)
+                                           seed=cfg.seed,
+                                           source_f0=cfg.source_f0).to(self.device)
         kw = cfg.backbone_kw or (TINY_KW if cfg.tiny else DEFAULT_BACKBONE_KW)[cfg.backbone]
         z = cfg.z_dim if cfg.vae else 0
         pre_dim = 16 if cfg.tiny else 128
@@ -481,6 +483,8 @@ class Trainer:
             "pitch_range": self.pitch_range(),
             "bandwidth_hz": self.bandwidth(),
         }
+        if cfg.source_f0 and len(cfg.data) == 1:
+            config["life"] = source_life(cfg.data[0])
         if extra:
             config.update(extra)
         card = model_card(config)
@@ -489,6 +493,14 @@ class Trainer:
         if self.encoder is not None:
             self.encoder.train()
         return out
+
+
+def source_life(data) -> dict:
+    """The ``life`` table (rtsynth.nn.life) fitted on a dataset's training notes."""
+    from .. import data as rdata
+    from ..dataset import life as dlife
+    exs = rdata.load_dataset(data, split="train")
+    return dlife.fit_life(exs, dlife.source_cents(exs, data))
 
 
 def _descend(opt, loss, clip: float | None = None) -> None:

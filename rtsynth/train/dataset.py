@@ -62,14 +62,20 @@ def tilt(audio: np.ndarray, f0: float, beta: float) -> np.ndarray:
 
 def load_train_set(dirs: list[str | Path], split: str = "train", max_frames: int | None = None,
                    pad_frames: int = 32, n_features: int = spec.N_FEATURES,
-                   tilt_fraction: float = 0.0, seed: int = 0) -> TrainSet:
+                   tilt_fraction: float = 0.0, seed: int = 0,
+                   source_f0: bool = False) -> TrainSet:
     """Load one or more dataset folders (one instrument each) into padded tensors.
 
     ``n_features`` 9 (contract v2): the dynamics and brightness columns are measured from each
     target's audio with its dataset's calibration (``index.json`` ``calibration``, else computed
     from the notes): :func:`rtsynth.data.features_v2`. ``tilt_fraction``: that fraction of the
     examples is added again through a random spectral tilt (:func:`tilt`, +-0.8), whose
-    brightness is measured from the tilted audio."""
+    brightness is measured from the tilted audio.
+
+    ``source_f0``: the pitch column and the synthesis f0 follow the source's own tracked pitch
+    (:func:`rtsynth.dataset.life.source_pitch_frames`: the sample's vibrato, settling and tuning)
+    instead of the MIDI pitch, the f0 linear between frame starts; the tracked cents are cached
+    in each dataset folder (``f0_cents.npz``)."""
     from .. import data as rdata
 
     if n_features not in (spec.N_FEATURES, spec.N_FEATURES_V2):
@@ -83,6 +89,10 @@ def load_train_set(dirs: list[str | Path], split: str = "train", max_frames: int
         part = rdata.load_dataset(d, split=split)
         if not part:
             raise ValueError(f"{d}: no {split!r} examples")
+        if source_f0:
+            from ..dataset import life as dlife
+            cents = dlife.source_cents(part, d)
+            part = [_with_pitch(ex, dlife.source_pitch_frames(ex, cents[ex.id])) for ex in part]
         if n_features == spec.N_FEATURES_V2:
             cal = idx.get("calibration") or rdata.calibrate(
                 rdata.load_dataset(d, split="train") if split != "train" else part)
@@ -123,10 +133,25 @@ def load_train_set(dirs: list[str | Path], split: str = "train", max_frames: int
         else:
             feats[j] = spec.note_features(t, pf, float(ex.velocity), int(ex.release_sample))
         audio[j, : m * hop] = ex.audio[: m * hop]
-        f0[j] = np.repeat(spec.midi_to_hz(pf), hop)
+        if source_f0:
+            k = np.arange(t * hop) / hop
+            f0[j] = spec.midi_to_hz(np.interp(k, np.arange(t), pf))
+        else:
+            f0[j] = np.repeat(spec.midi_to_hz(pf), hop)
     return TrainSet(torch.from_numpy(feats), torch.from_numpy(audio), torch.from_numpy(f0),
                     torch.tensor([min(x, t) for x in lens]), torch.tensor(labels), names, sources,
                     [ex.id for ex in exs])
+
+
+def _with_pitch(ex, pitch_frames: np.ndarray):
+    """``ex`` with another pitch per frame (its features and f0 from it); the MIDI pitch
+    stays in ``meta['midi_pitch_frames']``."""
+    from dataclasses import replace
+    pf = np.asarray(pitch_frames, np.float64)
+    return replace(ex, pitch_frames=pf, f0=np.repeat(spec.midi_to_hz(pf), spec.HOP),
+                   features=spec.note_features(len(pf), pf, float(ex.velocity),
+                                               int(ex.release_sample)),
+                   meta=dict(ex.meta, midi_pitch_frames=ex.pitch_frames))
 
 
 def synthetic_dataset(out_dir: str | Path, name: str = "synth", program: int = 0, n_train: int = 8,

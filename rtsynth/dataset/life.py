@@ -1,0 +1,270 @@
+"""The life of the source: its own pitch movement per note, measured and fitted (issue 12.4).
+
+A sampled instrument's notes are not at their MIDI pitch all along: FluidR3's violin has the
+player's vibrato baked into each sample (replayed from the sample's start at every note-on, so
+its phase is the same for every note of that sample), its attack settles onto the pitch, and its
+tuning drifts. This module measures that from the training audio and fits a small per-note model
+of it, which a model's ``config.json`` carries as ``life`` (:mod:`rtsynth.nn.life` plays it):
+
+- :func:`track_f0`: the source's f0 per frame (spec frame starts, 4 ms), as cents against the
+  note's MIDI pitch (bend included): the harmonics 1..6 found near their nominal frequency in a
+  2048-point Hann window (zero padded to 8192), each peak refined by a parabola through the
+  log-magnitudes, the estimates weighted by power.
+- :func:`fit_note`: one note's curve as ``offset + settle * exp(-t / settle_tau) + env(t) *
+  depth * sin(2 pi rate t + phase)`` with ``env`` rising from 0 at ``delay`` to 1 at ``delay +
+  ramp`` (a smoothstep), least squares over a grid of rates, delays and settle times;
+  ``drift``: the RMS of what the fit leaves below 2 Hz (slow wander, reported, not played).
+- :func:`fit_life`: every plain training note fitted; per training pitch the parameters of its
+  best-fitting note (the source's curve does not depend on velocity: one sample per pitch
+  region), as a table over pitch that :mod:`rtsynth.nn.life` interpolates.
+
+Training with ``--source-f0`` (:mod:`rtsynth.train.dataset`) gives the model the source's own
+tracked pitch (with its vibrato) as its pitch input and synthesis f0, so its harmonics follow
+the pitch movement; at play time the movement comes from this fitted model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import spec
+
+WIN = 2048
+NFFT = 8192
+N_HARM = 6
+#: where a tracked frame is trusted: its level within this many dB of the note's peak
+LEVEL_RANGE_DB = 30.0
+RATES = np.arange(3.0, 8.5, 0.01)
+DELAYS = np.arange(0.0, 0.42, 0.04)
+RAMP = 0.12
+SETTLE_TAUS = (0.01, 0.02, 0.04, 0.08)
+CACHE = "f0_cents.npz"
+
+
+def track_f0(audio: np.ndarray, pitch_frames: np.ndarray, hop: int = spec.HOP,
+             sample_rate: int = spec.SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
+    """``(cents, power)`` per frame: the source's f0 against ``pitch_frames`` (cents, 0 where
+    nothing was found) and the power of the harmonics found (0 there)."""
+    pf = np.asarray(pitch_frames, np.float64)
+    T = len(pf)
+    x = np.concatenate([np.zeros(WIN // 2), np.asarray(audio, np.float64), np.zeros(WIN)])
+    need = (T - 1) * hop + WIN
+    if len(x) < need:
+        x = np.concatenate([x, np.zeros(need - len(x))])
+    w = np.hanning(WIN)
+    idx = np.arange(T)[:, None] * hop + np.arange(WIN)[None, :]
+    S = np.abs(np.fft.rfft(x[idx] * w, NFFT, axis=1))
+    L = np.log(S + 1e-12)
+    binhz = sample_rate / NFFT
+    f0n = spec.midi_to_hz(pf)
+    est = np.zeros(T)
+    wsum = np.zeros(T)
+    rows = np.arange(T)
+    nb = S.shape[1]
+    span = 2.0 ** (0.5 / 12.0)
+    width = int(np.ceil((N_HARM * f0n.max() * (span - 1 / span)) / binhz)) + 3
+    for h in range(1, N_HARM + 1):
+        c = h * f0n / binhz
+        lo = np.floor(c / span).astype(np.int64)
+        hi = np.ceil(c * span).astype(np.int64)
+        ok = (hi + 2 < nb) & (lo > 1)
+        if not ok.any():
+            continue
+        cols = lo[:, None] + np.arange(width)[None, :]
+        valid = cols <= hi[:, None]
+        cols = np.clip(cols, 0, nb - 1)
+        seg = np.where(valid, S[rows[:, None], cols], -1.0)
+        k = cols[rows, np.argmax(seg, axis=1)]
+        k = np.clip(k, 1, nb - 2)
+        a, b, cc = L[rows, k - 1], L[rows, k], L[rows, k + 1]
+        den = a - 2 * b + cc
+        d = np.where(np.abs(den) > 1e-12, 0.5 * (a - cc) / np.where(den == 0, 1, den), 0.0)
+        d = np.clip(d, -0.5, 0.5)
+        f = (k + d) * binhz / h
+        m = np.where(ok, S[rows, k] ** 2, 0.0)
+        est += f * m
+        wsum += m
+    good = wsum > 0
+    f = np.where(good, est / np.maximum(wsum, 1e-300), f0n)
+    return np.where(good, 1200.0 * np.log2(f / f0n), 0.0), wsum
+
+
+def trusted(power: np.ndarray, release_frame: int | None = None) -> np.ndarray:
+    """Frames whose harmonics are within :data:`LEVEL_RANGE_DB` of the note's peak (and
+    before the release, when given)."""
+    db = 10 * np.log10(np.maximum(power, 1e-30))
+    ok = db > db.max() - LEVEL_RANGE_DB
+    if release_frame is not None:
+        ok[release_frame:] = False
+    return ok
+
+
+def source_cents(examples, cache_dir: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Tracked cents per example id (``[T]`` float32, 0 where untrusted), cached as
+    ``f0_cents.npz`` in ``cache_dir`` (a dataset folder) when it can be written."""
+    cache = Path(cache_dir) / CACHE if cache_dir is not None else None
+    have: dict[str, np.ndarray] = {}
+    if cache is not None and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                have = {k: z[k] for k in z.files}
+        except (OSError, ValueError):
+            have = {}
+    out, new = {}, False
+    for ex in examples:
+        c = have.get(ex.id)
+        if c is None or len(c) != ex.n_frames:
+            cents, power = track_f0(ex.audio, ex.pitch_frames)
+            ok = trusted(power)
+            c = np.where(ok, cents, 0.0).astype(np.float32)
+            have[ex.id] = c
+            new = True
+        out[ex.id] = c
+    if new and cache is not None:
+        try:
+            tmp = cache.with_name(cache.name + ".tmp.npz")
+            np.savez(tmp, **have)
+            tmp.replace(cache)
+        except OSError:
+            pass
+    return out
+
+
+def source_pitch_frames(ex, cents: np.ndarray, max_cents: float = 150.0) -> np.ndarray:
+    """The note's pitch per frame with the source's own movement: ``pitch_frames + cents/100``
+    (the tracked frames; the first frame, smeared by the window over the onset, and frames
+    beyond ``max_cents`` keep the nearest trusted value)."""
+    c = np.asarray(cents, np.float64).copy()
+    bad = (np.abs(c) > max_cents) | (c == 0.0)
+    bad[0] = True
+    if bad.all():
+        return np.asarray(ex.pitch_frames, np.float64)
+    good = np.flatnonzero(~bad)
+    c = np.interp(np.arange(len(c)), good, c[good])
+    return np.asarray(ex.pitch_frames, np.float64) + c / 100.0
+
+
+def _smoothstep(t, a, w):
+    x = np.clip((t - a) / w, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+def life_curve(p: dict, t: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Cents at times ``t`` (seconds since the note-on) of fitted parameters ``p`` (the float64
+    reference of what :mod:`rtsynth.nn.life` plays); ``scale`` multiplies the vibrato depth."""
+    t = np.asarray(t, np.float64)
+    env = _smoothstep(t, p["delay"], p["ramp"])
+    return (p["offset"] + p["settle"] * np.exp(-t / p["settle_tau"])
+            + scale * p["depth"] * env * np.sin(2 * np.pi * p["rate"] * t + p["phase"]))
+
+
+def fit_note(cents: np.ndarray, ok: np.ndarray, hop: int = spec.HOP,
+             sample_rate: int = spec.SAMPLE_RATE) -> dict | None:
+    """The life parameters of one note's tracked curve (frames ``ok`` only), or None when too
+    little of it is trusted (under 0.5 s)."""
+    ok = ok.copy()
+    ok[0] = False
+    ok &= np.abs(cents) < 150
+    fr = np.flatnonzero(ok)
+    if len(fr) < int(0.5 * sample_rate / hop):
+        return None
+    t = fr * hop / sample_rate
+    y = cents[fr].astype(np.float64)
+    best = None
+    for tau in SETTLE_TAUS:
+        ex = np.exp(-t / tau)
+        for dl in DELAYS:
+            env = _smoothstep(t, dl, RAMP)
+            ph = 2 * np.pi * RATES[:, None] * t[None, :]
+            S, C = env * np.sin(ph), env * np.cos(ph)            # [R, n]
+            ones = np.ones_like(t)
+            # per rate: least squares over [1, exp, S, C]
+            A = np.stack([np.broadcast_to(ones, S.shape), np.broadcast_to(ex, S.shape), S, C],
+                         axis=-1)                                  # [R, n, 4]
+            AtA = np.einsum("rni,rnj->rij", A, A) + 1e-9 * np.eye(4)
+            Aty = np.einsum("rni,n->ri", A, y)
+            coef = np.linalg.solve(AtA, Aty[..., None])[..., 0]
+            res = y[None, :] - np.einsum("rni,ri->rn", A, coef)
+            sse = np.sum(res ** 2, axis=1)
+            j = int(np.argmin(sse))
+            if best is None or sse[j] < best[0]:
+                best = (sse[j], tau, dl, RATES[j], coef[j], res[j])
+    sse, tau, dl, rate, coef, res = best
+    a, s, cs, cc = (float(v) for v in coef)
+    depth = float(np.hypot(cs, cc))
+    phase = float(np.arctan2(cc, cs))       # cs sin + cc cos = depth sin(x + phase)
+    # drift: what the fit leaves below 2 Hz (a moving average over 0.5 s)
+    k = max(1, int(0.5 * sample_rate / hop))
+    slow = np.convolve(res, np.ones(k) / k, mode="same") if len(res) > k else res * 0
+    total = float(np.sqrt(np.mean((y - y.mean()) ** 2)))
+    return {"offset": a, "settle": s, "settle_tau": float(tau), "delay": float(dl),
+            "ramp": RAMP, "rate": float(rate), "depth": depth, "phase": phase,
+            "drift": float(np.sqrt(np.mean(slow ** 2))),
+            "residual": float(np.sqrt(sse / len(y))), "rms": total,
+            "seconds": float(t[-1])}
+
+
+def fit_examples(examples, cents: dict[str, np.ndarray]) -> list[dict]:
+    """Fits of the plain notes (no bend, no swell) with their pitch and velocity."""
+    out = []
+    for ex in examples:
+        if ex.kind != "note" or ex.meta.get("bend"):
+            continue
+        c = cents[ex.id]
+        rel = int(ex.release_sample) // spec.HOP
+        ok = (c != 0.0)
+        ok[rel:] = False
+        p = fit_note(c, ok)
+        if p is not None:
+            p.update(pitch=float(ex.pitch), velocity=int(ex.velocity), id=ex.id)
+            out.append(p)
+    return out
+
+
+KEYS = ("offset", "settle", "settle_tau", "delay", "ramp", "rate", "depth", "phase")
+
+
+def fit_life(examples, cents: dict[str, np.ndarray]) -> dict:
+    """The ``life`` table of a model's config: per training pitch the parameters of its
+    longest note's fit (ties: the best fit), and the spread of the fits."""
+    fits = fit_examples(examples, cents)
+    if not fits:
+        raise ValueError("no plain note of 0.5 s or more to fit the source's pitch movement on")
+    by = {}
+    for p in fits:
+        k = p["pitch"]
+        if k not in by or (p["seconds"], -p["residual"]) > (by[k]["seconds"], -by[k]["residual"]):
+            by[k] = p
+    pitches = sorted(by)
+    table = {k: [round(float(by[p][k]), 6) for p in pitches] for k in KEYS}
+    return {"version": 1, "pitch": [float(p) for p in pitches], **table,
+            "drift_cents": round(float(np.median([p["drift"] for p in fits])), 3),
+            "fit_residual_cents": round(float(np.median([p["residual"] for p in fits])), 3),
+            "source_rms_cents": round(float(np.median([p["rms"] for p in fits])), 3),
+            "notes": len(fits),
+            "how": "rtsynth.dataset.life.fit_life over the training notes (track_f0)"}
+
+
+def main(argv=None) -> int:
+    """``python -m rtsynth.dataset.life DATA [--out life.json]``: fit and print the table."""
+    import argparse
+
+    from .. import data as rdata
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("data")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    exs = rdata.load_dataset(a.data, split="train")
+    life = fit_life(exs, source_cents(exs, a.data))
+    text = json.dumps(life, indent=1)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

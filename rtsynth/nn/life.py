@@ -1,0 +1,203 @@
+"""The life of the source at play time: each note's own pitch movement (issue 12.4).
+
+A model trained with the source's tracked pitch as its pitch input (``rtsynth train
+--source-f0``) carries in its ``config.json`` a ``life`` table, fitted from the training notes
+by :func:`rtsynth.dataset.life.fit_life`: per training pitch, the source's pitch curve as
+
+    cents(t) = offset + settle * exp(-t / settle_tau)
+               + scale * depth * env(t) * sin(2 pi rate t + phase)
+
+``t`` seconds of the voice's own clock since its note-on, ``env`` a smoothstep from 0 at
+``delay`` to 1 at ``delay + ramp``: the attack's pitch settling, the tuning of the source's
+sample, the vibrato's onset, rate, depth and phase (FluidR3 replays each sample from its start
+at every note-on, so the phase of its vibrato is the same at every note of that sample).
+
+A note between two training pitches takes the parameters of its neighbours: linearly
+interpolated where the two look like one sample (their phases within 0.6 rad and their rates in
+the ratio of their pitches within 4 %: a sample played higher runs its vibrato faster), else the
+nearer one's (the lower one on a tie) with its rate scaled by the pitch ratio. Outside the table
+the end's parameters, the rate scaled likewise.
+
+Deterministic: a function of the note, the voice clock and the player's controls only, so the
+same MIDI gives the same samples live and offline, whatever the block size.
+
+The player scales the vibrato depth (never the settling or the tuning): ``scale = life * (1 +
+WHEEL_GAIN * v / VIBRATO_MAX_SEMITONES)`` where ``v`` is the vibrato the control map asks for
+(the mod wheel CC1 by default: ``v`` = 0.5 semitone at CC1 127; pressure or another control
+mapped to ``vibrato``, 0.35 at full), per sample, and ``life`` the engine's ``life`` option
+(default 1). So a plain keyboard (no wheel) gets the source's natural amount; the wheel at 127
+gives ``1 + WHEEL_GAIN`` = 3x the natural depth; ``life=0`` draws the old static lines. The
+engine's own sine LFO is off for such a model (its depth rows feed this scale instead).
+
+The movement enters the engine as each voice's own bend (``bend_row``, which the oscillator
+and the feature planner both read): written before the bend smoother (its 2 ms one-pole), held
+over each 16-sample oscillator sub-block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: the wheel at full scale multiplies the natural vibrato depth by 1 + this
+WHEEL_GAIN = 2.0
+#: parameter columns of a table row
+COLS = ("offset", "settle", "settle_tau", "delay", "ramp", "rate", "depth", "phase")
+N_COLS = len(COLS)
+SUB = 16
+#: the attack's settling is clamped to this many cents (a tracker's onset estimate beyond it
+#: is not a pitch)
+MAX_SETTLE_CENTS = 120.0
+
+
+def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(pitches [P], params [P, N_COLS])`` float64 from a config's ``life`` object."""
+    p = np.asarray(life["pitch"], np.float64)
+    if p.ndim != 1 or len(p) == 0 or not np.all(np.diff(p) > 0):
+        raise ValueError("life: 'pitch' must be increasing")
+    t = np.stack([np.asarray(life[k], np.float64) for k in COLS], axis=1)
+    if t.shape[0] != len(p) or not np.isfinite(t).all():
+        raise ValueError("life: every column needs one finite value per pitch")
+    t[:, 1] = np.clip(t[:, 1], -MAX_SETTLE_CENTS, MAX_SETTLE_CENTS)
+    t[:, 2] = np.maximum(t[:, 2], 1e-3)
+    t[:, 4] = np.maximum(t[:, 4], 1e-3)
+    return p, t
+
+
+def note_params(pitches: np.ndarray, table: np.ndarray, note: float) -> np.ndarray:
+    """The parameters ``[N_COLS]`` of a note (see the module docstring): NumPy reference of
+    :func:`_params` (the kernel's)."""
+    out = np.zeros(N_COLS)
+    _params(pitches, table, float(note), out)
+    return out
+
+
+def _params_py(pitches, table, note, out):
+    P = pitches.shape[0]
+    if note <= pitches[0] or P == 1:
+        j, ref = 0, pitches[0]
+        for c in range(N_COLS):
+            out[c] = table[j, c]
+        out[5] = table[j, 5] * 2.0 ** ((note - ref) / 12.0)
+        return
+    if note >= pitches[P - 1]:
+        j, ref = P - 1, pitches[P - 1]
+        for c in range(N_COLS):
+            out[c] = table[j, c]
+        out[5] = table[j, 5] * 2.0 ** ((note - ref) / 12.0)
+        return
+    i = 0
+    while pitches[i + 1] < note:
+        i += 1
+    a, b = pitches[i], pitches[i + 1]
+    if note == a or note == b:
+        j = i if note == a else i + 1
+        for c in range(N_COLS):
+            out[c] = table[j, c]
+        return
+    w = (note - a) / (b - a)
+    ratio = table[i + 1, 5] / table[i, 5]
+    dph = table[i + 1, 7] - table[i, 7]
+    dph = (dph + math.pi) % (2 * math.pi) - math.pi
+    same = abs(dph) < 0.6 and abs(ratio / 2.0 ** ((b - a) / 12.0) - 1.0) < 0.04
+    if same:
+        for c in range(N_COLS):
+            out[c] = (1 - w) * table[i, c] + w * table[i + 1, c]
+        out[5] = table[i, 5] * 2.0 ** ((note - a) / 12.0) * (
+            ratio / 2.0 ** ((b - a) / 12.0)) ** w
+        out[7] = table[i, 7] + w * dph
+    else:
+        j = i if w <= 0.5 else i + 1
+        for c in range(N_COLS):
+            out[c] = table[j, c]
+        out[5] = table[j, 5] * 2.0 ** ((note - pitches[j]) / 12.0)
+
+
+def _curve_py(prm, t, scale):
+    x = (t - prm[3]) / prm[4]
+    x = min(max(x, 0.0), 1.0)
+    env = x * x * (3.0 - 2.0 * x)
+    return (prm[0] + prm[1] * math.exp(-t / prm[2])
+            + scale * prm[6] * env * math.sin(2.0 * math.pi * prm[5] * t + prm[7]))
+
+
+def _rows_py(n, active, note, vpos, start_off, chan, bend_row, bend_settled, chan_vib, vib_row,
+             pitches, table, life, vib_full, wheel_gain, sr, prm):
+    """Add each active voice's movement (semitones) to its bend row over ``start_off .. n``."""
+    for v in range(active.shape[0]):
+        if active[v] == 0:
+            continue
+        _params(pitches, table, note[v], prm)
+        ch = chan[v]
+        t0 = start_off[v]
+        pos = vpos[v]
+        val = 0.0
+        for t in range(t0, n):
+            k = pos + (t - t0)
+            if k % SUB == 0 or t == t0:
+                kk = k - k % SUB
+                sc = life * (1.0 + wheel_gain * (chan_vib[ch, t] + vib_row[v, t]) / vib_full)
+                val = _curve_py(prm, kk / sr, sc) / 100.0
+            bend_row[v, t] += val
+        bend_settled[v] = 0
+
+
+_KERNELS = {}
+
+
+def _jit():
+    """The Numba versions (compiled on first use, cached on disk)."""
+    if not _KERNELS:
+        import numba
+        o = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
+        params = numba.njit(**o)(_params_py)
+        curve = numba.njit(**o)(_curve_py)
+        g = dict(_params=params, _curve_py=curve, math=math, SUB=SUB, N_COLS=N_COLS)
+        src_rows = _rows_py
+        rows_fn = type(src_rows)(src_rows.__code__, dict(src_rows.__globals__, **g))
+        _KERNELS["rows"] = numba.njit(**o)(rows_fn)
+        _KERNELS["params"] = params
+    return _KERNELS
+
+
+def _params(pitches, table, note, out):
+    return _params_py(pitches, table, note, out)
+
+
+class Life:
+    """One engine's life of the source (see the module docstring): :meth:`block` once a block,
+    after the channels' events and before the frames are planned. Real-time: allocates
+    nothing."""
+
+    def __init__(self, life_cfg: dict, sample_rate: int, scale: float = 1.0,
+                 vib_full: float = 0.5, wheel_gain: float = WHEEL_GAIN, jit: bool = True):
+        self.pitches, self.table = table_from_config(life_cfg)
+        self.sr = float(sample_rate)
+        self.scale = float(scale)
+        self.vib_full = float(vib_full)
+        self.wheel_gain = float(wheel_gain)
+        self._prm = np.zeros(N_COLS)
+        self._rows = _jit()["rows"] if jit else _rows_py
+
+    def block(self, n: int, vs, rows) -> None:
+        self._rows(n, vs.active, vs.note, vs.vpos, vs.start_off, vs.chan, vs.bend_row,
+                   vs.bend_settled, rows.vib, vs.vib_row, self.pitches, self.table,
+                   self.scale, self.vib_full, self.wheel_gain, self.sr, self._prm)
+
+    def curve(self, note: float, n_samples: int, vib: float = 0.0) -> np.ndarray:
+        """Cents per sample of a held note as :meth:`block` plays it (before the smoother),
+        with a constant vibrato request ``vib`` semitones (the wheel's: 0.5 at CC1 127)."""
+        prm = note_params(self.pitches, self.table, note)
+        sc = self.scale * (1.0 + self.wheel_gain * vib / self.vib_full)
+        k = np.arange(n_samples)
+        kk = (k - k % SUB) / self.sr
+        return np.array([_curve_py(prm, x, sc) for x in kk])
+
+
+def for_instrument(instrument, sample_rate: int, scale: float = 1.0, vib_full: float = 0.5):
+    """The :class:`Life` of an instrument whose config has a ``life`` table, else None."""
+    cfg = getattr(instrument, "config", None)
+    if not isinstance(cfg, dict) or not cfg.get("life"):
+        return None
+    return Life(cfg["life"], sample_rate, scale=scale, vib_full=vib_full)
