@@ -28,7 +28,9 @@ import numpy as np
 from .. import jit
 from ..dsp.synth import _OPT, make_work, render_voices
 from ..jit import kernel
-from .block import Engine
+from ..nn.fast_kernels import cnn_rows
+from .block import SILENT_LEVEL, Engine
+from .frames import make_plan, store_rounds
 
 if jit.status()["mode"] == "jit":        # the JIT and the ahead-of-time build
     from . import _sync
@@ -47,6 +49,8 @@ def ensure_jit() -> None:
     if _sync is None and jit.status()["mode"] == "jit":
         from . import _sync as s
         _sync = s
+    from ..nn import fast_kernels
+    fast_kernels.ensure_jit()
 
 
 @kernel(**_OPT)      # render_voices' options: the same code whichever thread runs it
@@ -63,23 +67,110 @@ def worker_loop(sync, ctl, sample_rate, hop, vs, rows, tables, lfo_w, work, out)
         seen = v
         if v < 0:
             return
-        n = ctl[0]
-        for t in range(n):
-            out[t, 0] = 0.0
-            out[t, 1] = 0.0
-        render_voices(n, sample_rate, hop, ctl[1], ctl[2], vs, rows, tables, lfo_w, work, out)
+        synth_half(ctl[0], sample_rate, hop, ctl[1], ctl[2], vs, rows, tables, lfo_w, work, out)
         _sync.store(sync, DONE, v)
         _sync.wake(sync, DONE)
 
 
+@kernel(**_OPT)
+def half_block(blas, rounds, n, lo, hi, half, const, work, out):
+    """One thread's half of a block of a CNN instrument, whole: the model steps of its rounds
+    (``half[0]``, a plan of the rows of slots ``lo:hi`` only, :func:`split_plan`) through
+    :func:`rtsynth.nn.fast_kernels.cnn_rows`, the filing of their controls (``store_rounds``;
+    frames clamped by the level guard added to ``res[2]``), then the synthesis of slots
+    ``lo:hi`` into ``out`` (zeroed first). ``half``, ``const``: see
+    :meth:`ParallelEngine._fused_args` (bundles made once: a call allocates nothing)."""
+    plan, zb, w, geo, st, wk, par, h_scaled, harm, noise, res = half
+    (vs, hop, max_release, silent, len_silent, len_long, max_level, sample_rate, rows, tables,
+     lfo_w) = const
+    level = max_level[0]
+    for r in range(rounds):
+        m = plan.count[r]
+        if m:
+            cnn_rows(blas, plan.features[r], zb, plan.slot[r], m, w, geo, st, wk, par,
+                     h_scaled, harm, noise, res)
+            res[2] += store_rounds(r, r + 1, plan, harm, noise, vs, hop, max_release, silent,
+                                   len_silent, len_long, level)
+    for t in range(n):
+        out[t, 0] = 0.0
+        out[t, 1] = 0.0
+    render_voices(n, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, work, out)
+
+
+@kernel(**_OPT)
+def worker_loop_cnn(sync, ctl, blas, half, const, work, out):
+    """:func:`worker_loop` for a CNN instrument: each block is the whole :func:`half_block` of
+    slots ``ctl[1]:ctl[2]`` with ``ctl[3]`` rounds of its plan (model, filing, synthesis)."""
+    seen = 0
+    while True:
+        v = _sync.load(sync, GO)
+        while v == seen:
+            _sync.wait(sync, GO, v)
+            v = _sync.load(sync, GO)
+        seen = v
+        if v < 0:
+            return
+        half_block(blas, ctl[3], ctl[0], ctl[1], ctl[2], half, const, work, out)
+        _sync.store(sync, DONE, v)
+        _sync.wake(sync, DONE)
+
+
+@kernel(**_OPT)
+def synth_half(n, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, work, out):
+    """``out[:n]`` := the synthesis of slots ``lo:hi`` (``render_voices``). Both threads call
+    it (the worker from inside its loop): the same compiled code, so the same samples."""
+    for t in range(n):
+        out[t, 0] = 0.0
+        out[t, 1] = 0.0
+    render_voices(n, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, work, out)
+
+
 @kernel
-def post_block(sync, ctl, seq, n, lo, hi):
-    """Give the worker block ``seq``: ``n`` frames of slots ``lo:hi`` (``seq < 0``: quit)."""
+def post_block(sync, ctl, seq, n, lo, hi, rounds):
+    """Give the worker block ``seq``: ``n`` frames of slots ``lo:hi``, and (a CNN worker)
+    ``rounds`` rounds of its plan (``-1``: synthesis only); ``seq < 0``: quit."""
     ctl[0] = n
     ctl[1] = lo
     ctl[2] = hi
+    ctl[3] = rounds
     _sync.store(sync, GO, seq)
     _sync.wake(sync, GO)
+
+
+@kernel
+def split_plan(plan, rounds, a, p0, p1):
+    """The rows of ``plan``'s first ``rounds`` rounds into two plans of the same rounds: slots
+    below ``a`` into ``p0``, the others into ``p1`` (each round's rows in their order)."""
+    for r in range(rounds):
+        n0 = 0
+        n1 = 0
+        for m in range(plan.count[r]):
+            v = plan.slot[r, m]
+            if v < a:
+                p = p0
+                j = n0
+                n0 += 1
+            else:
+                p = p1
+                j = n1
+                n1 += 1
+            p.slot[r, j] = v
+            for f in range(plan.features.shape[2]):
+                p.features[r, j, f] = plan.features[r, m, f]
+            p.start[r, j] = plan.start[r, m]
+            p.offset[r, j] = plan.offset[r, m]
+            p.release[r, j] = plan.release[r, m]
+            p.level[r, j] = plan.level[r, m]
+            p.tilt[r, j] = plan.tilt[r, m]
+        p0.count[r] = n0
+        p1.count[r] = n1
+
+
+@kernel
+def copy_row(dst, src):
+    """``dst[0, :] = src`` (the timbre latent, for the worker's own copy)."""
+    for j in range(src.shape[0]):
+        dst[0, j] = src[j]
 
 
 @kernel
@@ -122,30 +213,76 @@ def add_into(out, other, n):
 
 
 class ParallelEngine(Engine):
-    """:class:`Engine` with its synthesis over two threads (``threads=2``, the default on a
-    machine of two cores or more), or the same split on one (``threads=1``): the same samples
-    either way. :meth:`close` ends the worker (also at exit: it is a daemon thread)."""
+    """:class:`Engine` over two threads (``threads=2``, the default on a machine of two cores or
+    more), or the same split on one (``threads=1``): the same samples either way.
+
+    The voices are split in two slot ranges with about as many sounding voices each. With a
+    CNN instrument each thread runs its range's whole block in one nogil kernel
+    (:func:`half_block`: model steps, filing, synthesis); with any other instrument the model
+    steps on the calling thread and the synthesis is split. :meth:`close` ends the worker
+    (also at exit: it is a daemon thread)."""
 
     #: the worker's share of the sounding voices
     SHARE = 0.5
 
     def __init__(self, instrument, *, threads: int | None = None, **kw):
+        self._thread: threading.Thread | None = None
+        self._fused = None
         super().__init__(instrument, **kw)
         if threads is None:
             threads = 2 if (os.cpu_count() or 1) >= 2 else 1
         self.threads = max(1, min(2, int(threads)))
         self._out1 = np.zeros_like(self.out)
         self._work1 = make_work(self.block, self.hop, self.K, self.B)
-        self._sync = np.zeros(2, np.int32)
-        self._ctl = np.zeros(3, np.int64)
-        self._seq = 0
-        self._thread: threading.Thread | None = None
+        self._job = None
+        self._sr_f = float(self.sr)
         self.worker_realtime = False
+        self._setup()
+
+    # ---------------------------------------------------------------- set-up
+    def _allocate_instrument(self) -> None:
+        super()._allocate_instrument()
+        if hasattr(self, "_out1"):           # the decoder's buffers are new: so is the worker
+            self._setup()
+
+    def _setup(self) -> None:
+        """The fused CNN path's buffers (when the instrument has one), then a new worker."""
+        self.close()
+        self._fused = self._fused_args()
+        self._sync = np.zeros(2, np.int32)
+        self._ctl = np.zeros(4, np.int64)
+        self._seq = 0
         if self.threads > 1:
             ensure_jit()
-            self._thread = threading.Thread(target=self._worker, name="rtsynth-synth-worker",
+            self._thread = threading.Thread(target=self._worker, name="rtsynth-engine-worker",
                                             daemon=True)
             self._thread.start()
+
+    def _fused_args(self):
+        """``(blas, zb, main's, worker's)`` for :func:`half_block`, or None: the instrument is
+        no CNN (or NumPy's BLAS cannot be called from the kernels)."""
+        from ..nn.fast import FastCNNDecoder, blas_pointers
+        fast = getattr(self.inst, "_fast", None)
+        if not isinstance(fast, FastCNNDecoder) or getattr(self.inst, "guard", None) is None:
+            return None
+        blas = blas_pointers()
+        if blas is None:
+            return None
+        from ..nn.neural import _TAPER_COEF
+        zb = np.zeros((1, fast.z_dim), np.float32)
+        #: the level guard's limit, read by the kernels (the engine's max_level, each block)
+        self._max_level = np.array([self.max_level], np.float64)
+        R, S, F = self.R, self.S, self.inst.n_features
+        halves = []
+        for dec in (fast, fast.fork()):
+            w, geo, st, wk, par, h_scaled = dec.fused_args(_TAPER_COEF)
+            halves.append((make_plan(R, S, F), zb, w, geo, st, wk, par, h_scaled,
+                           np.zeros((S, self.K), np.float32), np.zeros((S, self.B), np.float32),
+                           np.zeros(3, np.int64)))
+        const = (self.voices, self.hop, self.max_release, SILENT_LEVEL, self._fade_silent,
+                 self._fade_long, self._max_level, float(self.sr), self.channels.rows,
+                 self.tables, self.lfo_w)
+        return blas, zb, halves[0], halves[1], const
 
     def _worker(self) -> None:
         if sys.platform.startswith("linux"):
@@ -156,14 +293,18 @@ class ParallelEngine(Engine):
                 self.worker_realtime = True
             except (OSError, AttributeError):
                 pass
-        worker_loop(self._sync, self._ctl, float(self.sr), self.hop, self.voices,
-                    self.channels.rows, self.tables, self.lfo_w, self._work1, self._out1)
+        if self._fused is None:
+            worker_loop(self._sync, self._ctl, float(self.sr), self.hop, self.voices,
+                        self.channels.rows, self.tables, self.lfo_w, self._work1, self._out1)
+            return
+        blas, _, _, h1, const = self._fused
+        worker_loop_cnn(self._sync, self._ctl, blas, h1, const, self._work1, self._out1)
 
     def close(self) -> None:
         """End the worker thread (idempotent)."""
         th, self._thread = self._thread, None
         if th is not None:
-            post_block(self._sync, self._ctl, -1, 0, 0, 0)
+            post_block(self._sync, self._ctl, -1, 0, 0, 0, 0)
             th.join(timeout=2.0)
 
     def __del__(self):
@@ -172,21 +313,80 @@ class ParallelEngine(Engine):
         except Exception:
             pass
 
-    def _synthesize(self, n: int, out: np.ndarray) -> None:
+    # ----------------------------------------------------------------- block
+    def _fused_now(self) -> bool:
+        return self._fused is not None and self.inst.guard.fault is None
+
+    def _compute_frames(self, n: int) -> None:
+        if not self._fused_now():
+            self._job = None
+            return super()._compute_frames(n)
+        zb, h0, h1 = self._fused[1:4]
+        z = getattr(self.inst, "z", None)
+        if z is not None and zb.shape[1]:
+            copy_row(zb, z)
+        if self._max_level.item(0) != self.max_level:
+            self._max_level.fill(self.max_level)
+        rounds = self._plan(n)
         S = self.S
         a = split_point(self.voices.active, S, self.SHARE)
-        out.fill(0.0)
-        if a >= S:
-            self._render_slots(0, S, n, out, self.work)
-            return
+        split_plan(self.plan, rounds, a, h0[0], h1[0])
+        self._job = (rounds, a)
+        if self._thread is not None and a < S:
+            self._seq = seq = (self._seq + 1) & 0x3FFFFFFF
+            post_block(self._sync, self._ctl, seq, n, a, S, rounds)
+
+    def _half(self, h, rounds, n, lo, hi, work, out) -> None:
+        f = self._fused
+        half_block(f[0], rounds, n, lo, hi, h, f[4], work, out)
+
+    def _synthesize(self, n: int, out: np.ndarray) -> None:
+        S = self.S
+        job, self._job = self._job, None
         out1 = self._out1 if n == self.block else self._out1[:n]
+        if job is not None:
+            rounds, a = job
+            h0, h1 = self._fused[2], self._fused[3]
+            if a >= S:
+                self._half(h0, rounds, n, 0, S, self.work, out)
+            elif self._thread is not None:
+                self._half(h0, rounds, n, 0, a, self.work, out)
+                wait_block(self._sync, self._seq)
+                add_into(out, out1, n)
+            else:
+                self._half(h1, rounds, n, a, S, self._work1, out1)
+                self._half(h0, rounds, n, 0, a, self.work, out)
+                add_into(out, out1, n)
+            self._tally(h0[-1])
+            self._tally(h1[-1])
+            return
+        a = split_point(self.voices.active, S, self.SHARE)
+        sr, hop, vs, rows, tables, lfo_w = (self._sr_f, self.hop, self.voices,
+                                            self.channels.rows, self.tables, self.lfo_w)
+        if a >= S:
+            synth_half(n, sr, hop, 0, S, vs, rows, tables, lfo_w, self.work, out)
+            return
         if self._thread is not None:
             self._seq = seq = (self._seq + 1) & 0x3FFFFFFF
-            post_block(self._sync, self._ctl, seq, n, a, S)
-            self._render_slots(0, a, n, out, self.work)
+            post_block(self._sync, self._ctl, seq, n, a, S, -1)
+            synth_half(n, sr, hop, 0, a, vs, rows, tables, lfo_w, self.work, out)
             wait_block(self._sync, seq)
         else:
-            out1.fill(0.0)
-            self._render_slots(a, S, n, out1, self._work1)
-            self._render_slots(0, a, n, out, self.work)
+            synth_half(n, sr, hop, a, S, vs, rows, tables, lfo_w, self._work1, out1)
+            synth_half(n, sr, hop, 0, a, vs, rows, tables, lfo_w, self.work, out)
         add_into(out, out1, n)
+
+    def _tally(self, res) -> None:
+        """A half's counts, as the instrument's step and ``_store`` count them."""
+        bad, outside, clamped = res.item(0), res.item(1), res.item(2)
+        if not (bad or outside or clamped):
+            return
+        res.fill(0)
+        guard = self.inst.guard
+        if outside:
+            guard.out_of_range += 1
+        if clamped:
+            self._counts[5] += clamped
+        if bad:
+            guard.bad_rows += 1
+            guard.mute("its controls became non-finite while playing")

@@ -406,6 +406,32 @@ class FastCNNDecoder(_FeedForwardDecoder):
             self.row_views["_cat2"] = [v.reshape(m, kc)
                                        for m, v in enumerate(self.row_views["_cat"])]
 
+    def fused_args(self, taper_coef: float = 0.0):
+        """The arguments of :func:`fast_kernels.cnn_rows` after ``n``: ``(w, geo, st, wk, par,
+        h_scaled)``, over this decoder's weights, state and work buffers (a :meth:`fork` has
+        its own work). ``taper_coef``: the instrument's range taper (its ``_TAPER_COEF``)."""
+        if getattr(self, "_fused_w", None) is None:
+            self._fused_w = (self.w_pre, self.b_pre, self.w_inp, self.b_inp,
+                             np.ascontiguousarray(np.stack(self.w_conv)),
+                             np.ascontiguousarray(np.stack(self.b_conv)),
+                             np.ascontiguousarray(np.stack(self.w_mix)),
+                             np.ascontiguousarray(np.stack(self.b_mix)),
+                             self.w_head_y, self.w_head_p, self.b_head)
+            self._fused_geo = (np.array(self.rings, np.int64), np.array(self.base, np.int64),
+                               np.ascontiguousarray(np.stack(self.off)))
+        clip = self.pitch_clip
+        par = np.array([0.0 if clip is None else clip[0], 0.0 if clip is None else clip[1],
+                        float(clip is not None), self.amp_max, self.noise_max, self.f0_off,
+                        self.mask_c0, taper_coef], np.float64)
+        if getattr(self, "_fused_tap", None) is None or len(self._fused_tap) != self.max_rows:
+            self._fused_tap = np.zeros(self.max_rows, np.float32)
+        wk = (self._x, self._p, self._h, self._cat, self._y, self._t, self._pos, self._o,
+              self._o2, self._hx, self._gx, self._bad, self._fused_tap)
+        return (self._fused_w, self._fused_geo, (self._flat, self.pos), wk, par,
+                np.ascontiguousarray(self.h_scaled, dtype=np.float32))
+
+    _fused_w = None
+
     def _rows(self, name: str, n: int) -> np.ndarray:
         v = self.row_views
         if v is not None:
@@ -502,6 +528,39 @@ class FastAttentionDecoder(_FeedForwardDecoder):
             [self.state[f"k{i}"] for i in range(L)], [self.state[f"v{i}"] for i in range(L)],
             self.w_proj, self.b_proj, self.g2, self.n2, self.w_ff1, self.b_ff1,
             self.w_ff2, self.b_ff2))
+
+
+_BLAS: list = []
+
+
+def blas_pointers() -> np.ndarray | None:
+    """``[sgemm, sgemv]``: the addresses of NumPy's own ILP64 ``cblas_sgemm``/``cblas_sgemv``
+    (its bundled OpenBLAS, the library ``np.dot`` calls), for :func:`fast_kernels.cnn_rows`;
+    None when they cannot be found (another BLAS build): the caller steps through NumPy."""
+    if not _BLAS:
+        _BLAS.append(_find_blas())
+    return _BLAS[0]
+
+
+def _find_blas():
+    import ctypes
+    import glob
+    import os
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "lib*openblas64*.so*"))):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pre in ("scipy_", ""):
+            try:
+                mm = getattr(lib, f"{pre}cblas_sgemm64_")
+                mv = getattr(lib, f"{pre}cblas_sgemv64_")
+            except AttributeError:
+                continue
+            return np.array([ctypes.cast(mm, ctypes.c_void_p).value,
+                             ctypes.cast(mv, ctypes.c_void_p).value], np.int64)
+    return None
 
 
 def _is_int64_rows(a: np.ndarray) -> bool:

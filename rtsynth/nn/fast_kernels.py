@@ -439,3 +439,106 @@ def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc, sw):  # p
                 a = np.float32(sc[j] * inv)
                 for d in range(dh):
                     out[r, c0 + d] += a * vr[s, w, c0 + d]
+
+
+# -- the whole CNN step in one nogil kernel ------------------------------------------------------
+# FastCNNDecoder.step is ~38 calls from Python (BLAS products and the kernels above), each taking
+# the GIL back: two threads stepping at once spend most of a small block handing it over. Here
+# the same step is one kernel, its products NumPy's own BLAS called through function pointers
+# (rtsynth.nn._blas: the calls np.dot makes), its exponentials float32 libm calls instead of
+# NumPy's SIMD loops (the heads, and the range taper), so the live engine's worker thread
+# (rtsynth.engine.parallel) steps its voices without the GIL.
+
+from .. import jit as _jit
+
+if _jit.status()["mode"] == "jit":
+    from . import _blas                  # the JIT and the ahead-of-time build
+else:
+    _blas = None                         # compiled: Numba is not imported (see ensure_jit)
+
+
+def ensure_jit() -> None:
+    """The kernels fell back to the JIT after this module was imported: load the intrinsics."""
+    global _blas
+    if _blas is None and _jit.status()["mode"] == "jit":
+        from . import _blas as b
+        _blas = b
+
+
+@subkernel
+def _dot(blas, m, a, b, c):  # pragma: no cover - compiled
+    """``c[:m] = a[:m] @ b`` as ``np.dot`` computes it (``a`` C-contiguous rows of
+    ``b.shape[0]`` floats, any shape; one row: ``sgemv``, else ``sgemm``)."""
+    k = b.shape[0]
+    nn = b.shape[1]
+    if m == 1:
+        _blas.gemv(blas[1], k, nn, b, nn, a, c)
+    elif m > 1:
+        _blas.gemm(blas[0], m, nn, k, a, k, b, nn, c, nn)
+
+
+@subkernel
+def _heads_exp_rows(hx, gx, n):  # pragma: no cover - compiled
+    """:func:`heads_exp` on rows ``:n``, in float32 libm calls."""
+    one = np.float32(1.0)
+    c = np.float32(-LN10)
+    for r in range(n):
+        for j in range(hx.shape[1]):
+            hx[r, j] = math.exp(hx[r, j])
+        for j in range(gx.shape[1]):
+            v = math.exp(gx[r, j])
+            v = math.log(v + one)
+            gx[r, j] = math.exp(v * c)
+
+
+@subkernel
+def cnn_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm, out_noise,
+             res):  # pragma: no cover - compiled
+    """:meth:`rtsynth.nn.fast.FastCNNDecoder.step` and the instrument's range taper on rows
+    ``:n`` (``features [.., F]``, ``slots``), in one call: ``w``, ``geo``, ``st``, ``wk``,
+    ``par`` from :meth:`FastCNNDecoder.fused_args` (weights, ring geometry, state, work,
+    constants), ``blas``: :func:`rtsynth.nn.fast.blas_pointers`. Adds the rows whose controls
+    were not finite (written as zeros, their voices reset) to ``res[0]``, those beyond the
+    pitch range to ``res[1]``."""
+    w_pre, b_pre, w_inp, b_inp, w_conv, b_conv, w_mix, b_mix, w_head_y, w_head_p, b_head = w
+    rings, base, off = geo
+    flat, pos_state = st
+    x, p, h, cat, y, t, pos, o, o2, hx, gx, bad, tap = wk
+    if n == 0:
+        return
+    lo = par[0]
+    hi = par[1]
+    sl = slots[:n]
+    R = 0
+    for l in range(rings.shape[0]):
+        R += rings[l]
+    n_out = decoder_inputs(features, z, x, n, lo, hi, par[2] != 0.0)
+    _dot(blas, n, x, w_pre, p)
+    bias_leaky(p[:n], b_pre)
+    _dot(blas, n, p, w_inp, h)
+    add_bias(h[:n], b_inp)
+    frame_positions(sl, pos_state, pos[:n])
+    for l in range(w_conv.shape[0]):
+        cnn_ring(flat, h[:n], sl, pos[:n], R, base[l], rings[l], off[l], cat[:n])
+        _dot(blas, n, cat, w_conv[l], y)
+        bias_leaky(y[:n], b_conv[l])
+        _dot(blas, n, y, w_mix[l], t)
+        residual(h[:n], t[:n], b_mix[l])
+    store_positions(sl, pos[:n], pos_state)
+    _dot(blas, n, h, w_head_y, o)
+    _dot(blas, n, p, w_head_p, o2)
+    heads_args(o[:n], o2[:n], b_head, hx[:n], gx[:n])
+    _heads_exp_rows(hx, gx, n)
+    n_bad = heads_out(hx[:n], gx[:n], features, h_scaled, par[3], par[4], par[5], par[6],
+                      out_harm[:n], out_noise[:n], bad[:n])
+    if n_bad:
+        for r in range(n):
+            if bad[r]:
+                pos_state[sl[r]] = 0
+    if n_out and par[2] != 0.0:
+        taper_args(features, n, lo, hi, par[7], tap)
+        for r in range(n):
+            tap[r] = math.exp(tap[r])
+        scale_rows(out_harm, out_noise, n, tap)
+    res[0] += n_bad
+    res[1] += n_out
