@@ -439,9 +439,10 @@ class Trainer:
         ts = self.ts
         audio = ts.audio.detach().cpu().numpy()
         n = ts.n_frames.cpu().numpy() * spec.HOP
+        # not the spectral-tilt copies (--tilt): brightened, they reach Nyquist
         exs = [rdata.Example(audio=a[:k], pitch_frames=np.zeros(1), f0=np.zeros(1), velocity=0,
                              release_sample=0, split="train", features=np.zeros((1, 1)))
-               for a, k in zip(audio, n)]
+               for a, k, i in zip(audio, n, ts.ids) if "-tilt" not in i]
         return round(rdata.source_bandwidth(exs), 1)
 
     def export(self, out: Path | None = None, extra: dict | None = None) -> Path:
