@@ -471,10 +471,19 @@ def render_instrument(name: str, out_root: str, flac: bool = False, density: flo
 # ----------------------------------------------------------------------------------------------
 # phrases (MIDI + WAV pairs for evaluating the engine)
 
+#: keys a SoundFont preset has no sample for (the dataset builder's silent notes): FluidSynth
+#: plays nothing there, so a held-out melody never asks for them (the reference would be
+#: silence, not the instrument)
+KEY_HOLES = {40: (94,)}          # FluidR3_GM violin
+
+
 def make_phrase(program: int, lo: int, hi: int, rng: np.random.Generator, n_notes: int = 8):
     """A legato monophonic phrase: notes with overlaps of one tick, vibrato on long notes,
-    a few bends. Returns (list of (tick, order, mido message), length in ticks, notes)."""
+    a few bends. Returns (list of (tick, order, mido message), length in ticks, notes).
+    A note on one of the program's :data:`KEY_HOLES` moves a semitone down (up at the bottom);
+    the random draws are the same as without holes."""
     import mido
+    holes = KEY_HOLES.get(program, ())
     ev = [(0, 0, mido.Message("program_change", channel=0, program=program))]
     for i, (cc, val) in enumerate([(101, 0), (100, 0), (6, BEND_RANGE), (38, 0), (101, 127),
                                    (100, 127)]):
@@ -483,6 +492,8 @@ def make_phrase(program: int, lo: int, hi: int, rng: np.random.Generator, n_note
     p = int(rng.integers(lo + 4, hi - 4))
     notes = []
     for j in range(n_notes):
+        while p in holes:
+            p = p - 1 if p - 1 >= lo and p - 1 not in holes else p + 1
         dur = int(rng.choice([40, 60, 90, 125, 180]))  # ticks (4 ms)
         vel = int(rng.integers(50, 120))
         legato = rng.random() < 0.6
