@@ -144,7 +144,7 @@ def cmd_play(args) -> int:
     player.start()
     made = driver.start()
     sr = engine.sr
-    lat = player.latency_frames
+    lat = player.latency_start     # as configured (a late first block may have moved it)
     dev_lat = driver.output_latency_frames
     inst = engine.inst
     print(f"rtsynth: playing {inst.name!r} ({inst.description}) at {sr} Hz, block {block}, "
@@ -156,7 +156,7 @@ def cmd_play(args) -> int:
         for n in midi_inputs.names:
             print(f"rtsynth: MIDI input {n}", flush=True)
     if player.sync:
-        mode = "sync: rendered in the JACK callback"
+        mode = "sync: rendered in the JACK callback, one block ahead for a while after a late one"
     else:
         n = 1 + player.ahead
         mode = f"buffered: {n} block{'s' if n > 1 else ''} rendered ahead"
@@ -200,15 +200,17 @@ def cmd_play(args) -> int:
 
 
 def _play_mode(args, driver_name: str) -> bool:
-    """True for sync mode (render in the JACK callback), False for the ring (render ahead)."""
+    """True for sync mode (render in the JACK callback: JACK's default), False for the ring
+    (render ahead: --buffered or --ahead, and always on PortAudio)."""
     if args.sync and (args.buffered or args.ahead is not None):
         raise UserError("--sync renders in the callback; --buffered/--ahead render ahead: "
                         "choose one")
     if args.sync and driver_name != "jack":
         raise UserError("--sync needs the JACK driver (a JACK server must be running)")
-    if args.sync:
-        return True
-    return False        # the default, on JACK too: the ring (--buffered, --ahead auto)
+    # JACK's default is sync: a block that would be late sends the next ones to the ring for
+    # a while (--ahead auto's policy there), and rendering comes back into the callback after
+    # --lower-after s of blocks that fit
+    return driver_name == "jack" and not (args.buffered or args.ahead is not None)
 
 
 #: ``--ahead auto`` (JACK's default): start one block ahead of the device (latency one block) and
@@ -469,17 +471,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connect the outputs to the system playback ports (JACK)")
     p.add_argument("--ahead", type=options.ahead, default=None, metavar="N|auto",
                    help="render N blocks ahead of the device into a ring: latency (1+N) "
-                        "blocks (implies --buffered). 'auto' (JACK's default): start at 0 (one "
-                        f"block of latency) and go one block further ahead after each underrun, "
-                        f"up to {AUTO_AHEAD_MAX}. PortAudio's default: 1")
+                        "blocks (implies --buffered). 'auto' (--buffered's default on JACK): "
+                        "start at 0 (one block of latency) and go one block further ahead after "
+                        f"each underrun, up to {AUTO_AHEAD_MAX}. PortAudio's default: 1")
     p.add_argument("--sync", action="store_true",
-                   help="JACK: render inside the process callback; no added latency (MIDI sounds "
-                        "at its exact frame in the same period), but no margin against a slow "
-                        "block: one that misses its period is a dropout (counted as an "
-                        "underrun). Best with light instruments and few voices")
+                   help="JACK (the default there): render inside the process callback; no added "
+                        "latency (MIDI sounds at its exact frame in the same period). A block "
+                        "that misses its period is a dropout (counted as an underrun) and sends "
+                        "the next ones to the ring, one block ahead, until --lower-after s of "
+                        "blocks fit")
     p.add_argument("--buffered", action="store_true",
-                   help="render ahead in a generator thread into a ring (the default): latency "
-                        "(1+ahead) blocks, a margin against a slow block; PortAudio always does")
+                   help="render ahead in a generator thread into a ring (JACK's default before "
+                        "sync; PortAudio always does): latency (1+ahead) blocks, a margin "
+                        "against a slow block")
     p.add_argument("--duration", type=options.checker("duration"), default=None,
                    help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")

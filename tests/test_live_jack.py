@@ -63,7 +63,7 @@ def test_ports_belong_to_one_client_named_rtsynth(wired):
 
 def test_notes_sound_in_order_at_pitch_with_constant_latency(wired):
     rig, proc, _, latency = wired
-    assert latency == PERIOD              # default (--ahead auto): one block of latency
+    assert latency == 0                   # default on JACK: sync, rendered in the callback
     pitches = [48, 55, 60, 64, 67, 72, 76, 81, 57, 62, 69, 74]
     spacing, length = 12000, 8000
     rng = np.random.default_rng(1)
@@ -83,9 +83,10 @@ def test_notes_sound_in_order_at_pitch_with_constant_latency(wired):
     on_frames = res.event_frames[0::3]
     onsets = detect_onsets(res.audio, on_frames, threshold=1e-4, rel=4.0)
     assert np.all(onsets >= 0), onsets
-    # Nothing sounds before the configured latency; the attack ramps from zero over the first
-    # control frame (spec.HOP samples), so the detector finds it within that frame. The exact,
-    # jitter-free timing is what the live == offline test shows sample by sample.
+    # Nothing sounds before the latency it plays at (0 in sync; a block or more after a late
+    # block sent it to the ring); the attack ramps from zero within the first control frame
+    # (spec.HOP samples), so the detector finds it there. The exact, jitter-free timing is what
+    # the live == offline test shows sample by sample.
     from rtsynth import spec
     assert np.all(onsets >= latency) and np.all(onsets <= latency + spec.HOP), onsets
     mono = res.audio.mean(axis=0)
@@ -177,8 +178,13 @@ def test_stops_cleanly_and_reports(rtsynth_live, wired):
     code = proc.stop()
     assert code == 0
     st = json.loads(stats.read_text())
-    # --ahead auto: one block, plus one for each underrun (a busy machine), at most 3
-    assert st["latency_frames"] == (1 + st["ahead"]) * PERIOD and st["blocks"] > 0
+    # sync (the default): latency 0; after a late block the ring, --ahead auto's: one block,
+    # plus one for each underrun (a busy machine), at most 3
+    assert st["sync"] and st["blocks"] > 0
+    if st["mode"] == "sync":
+        assert st["latency_frames"] == 0 and st["ahead"] == 0
+    else:
+        assert st["latency_frames"] == (1 + st["ahead"]) * PERIOD and st["sync_fallbacks"] >= 1
     # ... and one less for each stable period after (--lower-after)
     assert st["ahead"] == st["latency_raises"] - st["latency_lowers"] <= st["ahead_max"] == 2
     assert "underruns" in proc.output
@@ -220,12 +226,12 @@ def _onsets(rig, n=6, spacing=6000):
 
 
 def test_latency_raised_by_own_underruns_comes_back_down(jack_server, jack_rig, tmp_path):
-    """Simulated lateness of rtsynth's own (its generator stalls 8 ms, three periods, every 25
-    blocks for the first 250): latency goes up; 1.5 s without lateness of its own later it is
-    back where it began, notes placed exactly there."""
+    """--buffered, simulated lateness of rtsynth's own (its generator stalls 8 ms, three
+    periods, every 25 blocks for the first 250): latency goes up; 1.5 s without lateness of its
+    own later it is back where it began, notes placed exactly there."""
     _wait_gone(jack_rig)
     stats = tmp_path / "stats.json"
-    with start_play(jack_server, stats, "--lower-after", "1.5",
+    with start_play(jack_server, stats, "--buffered", "--lower-after", "1.5",
                     env={"RTSYNTH_TEST_STALL": "25:8:250"}) as proc:
         hist = wait_counters(proc, lambda h: max(x["latency_frames"] for x in h) > PERIOD
                              and h[-1]["latency_frames"] == PERIOD
@@ -245,12 +251,13 @@ def test_latency_raised_by_own_underruns_comes_back_down(jack_server, jack_rig, 
 
 
 def test_sync_falls_back_to_the_ring_and_returns(jack_server, jack_rig, tmp_path):
-    """--sync with a block that does not fit its period (a 4 ms stall in the callback every 100
-    blocks for the first 300): the next blocks come from the ring (latency one block); 1.5 s of
-    blocks that fit later rendering is back in the callback (latency 0), notes exact."""
+    """The default (sync) with a block that does not fit its period (a 4 ms stall in the
+    callback every 100 blocks for the first 300): the next blocks come from the ring (latency
+    one block, more after stalls there); 1.5 s of blocks that fit later rendering is back in
+    the callback (latency 0), notes exact."""
     _wait_gone(jack_rig)
     stats = tmp_path / "stats.json"
-    with start_play(jack_server, stats, "--sync", "--lower-after", "1.5",
+    with start_play(jack_server, stats, "--lower-after", "1.5",
                     env={"RTSYNTH_TEST_STALL": "100:4:300"}) as proc:
         hist = wait_counters(proc, lambda h: any(x["latency_frames"] > 0 for x in h)
                              and h[-1]["latency_frames"] == 0, timeout=60)
@@ -265,15 +272,17 @@ def test_sync_falls_back_to_the_ring_and_returns(jack_server, jack_rig, tmp_path
         assert np.all(on >= 0) and np.all(on <= spec.HOP), (on, hist)
 
 
-def test_server_wide_xruns_do_not_raise_latency(jack_server, jack_rig, tmp_path):
+@pytest.mark.parametrize("mode", ["--sync", "--buffered"])
+def test_server_wide_xruns_do_not_raise_latency(jack_server, jack_rig, tmp_path, mode):
     """Another client on the server overruns its period (the whole graph late, xruns rtsynth
-    did not cause): rtsynth counts them as the server's and does not go further ahead."""
+    did not cause): rtsynth counts them as the server's and does not go further ahead, in
+    either mode."""
     import time
 
     import jack
     _wait_gone(jack_rig)
     stats = tmp_path / "stats.json"
-    with start_play(jack_server, stats, "--lower-after", "100") as proc:
+    with start_play(jack_server, stats, mode, "--lower-after", "100") as proc:
         hog = jack.Client("hog", no_start_server=True, servername=jack_server.name)
         n = {"cycles": 0}
 

@@ -35,10 +35,12 @@ Sync mode (JACK, ``--sync``) renders in the process callback: latency 0. After a
 that took more than :data:`SYNC_HIGH` of its period (or more than :data:`SYNC_LOW` and ended
 after it: a late block, counted as an underrun; a block late only because the graph began the
 cycle late is the server's, and stays in the callback) the next blocks come from the ring
-(``ahead = 0``, latency one block, rendered by the generator thread); once the blocks of ``lower_after`` seconds have fitted (1% at most
+(``ahead = 0``, latency one block, rendered by the generator thread; further ahead after
+underruns there, as above); once the blocks of ``lower_after`` seconds have fitted (1% at most
 over :data:`SYNC_LOW` of a period, one in :data:`SYNC_SPIKES` over :data:`SYNC_HIGH`), the
 ring is drained (the generator stops, the callback plays what is left, MIDI keeps its place)
-and rendering returns into the callback. Events never change
+and rendering returns into the callback: straight from however far ahead the ring had gone,
+not one block per stable period first. Events never change
 order across a switch (:meth:`midi_at_frame` keeps their times non-decreasing).
 
 Overload: when the generator's time per block stays above :data:`SHED_HIGH` of the period
@@ -243,7 +245,9 @@ class Player:
             self._server_late_cb = cb      # back to back: the server catching up
         if (self.mode == MODE_DRAIN and self.w <= self.r and not self._gen_busy):
             # the ring is empty and the generator idle: render in the callback from here on
+            # (straight from however far ahead the ring had gone: its blocks are given back)
             self.mode = MODE_SYNC
+            self.latency_lowers += self.ahead
             self.ahead = 0
             self.latency_frames = 0
             self.sync_returns += 1
@@ -297,7 +301,7 @@ class Player:
         avail = self.w - r
         stable = (cb - self._last_own_cb >= self._lower_cbs
                   and cb - self._last_change_cb >= self._lower_cbs and not self._pending_cb)
-        if (stable and self.mode == MODE_RING and self.ahead > self._ahead0
+        if (stable and self.mode == MODE_RING and self.ahead > self._ahead0 and not self.sync
                 and avail >= frames + self.block and not self._gap):
             # give one block of latency back: skip it, crossfaded; r + latency stays put
             n = len(self._xf)

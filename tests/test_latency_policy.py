@@ -1,0 +1,80 @@
+"""The live latency policy (rtsynth.live.player) driven callback by callback, without a server:
+sync mode (JACK's default) falls back to the ring when a block is late, goes further ahead when
+the ring runs dry, and returns into the callback once blocks fit for ``lower_after`` seconds,
+straight from however far ahead it had gone (issue 16.1, and 16.2: no ratchet).
+
+The process callback is this test's loop, paced at the period: what the JACK driver calls
+(``begin_cycle``, ``cycle``), with a real engine and the player's real generator thread; the
+lateness is the player's own test stall (``RTSYNTH_TEST_STALL``'s attributes).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from rtsynth.engine import Engine
+from rtsynth.instruments import load_instrument
+from rtsynth.live.player import MODE_SYNC, Player
+
+BLOCK = 128
+SR = 48000
+
+
+def _player(lower_after: float) -> Player:
+    eng = Engine(load_instrument("basic"), block=BLOCK, n_slots=8, reverb=0.0)
+    eng.warmup()
+    return Player(eng, ahead=0, ahead_max=2, sync=True, lower_after=lower_after)
+
+
+def _callbacks(p: Player, n: int, trace: list, until=None) -> None:
+    """``n`` process callbacks at the period's pace (stop early once ``until(p)``); appends
+    ``(callback, mode, latency_frames)`` after each."""
+    left = np.zeros(BLOCK, np.float32)
+    right = np.zeros(BLOCK, np.float32)
+    period = BLOCK / SR
+    t_next = time.perf_counter()
+    for _ in range(n):
+        t_next += period
+        p.begin_cycle()
+        p.cycle(left, right, BLOCK)
+        trace.append((p.callbacks, p.mode, p.latency_frames))
+        if until is not None and until(p):
+            return
+        dt = t_next - time.perf_counter()
+        if dt > 0:
+            time.sleep(dt)
+        else:
+            t_next = time.perf_counter()      # a loaded machine: no burst of catching up
+
+
+def test_sync_falls_back_goes_further_ahead_and_returns_straight_to_the_callback():
+    p = _player(lower_after=0.25)             # 94 callbacks of 2.67 ms
+    p.start()
+    trace: list = []
+    try:
+        # 8 ms (three periods) every third block, wherever it is rendered: the callback's block
+        # is late (to the ring), and the ring, one block ahead, runs dry (further ahead)
+        p._stall_every, p._stall_s, p._stall_until = 3, 0.008, 0
+        _callbacks(p, 150, trace)
+        assert p.sync_fallbacks >= 1 and p.late_blocks >= 1
+        assert p.latency_raises >= 1 and max(lat for _, _, lat in trace) >= 2 * BLOCK, trace[-5:]
+        p._stall_every = 0                    # blocks fit from here on
+        calm = p.callbacks
+        _callbacks(p, 3000, trace, until=lambda q: q.mode == MODE_SYNC)
+    finally:
+        p.stop()
+    assert p.mode == MODE_SYNC and p.latency_frames == 0 and p.ahead == 0, trace[-5:]
+    assert p.sync_returns >= 1
+    # every block it had gone ahead given back (the stats' ahead = raises - lowers holds)
+    assert p.latency_lowers == p.latency_raises
+    # straight back: about one stable period after the stalls end, where giving the blocks back
+    # one per stable period first (two of them from three blocks) and then leaving the ring
+    # took three
+    back = trace[-1][0]
+    assert back - calm < 2 * p._lower_cbs, (back, calm, p._lower_cbs)
+    # between the fallback and the return the latency never went below one block: the ring
+    # was not skipped (MIDI keeps its place), it was played out
+    ring = [lat for cb, mode, lat in trace if cb < back and mode != MODE_SYNC]
+    assert ring and min(ring) >= BLOCK
