@@ -67,8 +67,8 @@ def _plain_engine(args, block: int | None, device_rate: int | None = None,
     if offline:
         from .render import offline_engine
         return offline_engine(inst, block=block, **kw)
-    from .engine import Engine
-    return Engine(inst, block=block, **kw)
+    from .engine.parallel import ParallelEngine
+    return ParallelEngine(inst, block=block, threads=getattr(args, "threads", None), **kw)
 
 
 # --------------------------------------------------------------------------- play
@@ -415,7 +415,12 @@ def cmd_devices(args) -> int:
 
 
 # --------------------------------------------------------------------------- main
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
+#: ``play``'s voice slots: FluidSynth's capacity on two cores at 128 frames (the live engine
+#: synthesises over two threads, :mod:`rtsynth.engine.parallel`); ``render`` keeps 32
+PLAY_POLYPHONY = 192
+
+
+def _add_engine_options(p: argparse.ArgumentParser, polyphony: int = 32) -> None:
     from .instruments import add_option as _instrument_option
     _instrument_option(p)           # -i NAME|PATH|help
     p.add_argument("-r", "--sample-rate", type=options.checker("sample_rate"), default=None,
@@ -426,8 +431,9 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    + " (default: JACK's period, else 128; render: 8192)")
     p.add_argument("-g", "--gain", type=options.checker("gain"), default=0.5,
                    help="master gain, " + options.help_range("gain") + " (default 0.5)")
-    p.add_argument("--polyphony", type=options.checker("polyphony"), default=32,
-                   help="voice slots, " + options.help_range("polyphony") + " (default 32)")
+    p.add_argument("--polyphony", type=options.checker("polyphony"), default=polyphony,
+                   help="voice slots, " + options.help_range("polyphony")
+                   + f" (default {polyphony})")
     p.add_argument("--reverb", type=options.checker("reverb"), default=0.12,
                    help="reverb send, " + options.help_range("reverb") + ", 0 = dry")
     p.add_argument("--timbre-cc", type=options.checker("timbre_cc"), default=None,
@@ -456,7 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("play", help="play live from MIDI inputs")
-    _add_engine_options(p)
+    _add_engine_options(p, polyphony=PLAY_POLYPHONY)
+    p.add_argument("--threads", type=options.checker("threads"), default=None,
+                   help="synthesis threads, " + options.help_range("threads")
+                   + " (default: 2 on a machine of two cores or more; the same samples)")
     p.add_argument("--driver", choices=["auto", "jack", "portaudio"], default="auto",
                    help="audio back end (auto: JACK when a server runs, else PortAudio)")
     p.add_argument("-a", "--audio-device", default=None,

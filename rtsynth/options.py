@@ -60,6 +60,7 @@ LIMITS: dict[str, Limit] = {
     "ahead": Limit(0, 16, True, "blocks"),
     "reconnect_timeout": Limit(0.0, 1e6, unit="s"),
     "lower_after": Limit(0.01, 1e6, unit="s"),
+    "threads": Limit(1, 2, True),
 }
 
 

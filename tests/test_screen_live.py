@@ -102,7 +102,8 @@ def test_screen_shows_meters_and_changes_while_notes_play(terminal, jack_rig):
     time.sleep(0.5)
     quiet = t.capture()
     q = screen_numbers(quiet)
-    assert q["voices"] == 0 and q["slots"] == 32
+    from rtsynth.cli import PLAY_POLYPHONY
+    assert q["voices"] == 0 and q["slots"] == PLAY_POLYPHONY     # play's default polyphony
     assert all(p <= -100 for p in q["peak"]), quiet            # silence: the floor
     assert "xruns" in quiet and "latency" in quiet and "cpu" in quiet
     chord = [(0, bytes([0x90, 60, 110])), (0, bytes([0x90, 64, 110])),
@@ -111,7 +112,7 @@ def test_screen_shows_meters_and_changes_while_notes_play(terminal, jack_rig):
     run = threading.Thread(target=jack_rig.run, args=(chord, int(2.5 * SR)))
     run.start()
     try:
-        loud = t.wait_for(r"voices\s+3/32", timeout=10)
+        loud = t.wait_for(rf"voices\s+3/{PLAY_POLYPHONY}", timeout=10)
         time.sleep(0.4)
         loud = t.capture()
     finally:
