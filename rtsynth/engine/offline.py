@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
 from ..dsp.synth import make_work
 from ..jit import kernel
+from ..nn.fast_kernels import cnn_rows
 from .block import Engine
 
 try:
@@ -55,6 +57,15 @@ def _join_rows(n, where, h0, g0, h1, g1, harm, noise):
 
 
 @kernel
+def _model_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, harm, noise, res):
+    """A CNN instrument's step on rows ``:n`` (several frames of a voice in order), range taper
+    included, in one nogil call (:func:`rtsynth.nn.fast_kernels.cnn_rows`, the live
+    ParallelEngine's fused step): no Python between its ~38 operations, so the two render
+    threads step their halves at once instead of taking turns at the GIL."""
+    cnn_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, harm, noise, res)
+
+
+@kernel
 def _add_into(out, other, n):
     for t in range(n):
         out[t, 0] += other[t, 0]
@@ -93,6 +104,7 @@ class OfflineEngine(Engine):
     def _make_steppers(self) -> None:
         inst = self.inst
         self._steppers = None
+        self._fused = None
         if self._multi_frame and hasattr(inst, "steppers"):
             self._steppers = inst.steppers(2)
             if len(self._steppers) < 2:
@@ -105,6 +117,50 @@ class OfflineEngine(Engine):
             self._bh = [np.zeros((M, self.K), np.float32) for _ in range(2)]
             self._bg = [np.zeros((M, self.B), np.float32) for _ in range(2)]
             self._where = np.zeros(M, np.int64)
+            self._fused = self._fused_steps()
+
+    def _fused_steps(self):
+        """``(blas, zb, args of stepper 0, of stepper 1)`` for :func:`_model_rows` when the
+        instrument is a CNN whose steppers are its decoder and a fork of it (their weights,
+        state and work), else None (the steppers run as they are)."""
+        from ..nn.fast import FastCNNDecoder, blas_pointers
+        inst = self.inst
+        fast = getattr(inst, "_fast", None)
+        if not isinstance(fast, FastCNNDecoder) or getattr(inst, "guard", None) is None:
+            return None
+        other = getattr(getattr(self._steppers[1], "__self__", None), "fast", None)
+        if not isinstance(other, FastCNNDecoder) or other is fast:
+            return None
+        blas = blas_pointers()
+        if blas is None:
+            return None
+        from ..nn.neural import _TAPER_COEF
+        zb = np.zeros((1, fast.z_dim), np.float32)
+        args = [dec.fused_args(_TAPER_COEF) + (np.zeros(2, np.int64),) for dec in (fast, other)]
+        return blas, zb, args[0], args[1]
+
+    def _fused_step(self, i: int, features, slots, out_harm, out_noise) -> None:
+        """Stepper ``i`` (its decoder's work) through :func:`_model_rows`: the step's
+        signature after ``i``."""
+        blas, zb, a0, a1 = self._fused
+        w, geo, st, wk, par, h_scaled, res = a0 if i == 0 else a1
+        _model_rows(blas, features, zb, slots, len(slots), w, geo, st, wk, par, h_scaled,
+                    out_harm, out_noise, res)
+
+    def _fused_tally(self) -> None:
+        """The fused steps' counts, as the instrument's step counts them: rows beyond the
+        pitch range, and non-finite controls (written as zeros: the instrument is muted)."""
+        guard = self.inst.guard
+        for a in self._fused[2:]:
+            res = a[-1]
+            bad, outside = res.item(0), res.item(1)
+            if bad or outside:
+                res.fill(0)
+                if outside:
+                    guard.out_of_range += 1
+                if bad:
+                    guard.bad_rows += 1
+                    guard.mute("its controls became non-finite while playing")
 
     def _allocate_instrument(self) -> None:
         super()._allocate_instrument()
@@ -206,6 +262,12 @@ class OfflineEngine(Engine):
         bf, bs, bh, bg = self._bf, self._bs, self._bh, self._bg
         n0, n1 = _split_rows(rounds, self.plan, split, bf[0], bs[0], bf[1], bs[1], self._where)
         step0, step1 = self._steppers
+        if self._fused is not None and self.inst.guard.fault is None:
+            z = getattr(self.inst, "z", None)
+            if z is not None and self._fused[1].shape[1]:
+                self._fused[1][0] = z
+            step0 = partial(self._fused_step, 0)
+            step1 = partial(self._fused_step, 1)
         fut = None
         if n1 and n0 and self._here:
             step1(bf[1][:n1], bs[1][:n1], bh[1][:n1], bg[1][:n1])
@@ -217,6 +279,8 @@ class OfflineEngine(Engine):
             step0(bf[0][:n0], bs[0][:n0], bh[0][:n0], bg[0][:n0])
         if fut is not None:
             fut.result()
+        if self._fused is not None:
+            self._fused_tally()
         _join_rows(rows, self._where, bh[0], bg[0], bh[1], bg[1], self._harm_out,
                    self._noise_out)
         self._store(0, rounds)
