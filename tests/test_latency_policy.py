@@ -6,6 +6,7 @@ straight from however far ahead it had gone (issue 16.1, and 16.2: no ratchet).
 The process callback is this test's loop, paced at the period: what the JACK driver calls
 (``begin_cycle``, ``cycle``), with a real engine and the player's real generator thread; the
 lateness is the player's own test stall (``RTSYNTH_TEST_STALL``'s attributes).
+Start-up lateness (the first ``STARTUP_GRACE_S``) is not rtsynth's own.
 """
 
 from __future__ import annotations
@@ -54,9 +55,15 @@ def test_sync_falls_back_goes_further_ahead_and_returns_straight_to_the_callback
     p.start()
     trace: list = []
     try:
-        # 8 ms (three periods) every third block, wherever it is rendered: the callback's block
-        # is late (to the ring), and the ring, one block ahead, runs dry (further ahead)
+        # 8 ms (three periods) every third block, wherever it is rendered: in the start-up
+        # grace (the client being wired up) late blocks are not its own and stay in the callback
         p._stall_every, p._stall_s, p._stall_until = 3, 0.008, 0
+        _callbacks(p, p._startup_cbs - 5, trace)
+        assert p.late_blocks >= 1 and p.own_underruns == 0 and p.sync_fallbacks == 0
+        assert p.mode == MODE_SYNC and p.latency_frames == 0
+        _callbacks(p, 5, trace)
+        # ... after it, the callback's late block sends the next ones to the ring, and the ring,
+        # one block ahead, runs dry (further ahead)
         _callbacks(p, 150, trace)
         assert p.sync_fallbacks >= 1 and p.late_blocks >= 1
         assert p.latency_raises >= 1 and max(lat for _, _, lat in trace) >= 2 * BLOCK, trace[-5:]

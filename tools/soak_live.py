@@ -3,7 +3,7 @@ connected and disconnected over and over, notes played, own lateness at the star
 generator) and server-wide xruns throughout (another client overrunning its period); at the end
 the latency must be where it began, and no note may hang.
 
-    .venv/bin/python tools/soak_live.py --minutes 2 [-i flute-lite] [--sync]
+    .venv/bin/python tools/soak_live.py --minutes 2 [-i flute-lite] [--buffered]
 
 Prints one JSON line with the counters and exits 1 when the latency did not come back.
 """
@@ -24,7 +24,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("-i", "--instrument", default="basic")
-    ap.add_argument("--sync", action="store_true")
+    ap.add_argument("--buffered", action="store_true",
+                    help="the ring (the default is sync, JACK's default)")
     ap.add_argument("--lower-after", type=float, default=10.0)
     args = ap.parse_args(argv)
 
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     from rtsynth.testing.play import counters, read_stats, start_play
 
     stats = Path(tempfile.mkdtemp(prefix="rtsynth-soak-")) / "stats.json"
-    extra = ["--lower-after", str(args.lower_after)] + (["--sync"] if args.sync else [])
+    extra = ["--lower-after", str(args.lower_after)] + (["--buffered"] if args.buffered else [])
     with JackServer(period=128) as srv:
         # own lateness in the first 2000 blocks (5 s): 8 ms every 150 blocks
         with start_play(srv, stats, *extra, instrument=args.instrument,

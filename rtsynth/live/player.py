@@ -24,14 +24,15 @@ Real-time rules (docs/TEAM.md, 'Real-time path'), as they apply here:
 Latency policy (no ratchet). An underrun is *rtsynth's own* when no sign of the whole graph
 being late lies within ``SERVER_GRACE`` cycles of it; the signs are the server's xrun callback,
 cycles it skipped (its frame clock jumped) and a callback that came less than half a period
-after the previous one (the server catching up). Only rtsynth's own underruns render more
+after the previous one (the server catching up); nor is one in the first ``STARTUP_GRACE_S``
+after the client started (being wired up). Only rtsynth's own underruns render more
 blocks ahead, one for each callback they left short (``--ahead auto``, up to ``ahead_max``).
 After ``lower_after`` seconds (default :data:`LOWER_AFTER_S`) with no underrun of its own, one
 block of latency is given back: the
 callback skips one block of the ring with a ``GAP_FADE``-frame crossfade (MIDI keeps its place,
 ``r + latency`` does not move), and so on, one block per stable period, down to where it began.
 
-Sync mode (JACK, ``--sync``) renders in the process callback: latency 0. After a callback
+Sync mode (JACK's default, ``--sync``) renders in the process callback: latency 0. After a callback
 that took more than :data:`SYNC_HIGH` of its period (or more than :data:`SYNC_LOW` and ended
 after it: a late block, counted as an underrun; a block late only because the graph began the
 cycle late is the server's, and stays in the callback) the next blocks come from the ring
@@ -73,6 +74,12 @@ GAP_FADE = 64      # frames of fade in/out around a gap
 from .drivers import LOWER_AFTER_S  # noqa: E402  (--lower-after's default; see there)
 #: cycles either side of a sign of a server-wide xrun within which an underrun is the server's
 SERVER_GRACE = 8
+#: the first callbacks after the client starts run while it is being wired up (ports connected,
+#: the main thread holding the GIL for the banner): lateness there (seen on a loaded VM in the
+#: first 40 ms) says nothing about whether blocks fit. For this long after the first callback an
+#: underrun or a late block is not rtsynth's own: it raises no latency and, in sync mode, does not
+#: send the blocks to the ring (counted in ``server_underruns``)
+STARTUP_GRACE_S = 0.5
 #: sync mode: a block that took more than this fraction of the period goes to the ring
 SYNC_HIGH = 0.85
 #: ... and rendering returns into the callback after a stable period in which at most 1% of
@@ -201,6 +208,7 @@ class Player:
         per_s = engine.sr / self.block
         self.lower_after = float(lower_after)
         self._lower_cbs = max(1, int(round(self.lower_after * per_s)))
+        self._startup_cbs = int(round(STARTUP_GRACE_S * per_s))
         self._server_late_cb = -(1 << 40)   # the last sign of a server-wide xrun
         self._pending_cb = 0       # an underrun not yet classified (its callback number)
         self._pending_n = 0        # underruns since then (classified with it)
@@ -271,11 +279,12 @@ class Player:
     def _classify(self, cb: int) -> None:
         """An underrun at callback ``cb``, once ``SERVER_GRACE`` cycles have passed."""
         n, self._pending_n = self._pending_n, 0
-        if abs(cb - self._server_late_cb) <= SERVER_GRACE:
+        if abs(cb - self._server_late_cb) <= SERVER_GRACE or cb <= self._startup_cbs:
             self.server_underruns += n
             return
         self.own_underruns += n
         self._last_own_cb = cb
+        self._win_n = self._win_low = self._win_high = 0     # the stable period starts again
         # a stall that emptied the ring at k callbacks needed k blocks more in hand
         k = min(n, self.ahead_max - self.ahead) if self.mode == MODE_RING else 0
         if k > 0:
@@ -389,12 +398,13 @@ class Player:
             self.underruns += 1
             self.underrun_frames += frames
             self._gap = True
-            if own > SYNC_LOW:
+            if own > SYNC_LOW and self.callbacks > self._startup_cbs:
                 self.own_underruns += 1
                 self._last_own_cb = self.callbacks
             else:
                 self.server_underruns += 1
-        if own > SYNC_HIGH or (used > 1.0 and own > SYNC_LOW):
+        if (self.callbacks > self._startup_cbs
+                and (own > SYNC_HIGH or (used > 1.0 and own > SYNC_LOW))):
             # the next block would be late too: render it ahead, in the generator
             self.mode = MODE_RING
             self.ahead = 0
