@@ -145,16 +145,28 @@ def measure_felt_latency(live: LiveSynth, repeats: int = 2, spacing: int = 24000
 
 # -- 2./3. held voices: dropouts under load, capacity ------------------------------------------
 
+#: the channels a multi-channel held run spreads its voices over: all but GM's drum channel
+SPREAD_CHANNELS = [c for c in range(16) if c != 9]
+
+
 def held_stream(k: int, seconds: float, sr: int, first: int, *, program: int | None = None,
-                rate_hz: float = 100.0, bend: bool = True, cc: bool = True) -> tuple[list, int, int]:
-    """K held notes (spread over channels 0-3, 64 per channel), continuous pitch bend, CC1 and
-    CC11 traffic; returns ``(events, hold_start, hold_end)`` (frames from the run start)."""
+                rate_hz: float = 100.0, bend: bool = True, cc: bool = True,
+                spread: bool = False) -> tuple[list, int, int]:
+    """K held notes (spread over channels 0-3, 64 per channel; ``spread``: dealt round over
+    the 15 channels of :data:`SPREAD_CHANNELS`, as a multi-part piece would), continuous pitch
+    bend, CC1 and CC11 traffic on every channel used; returns ``(events, hold_start,
+    hold_end)`` (frames from the run start)."""
     ev = []
-    n_ch = max(1, math.ceil(k / 64))
-    chans = list(range(n_ch))
+    if spread:
+        chans = SPREAD_CHANNELS[:max(1, min(k, len(SPREAD_CHANNELS)))]
+    else:
+        chans = list(range(max(1, math.ceil(k / 64))))
+
+    def chan(i):
+        return chans[i % len(chans)] if spread else i // 64
     ev += [(0, e) for _, e in _program_events(program, chans)]
     for i in range(k):
-        ch = i // 64
+        ch = chan(i)
         pitch = 36 + (i * 5) % 64
         ev.append((first + i, bytes([0x90 | ch, pitch, 80 + (i % 4) * 10])))
     end = first + int(seconds * sr)
@@ -175,7 +187,7 @@ def held_stream(k: int, seconds: float, sr: int, first: int, *, program: int | N
         t += step
         j += 1
     for i in range(k):
-        ch = i // 64
+        ch = chan(i)
         pitch = 36 + (i * 5) % 64
         ev.append((end, bytes([0x80 | ch, pitch, 0])))
     ev += [(end + 1, e) for _, e in _silence_events(chans)]
@@ -183,7 +195,7 @@ def held_stream(k: int, seconds: float, sr: int, first: int, *, program: int | N
 
 
 def measure_held(live: LiveSynth, server: JackServer | None, k: int, seconds: float,
-                 settle: float = 0.5) -> dict:
+                 settle: float = 0.5, spread: bool = False) -> dict:
     """Hold ``k`` voices for ``seconds`` with bend/CC traffic. Dropouts found three ways:
     silent gaps (>= ``GAP_MIN`` frames of exact zeros) in the recording while the notes sound,
     xruns the server blames on the synth's client, and (after exit) the synth's own underrun
@@ -192,7 +204,7 @@ def measure_held(live: LiveSynth, server: JackServer | None, k: int, seconds: fl
     sr, bs = rig.sample_rate, rig.blocksize
     first = 4 * bs
     program = live.spec.sustain_program
-    ev, t_on, t_off = held_stream(k, seconds, sr, first, program=program)
+    ev, t_on, t_off = held_stream(k, seconds, sr, first, program=program, spread=spread)
     since = server.log_size() if server is not None else 0
     res = rig.run(ev, t_off + sr // 4, cpu_load=True)
     res_len = res.audio.shape[1]
@@ -203,7 +215,7 @@ def measure_held(live: LiveSynth, server: JackServer | None, k: int, seconds: fl
     gaps = [(a, n) for a, n in find_gaps(res.audio, lo, t_off, min_len=GAP_MIN)
             if res.recorded[a:a + n].all()]
     # frames the synth produced silence for, in blocks (a dropped block leaves one full gap)
-    out = {"voices": k, "seconds": seconds, "block": bs, "gaps": len(gaps),
+    out = {"voices": k, "seconds": seconds, "block": bs, "gaps": len(gaps), "spread": spread,
            "gap_frames": int(sum(n for _, n in gaps)),
            "unrecorded_frames": int((~res.recorded[lo:t_off]).sum()),
            "rig_xruns": res.xruns,

@@ -17,6 +17,9 @@ from . import measure as M
 from .synths import LiveSynth, SynthSpec, fluidsynth_spec, rtsynth_spec
 
 MAIN_BLOCK = 128
+#: the capacity ramp: voices dealt over 15 channels (measure.held_stream's ``spread``), steps of
+#: 32 from 64 up to 256 (FluidSynth's default polyphony)
+CAPACITY_STEPS = [8, 16, 32, 64, 96, 128, 160, 192, 224, 256]
 
 
 @dataclass
@@ -51,7 +54,7 @@ class BenchConfig:
         self.notes = self.notes or (60 if q else 200)
         self.load_seconds = self.load_seconds or (5.0 if q else 60.0)
         self.capacity_steps = self.capacity_steps or (
-            [16, 32, 64] if q else [8, 16, 24, 32, 48, 64, 96, 128, 192, 256])
+            [16, 32, 64] if q else CAPACITY_STEPS)
         self.capacity_seconds = self.capacity_seconds or (2.0 if q else 5.0)
         if self.capacity_retry is None:
             # a shared VM stalls now and then (server-wide xruns): a step fails only when a
@@ -266,10 +269,10 @@ def _startup_latency(cfg, spec, env, rig, block, main, r, log) -> str | None:
     return None
 
 
-def _held_run(spec, env, rig, block, server, k, seconds, workdir) -> dict:
+def _held_run(spec, env, rig, block, server, k, seconds, workdir, spread=False) -> dict:
     live = LiveSynth(spec, env, rig, block, voices=max(k, 32), workdir=workdir)
     with live:
-        row = M.measure_held(live, server, k, seconds)
+        row = M.measure_held(live, server, k, seconds, spread=spread)
     return M.finish_held(row, live.stats)
 
 
@@ -282,7 +285,7 @@ def _capacity(cfg, spec, env, rig, block, server, log, r) -> dict:
             log(f"[{block}] capacity {k} voices{' (again)' if attempt else ''}: {spec.label}")
             try:
                 row = _held_run(spec, env, rig, block, server, k, cfg.capacity_seconds,
-                                cfg.workdir)
+                                cfg.workdir, spread=True)
             except Exception as e:  # noqa: BLE001
                 row = {"voices": k, "error": _err_line(e), "dropouts": None}
                 r["errors"].append(f"capacity {k}: {_err_line(e)}")
