@@ -382,12 +382,9 @@ def test_rack_block_path_keeps_nothing_of_its_own():
     rack = build_rack(rack_args(), 128, None, False, {0: "basic", 1: f"lv2:{SYNTHV1}"}, fx)
     try:
         rack.warmup()
-        for _ in range(50):
-            rack.render()
-        tracemalloc.start()
-        try:
-            s0 = tracemalloc.take_snapshot()
-            for k in range(1500):
+
+        def play(blocks):
+            for k in range(blocks):
                 if k % 20 == 0:
                     rack.push(rack.time + 5, bytes([0x91, 60 + k % 7, 90]))
                     rack.push(rack.time + 7, bytes([0x90, 50 + k % 5, 90]))
@@ -395,6 +392,13 @@ def test_rack_block_path_keeps_nothing_of_its_own():
                     rack.push(rack.time + 5, bytes([0x81, 60 + (k - 10) % 7, 0]))
                     rack.push(rack.time + 7, bytes([0x80, 50 + (k - 10) % 5, 0]))
                 rack.render()
+
+        play(800)              # the voice pool full: its entries (and the steals) in use
+        assert rack.pool.steals > 0
+        tracemalloc.start()
+        try:
+            s0 = tracemalloc.take_snapshot()
+            play(1500)
             s1 = tracemalloc.take_snapshot()
         finally:
             tracemalloc.stop()
