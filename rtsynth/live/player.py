@@ -41,7 +41,9 @@ underruns there, as above); once the blocks of ``lower_after`` seconds have fitt
 over :data:`SYNC_LOW` of a period, one in :data:`SYNC_SPIKES` over :data:`SYNC_HIGH`), the
 ring is drained (the generator stops, the callback plays what is left, MIDI keeps its place)
 and rendering returns into the callback: straight from however far ahead the ring had gone,
-not one block per stable period first. Events never change
+not one block per stable period first. A block that was slow while the process used little CPU
+(under SYNC_LOW of the period: descheduled, a VM's stall) is the machine's lateness: it still
+goes to the ring, but returns after :data:`SYNC_QUICK_RETURN_S` of ring blocks that fit. Events never change
 order across a switch (:meth:`midi_at_frame` keeps their times non-decreasing).
 
 Overload: when the generator's time per block stays above :data:`SHED_HIGH` of the period
@@ -88,6 +90,11 @@ SYNC_HIGH = 0.85
 #: a stall costs the ring (one block ahead) a gap too
 SYNC_LOW = 0.5
 SYNC_SPIKES = 2000
+#: ... but a block that took long while the process used little CPU (under SYNC_LOW of the
+#: period: the machine took the CPU away, a VM's stall, not a heavy block) is the machine's
+#: lateness, not rtsynth's own: the blocks still go to the ring, and come back after this many
+#: seconds of ring blocks that fit instead of a whole stable period
+SYNC_QUICK_RETURN_S = 1.0
 #: shed voices when the generator's average time per block is above this fraction of a period
 SHED_HIGH = 0.9
 SHED_EMA = 0.1     # weight of one block in that average (about 10 blocks, 27 ms at 128)
@@ -208,6 +215,8 @@ class Player:
         per_s = engine.sr / self.block
         self.lower_after = float(lower_after)
         self._lower_cbs = max(1, int(round(self.lower_after * per_s)))
+        self._quick_cbs = min(self._lower_cbs, max(1, int(round(SYNC_QUICK_RETURN_S * per_s))))
+        self._quick_return = False     # the last fallback was the machine's: return soon
         self._startup_cbs = int(round(STARTUP_GRACE_S * per_s))
         self._server_late_cb = -(1 << 40)   # the last sign of a server-wide xrun
         self._pending_cb = 0       # an underrun not yet classified (its callback number)
@@ -255,6 +264,7 @@ class Player:
             # the ring is empty and the generator idle: render in the callback from here on
             # (straight from however far ahead the ring had gone: its blocks are given back)
             self.mode = MODE_SYNC
+            self._quick_return = False
             self.latency_lowers += self.ahead
             self.ahead = 0
             self.latency_frames = 0
@@ -284,6 +294,7 @@ class Player:
             return
         self.own_underruns += n
         self._last_own_cb = cb
+        self._quick_return = False
         self._win_n = self._win_low = self._win_high = 0     # the stable period starts again
         # a stall that emptied the ring at k callbacks needed k blocks more in hand
         k = min(n, self.ahead_max - self.ahead) if self.mode == MODE_RING else 0
@@ -331,13 +342,16 @@ class Player:
             self.r = r + frames
             if self._gap:
                 self._fade_in(left, right)
-            if stable and self.mode == MODE_RING and self.sync:
+            need = self._quick_cbs if self._quick_return else self._lower_cbs
+            if (self.mode == MODE_RING and self.sync and not self._pending_cb
+                    and cb - self._last_own_cb >= need and cb - self._last_change_cb >= need):
                 n = self._win_n
                 if self._win_high * SYNC_SPIKES <= n and self._win_low * 100 <= n:
                     self.mode = MODE_DRAIN     # back into the callback once the ring is empty
                 else:
                     self._win_n = self._win_low = self._win_high = 0  # still too slow: watch
                     self._last_change_cb = cb                         # another period
+                    self._quick_return = False
         else:
             # silence, reached through a short ramp from the last sample sent (no step)
             n = min(len(self._ramp_down), frames)
@@ -369,6 +383,7 @@ class Player:
         eng = self.engine
         q = self.midi_in
         t = time.perf_counter()
+        c = time.process_time()
         self.callbacks += 1
         if self._cycle_clock is not None:
             self._next_clock = (self._cycle_clock + frames) & 0xFFFFFFFF
@@ -379,17 +394,20 @@ class Player:
         out = eng.render(frames)
         if self._fade_at is not None:
             self._apply_fade(out)
-        self._test_delay()
+        work = self._test_delay()
         left[:] = out[:, 0]
         right[:] = out[:, 1]
         if self._gap:
             self._fade_in(left, right)
         t1 = time.perf_counter()
+        cpu = (time.process_time() - c + work) / self._budget   # what the block's work took
         self._after_block(t1 - t)
         self.w += frames
         self.r = self.w
         own = (t1 - self.last_cb_time) / self._budget      # this callback's share
         used = own + self._cycle_used / self._budget       # ... after the graph before it
+        # slow with the CPU taken away (descheduled: a VM's stall), not a heavy block
+        machine = cpu < SYNC_LOW
         if used > 1.0:
             # too late for this period: the server reports an xrun and this block is not heard
             # where it belongs; count it, and fade the next one in. rtsynth's own lateness when
@@ -398,7 +416,7 @@ class Player:
             self.underruns += 1
             self.underrun_frames += frames
             self._gap = True
-            if own > SYNC_LOW and self.callbacks > self._startup_cbs:
+            if own > SYNC_LOW and self.callbacks > self._startup_cbs and not machine:
                 self.own_underruns += 1
                 self._last_own_cb = self.callbacks
             else:
@@ -412,6 +430,7 @@ class Player:
             self.sync_fallbacks += 1
             self._win_n = self._win_low = self._win_high = 0
             self._last_change_cb = self.callbacks
+            self._quick_return = machine
             try:
                 os.write(self._wfd, b"\0")
             except (BlockingIOError, OSError):
@@ -459,12 +478,18 @@ class Player:
         if self.mode == MODE_RING:
             self._render_until(self.latency_frames)
 
-    def _test_delay(self) -> None:
+    def _test_delay(self) -> float:
+        """The tests' simulated heavy blocks; returns the seconds slept (the block's own work,
+        as far as telling it from the machine's lateness goes)."""
+        s = 0.0
         if self._stall_every and self.blocks % self._stall_every == self._stall_every - 1 and \
                 (not self._stall_until or self.blocks < self._stall_until):
-            time.sleep(self._stall_s)
+            s += self._stall_s
         if self._voice_s:
-            time.sleep(self._voice_s * self.engine.active_voices)
+            s += self._voice_s * self.engine.active_voices
+        if s:
+            time.sleep(s)
+        return s
 
     def _before_block(self) -> None:
         if self.shed and self._load > SHED_HIGH and self.blocks >= self._shed_hold:
