@@ -410,6 +410,50 @@ def test_rack_block_path_keeps_nothing_of_its_own():
         rack.close()
 
 
+def test_rack_steals_hold_nothing_per_block():
+    """Live-sized blocks with the pool stealing sounding voices (blocks cut at the steals):
+    nothing of rtsynth/host or the engine grows while they play."""
+    import tracemalloc
+    from rtsynth.host.wiring import build_rack
+    rack = build_rack(rack_args(polyphony=4), 128, None, False, {0: "basic", 1: "flute-lite"},
+                      [])
+    try:
+        rack.warmup()
+
+        def play(blocks):
+            for k in range(blocks):
+                if k % 6 == 0:            # a note every 6 blocks on each, held for 40
+                    rack.push(rack.time + 30, bytes([0x90 | (k // 6) % 2, 50 + k % 30, 90]))
+                elif k % 6 == 3 and k >= 40:
+                    j = k - 40 - 3
+                    rack.push(rack.time + 60, bytes([0x80 | (j // 6) % 2, 50 + j % 30, 0]))
+                rack.render()
+                assert rack._sounding() <= 4
+
+        play(300)
+        cut = rack.blocks_cut
+        assert cut > 10
+        tracemalloc.start()
+        try:
+            s0 = tracemalloc.take_snapshot()
+            play(600)
+            s1 = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        assert rack.blocks_cut > cut + 20
+        import linecache
+
+        def queued(d):          # the engine's event queue, the push side: deque blocks
+            f = d.traceback[0]
+            return "self.events.append" in linecache.getline(f.filename, f.lineno)
+        mine = [d for d in s1.compare_to(s0, "lineno")
+                if any(k in str(d.traceback) for k in ("rtsynth/host/", "rtsynth/engine/"))
+                and not queued(d)]
+        assert sum(d.size_diff for d in mine) < 2048, mine
+    finally:
+        rack.close()
+
+
 def test_parts_rendered_at_once_equal_one_after_another(gm_file, tmp_path, monkeypatch):
     """A file render spreads the sounding parts over two threads (each engine's own voice
     split kept, the master chain and the writing beside them): the file is the same, byte for
