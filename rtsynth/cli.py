@@ -455,12 +455,40 @@ SUBCOMMAND_MODULES = ("rtsynth.host.plugins_cli", "rtsynth.train.cli", "rtsynth.
                       "rtsynth.dataset.cli", "rtsynth.eval.cli", "rtsynth.batch")
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: the subcommands defined here
+BUILTIN_COMMANDS = ("play", "render", "devices")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; ``command`` (one of :data:`BUILTIN_COMMANDS`): only that subcommand's,
+    for a run of it (play's start-up: the other subcommands' modules and options cost
+    ~30 ms to import and build)."""
     ap = argparse.ArgumentParser(prog="rtsynth", description=__doc__.splitlines()[0])
     from . import __version__
     ap.add_argument("--version", action="version", version=f"rtsynth {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    if command not in BUILTIN_COMMANDS:
+        command = None
 
+    if command in (None, "play"):
+        _play_parser(sub)
+    if command in (None, "render"):
+        _render_parser(sub)
+    if command in (None, "devices"):
+        p = sub.add_parser("devices", help="list audio devices, MIDI ports and instruments")
+        p.set_defaults(func=cmd_devices)
+    if command is not None:
+        return ap
+
+    for modname in SUBCOMMAND_MODULES:
+        mod = importlib.import_module(modname)      # a broken module fails here, loudly
+        p = mod.add_parser(sub)
+        if p is not None and p.get_default("func") is None:
+            p.set_defaults(func=mod.run)
+    return ap
+
+
+def _play_parser(sub) -> None:
     p = sub.add_parser("play", help="play live from MIDI inputs")
     _add_engine_options(p, polyphony=PLAY_POLYPHONY)
     p.add_argument("--threads", type=options.checker("threads"), default=None,
@@ -501,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     _session_options(p)
     p.set_defaults(func=cmd_play)
 
+
+def _render_parser(sub) -> None:
     p = sub.add_parser("render", help="render a MIDI file to WAV/FLAC")
     p.add_argument("midi", nargs="?", help="MIDI file (all tracks and channels)")
     p.add_argument("-o", "--output", required=True,
@@ -515,19 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(p)
     p.set_defaults(func=cmd_render)
 
-    p = sub.add_parser("devices", help="list audio devices, MIDI ports and instruments")
-    p.set_defaults(func=cmd_devices)
-
-    for modname in SUBCOMMAND_MODULES:
-        mod = importlib.import_module(modname)      # a broken module fails here, loudly
-        p = mod.add_parser(sub)
-        if p is not None and p.get_default("func") is None:
-            p.set_defaults(func=mod.run)
-    return ap
-
 
 def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    ap = build_parser(args_in[0] if args_in else None)
     from .live.session import hint_subcommand
     hint = hint_subcommand(sys.argv[1:] if argv is None else list(argv))
     if hint:
