@@ -10,7 +10,7 @@ import pytest
 
 from rtsynth import jit
 from rtsynth.engine import Engine
-from rtsynth.engine.parallel import ParallelEngine, split_point
+from rtsynth.engine.parallel import ParallelEngine, claim_block, post_block, split_point
 from rtsynth.instruments import load_instrument
 
 from test_engine_realtime import configure, events_for
@@ -34,17 +34,31 @@ def _play(eng, blocks, voices):
     return np.concatenate(out)
 
 
+def _stop_worker(e):
+    """End the worker's loop but leave the engine posting blocks to it: each block's worker
+    half is then never claimed, and the engine takes it itself."""
+    post_block(e._sync, e._ctl, -1, 0, 0, 0, 0)
+    e._thread.join(timeout=5)
+    assert not e._thread.is_alive()
+
+
 @pytest.mark.parametrize("name", ["flute-lite", "basic"])
 def test_two_threads_same_samples_as_one(name):
     outs = {}
-    for threads in (1, 2):
-        e = ParallelEngine(load_instrument(name), block=BLOCK, n_slots=48, threads=threads)
+    for threads in (1, 2, "taken"):
+        e = ParallelEngine(load_instrument(name), block=BLOCK, n_slots=48,
+                           threads=2 if threads == "taken" else threads)
         try:
             e.warmup()
+            if threads == "taken":
+                _stop_worker(e)
             outs[threads] = _play(e, 120, 40)
             assert e.stats["steals"] > 0
+            if threads == "taken":
+                assert e.taken >= 100          # the worker's halves, rendered here
         finally:
             e.close()
+    assert np.array_equal(outs[1], outs["taken"])
     ref = Engine(load_instrument(name), block=BLOCK, n_slots=48)
     ref.warmup()
     plain = _play(ref, 120, 40)
@@ -72,6 +86,18 @@ def test_worker_runs_beside_and_ends():
     e.close()                               # idempotent
     one = ParallelEngine(load_instrument("basic"), block=BLOCK, n_slots=16, threads=1)
     assert one._thread is None
+
+
+def test_claim():
+    """The worker claims a block before it starts on it; the engine takes one not claimed."""
+    sync, ctl = np.zeros(3, np.int32), np.zeros(4, np.int64)
+    post_block(sync, ctl, 7, 128, 3, 9, 1)
+    assert list(ctl) == [128, 3, 9, 1] and sync[0] == 7 and sync[2] == 7
+    assert claim_block(sync, 7) and sync[2] == -7      # nobody had it: the engine's now
+    post_block(sync, ctl, 8, 128, 3, 9, 1)
+    sync[2] = -8                                        # as the worker claims it ...
+    sync[1] = 8                                         # ... and posts it done
+    assert not claim_block(sync, 8)
 
 
 def test_split_point():

@@ -93,3 +93,18 @@ def wake(typingctx, a, i):
         p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
         return _futex(builder, p, FUTEX_WAKE_PRIVATE, ir.Constant(ir.IntType(64), 1 << 30))
     return types.int64(a, i), codegen
+
+
+@intrinsic
+def cas(typingctx, a, i, expect, new):
+    """``a[i] = new`` if ``a[i] == expect`` (atomically); whether it was."""
+    if not _check(a):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+        e = context.cast(builder, args[2], sig.args[2], types.int32)
+        n = context.cast(builder, args[3], sig.args[3], types.int32)
+        res = builder.cmpxchg(p, e, n, "seq_cst", "seq_cst")
+        return builder.extract_value(res, 1)
+    return types.boolean(a, i, expect, new), codegen

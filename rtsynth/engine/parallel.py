@@ -38,8 +38,12 @@ else:                                    # compiled: Numba is not imported (see 
     _sync = None
 
 #: ``sync``: [0] the block number posted to the worker (negative: quit), [1] the block number
-#: it finished; ``ctl``: [0] frames, [1], [2] the worker's slot range
-GO, DONE = 0, 1
+#: it finished, [2] the block still to be claimed (``-number`` once claimed): the worker claims
+#: a block before it starts on it, and the engine, once its own half is done, takes the
+#: worker's half itself when the worker has not claimed it yet (a worker that woke late, its
+#: core busy: the block then costs what one thread costs, not the wait); ``ctl``: [0] frames,
+#: [1], [2] the worker's slot range, [3] rounds
+GO, DONE, CLAIM = 0, 1, 2
 WORKER_RT_PRIORITY = 5       # the generator thread's (rtsynth.live.player.GENERATOR_RT_PRIORITY)
 
 
@@ -67,6 +71,8 @@ def worker_loop(sync, ctl, sample_rate, hop, vs, rows, tables, lfo_w, work, out)
         seen = v
         if v < 0:
             return
+        if not _sync.cas(sync, CLAIM, v, -v):
+            continue                     # the engine took this block itself
         synth_half(ctl[0], sample_rate, hop, ctl[1], ctl[2], vs, rows, tables, lfo_w, work, out)
         _sync.store(sync, DONE, v)
         _sync.wake(sync, DONE)
@@ -110,6 +116,8 @@ def worker_loop_cnn(sync, ctl, blas, half, const, work, out):
         seen = v
         if v < 0:
             return
+        if not _sync.cas(sync, CLAIM, v, -v):
+            continue                     # the engine took this block itself
         half_block(blas, ctl[3], ctl[0], ctl[1], ctl[2], half, const, work, out)
         _sync.store(sync, DONE, v)
         _sync.wake(sync, DONE)
@@ -133,8 +141,23 @@ def post_block(sync, ctl, seq, n, lo, hi, rounds):
     ctl[1] = lo
     ctl[2] = hi
     ctl[3] = rounds
+    _sync.store(sync, CLAIM, seq)
     _sync.store(sync, GO, seq)
     _sync.wake(sync, GO)
+
+
+@kernel
+def claim_block(sync, seq):
+    """After the engine's own half: True when the worker had not claimed block ``seq`` (the
+    engine now has it, and renders it itself); else wait until the worker has posted it
+    done, and return False."""
+    if _sync.cas(sync, CLAIM, seq, -seq):
+        return True
+    d = _sync.load(sync, DONE)
+    while d != seq:
+        _sync.wait(sync, DONE, d)
+        d = _sync.load(sync, DONE)
+    return False
 
 
 @kernel
@@ -171,15 +194,6 @@ def copy_row(dst, src):
     """``dst[0, :] = src`` (the timbre latent, for the worker's own copy)."""
     for j in range(src.shape[0]):
         dst[0, j] = src[j]
-
-
-@kernel
-def wait_block(sync, seq):
-    """Return once the worker has posted block ``seq`` as done."""
-    d = _sync.load(sync, DONE)
-    while d != seq:
-        _sync.wait(sync, DONE, d)
-        d = _sync.load(sync, DONE)
 
 
 @kernel
@@ -236,6 +250,8 @@ class ParallelEngine(Engine):
         self._work1 = make_work(self.block, self.hop, self.K, self.B)
         self._job = None
         self._sr_f = float(self.sr)
+        #: blocks whose worker half this thread rendered (the worker had not claimed it)
+        self.taken = 0
         self.worker_realtime = False
         self._setup()
 
@@ -249,7 +265,7 @@ class ParallelEngine(Engine):
         """The fused CNN path's buffers (when the instrument has one), then a new worker."""
         self.close()
         self._fused = self._fused_args()
-        self._sync = np.zeros(2, np.int32)
+        self._sync = np.zeros(3, np.int32)
         self._ctl = np.zeros(4, np.int64)
         self._seq = 0
         if self.threads > 1:
@@ -351,7 +367,9 @@ class ParallelEngine(Engine):
                 self._half(h0, rounds, n, 0, S, self.work, out)
             elif self._thread is not None:
                 self._half(h0, rounds, n, 0, a, self.work, out)
-                wait_block(self._sync, self._seq)
+                if claim_block(self._sync, self._seq):
+                    self.taken += 1
+                    self._half(h1, rounds, n, a, S, self._work1, out1)
                 add_into(out, out1, n)
             else:
                 self._half(h1, rounds, n, a, S, self._work1, out1)
@@ -370,7 +388,9 @@ class ParallelEngine(Engine):
             self._seq = seq = (self._seq + 1) & 0x3FFFFFFF
             post_block(self._sync, self._ctl, seq, n, a, S, -1)
             synth_half(n, sr, hop, 0, a, vs, rows, tables, lfo_w, self.work, out)
-            wait_block(self._sync, seq)
+            if claim_block(self._sync, seq):
+                self.taken += 1
+                synth_half(n, sr, hop, a, S, vs, rows, tables, lfo_w, self._work1, out1)
         else:
             synth_half(n, sr, hop, a, S, vs, rows, tables, lfo_w, self._work1, out1)
             synth_half(n, sr, hop, 0, a, vs, rows, tables, lfo_w, self.work, out)
