@@ -2,8 +2,9 @@
 
 - per block (live engine, block 128): one neural instrument alone with 32 voices, against the
   rack with the same instrument and voices on channel 1, an LV2 synth (synthv1) with 8 notes on
-  channel 2 and two LV2 effects on the master (x42 fil4 EQ and x42 dpl limiter); medians of
-  interleaved rounds;
+  channel 2 and two LV2 effects on the master (x42 fil4 EQ and x42 dpl limiter), and what each
+  piece adds (``parts_ms``: the rack with the neural part alone, with the synth, with the
+  effects); medians of interleaved rounds;
 - a 4-part GM file with program changes (violin, flute, trumpet, cello; 60 s, or ``--midi
   FILE``, e.g. ``tools/make_multipart.py``'s) rendered by ``rtsynth render`` (the rack), by
   ``rtsynth render -i INSTRUMENT`` (one engine for every part) and by FluidSynth (FluidR3 GM),
@@ -46,8 +47,14 @@ def block_costs(instrument: str = "flute-lite", block: int = 128, blocks: int = 
 
     alone = Engine(load_instrument(instrument), block=block, n_slots=32)
     rack = build_rack(_args(), block, None, False, {0: instrument, 1: f"lv2:{SYNTHV1}"}, FX)
-    alone.warmup()
-    rack.warmup()
+    # what each piece adds: the rack with the neural part alone, with the synth, with the fx
+    more = {"rack_neural": build_rack(_args(), block, None, False, {0: instrument}, []),
+            "rack_neural_lv2": build_rack(_args(), block, None, False,
+                                          {0: instrument, 1: f"lv2:{SYNTHV1}"}, []),
+            "rack_neural_fx": build_rack(_args(), block, None, False, {0: instrument}, FX)}
+    engines = {"alone": alone, "rack": rack, **more}
+    for e in engines.values():
+        e.warmup()
 
     def hold(e, rack_mode):
         t = e.time
@@ -59,11 +66,11 @@ def block_costs(instrument: str = "flute-lite", block: int = 128, blocks: int = 
         for _ in range(20):
             e.render()
 
-    hold(alone, False)
-    hold(rack, True)
-    res = {"alone": [], "rack": []}
+    for name, e in engines.items():
+        hold(e, name in ("rack", "rack_neural_lv2"))
+    res = {name: [] for name in engines}
     for _ in range(rounds):
-        for name, e in (("alone", alone), ("rack", rack)):
+        for name, e in engines.items():
             ts = np.zeros(blocks)
             for k in range(blocks):
                 t0 = time.perf_counter()
@@ -71,9 +78,12 @@ def block_costs(instrument: str = "flute-lite", block: int = 128, blocks: int = 
                 ts[k] = time.perf_counter() - t0
             res[name].append(float(np.median(ts)) * 1e3)
     voices = {"alone": alone.active_voices, "rack": rack.active_voices}
-    rack.close()
+    for name, e in engines.items():
+        if name != "alone":
+            e.close()
     return {"block": block, "instrument": instrument,
             "alone_ms": statistics.median(res["alone"]), "rack_ms": statistics.median(res["rack"]),
+            "parts_ms": {k: statistics.median(res[k]) for k in more},
             "rounds_ms": res, "voices": voices, "budget_ms": block / 48000 * 1e3}
 
 
