@@ -10,7 +10,10 @@ message at the time it is pushed (pushes come in time order, live and from a fil
 - the other channel messages go to every part that has played on the channel (a note-off
   reaches the part that started the note, also after a program change);
 - channel 10 (General MIDI percussion) is never pitched: its notes go to the LV2 instrument
-  set for it, or nowhere.
+  set for it, or nowhere;
+- the engine parts share one voice pool (``budget``, :mod:`rtsynth.host.pool`): a note-on
+  past it steals across the instruments, decided from the MIDI alone; the block is cut at a
+  steal's sample (:meth:`Rack._render_pieces`), so live and offline steal alike.
 
 :meth:`Rack.render` sums the parts and runs the one master chain (LV2 effects, reverb, DC
 blocker, limiter, safety stage) -- the same ``push / render / warmup / reset`` surface as the
