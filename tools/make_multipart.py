@@ -11,59 +11,11 @@ repetition giving the parts other GM programs (program changes) from the shipped
 from __future__ import annotations
 
 import argparse
-import math
 
-import mido
+from rtsynth.bench.measure import multipart_file
 
-from rtsynth.bench.measure import chorale_midi
-
-PROGRAMS = [73, 40, 71, 42, 56]
-
-
-def build(seconds: float, single: bool) -> mido.MidiFile:
-    src = mido.MidiFile(str(chorale_midi()))
-    parts = [t for t in src.tracks if any(m.type == "note_on" for m in t)]
-    meta = [m for t in src.tracks for m in t if m.is_meta and m.type in ("set_tempo",
-                                                                        "time_signature")]
-    reps = max(1, math.ceil(seconds / src.length))
-    # absolute-tick events of one repetition per part, and the repetition's length in ticks
-    per_part = []
-    rep_len = 0
-    for tr in parts:
-        t, evs = 0, []
-        for m in tr:
-            t += m.time
-            if not m.is_meta and m.type in ("note_on", "note_off", "control_change",
-                                            "pitchwheel"):
-                evs.append((t, m))
-        rep_len = max(rep_len, t)
-        per_part.append(evs)
-    beat = src.ticks_per_beat
-    rep_len = int(math.ceil(rep_len / beat)) * beat
-    out = mido.MidiFile(type=1, ticks_per_beat=beat)
-    head = mido.MidiTrack()
-    t_prev = 0
-    for m in meta:                    # tempo map of the first repetition, kept as is
-        head.append(m.copy(time=0))
-    head.append(mido.MetaMessage("end_of_track", time=0))
-    out.tracks.append(head)
-    for i, evs in enumerate(per_part):
-        ch = 0 if single else i
-        tr = mido.MidiTrack()
-        t_prev = 0
-        for r in range(reps):
-            base = r * rep_len
-            if not single:
-                prog = PROGRAMS[(i + r) % len(PROGRAMS)]
-                tr.append(mido.Message("program_change", channel=ch, program=prog,
-                                       time=base - t_prev))
-                t_prev = base
-            for t, m in evs:
-                tr.append(m.copy(channel=ch, time=base + t - t_prev))
-                t_prev = base + t
-        tr.append(mido.MetaMessage("end_of_track", time=0))
-        out.tracks.append(tr)
-    return out
+def build(seconds: float, single: bool):
+    return multipart_file(seconds, single)
 
 
 def main() -> int:

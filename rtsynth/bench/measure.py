@@ -363,6 +363,76 @@ def chorale_midi(cache_dir: str | Path | None = None, repeat: int = 1) -> Path:
     return out
 
 
+#: the GM programs of the shipped models (flute, violin, clarinet, cello, trumpet), one per part
+#: and repetition in :func:`multipart_file`
+MULTIPART_PROGRAMS = [73, 40, 71, 42, 56]
+
+
+def multipart_file(seconds: float, single: bool = False):
+    """The chorale (:func:`chorale_midi`) with each part on its own channel, looped to about
+    ``seconds``, each repetition giving the parts other GM programs (program changes, from
+    :data:`MULTIPART_PROGRAMS`); ``single``: the parts on channel 1, no program changes.
+    Returns a ``mido.MidiFile``."""
+    import mido
+    src = mido.MidiFile(str(chorale_midi()))
+    parts = [t for t in src.tracks if any(m.type == "note_on" for m in t)]
+    meta = [m for t in src.tracks for m in t if m.is_meta and m.type in ("set_tempo",
+                                                                        "time_signature")]
+    reps = max(1, math.ceil(seconds / src.length))
+    # absolute-tick events of one repetition per part, and the repetition's length in ticks
+    per_part = []
+    rep_len = 0
+    for tr in parts:
+        t, evs = 0, []
+        for m in tr:
+            t += m.time
+            if not m.is_meta and m.type in ("note_on", "note_off", "control_change",
+                                            "pitchwheel"):
+                evs.append((t, m))
+        rep_len = max(rep_len, t)
+        per_part.append(evs)
+    beat = src.ticks_per_beat
+    rep_len = int(math.ceil(rep_len / beat)) * beat
+    out = mido.MidiFile(type=1, ticks_per_beat=beat)
+    head = mido.MidiTrack()
+    t_prev = 0
+    for m in meta:                    # tempo map of the first repetition, kept as is
+        head.append(m.copy(time=0))
+    head.append(mido.MetaMessage("end_of_track", time=0))
+    out.tracks.append(head)
+    for i, evs in enumerate(per_part):
+        ch = 0 if single else i
+        tr = mido.MidiTrack()
+        t_prev = 0
+        for r in range(reps):
+            base = r * rep_len
+            if not single:
+                prog = MULTIPART_PROGRAMS[(i + r) % len(MULTIPART_PROGRAMS)]
+                tr.append(mido.Message("program_change", channel=ch, program=prog,
+                                       time=base - t_prev))
+                t_prev = base
+            for t, m in evs:
+                tr.append(m.copy(channel=ch, time=base + t - t_prev))
+                t_prev = base + t
+        tr.append(mido.MetaMessage("end_of_track", time=0))
+        out.tracks.append(tr)
+    return out
+
+
+def multipart_midi(seconds: float = 336.0, cache_dir: str | Path | None = None) -> Path:
+    """:func:`multipart_file` of ``seconds``, cached: the render row's long multi-part file
+    (4 parts on 4 channels with program changes, like the held-back 336 s chorale)."""
+    cache = Path(cache_dir or os.environ.get("RTSYNTH_BENCH_CACHE",
+                                             Path.home() / ".cache" / "rtsynth" / "bench"))
+    cache.mkdir(parents=True, exist_ok=True)
+    out = cache / f"bwv66_6_parts_{int(round(seconds))}s.mid"
+    if not out.exists():
+        tmp = cache / f".{out.name}.{os.getpid()}"
+        multipart_file(seconds).save(str(tmp))
+        tmp.replace(out)
+    return out
+
+
 def _synthetic_chorale(path: Path) -> None:
     import mido
     mid = mido.MidiFile(ticks_per_beat=480)
