@@ -55,6 +55,9 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                         "GM program 73)")
     p.add_argument("--felt-repeats", type=int, default=None,
                    help="felt latency: each key this many times (default 2, quick 1)")
+    p.add_argument("--render-multipart", type=float, default=None, metavar="SECONDS",
+                   help="the render row's multi-part file (4 parts on 4 channels with program "
+                        "changes) of about SECONDS; 0: none (default 336, --quick: none)")
     p.add_argument("--render-runs", type=int, default=None,
                    help="runs of each render per synth, taking turns; the median is reported "
                         "(default 3, quick 1)")
@@ -127,6 +130,7 @@ def run(args) -> int:
                       capacity_seconds=args.capacity_seconds, rows=rows,
                       felt_repeats=args.felt_repeats,
                       render="render" in rows, render_runs=args.render_runs,
+                      render_multipart=args.render_multipart,
                       private_server=args.private_server,
                       rtsynth_args=play_args(args),
                       variants=[shlex.split(v) for v in args.variant] if args.variant else None,
