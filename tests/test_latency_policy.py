@@ -48,10 +48,12 @@ def _callbacks(p: Player, n: int, trace: list, until=None, preempt: float = 0.0)
         if until is not None and until(p):
             return
         dt = t_next - time.perf_counter()
-        if dt > 0:
-            time.sleep(dt)
-        else:
-            t_next = time.perf_counter()      # a loaded machine: no burst of catching up
+        if dt < 0.6 * period:
+            # a loaded machine: no burst of catching up (back-to-back callbacks are a server's
+            # sign of a server-wide xrun, which this loop is not)
+            t_next = time.perf_counter() + 0.6 * period
+            dt = 0.6 * period
+        time.sleep(dt)
 
 
 def test_sync_falls_back_goes_further_ahead_and_returns_straight_to_the_callback():
@@ -96,18 +98,24 @@ def test_a_block_late_because_the_machine_stalled_returns_to_the_callback_soon()
     the blocks go to the ring, but it is not rtsynth's own lateness, and rendering comes back
     into the callback after SYNC_QUICK_RETURN_S (1 s) of ring blocks that fit, not --lower-after."""
     from rtsynth.live.player import SYNC_QUICK_RETURN_S
-    p = _player(lower_after=4.0)
-    p.start()
-    trace: list = []
-    try:
-        _callbacks(p, p._startup_cbs + 10, trace)          # past the start-up grace
-        assert p.mode == MODE_SYNC and p.late_blocks == 0
-        _callbacks(p, 1, trace, preempt=0.008)
-        assert p.sync_fallbacks == 1 and p.late_blocks == 1 and p.mode != MODE_SYNC
-        fell = p.callbacks
-        _callbacks(p, 1200, trace, until=lambda q: q.mode == MODE_SYNC)
-    finally:
-        p.stop()
+    for attempt in range(3):
+        p = _player(lower_after=4.0)
+        p.start()
+        trace: list = []
+        try:
+            _callbacks(p, p._startup_cbs + 10, trace)          # past the start-up grace
+            # a loaded machine may have made a block late on its own already: try again
+            clean = p.mode == MODE_SYNC and p.late_blocks == 0 and p.sync_fallbacks == 0
+            if clean:
+                _callbacks(p, 1, trace, preempt=0.008)
+                assert p.sync_fallbacks == 1 and p.late_blocks == 1 and p.mode != MODE_SYNC
+                fell = p.callbacks
+                _callbacks(p, 1200, trace, until=lambda q: q.mode == MODE_SYNC)
+        finally:
+            p.stop()
+        if clean:
+            break
+    assert clean, "every attempt had a late block of the loaded machine's before the stall"
     back = p.callbacks - fell
     per_s = SR / BLOCK
     assert p.server_underruns >= 1
