@@ -21,9 +21,15 @@ def _stft_mag(x: np.ndarray, n_fft: int) -> np.ndarray:
     return np.abs(np.fft.rfft(xp[idx] * win, axis=1))
 
 
+#: the engine's ``life`` (a model's own pitch movement, rtsynth.nn.life) in evaluations:
+#: ``rtsynth eval --life``
+LIFE_SCALE = 1.0
+
+
 def _engine(inst, block: int = 128):
     from rtsynth.engine import Engine
-    eng = Engine(inst, block=block, n_slots=8, gain=1.0, reverb=0.0, master=False)
+    eng = Engine(inst, block=block, n_slots=8, gain=1.0, reverb=0.0, master=False,
+                 life=LIFE_SCALE)
     try:
         chan = float(eng._target_gain()[0])  # CC7 100 by default -> (100/127)^2
     except Exception:  # pragma: no cover

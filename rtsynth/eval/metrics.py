@@ -602,6 +602,12 @@ def configure(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--melodies", default=None, metavar="DIR",
                     help="instead: issue 12's melody distance (rtsynth.eval.melody) on the "
                     "phrase pairs in DIR/INSTRUMENT/")
+    ap.add_argument("--life", type=float, default=1.0, metavar="SCALE",
+                    help="the scale of a model's own pitch movement (its life table) in the "
+                    "engine: 1 the source's natural amount (default), 0 none")
+    ap.add_argument("--vibrato", action="store_true",
+                    help="vibrato rate and depth of the model's held-out notes against the "
+                    "source's (rtsynth.eval.life), from -d DATA")
     ap.add_argument("--swell", action="store_true",
                     help="instead: for each v2 model, the swell brightening and level rise "
                     "against the source's velocity layers (FluidSynth), and the brightness "
@@ -614,7 +620,17 @@ def _fail(msg: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import common
+    common.LIFE_SCALE = float(getattr(args, "life", 1.0))
     models = args.models
+    if getattr(args, "vibrato", False):
+        from .life import evaluate_life
+        rows = [evaluate_life(m, args.data, args.instrument) for m in models]
+        for r in rows:
+            print(json.dumps({k: v for k, v in r.items() if k != "rows"}))
+        if args.json:
+            Path(args.json).write_text(json.dumps(dict(rows=rows), indent=1))
+        return 0
     if not models:
         from rtsynth.instruments import available_instruments
         models = available_instruments()
