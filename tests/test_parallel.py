@@ -10,7 +10,8 @@ import pytest
 
 from rtsynth import jit
 from rtsynth.engine import Engine
-from rtsynth.engine.parallel import ParallelEngine, claim_block, post_block, split_point
+from rtsynth.engine.parallel import (ParallelEngine, claim_block, post_block, post_parts,
+                                     split_point, split_points)
 from rtsynth.instruments import load_instrument
 
 from test_engine_realtime import configure, events_for
@@ -38,6 +39,7 @@ def _stop_worker(e):
     """End the worker's loop but leave the engine posting blocks to it: each block's worker
     half is then never claimed, and the engine takes it itself."""
     post_block(e._sync, e._ctl, -1, 0, 0, 0, 0)
+    post_parts(e._sync, e._ctl, e._claim, -1, 0, 0, 0)
     e._thread.join(timeout=5)
     assert not e._thread.is_alive()
 
@@ -98,6 +100,17 @@ def test_claim():
     sync[2] = -8                                        # as the worker claims it ...
     sync[1] = 8                                         # ... and posts it done
     assert not claim_block(sync, 8)
+
+
+def test_split_points():
+    act = np.zeros(20, np.int8)
+    act[[0, 2, 3, 7, 8, 9, 11, 15, 19]] = 1           # 9 active
+    b = np.zeros(5, np.int64)
+    split_points(act, 20, b)
+    assert b[0] == 0 and b[-1] == 20 and list(b) == sorted(b)
+    assert [int(act[b[j]:b[j + 1]].sum()) for j in range(4)] == [3, 2, 2, 2]
+    split_points(np.zeros(20, np.int8), 20, b)         # nothing sounds: still a cover
+    assert b[0] == 0 and b[-1] == 20 and list(b) == sorted(b)
 
 
 def test_split_point():

@@ -79,14 +79,15 @@ def worker_loop(sync, ctl, sample_rate, hop, vs, rows, tables, lfo_w, work, out)
 
 
 @kernel(**_OPT)
-def half_block(blas, rounds, n, lo, hi, half, const, work, out):
-    """One thread's half of a block of a CNN instrument, whole: the model steps of its rounds
-    (``half[0]``, a plan of the rows of slots ``lo:hi`` only, :func:`split_plan`) through
+def half_block(blas, rounds, n, lo, hi, plan, th, const, work, out):
+    """One part of a block of a CNN instrument, whole: the model steps of its rounds (``plan``:
+    the rows of slots ``lo:hi`` only, :func:`split_plan_parts`) through
     :func:`rtsynth.nn.fast_kernels.cnn_rows`, the filing of their controls (``store_rounds``;
     frames clamped by the level guard added to ``res[2]``), then the synthesis of slots
-    ``lo:hi`` into ``out`` (zeroed first). ``half``, ``const``: see
-    :meth:`ParallelEngine._fused_args` (bundles made once: a call allocates nothing)."""
-    plan, zb, w, geo, st, wk, par, h_scaled, harm, noise, res = half
+    ``lo:hi`` into ``out`` (zeroed first). ``th``: the calling thread's model buffers,
+    ``const``: the engine's (see :meth:`ParallelEngine._fused_args`; bundles made once: a call
+    allocates nothing)."""
+    zb, w, geo, st, wk, par, h_scaled, harm, noise, res = th
     (vs, hop, max_release, silent, len_silent, len_long, max_level, sample_rate, rows, tables,
      lfo_w) = const
     level = max_level[0]
@@ -104,9 +105,12 @@ def half_block(blas, rounds, n, lo, hi, half, const, work, out):
 
 
 @kernel(**_OPT)
-def worker_loop_cnn(sync, ctl, blas, half, const, work, out):
-    """:func:`worker_loop` for a CNN instrument: each block is the whole :func:`half_block` of
-    slots ``ctl[1]:ctl[2]`` with ``ctl[3]`` rounds of its plan (model, filing, synthesis)."""
+def worker_loop_parts(sync, ctl, claim, done, bounds, blas, plans, th, const, work, outs):
+    """:func:`worker_loop` for a CNN instrument: a block is split in parts (slots
+    ``bounds[j]:bounds[j+1]``, part 0 always the engine's); the worker claims parts 1, 2, ...
+    in turn (``claim[j]``: the block number while free, its negative once claimed) and renders
+    each (:func:`half_block`) into ``outs[j]``, posting ``done[j]``, until it finds one the
+    engine took (the engine claims from the last part down)."""
     seen = 0
     while True:
         v = _sync.load(sync, GO)
@@ -116,11 +120,91 @@ def worker_loop_cnn(sync, ctl, blas, half, const, work, out):
         seen = v
         if v < 0:
             return
-        if not _sync.cas(sync, CLAIM, v, -v):
-            continue                     # the engine took this block itself
-        half_block(blas, ctl[3], ctl[0], ctl[1], ctl[2], half, const, work, out)
-        _sync.store(sync, DONE, v)
-        _sync.wake(sync, DONE)
+        for j in range(1, ctl[4]):
+            if not _sync.cas(claim, j, v, -v):
+                break
+            half_block(blas, ctl[3], ctl[0], bounds[j], bounds[j + 1], plans[j], th, const,
+                       work, outs[j])
+            _sync.store(done, j, v)
+            _sync.wake(done, j)
+
+
+@kernel
+def post_parts(sync, ctl, claim, seq, n, rounds, k):
+    """Give the worker block ``seq`` of ``k`` parts (``seq < 0``: quit)."""
+    ctl[0] = n
+    ctl[3] = rounds
+    ctl[4] = k
+    for j in range(1, k):
+        _sync.store(claim, j, seq)
+    _sync.store(sync, GO, seq)
+    _sync.wake(sync, GO)
+
+
+@kernel
+def claim_part(claim, j, seq):
+    """Whether this thread got part ``j`` of block ``seq`` (the worker had not claimed it)."""
+    return _sync.cas(claim, j, seq, -seq)
+
+
+@kernel
+def wait_parts(done, seq, upto):
+    """Return once parts ``1 .. upto`` of block ``seq`` (the worker's) are done."""
+    for j in range(1, upto + 1):
+        d = _sync.load(done, j)
+        while d != seq:
+            _sync.wait(done, j, d)
+            d = _sync.load(done, j)
+
+
+@kernel
+def split_points(active, upto, bounds):
+    """``bounds[0..k]`` (``k = len(bounds) - 1``): slot ranges ``bounds[j]:bounds[j+1]`` that
+    cover ``0:upto`` with about as many active slots each (the first ones get the odd ones)."""
+    k = bounds.shape[0] - 1
+    total = 0
+    for v in range(upto):
+        if active[v]:
+            total += 1
+    bounds[0] = 0
+    j = 1
+    c = 0
+    for v in range(upto):
+        if j < k and c >= (total * j + k - 1) // k:
+            bounds[j] = v
+            j += 1
+        if active[v]:
+            c += 1
+    while j <= k:
+        bounds[j] = upto
+        j += 1
+
+
+@kernel
+def split_plan_parts(plan, rounds, bounds, plans):
+    """The rows of ``plan``'s first ``rounds`` rounds into the parts' plans: a row of slot
+    ``v`` into ``plans[j]`` with ``bounds[j] <= v < bounds[j+1]`` (each round's rows in
+    their order)."""
+    k = bounds.shape[0] - 1
+    for r in range(rounds):
+        for j in range(k):
+            plans[j].count[r] = 0
+        for m in range(plan.count[r]):
+            v = plan.slot[r, m]
+            j = 0
+            while j < k - 1 and v >= bounds[j + 1]:
+                j += 1
+            p = plans[j]
+            i = p.count[r]
+            p.count[r] = i + 1
+            p.slot[r, i] = v
+            for f in range(plan.features.shape[2]):
+                p.features[r, i, f] = plan.features[r, m, f]
+            p.start[r, i] = plan.start[r, m]
+            p.offset[r, i] = plan.offset[r, m]
+            p.release[r, i] = plan.release[r, m]
+            p.level[r, i] = plan.level[r, m]
+            p.tilt[r, i] = plan.tilt[r, m]
 
 
 @kernel(**_OPT)
@@ -161,35 +245,6 @@ def claim_block(sync, seq):
 
 
 @kernel
-def split_plan(plan, rounds, a, p0, p1):
-    """The rows of ``plan``'s first ``rounds`` rounds into two plans of the same rounds: slots
-    below ``a`` into ``p0``, the others into ``p1`` (each round's rows in their order)."""
-    for r in range(rounds):
-        n0 = 0
-        n1 = 0
-        for m in range(plan.count[r]):
-            v = plan.slot[r, m]
-            if v < a:
-                p = p0
-                j = n0
-                n0 += 1
-            else:
-                p = p1
-                j = n1
-                n1 += 1
-            p.slot[r, j] = v
-            for f in range(plan.features.shape[2]):
-                p.features[r, j, f] = plan.features[r, m, f]
-            p.start[r, j] = plan.start[r, m]
-            p.offset[r, j] = plan.offset[r, m]
-            p.release[r, j] = plan.release[r, m]
-            p.level[r, j] = plan.level[r, m]
-            p.tilt[r, j] = plan.tilt[r, m]
-        p0.count[r] = n0
-        p1.count[r] = n1
-
-
-@kernel
 def copy_row(dst, src):
     """``dst[0, :] = src`` (the timbre latent, for the worker's own copy)."""
     for j in range(src.shape[0]):
@@ -219,6 +274,15 @@ def split_point(active, upto, share):
 
 
 @kernel
+def add_parts(out, outs, n):
+    """``out[:n] += outs[j, :n]`` for ``j = 1, 2, ...`` in that order (part 0 is ``out``)."""
+    for j in range(1, outs.shape[0]):
+        for t in range(n):
+            out[t, 0] += outs[j, t, 0]
+            out[t, 1] += outs[j, t, 1]
+
+
+@kernel
 def add_into(out, other, n):
     """``out[:n] += other[:n]`` (stereo)."""
     for t in range(n):
@@ -230,14 +294,21 @@ class ParallelEngine(Engine):
     """:class:`Engine` over two threads (``threads=2``, the default on a machine of two cores or
     more), or the same split on one (``threads=1``): the same samples either way.
 
-    The voices are split in two slot ranges with about as many sounding voices each. With a
-    CNN instrument each thread runs its range's whole block in one nogil kernel
-    (:func:`half_block`: model steps, filing, synthesis); with any other instrument the model
-    steps on the calling thread and the synthesis is split. :meth:`close` ends the worker
+    With a CNN instrument the voices are split in :attr:`PARTS` slot ranges with about as many
+    sounding voices each, and each part's whole block is one nogil kernel (:func:`half_block`:
+    model steps, filing, synthesis): the engine renders part 0, the worker claims parts from 1
+    up, the engine, its own done, from the last down (so a worker woken late, or slowed by
+    the machine, costs no wait: the engine takes its parts); the parts' outputs are added in
+    their order. With any other instrument the model steps on the calling thread and the
+    synthesis is split in two. :meth:`close` ends the worker
     (also at exit: it is a daemon thread)."""
 
-    #: the worker's share of the sounding voices
+    #: the worker's share of the sounding voices (synthesis-only split)
     SHARE = 0.5
+    #: parts of a CNN instrument's block (192 held flute-lite voices, paced, on the loaded
+    #: machine: 2 parts, the worker's claimed or taken whole, 1.59 ms a block on average; 4
+    #: parts claimed one by one: see the commit)
+    PARTS = 4
 
     def __init__(self, instrument, *, threads: int | None = None, **kw):
         self._thread: threading.Thread | None = None
@@ -266,7 +337,9 @@ class ParallelEngine(Engine):
         self.close()
         self._fused = self._fused_args()
         self._sync = np.zeros(3, np.int32)
-        self._ctl = np.zeros(4, np.int64)
+        self._ctl = np.zeros(5, np.int64)
+        self._claim = np.zeros(self.PARTS, np.int32)
+        self._done = np.zeros(self.PARTS, np.int32)
         self._seq = 0
         if self.threads > 1:
             ensure_jit()
@@ -289,16 +362,19 @@ class ParallelEngine(Engine):
         #: the level guard's limit, read by the kernels (the engine's max_level, each block)
         self._max_level = np.array([self.max_level], np.float64)
         R, S, F = self.R, self.S, self.inst.n_features
-        halves = []
-        for dec in (fast, fast.fork()):
+        th = []
+        for dec in (fast, fast.fork()):         # each thread's model buffers
             w, geo, st, wk, par, h_scaled = dec.fused_args(_TAPER_COEF)
-            halves.append((make_plan(R, S, F), zb, w, geo, st, wk, par, h_scaled,
-                           np.zeros((S, self.K), np.float32), np.zeros((S, self.B), np.float32),
-                           np.zeros(3, np.int64)))
+            th.append((zb, w, geo, st, wk, par, h_scaled, np.zeros((S, self.K), np.float32),
+                       np.zeros((S, self.B), np.float32), np.zeros(3, np.int64)))
         const = (self.voices, self.hop, self.max_release, SILENT_LEVEL, self._fade_silent,
                  self._fade_long, self._max_level, float(self.sr), self.channels.rows,
                  self.tables, self.lfo_w)
-        return blas, zb, halves[0], halves[1], const
+        k = self.PARTS
+        plans = tuple(make_plan(R, S, F) for _ in range(k))
+        outs = np.zeros((k, self.block, 2), np.float32)
+        out_views = [[outs[j, :m] for m in range(self.block + 1)] for j in range(k)]
+        return blas, zb, th[0], th[1], const, plans, np.zeros(k + 1, np.int64), outs, out_views
 
     def _worker(self) -> None:
         if sys.platform.startswith("linux"):
@@ -313,8 +389,9 @@ class ParallelEngine(Engine):
             worker_loop(self._sync, self._ctl, float(self.sr), self.hop, self.voices,
                         self.channels.rows, self.tables, self.lfo_w, self._work1, self._out1)
             return
-        blas, _, _, h1, const = self._fused
-        worker_loop_cnn(self._sync, self._ctl, blas, h1, const, self._work1, self._out1)
+        blas, _, _, th1, const, plans, bounds, outs, _ = self._fused
+        worker_loop_parts(self._sync, self._ctl, self._claim, self._done, bounds, blas, plans,
+                          th1, const, self._work1, outs)
 
     def close(self) -> None:
         """End the worker thread (idempotent)."""
@@ -322,6 +399,8 @@ class ParallelEngine(Engine):
         if th is not None:
             post_block(self._sync, self._ctl, -1, 0, 0, 0, 0)
             th.join(timeout=2.0)
+            if th.is_alive():                 # (a worker that never started its loop)
+                post_parts(self._sync, self._ctl, self._claim, -1, 0, 0, 0)
 
     def __del__(self):
         try:
@@ -337,47 +416,57 @@ class ParallelEngine(Engine):
         if not self._fused_now():
             self._job = None
             return super()._compute_frames(n)
-        zb, h0, h1 = self._fused[1:4]
+        f = self._fused
+        zb, plans, bounds = f[1], f[5], f[6]
         z = getattr(self.inst, "z", None)
         if z is not None and zb.shape[1]:
             copy_row(zb, z)
         if self._max_level.item(0) != self.max_level:
             self._max_level.fill(self.max_level)
         rounds = self._plan(n)
-        S = self.S
-        a = split_point(self.voices.active, S, self.SHARE)
-        split_plan(self.plan, rounds, a, h0[0], h1[0])
-        self._job = (rounds, a)
-        if self._thread is not None and a < S:
+        split_points(self.voices.active, self.S, bounds)
+        split_plan_parts(self.plan, rounds, bounds, plans)
+        self._job = rounds
+        if self._thread is not None:
             self._seq = seq = (self._seq + 1) & 0x3FFFFFFF
-            post_block(self._sync, self._ctl, seq, n, a, S, rounds)
+            post_parts(self._sync, self._ctl, self._claim, seq, n, rounds, self.PARTS)
 
-    def _half(self, h, rounds, n, lo, hi, work, out) -> None:
+    def _part(self, j, rounds, n, out) -> None:
+        """Part ``j`` of this block, on this thread."""
         f = self._fused
-        half_block(f[0], rounds, n, lo, hi, h, f[4], work, out)
+        bounds = f[6]
+        half_block(f[0], rounds, n, bounds.item(j), bounds.item(j + 1), f[5][j], f[2], f[4],
+                   self.work, out)
+
+    def _parts(self, rounds, n, out) -> None:
+        """A CNN instrument's block: part 0 here, the others claimed by the worker from the
+        first up and by this thread from the last down; added in their order."""
+        f = self._fused
+        views, outs = f[8], f[7]
+        k = self.PARTS
+        self._part(0, rounds, n, out)
+        top = k - 1
+        if self._thread is not None:
+            seq = self._seq
+            while top >= 1 and claim_part(self._claim, top, seq):
+                self._part(top, rounds, n, views[top][n])
+                self.taken += 1
+                top -= 1
+            wait_parts(self._done, seq, top)
+        else:
+            while top >= 1:
+                self._part(top, rounds, n, views[top][n])
+                top -= 1
+        add_parts(out, outs, n)
+        self._tally(f[2][-1])
+        self._tally(f[3][-1])
 
     def _synthesize(self, n: int, out: np.ndarray) -> None:
         S = self.S
         job, self._job = self._job, None
         out1 = self._out1 if n == self.block else self._out1[:n]
         if job is not None:
-            rounds, a = job
-            h0, h1 = self._fused[2], self._fused[3]
-            if a >= S:
-                self._half(h0, rounds, n, 0, S, self.work, out)
-            elif self._thread is not None:
-                self._half(h0, rounds, n, 0, a, self.work, out)
-                if claim_block(self._sync, self._seq):
-                    self.taken += 1
-                    self._half(h1, rounds, n, a, S, self._work1, out1)
-                add_into(out, out1, n)
-            else:
-                self._half(h1, rounds, n, a, S, self._work1, out1)
-                self._half(h0, rounds, n, 0, a, self.work, out)
-                add_into(out, out1, n)
-            self._tally(h0[-1])
-            self._tally(h1[-1])
-            return
+            return self._parts(job, n, out)
         a = split_point(self.voices.active, S, self.SHARE)
         sr, hop, vs, rows, tables, lfo_w = (self._sr_f, self.hop, self.voices,
                                             self.channels.rows, self.tables, self.lfo_w)
