@@ -72,6 +72,24 @@ def _plain_engine(args, block: int | None, device_rate: int | None = None,
 
 
 # --------------------------------------------------------------------------- play
+def _jack_probe() -> tuple[int, int] | None:
+    """``(period, rate)`` of the JACK server a client would join (JACK_DEFAULT_SERVER's), or
+    None when none accepts clients (as :func:`rtsynth.live.drivers.jack_running`)."""
+    from .live import drivers
+    try:
+        jack = drivers._quiet_jack()
+    except Exception:
+        return None
+    try:
+        probe = jack.Client("rtsynth-probe", no_start_server=True)
+    except Exception:
+        return None
+    try:
+        return int(probe.blocksize), int(probe.samplerate)
+    finally:
+        probe.close()
+
+
 def cmd_play(args) -> int:
     from .live import drivers
     from .live.player import Player
@@ -79,23 +97,23 @@ def cmd_play(args) -> int:
     _realtime_setup()
     t_start = time.perf_counter()
     driver_name = args.driver
-    if driver_name == "auto":
-        driver_name = "jack" if drivers.jack_running() else "portaudio"
+    block = args.block
+    device_rate = None
+    if driver_name in ("auto", "jack"):
+        # one probe client both finds the server and reads its period and rate (a JACK
+        # client opened and closed costs ~25 ms of start-up)
+        found = _jack_probe()
+        if found is not None:
+            driver_name = "jack"
+            block = block or found[0]
+            device_rate = found[1]
+        elif driver_name == "jack":
+            raise drivers.NoAudioDevice(drivers.NO_DEVICE_HINT)
+        else:
+            driver_name = "portaudio"
     if driver_name == "portaudio":
         # fail fast, before loading models, when there is no device at all
         drivers.find_output_device(args.audio_device)
-    block = args.block
-    device_rate = None
-    if driver_name == "jack":
-        import jack
-        drivers._quiet_jack()
-        try:
-            probe = jack.Client("rtsynth-probe", no_start_server=True)
-            block = block or probe.blocksize
-            device_rate = probe.samplerate
-            probe.close()
-        except jack.JackOpenError:
-            raise drivers.NoAudioDevice(drivers.NO_DEVICE_HINT) from None
     block = block or 128
     from .live.session import LiveSession, make_engine
     session = LiveSession(args, _make_engine)   # screen, keys, --record, a MIDI file
