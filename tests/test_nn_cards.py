@@ -26,4 +26,5 @@ def test_shipped_model_meets_its_check_set(name):
 
 
 def test_there_are_checked_models():
-    assert {"flute-lite", "flute-v2", "trumpet-v2"} <= set(MODELS)
+    assert {"flute-lite", "flute-v2", "trumpet-v2", "violin-life", "trumpet-life", "flute-life",
+            "cello-life"} <= set(MODELS)
