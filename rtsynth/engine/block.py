@@ -481,7 +481,8 @@ def _life(instrument, sr: int, scale: float):
         return None
     from ..nn.life import for_instrument
     from .bank import VIBRATO_MAX_SEMITONES
-    return for_instrument(instrument, sr, scale=scale, vib_full=VIBRATO_MAX_SEMITONES)
+    return for_instrument(instrument, sr, scale=scale, vib_full=VIBRATO_MAX_SEMITONES,
+                          bend_coef=1.0 - math.exp(-1.0 / (BEND_SMOOTH_S * sr)))
 
 
 def _routes(mapping):

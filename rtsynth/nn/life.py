@@ -30,8 +30,9 @@ gives ``1 + WHEEL_GAIN`` = 3x the natural depth; ``life=0`` draws the old static
 engine's own sine LFO is off for such a model (its depth rows feed this scale instead).
 
 The movement enters the engine as each voice's own bend (``bend_row``, which the oscillator
-and the feature planner both read): written before the bend smoother (its 2 ms one-pole), held
-over each 16-sample oscillator sub-block.
+and the feature planner both read), held over 16 voice samples for the first 0.1 s (the
+attack's settling) and over 64 after (:func:`_rows_py`: the bend smoother passes it through
+while no bend event moves the note).
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ WHEEL_GAIN = 2.0
 COLS = ("offset", "settle", "settle_tau", "delay", "ramp", "rate", "depth", "phase")
 N_COLS = len(COLS)
 SUB = 16
+#: the movement is held over SUB samples for its first FINE_S (the attack's settling), over
+#: HOLD after (a 0.8 cent step of an 18 cent, 5.5 Hz vibrato: inaudible; the oscillator
+#: recomputes its f0 once per step)
+HOLD = 64
+FINE_S = 0.1
 #: the attack's settling is clamped to this many cents (a tracker's onset estimate beyond it
 #: is not a pitch)
 MAX_SETTLE_CENTS = 120.0
@@ -122,9 +128,18 @@ def _curve_py(prm, t, scale):
             + scale * prm[6] * env * math.sin(2.0 * math.pi * prm[5] * t + prm[7]))
 
 
-def _rows_py(n, active, note, vpos, start_off, chan, bend_row, bend_settled, chan_vib, vib_row,
-             pitches, table, life, vib_full, wheel_gain, sr, prm):
-    """Add each active voice's movement (semitones) to its bend row over ``start_off .. n``."""
+def _rows_py(n, active, note, vpos, start_off, chan, bend_row, bend_settled, bend_touched,
+             bend, bend_state, coef, chan_vib, vib_row, pitches, table, life, vib_full,
+             wheel_gain, sr, prm):
+    """Each active voice's movement (semitones) into its bend row over ``start_off .. n``,
+    held over ``SUB`` voice samples for the first ``FINE_S`` (the settling) and ``HOLD`` after.
+
+    A voice whose bend smoother rests on its target (no event this block, the smoother's own
+    settled test) gets ``state + movement`` and its smoother is marked settled: the bend
+    smoother skips it (what it would have held), so the pitch moves only at the hold steps and
+    the oscillator recomputes its f0 no more often. Otherwise (a bend event or a glide) the
+    movement is added to the target row, which the smoother then smooths."""
+    fine = int(FINE_S * sr)
     for v in range(active.shape[0]):
         if active[v] == 0:
             continue
@@ -132,15 +147,25 @@ def _rows_py(n, active, note, vpos, start_off, chan, bend_row, bend_settled, cha
         ch = chan[v]
         t0 = start_off[v]
         pos = vpos[v]
+        s = bend_state[v]
+        rest = (not bend_touched[v]) and s + coef * (bend[v] - s) == s
         val = 0.0
         for t in range(t0, n):
             k = pos + (t - t0)
-            if k % SUB == 0 or t == t0:
-                kk = k - k % SUB
+            step = SUB if k < fine else HOLD
+            if k % step == 0 or t == t0:
+                kk = k - k % step
                 sc = life * (1.0 + wheel_gain * (chan_vib[ch, t] + vib_row[v, t]) / vib_full)
                 val = _curve_py(prm, kk / sr, sc) / 100.0
-            bend_row[v, t] += val
-        bend_settled[v] = 0
+            if rest:
+                bend_row[v, t] = s + val
+            else:
+                bend_row[v, t] += val
+        if rest:
+            bend_settled[v] = n
+            bend_touched[v] = False
+        else:
+            bend_settled[v] = 0
 
 
 _KERNELS = {}
@@ -153,7 +178,8 @@ def _jit():
         o = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
         params = numba.njit(**o)(_params_py)
         curve = numba.njit(**o)(_curve_py)
-        g = dict(_params=params, _curve_py=curve, math=math, SUB=SUB, N_COLS=N_COLS)
+        g = dict(_params=params, _curve_py=curve, math=math, SUB=SUB, HOLD=HOLD, FINE_S=FINE_S,
+                 N_COLS=N_COLS)
         src_rows = _rows_py
         rows_fn = type(src_rows)(src_rows.__code__, dict(src_rows.__globals__, **g))
         _KERNELS["rows"] = numba.njit(**o)(rows_fn)
@@ -171,19 +197,23 @@ class Life:
     nothing."""
 
     def __init__(self, life_cfg: dict, sample_rate: int, scale: float = 1.0,
-                 vib_full: float = 0.5, wheel_gain: float = WHEEL_GAIN, jit: bool = True):
+                 vib_full: float = 0.5, wheel_gain: float = WHEEL_GAIN, jit: bool = True,
+                 bend_coef: float = 0.0):
         self.pitches, self.table = table_from_config(life_cfg)
         self.sr = float(sample_rate)
         self.scale = float(scale)
         self.vib_full = float(vib_full)
         self.wheel_gain = float(wheel_gain)
+        #: the engine's bend smoother coefficient (its settled test)
+        self.coef = float(bend_coef)
         self._prm = np.zeros(N_COLS)
         self._rows = _jit()["rows"] if jit else _rows_py
 
     def block(self, n: int, vs, rows) -> None:
         self._rows(n, vs.active, vs.note, vs.vpos, vs.start_off, vs.chan, vs.bend_row,
-                   vs.bend_settled, rows.vib, vs.vib_row, self.pitches, self.table,
-                   self.scale, self.vib_full, self.wheel_gain, self.sr, self._prm)
+                   vs.bend_settled, vs.bend_touched, vs.bend, vs.bend_state, self.coef,
+                   rows.vib, vs.vib_row, self.pitches, self.table, self.scale, self.vib_full,
+                   self.wheel_gain, self.sr, self._prm)
 
     def curve(self, note: float, n_samples: int, vib: float = 0.0) -> np.ndarray:
         """Cents per sample of a held note as :meth:`block` plays it (before the smoother),
@@ -191,13 +221,15 @@ class Life:
         prm = note_params(self.pitches, self.table, note)
         sc = self.scale * (1.0 + self.wheel_gain * vib / self.vib_full)
         k = np.arange(n_samples)
-        kk = (k - k % SUB) / self.sr
+        step = np.where(k < int(FINE_S * self.sr), SUB, HOLD)
+        kk = (k - k % step) / self.sr
         return np.array([_curve_py(prm, x, sc) for x in kk])
 
 
-def for_instrument(instrument, sample_rate: int, scale: float = 1.0, vib_full: float = 0.5):
+def for_instrument(instrument, sample_rate: int, scale: float = 1.0, vib_full: float = 0.5,
+                   bend_coef: float = 0.0):
     """The :class:`Life` of an instrument whose config has a ``life`` table, else None."""
     cfg = getattr(instrument, "config", None)
     if not isinstance(cfg, dict) or not cfg.get("life"):
         return None
-    return Life(cfg["life"], sample_rate, scale=scale, vib_full=vib_full)
+    return Life(cfg["life"], sample_rate, scale=scale, vib_full=vib_full, bend_coef=bend_coef)
