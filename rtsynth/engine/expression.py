@@ -113,6 +113,11 @@ def add_options(parser) -> None:
     parser.add_argument("--mpe", choices=MPE_MODES, default="auto", help=MPE_HELP)
     parser.add_argument("--map", action="append", default=None, metavar="CONTROL=TARGET",
                         type=_map_item, help=MAP_HELP)
+    parser.add_argument("--life", type=float, default=None, metavar="SCALE",
+                        help="a model's own pitch movement (its life table: the source's "
+                        "vibrato, settling, tuning): SCALE times the source's vibrato depth (1, the "
+                        "default: its natural amount; the mod wheel deepens it up to 3x), 0 "
+                        "turns the movement off (static lines)")
 
 
 def _map_item(text: str) -> str:
@@ -131,4 +136,6 @@ def engine_options(args) -> dict:
         kw["mpe"] = args.mpe
     if getattr(args, "map", None):
         kw["control_map"] = args.map
+    if getattr(args, "life", None) is not None:
+        kw["life"] = float(args.life)
     return kw
