@@ -83,8 +83,8 @@ def _workload(log) -> None:
         from rtsynth.engine.parallel import ParallelEngine
         for threads in (1, 2):                    # the live engine on two cores
             inst = load_instrument(name)
-            par = ParallelEngine(inst, sample_rate=inst.sample_rate, block=128, n_slots=8,
-                                 threads=threads)
+            par = ParallelEngine(inst, sample_rate=inst.sample_rate, block=128, n_slots=24,
+                                 threads=threads)       # enough voices to split in parts
             par.warmup()
             play(par)
             par.close()

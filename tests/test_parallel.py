@@ -106,11 +106,11 @@ def test_split_points():
     act = np.zeros(20, np.int8)
     act[[0, 2, 3, 7, 8, 9, 11, 15, 19]] = 1           # 9 active
     b = np.zeros(5, np.int64)
-    split_points(act, 20, b)
+    assert split_points(act, 20, b, 4) == 4
     assert b[0] == 0 and b[-1] == 20 and list(b) == sorted(b)
     assert [int(act[b[j]:b[j + 1]].sum()) for j in range(4)] == [3, 2, 2, 2]
-    split_points(np.zeros(20, np.int8), 20, b)         # nothing sounds: still a cover
-    assert b[0] == 0 and b[-1] == 20 and list(b) == sorted(b)
+    assert split_points(act, 20, b, 10) == 1           # few voices: one part, all of them
+    assert list(b) == [0, 20, 20, 20, 20]
 
 
 def test_split_point():

@@ -158,14 +158,18 @@ def wait_parts(done, seq, upto):
 
 
 @kernel
-def split_points(active, upto, bounds):
-    """``bounds[0..k]`` (``k = len(bounds) - 1``): slot ranges ``bounds[j]:bounds[j+1]`` that
-    cover ``0:upto`` with about as many active slots each (the first ones get the odd ones)."""
+def split_points(active, upto, bounds, min_voices):
+    """``bounds[0..k]``: slot ranges ``bounds[j]:bounds[j+1]`` that cover ``0:upto`` with about
+    as many active slots each (the first ones get the odd ones), ``k = len(bounds) - 1``, or
+    one part (the others empty) when fewer than ``min_voices`` are active; returns the number
+    of parts."""
     k = bounds.shape[0] - 1
     total = 0
     for v in range(upto):
         if active[v]:
             total += 1
+    if total < min_voices:
+        k = 1
     bounds[0] = 0
     j = 1
     c = 0
@@ -175,9 +179,10 @@ def split_points(active, upto, bounds):
             j += 1
         if active[v]:
             c += 1
-    while j <= k:
+    while j < bounds.shape[0]:
         bounds[j] = upto
         j += 1
+    return k
 
 
 @kernel
@@ -274,9 +279,9 @@ def split_point(active, upto, share):
 
 
 @kernel
-def add_parts(out, outs, n):
-    """``out[:n] += outs[j, :n]`` for ``j = 1, 2, ...`` in that order (part 0 is ``out``)."""
-    for j in range(1, outs.shape[0]):
+def add_parts(out, outs, n, k):
+    """``out[:n] += outs[j, :n]`` for ``j = 1 .. k-1`` in that order (part 0 is ``out``)."""
+    for j in range(1, k):
         for t in range(n):
             out[t, 0] += outs[j, t, 0]
             out[t, 1] += outs[j, t, 1]
@@ -309,6 +314,8 @@ class ParallelEngine(Engine):
     #: machine: 2 parts, the worker's claimed or taken whole, 1.59 ms a block on average; 4
     #: parts claimed one by one: see the commit)
     PARTS = 4
+    #: fewer sounding voices than this: one part, on the calling thread (no hand-off)
+    SPLIT_VOICES = 16
 
     def __init__(self, instrument, *, threads: int | None = None, **kw):
         self._thread: threading.Thread | None = None
@@ -320,6 +327,7 @@ class ParallelEngine(Engine):
         self._out1 = np.zeros_like(self.out)
         self._work1 = make_work(self.block, self.hop, self.K, self.B)
         self._job = None
+        self._k = 1
         self._sr_f = float(self.sr)
         #: blocks whose worker half this thread rendered (the worker had not claimed it)
         self.taken = 0
@@ -424,12 +432,13 @@ class ParallelEngine(Engine):
         if self._max_level.item(0) != self.max_level:
             self._max_level.fill(self.max_level)
         rounds = self._plan(n)
-        split_points(self.voices.active, self.S, bounds)
+        k = split_points(self.voices.active, self.S, bounds, self.SPLIT_VOICES)
         split_plan_parts(self.plan, rounds, bounds, plans)
         self._job = rounds
-        if self._thread is not None:
+        self._k = k
+        if self._thread is not None and k > 1:
             self._seq = seq = (self._seq + 1) & 0x3FFFFFFF
-            post_parts(self._sync, self._ctl, self._claim, seq, n, rounds, self.PARTS)
+            post_parts(self._sync, self._ctl, self._claim, seq, n, rounds, k)
 
     def _part(self, j, rounds, n, out) -> None:
         """Part ``j`` of this block, on this thread."""
@@ -443,10 +452,12 @@ class ParallelEngine(Engine):
         first up and by this thread from the last down; added in their order."""
         f = self._fused
         views, outs = f[8], f[7]
-        k = self.PARTS
+        k = self._k
         self._part(0, rounds, n, out)
         top = k - 1
-        if self._thread is not None:
+        if k == 1:
+            pass
+        elif self._thread is not None:
             seq = self._seq
             while top >= 1 and claim_part(self._claim, top, seq):
                 self._part(top, rounds, n, views[top][n])
@@ -457,7 +468,8 @@ class ParallelEngine(Engine):
             while top >= 1:
                 self._part(top, rounds, n, views[top][n])
                 top -= 1
-        add_parts(out, outs, n)
+        if k > 1:
+            add_parts(out, outs, n, k)
         self._tally(f[2][-1])
         self._tally(f[3][-1])
 
