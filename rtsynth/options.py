@@ -61,6 +61,8 @@ LIMITS: dict[str, Limit] = {
     "reconnect_timeout": Limit(0.0, 1e6, unit="s"),
     "lower_after": Limit(0.01, 1e6, unit="s"),
     "threads": Limit(1, 2, True),
+    # a life model's pitch movement, times the source's vibrato depth (the wheel adds up to 3x)
+    "life": Limit(0.0, 4.0),
 }
 
 
@@ -169,8 +171,9 @@ def bound_train_options(p: argparse.ArgumentParser) -> None:
 #: the numbers of the other subcommands, by subcommand (see :func:`bound`)
 BENCH_LIMITS = {"notes": Limit(1, 100_000, True), "seconds": Limit(0.1, 86400.0, unit="s"),
                 "voices": Limit(1, 256, True), "capacity_seconds": Limit(0.1, 3600.0, unit="s"),
-                "felt_repeats": Limit(1, 1000, True), "render_runs": Limit(1, 100, True)}
-EVAL_LIMITS = {"max_notes": Limit(1, 10 ** 6, True)}
+                "felt_repeats": Limit(1, 1000, True), "render_runs": Limit(1, 100, True),
+                "render_multipart": Limit(0.0, 3600.0, unit="s")}
+EVAL_LIMITS = {"max_notes": Limit(1, 10 ** 6, True), "life": LIMITS["life"]}
 BATCH_LIMITS = {"jobs": Limit(1, 256, True)}
 DATASET_LIMITS = {"density": Limit(0.01, 100.0), "gain": Limit(0.0, 10.0),
                   "seed": Limit(0, 2 ** 32 - 1, True), "program": Limit(0, 127, True),

@@ -113,11 +113,12 @@ def add_options(parser) -> None:
     parser.add_argument("--mpe", choices=MPE_MODES, default="auto", help=MPE_HELP)
     parser.add_argument("--map", action="append", default=None, metavar="CONTROL=TARGET",
                         type=_map_item, help=MAP_HELP)
-    parser.add_argument("--life", type=float, default=None, metavar="SCALE",
+    from ..options import checker, help_range
+    parser.add_argument("--life", type=checker("life"), default=None, metavar="SCALE",
                         help="a model's own pitch movement (its life table: the source's "
                         "vibrato, settling, tuning): SCALE times the source's vibrato depth (1, the "
                         "default: its natural amount; the mod wheel deepens it up to 3x), 0 "
-                        "turns the movement off (static lines)")
+                        "turns the movement off (static lines); " + help_range("life"))
 
 
 def _map_item(text: str) -> str:
