@@ -1,13 +1,17 @@
 """What the metrics (:mod:`.metrics`) and the melody measures (:mod:`.melody`) share: the
-STFT magnitude, the engine render of an event list, and a model's config, programs and timbre.
+STFT magnitude, the engine render of an event list and of a held-out note, and a model's config, programs and timbre.
 Both import it; neither imports the other back (``tests/test_imports.py``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..data import Example
 
 
 def _stft_mag(x: np.ndarray, n_fft: int) -> np.ndarray:
@@ -101,3 +105,34 @@ def select_timbre(inst, cfg: dict, dataset_name: str) -> float | None:
     pos = path.index(dataset_name) / (m - 1) if m > 1 else 0.0
     inst.set_timbre(pos)
     return pos
+
+
+def note_events(ex: Example, bend_range: int = 2) -> list[tuple[int, tuple]]:
+    """The MIDI events of one held-out note (channel 0), in voice samples."""
+    return bent_note_events(ex, ex.meta.get("bend", []) or [], bend_range)
+
+
+def bent_note_events(ex: Example, bends, bend_range: int) -> list[tuple[int, tuple]]:
+    """Note-on at sample 0 and note-off at the release of ``ex`` (channel 0), the RPN 0 bend
+    range, and a pitch bend to ``semitones`` at each ``(frame, semitones)`` of ``bends`` where
+    the 14-bit value changes; controllers before a note-on at the same sample."""
+    ev = [(0, (0xB0, 101, 0)), (0, (0xB0, 100, 0)), (0, (0xB0, 6, bend_range)),
+          (0, (0xB0, 38, 0)), (0, (0xB0, 101, 127)), (0, (0xB0, 100, 127))]
+    hop = len(ex.audio) // max(ex.n_frames, 1)
+    last = None
+    for fr, semis in bends:
+        v = int(np.clip(round(semis / bend_range * 8192), -8192, 8191)) + 8192
+        if v != last:
+            ev.append((int(fr) * hop, (0xE0, v & 0x7F, v >> 7)))
+            last = v
+    for fr, val in ex.meta.get("expression", []) or []:   # CC11 steps of a swell
+        ev.append((int(fr) * hop, (0xB0, 11, int(val))))
+    ev.append((0, (0x90, int(ex.pitch), int(ex.velocity))))
+    ev.append((int(ex.release_sample), (0x80, int(ex.pitch), 0)))
+    ev.sort(key=lambda e: (e[0], 0 if e[1][0] in (0xB0, 0xE0) else 1))
+    return ev
+
+
+def render_engine(inst, ex: Example, block: int = 128) -> np.ndarray:
+    """The engine path (what ``rtsynth render`` runs), one voice at unit gain, mono."""
+    return render_events_mono(inst, note_events(ex), len(ex.audio), block)

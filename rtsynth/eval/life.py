@@ -19,7 +19,7 @@ from .. import spec
 
 def note_life(inst, ex) -> dict | None:
     from ..dataset import life as dl
-    from .metrics import render_engine
+    from .common import render_engine
     rel = int(ex.release_sample) // spec.HOP
     if ex.kind != "note" or ex.meta.get("bend") or rel < int(0.5 * spec.SAMPLE_RATE / spec.HOP):
         return None
@@ -49,7 +49,7 @@ def evaluate_life(model: str, data_dir: str, instrument: str | None = None) -> d
     from .. import data as rdata
     from ..instruments import load_instrument
     from .common import model_config
-    from .metrics import for_engine
+    from .melody import for_engine
     cfg = model_config(model)
     name = instrument or (cfg.get("source") or {}).get("name")
     d = Path(data_dir) / name if (Path(data_dir) / name).is_dir() else Path(data_dir)

@@ -75,8 +75,9 @@ import numpy as np
 
 from .. import spec
 from ..data import Example, load_dataset, loudness_db, read_index
-from .common import (_engine, _stft_mag, model_config, model_programs,  # noqa: F401
-                     render_events_mono, select_timbre)
+from .common import (_engine, _stft_mag, bent_note_events, model_config,  # noqa: F401
+                     model_programs, note_events, render_engine, render_events_mono,
+                     select_timbre)
 from .melody import for_engine, onset_errors_ms
 
 FFT_SIZES = (2048, 1024, 512, 256)
@@ -259,37 +260,6 @@ def render_step(inst, ex: Example) -> np.ndarray:
         H[k] = h[0]
         G[k] = g[0]
     return spec.synthesize_reference(H, G, ex.f0, hop=inst.hop, sample_rate=inst.sample_rate)
-
-
-def note_events(ex: Example, bend_range: int = 2) -> list[tuple[int, tuple]]:
-    """The MIDI events of one held-out note (channel 0), in voice samples."""
-    return bent_note_events(ex, ex.meta.get("bend", []) or [], bend_range)
-
-
-def bent_note_events(ex: Example, bends, bend_range: int) -> list[tuple[int, tuple]]:
-    """Note-on at sample 0 and note-off at the release of ``ex`` (channel 0), the RPN 0 bend
-    range, and a pitch bend to ``semitones`` at each ``(frame, semitones)`` of ``bends`` where
-    the 14-bit value changes; controllers before a note-on at the same sample."""
-    ev = [(0, (0xB0, 101, 0)), (0, (0xB0, 100, 0)), (0, (0xB0, 6, bend_range)),
-          (0, (0xB0, 38, 0)), (0, (0xB0, 101, 127)), (0, (0xB0, 100, 127))]
-    hop = len(ex.audio) // max(ex.n_frames, 1)
-    last = None
-    for fr, semis in bends:
-        v = int(np.clip(round(semis / bend_range * 8192), -8192, 8191)) + 8192
-        if v != last:
-            ev.append((int(fr) * hop, (0xE0, v & 0x7F, v >> 7)))
-            last = v
-    for fr, val in ex.meta.get("expression", []) or []:   # CC11 steps of a swell
-        ev.append((int(fr) * hop, (0xB0, 11, int(val))))
-    ev.append((0, (0x90, int(ex.pitch), int(ex.velocity))))
-    ev.append((int(ex.release_sample), (0x80, int(ex.pitch), 0)))
-    ev.sort(key=lambda e: (e[0], 0 if e[1][0] in (0xB0, 0xE0) else 1))
-    return ev
-
-
-def render_engine(inst, ex: Example, block: int = 128) -> np.ndarray:
-    """The engine path (what ``rtsynth render`` runs), one voice at unit gain, mono."""
-    return render_events_mono(inst, note_events(ex), len(ex.audio), block)
 
 
 # ----------------------------------------------------------------------------------------------
