@@ -301,6 +301,13 @@ def _switch_to_jit(why: str) -> None:
             k = by_id.get(id(val))
             if k is not None and (val is k.public or val is k.py_func):
                 d[attr] = k.jit()
+    for f in ON_JIT:
+        f()
+
+
+#: called after a switch to the JIT: modules whose kernels use Numba-only helpers (intrinsics,
+#: not imported while the compiled kernels run) load them here
+ON_JIT: list[Callable[[], None]] = []
 
 
 def registry() -> list[_Kernel]:

@@ -157,3 +157,35 @@ def test_parallel_block_allocates_nothing_after_warmup(name):
         assert growth <= 1024, growth
     finally:
         e.close()
+
+
+def test_after_a_switch_to_the_jit(tmp_path):
+    """Compiled kernels that fall back to the JIT mid-run (a call of types they were not built
+    for) still work: the futex and BLAS intrinsics they use are loaded at the switch (in the
+    compiled mode they are not imported), and a kernel that uses them compiles and runs."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    if jit.status()["mode"] != "aot":
+        pytest.skip("the compiled kernels are not in use: nothing to fall back from")
+    code = textwrap.dedent("""
+        import warnings
+        import numpy as np
+        from rtsynth import jit
+        import rtsynth.engine.parallel as P
+        from rtsynth.nn import fast_kernels
+        assert P._sync is None and fast_kernels._blas is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            jit._switch_to_jit("test")
+        assert P._sync is not None and fast_kernels._blas is not None
+        sync, ctl, claim = np.zeros(3, np.int32), np.zeros(5, np.int64), np.zeros(4, np.int32)
+        P.post_parts(sync, ctl, claim, 5, 128, 1, 4)
+        assert P.claim_part(claim, 3, 5) and not P.claim_part(claim, 3, 5)
+        print("ok")
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))     # compiled now, not from a cache
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=env)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

@@ -57,6 +57,9 @@ def ensure_jit() -> None:
     fast_kernels.ensure_jit()
 
 
+jit.ON_JIT.append(ensure_jit)
+
+
 @kernel(**_OPT)      # render_voices' options: the same code whichever thread runs it
 def worker_loop(sync, ctl, sample_rate, hop, vs, rows, tables, lfo_w, work, out):
     """The worker thread's whole life: wait for a block number in ``sync[GO]``, render slots
