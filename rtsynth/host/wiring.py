@@ -72,6 +72,8 @@ def _fail(msg: str) -> None:
 
 
 def parse_channel_specs(items) -> dict[int, str]:
+    if not items:
+        return {}
     from .preset import parse_channel_number
     out = {}
     for item in items or []:
@@ -87,18 +89,33 @@ def parse_channel_specs(items) -> dict[int, str]:
 def host_engine(args, block, device_rate, offline, plain):
     """What ``play``/``render`` use; ``plain(args, block, device_rate, offline)`` is the CLI's
     one-instrument engine."""
-    from ..lv2 import LilvMissing
-    from ..lv2.world import LV2Error
-    from .preset import PresetError
     try:
         return _host_engine(args, block, device_rate, offline, plain)
-    except (LV2Error, PresetError, LilvMissing) as e:
+    except Exception as e:
+        if not _host_error(e):
+            raise
         _fail(str(e))
 
 
+def _host_error(e: BaseException) -> bool:
+    """An LV2 or preset error (one line for the user). Their modules are imported only when an
+    --fx, lv2: channel or --preset needs them (~10 ms of a plain play's start-up): an error of
+    a module never imported was not raised."""
+    pkg = __name__.rsplit(".", 2)[0]
+    kinds = []
+    for mod, name in (("lv2", "LilvMissing"), ("lv2.world", "LV2Error"),
+                      ("host.preset", "PresetError")):
+        m = sys.modules.get(f"{pkg}.{mod}")
+        if m is not None and hasattr(m, name):
+            kinds.append(getattr(m, name))
+    return bool(kinds) and isinstance(e, tuple(kinds))
+
+
 def _apply_preset(args):
+    if not getattr(args, "preset", None):
+        return None
     from .preset import PresetError, load_preset
-    pr = load_preset(args.preset) if getattr(args, "preset", None) else None
+    pr = load_preset(args.preset)
     if pr is None:
         return None
     for key in ("gain", "reverb", "polyphony"):
@@ -127,7 +144,6 @@ def _apply_preset(args):
 
 
 def _host_engine(args, block, device_rate, offline, plain):
-    from .preset import PresetError
     pr = _apply_preset(args)
     specs = dict(pr.channels) if pr else {}
     specs.update(parse_channel_specs(getattr(args, "channel", None)))
@@ -141,6 +157,8 @@ def _host_engine(args, block, device_rate, offline, plain):
         fx_specs = list(pr.fx)
     stems = getattr(args, "stems", None)
     multi = getattr(args, "multi_out", False)
+    if stems or multi:
+        from .preset import PresetError
     if stems and not offline:
         raise PresetError("--stems is for render (play: --multi-out)")
     if multi and offline:
@@ -188,6 +206,8 @@ def _say_fx(chain, sr: int) -> None:
 
 def _check_fx(fx_specs) -> None:
     """Every ``--fx`` URI and symbol known, every value in range, before anything loads."""
+    if not fx_specs:
+        return
     from ..lv2.host import check_params
     from ..lv2.world import LV2Error, plugin_info
     for uri, params in fx_specs:
