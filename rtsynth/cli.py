@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from . import options
-from .nn import guard as instrument_guard
 from .midi.messages import RTMIDI_APIS
 
 EXIT_ERROR = 1
@@ -52,6 +51,8 @@ def _plain_engine(args, block: int | None, device_rate: int | None = None,
     samples)."""
     from .instruments import BasicInstrument, load_instrument
 
+    from .nn import guard as instrument_guard
+
     inst = load_instrument(args.instrument)   # neural instruments set torch to one thread
     instrument_guard.report(inst)             # a faulty model: muted, one warning
     rate = args.sample_rate or device_rate
@@ -72,41 +73,53 @@ def _plain_engine(args, block: int | None, device_rate: int | None = None,
 
 
 # --------------------------------------------------------------------------- play
-def _jack_probe() -> tuple[int, int] | None:
-    """``(period, rate)`` of the JACK server a client would join (JACK_DEFAULT_SERVER's), or
-    None when none accepts clients (as :func:`rtsynth.live.drivers.jack_running`)."""
-    from .live import drivers
-    try:
-        jack = drivers._quiet_jack()
-    except Exception:
-        return None
-    try:
-        probe = jack.Client("rtsynth-probe", no_start_server=True)
-    except Exception:
-        return None
-    try:
-        return int(probe.blocksize), int(probe.samplerate)
-    finally:
-        probe.close()
+def _jack_open_async(name: str):
+    """Open play's JACK client ``name`` on a thread, so that its ~25 ms (mostly waiting on the
+    server, the GIL released) overlap the imports; returns ``result()``: the client, still
+    inactive and without ports (it finds the server and gives its period and rate, then
+    :class:`rtsynth.live.drivers.JackDriver` takes it over: one client at start-up, not a probe
+    and then the real one), or None when no server accepts clients (as
+    :func:`rtsynth.live.drivers.jack_running`)."""
+    import threading
+    box: dict = {}
+
+    def work():
+        from .live import drivers
+        try:
+            jack = drivers._quiet_jack()
+            box["client"] = jack.Client(name, no_start_server=True)
+        except Exception:
+            pass
+
+    t = threading.Thread(target=work, name="rtsynth-jack-open", daemon=True)
+    t.start()
+
+    def result():
+        t.join()
+        return box.get("client")
+    return result
 
 
 def cmd_play(args) -> int:
-    from .live import drivers
-    from .live.player import Player
-
-    _realtime_setup()
     t_start = time.perf_counter()
     driver_name = args.driver
+    opening = _jack_open_async(args.client_name) if driver_name in ("auto", "jack") else None
+    from .live import drivers
+    from .live.player import Player
+    from .live.session import LiveSession, make_engine
+    from .nn import guard as instrument_guard
+
+    _realtime_setup()
     block = args.block
     device_rate = None
-    if driver_name in ("auto", "jack"):
-        # one probe client both finds the server and reads its period and rate (a JACK
-        # client opened and closed costs ~25 ms of start-up)
-        found = _jack_probe()
-        if found is not None:
+    jack_client = None
+    if opening is not None:
+        # the client play will use both finds the server and reads its period and rate
+        jack_client = opening()
+        if jack_client is not None:
             driver_name = "jack"
-            block = block or found[0]
-            device_rate = found[1]
+            block = block or int(jack_client.blocksize)
+            device_rate = int(jack_client.samplerate)
         elif driver_name == "jack":
             raise drivers.NoAudioDevice(drivers.NO_DEVICE_HINT)
         else:
@@ -115,7 +128,6 @@ def cmd_play(args) -> int:
         # fail fast, before loading models, when there is no device at all
         drivers.find_output_device(args.audio_device)
     block = block or 128
-    from .live.session import LiveSession, make_engine
     session = LiveSession(args, _make_engine)   # screen, keys, --record, a MIDI file
     engine = session.front(make_engine(args, block, device_rate, _make_engine))
     engine.warmup()
@@ -138,7 +150,7 @@ def cmd_play(args) -> int:
                                     else None,
                                     hw_midi=not args.no_hw_midi and args.midi_api in (None, "jack"),
                                     reconnect_timeout=args.reconnect_timeout,
-                                    client_name=args.client_name)
+                                    client_name=args.client_name, client=jack_client)
         if args.midi_api not in (None, "jack"):
             midi_inputs = drivers.RtMidiInputs(player, args.midi_api, args.midi_port,
                                                virtual=False)

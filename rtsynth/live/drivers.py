@@ -133,7 +133,10 @@ class JackDriver:
     def __init__(self, player: "Player", connect_outputs: bool = False,
                  midi_ports: Sequence[str] | None = None, hw_midi: bool = True,
                  client_name: str = CLIENT_NAME,
-                 reconnect_timeout: float = RECONNECT_TIMEOUT_S):
+                 reconnect_timeout: float = RECONNECT_TIMEOUT_S, client=None):
+        # ``client``: an inactive jack.Client named ``client_name`` opened already (play opens
+        # it early to read the server's period and rate), taken over by the first _open()
+        self._given_client = client
         self.player = player
         self.client_name = client_name
         self.connect_outputs = connect_outputs
@@ -162,8 +165,9 @@ class JackDriver:
     def _open(self) -> None:
         jack = _quiet_jack()
         player = self.player
+        given, self._given_client = self._given_client, None
         try:
-            self.client = jack.Client(self.client_name, no_start_server=True)
+            self.client = given or jack.Client(self.client_name, no_start_server=True)
         except jack.JackOpenError as e:
             raise NoAudioDevice(NO_DEVICE_HINT) from e
         c = self.client
