@@ -73,49 +73,38 @@ def _plain_engine(args, block: int | None, device_rate: int | None = None,
 
 
 # --------------------------------------------------------------------------- play
-def _jack_open_async(name: str):
-    """Open play's JACK client ``name`` on a thread, so that its ~25 ms (mostly waiting on the
-    server, the GIL released) overlap the imports; returns ``result()``: the client, still
-    inactive and without ports (it finds the server and gives its period and rate, then
-    :class:`rtsynth.live.drivers.JackDriver` takes it over: one client at start-up, not a probe
-    and then the real one), or None when no server accepts clients (as
-    :func:`rtsynth.live.drivers.jack_running`)."""
-    import threading
-    box: dict = {}
-
-    def work():
-        from .live import drivers
-        try:
-            jack = drivers._quiet_jack()
-            box["client"] = jack.Client(name, no_start_server=True)
-        except Exception:
-            pass
-
-    t = threading.Thread(target=work, name="rtsynth-jack-open", daemon=True)
-    t.start()
-
-    def result():
-        t.join()
-        return box.get("client")
-    return result
+def _jack_open(name: str):
+    """Play's JACK client ``name``, still inactive and without ports: it finds the server and
+    gives its period and rate, then :class:`rtsynth.live.drivers.JackDriver` takes it over (one
+    client at start-up, not a probe and then the real one: ~20 ms). None when no server accepts
+    clients (as :func:`rtsynth.live.drivers.jack_running`). (Opened on a thread while numpy
+    imports, it made the start-up slower: the import and the thread contend for the GIL.)"""
+    from .live import drivers
+    try:
+        jack = drivers._quiet_jack()
+        return jack.Client(name, no_start_server=True)
+    except Exception:
+        return None
 
 
 def cmd_play(args) -> int:
-    t_start = time.perf_counter()
-    driver_name = args.driver
-    opening = _jack_open_async(args.client_name) if driver_name in ("auto", "jack") else None
+    # no collector passes while the modules import and the engine is built and warmed (what
+    # they leave is frozen below): ~5 ms of imports; enabled again (main) if it fails
+    gc.disable()
     from .live import drivers
     from .live.player import Player
     from .live.session import LiveSession, make_engine
     from .nn import guard as instrument_guard
 
     _realtime_setup()
+    t_start = time.perf_counter()
+    driver_name = args.driver
     block = args.block
     device_rate = None
     jack_client = None
-    if opening is not None:
+    if driver_name in ("auto", "jack"):
         # the client play will use both finds the server and reads its period and rate
-        jack_client = opening()
+        jack_client = _jack_open(args.client_name)
         if jack_client is not None:
             driver_name = "jack"
             block = block or int(jack_client.blocksize)
@@ -134,9 +123,10 @@ def cmd_play(args) -> int:
     # The steady state allocates no reference cycles: move everything alive now out of the
     # collector's sight and make collections rare, so a full pass cannot stall a block
     # (measured here: block-time max 3.9-6.8 ms with the default collector, 2.1 ms without).
-    gc.collect()
+    # No gc.collect() first (~8 ms at start-up): the ~200 objects it would free stay frozen.
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
+    gc.enable()
     sync = _play_mode(args, driver_name)
     ahead, ahead_max = _ahead(args.ahead, driver_name)
     player = Player(engine, ahead=ahead, ahead_max=ahead_max, sync=sync,
@@ -603,6 +593,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    finally:
+        gc.enable()                  # play disables it while it starts
 
 
 if __name__ == "__main__":
