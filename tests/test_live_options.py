@@ -335,7 +335,10 @@ def test_ahead_auto_goes_one_block_further_after_each_underrun(jack_server, jack
     assert "one more after each underrun up to 3" in line
     assert st["latency_raises"] == 2 and st["latency_frames"] == 3 * period, st
     assert st["blocks"] // 150 >= 6
-    assert 2 <= st["underruns"] <= 2 + st["xruns"], st
+    # the first two stalls are rtsynth's own gaps; any other gap is the machine's (a server xrun,
+    # or the VM descheduling the callback: counted apart, it raises nothing)
+    assert st["own_underruns"] + st["server_underruns"] <= st["underruns"], st
+    assert 2 <= st["own_underruns"] <= 2 + st["xruns"], st
     assert "latency now 8.00 ms (3 blocks ahead)" in p.output or \
         "latency now 5.33 ms (2 blocks ahead)" in p.output, p.output
     assert p.output.splitlines()[-1].endswith(f"latency {3 * period} frames")
