@@ -313,17 +313,7 @@ def start_voices(m, offs, chs, notes, vels, slots_out, n_slots, hop, counter, st
         if vs.active[s] != 0:
             steals += 1
             if S > n_slots:
-                f = -1
-                for v in range(n_slots, S):
-                    if vs.active[v] == 0:
-                        f = v
-                        break
-                if f < 0:
-                    f = n_slots
-                    for v in range(n_slots + 1, S):
-                        if vs.kill_pos[v] > vs.kill_pos[f]:
-                            f = v
-                _to_fade_slot(vs, s, f, off, steal_len, hop, K, B, N)
+                _to_fade_slot(vs, s, _free_fade_slot(vs, n_slots, S), off, steal_len, hop, K, B, N)
         counter += 1
         vs.active[s] = 1
         vs.start_off[s] = off
@@ -363,6 +353,19 @@ def start_voices(m, offs, chs, notes, vels, slots_out, n_slots, hop, counter, st
         _write_rows(vs, s, off, n)
         slots_out[i] = s
     return m + steals
+
+
+@subkernel
+def _free_fade_slot(vs, n_slots, S):
+    """The fade slot a stolen voice goes to: a free one, else the one nearest its end."""
+    for v in range(n_slots, S):
+        if vs.active[v] == 0:
+            return v
+    f = n_slots
+    for v in range(n_slots + 1, S):
+        if vs.kill_pos[v] > vs.kill_pos[f]:
+            f = v
+    return f
 
 
 @subkernel
@@ -429,17 +432,7 @@ def steal_voice(vs, n_slots, ch, key, start, off, steal_len, hop):
     if s < 0:
         return 0
     if S > n_slots:
-        f = -1
-        for v in range(n_slots, S):
-            if vs.active[v] == 0:
-                f = v
-                break
-        if f < 0:
-            f = n_slots
-            for v in range(n_slots + 1, S):
-                if vs.kill_pos[v] > vs.kill_pos[f]:
-                    f = v
-        _to_fade_slot(vs, s, f, off, steal_len, hop, K, B, N)
+        _to_fade_slot(vs, s, _free_fade_slot(vs, n_slots, S), off, steal_len, hop, K, B, N)
     vs.active[s] = 0
     vs.kill_start[s] = -1
     vs.key_down[s] = False
