@@ -90,3 +90,40 @@ def test_a_model_going_non_finite_while_playing_is_muted_with_one_warning(folder
     buf = io.StringIO()
     assert guard.report(inst, buf) and guard.report(inst, buf)
     assert buf.getvalue().count("muted") == 1
+
+
+LIFE_SOURCE = "violin-life"
+#: a life table (a -life model's pitch movement, config.json) made hostile: column -> values
+LIFE_FAULTS = {"depth": 1e300, "rate": 1e9, "offset": 1e30, "delay": -5.0, "phase": "nan",
+               "pitch": "reversed", "settle": "missing", "rate ": "not a list"}
+
+
+@pytest.mark.parametrize("col", sorted(LIFE_FAULTS))
+def test_hostile_life_table_is_refused_in_one_line(tmp_path, capsys, col):
+    import json
+    import shutil
+    src = models_dir() / LIFE_SOURCE
+    if not (src / "model.safetensors").exists():
+        pytest.skip("no shipped life model")
+    d = tmp_path / "m"
+    shutil.copytree(src, d)
+    cfg = json.loads((d / "config.json").read_text())
+    life, key, v = cfg["life"], col.strip(), LIFE_FAULTS[col]
+    if v == "reversed":
+        life[key] = life[key][::-1]
+    elif v == "missing":
+        del life[key]
+    elif v == "not a list":
+        life[key] = {"a": 1}
+    else:
+        life[key] = [float(v)] * len(life[key])
+    (d / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "o.wav"
+    out.write_bytes(OLD)
+    capsys.readouterr()
+    rc = main(["render", "--demo", "-o", str(out), "-i", str(d), "-q", "--tail", "0.5"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and "trained range" not in ln]
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("rtsynth: error: "), (rc, err)
+    assert "life" in lines[0], err
+    assert out.read_bytes() == OLD

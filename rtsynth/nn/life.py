@@ -55,16 +55,33 @@ FINE_S = 0.1
 #: the attack's settling is clamped to this many cents (a tracker's onset estimate beyond it
 #: is not a pitch)
 MAX_SETTLE_CENTS = 120.0
+#: what a table may hold, per column (a real player's pitch stays well inside): beyond it the
+#: file is refused, not played (an absurd depth was non-finite audio, an absurd offset silence)
+COL_LIMITS = {"offset": (-100.0, 100.0), "settle": (-1e4, 1e4), "settle_tau": (0.0, 10.0),
+              "delay": (0.0, 60.0), "ramp": (0.0, 60.0), "rate": (0.0, 20.0),
+              "depth": (0.0, 200.0), "phase": (-1e3, 1e3)}
 
 
 def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
     """``(pitches [P], params [P, N_COLS])`` float64 from a config's ``life`` object."""
-    p = np.asarray(life["pitch"], np.float64)
-    if p.ndim != 1 or len(p) == 0 or not np.all(np.diff(p) > 0):
+    def column(k):
+        v = life.get(k) if isinstance(life, dict) else None
+        if not isinstance(v, list) or not all(isinstance(x, (int, float)) for x in v):
+            raise ValueError(f"life: '{k}' must be a list of numbers, one per pitch")
+        return np.asarray(v, np.float64)
+    p = column("pitch")
+    if len(p) == 0 or not np.all(np.diff(p) > 0):
         raise ValueError("life: 'pitch' must be increasing")
-    t = np.stack([np.asarray(life[k], np.float64) for k in COLS], axis=1)
-    if t.shape[0] != len(p) or not np.isfinite(t).all():
+    cols = [column(k) for k in COLS]
+    if any(len(c) != len(p) for c in cols):
         raise ValueError("life: every column needs one finite value per pitch")
+    t = np.stack(cols, axis=1)
+    if not np.isfinite(t).all():
+        raise ValueError("life: every column needs one finite value per pitch")
+    for j, k in enumerate(COLS):
+        lo, hi = COL_LIMITS[k]
+        if not ((t[:, j] >= lo) & (t[:, j] <= hi)).all():
+            raise ValueError(f"life: '{k}' must lie in {lo:g}..{hi:g}")
     t[:, 1] = np.clip(t[:, 1], -MAX_SETTLE_CENTS, MAX_SETTLE_CENTS)
     t[:, 2] = np.maximum(t[:, 2], 1e-3)
     t[:, 4] = np.maximum(t[:, 4], 1e-3)
