@@ -29,7 +29,9 @@ import time
 import warnings
 from pathlib import Path
 
-WORKLOAD_MODELS = ("flute", "flute-gru", "flute-attention", "morph")
+#: a model of each backbone, and one with a ``life`` table (rtsynth.nn.life: its per-voice
+#: pitch movement kernel)
+WORKLOAD_MODELS = ("flute", "flute-gru", "flute-attention", "morph", "violin-life")
 
 
 def _workload(log) -> None:
@@ -141,7 +143,7 @@ def build(out_dir: Path | None = None, log=print) -> Path:
     if jit.status()["mode"] != "jit":
         raise RuntimeError("rtsynth.jit was loaded in compiled mode before the build started")
     for mod in ("engine", "engine.parallel", "instruments.basic", "render", "dsp.synth",
-                "dsp.effects", "nn.fast", "nn.fast_kernels"):
+                "dsp.effects", "nn.fast", "nn.fast_kernels", "nn.life"):
         __import__(f"rtsynth.{mod}")
     t0 = time.perf_counter()
     _workload(log)

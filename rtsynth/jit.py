@@ -42,7 +42,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCES = ("jit.py", "spec.py", "engine/bank.py", "engine/block.py", "engine/channels.py",
            "engine/frames.py", "engine/offline.py", "engine/parallel.py", "engine/_sync.py",
            "instruments/basic.py", "dsp/synth.py",
-           "dsp/effects.py", "nn/fast.py", "nn/fast_kernels.py", "nn/_blas.py")
+           "dsp/effects.py", "nn/fast.py", "nn/fast_kernels.py", "nn/_blas.py", "nn/life.py")
 EXTENSION = "_kernels"
 SPEC_FILE = PACKAGE_DIR / "_kernels.json"
 

@@ -30,7 +30,7 @@ RENDER = """
     from rtsynth.render import demo_events, offline_engine, render_events
     from rtsynth.engine import Engine
     out = []
-    for name in ("basic", "flute", "flute-gru", "flute-attention"):
+    for name in ("basic", "flute", "flute-gru", "flute-attention", "violin-life"):
         inst = load_instrument(name)
         out.append(render_events(offline_engine(inst, sample_rate=inst.sample_rate),
                                  demo_events()[:30], tail=0.5))
@@ -49,7 +49,11 @@ def test_built_module_is_current_where_a_compiler_is():
         pytest.skip(f"no C compiler here: the kernels run on the JIT ({why})")
     assert ok, f"compiled kernels {why}: run python -m rtsynth.aot"
     spec = json.loads(jit.SPEC_FILE.read_text())
+    import importlib
+    for rel in jit.SOURCES:                 # every kernel module, so every kernel is registered
+        importlib.import_module("rtsynth." + rel[:-3].replace("/", "."))
     names = {k.key for k in jit.registry() if k.exported}
+    assert "nn_life___rows" in names
     assert names <= set(spec["kernels"]), names - set(spec["kernels"])
 
 

@@ -31,7 +31,7 @@ engine's own sine LFO is off for such a model (its depth rows feed this scale in
 
 The movement enters the engine as each voice's own bend (``bend_row``, which the oscillator
 and the feature planner both read), held over 16 voice samples for the first 0.1 s (the
-attack's settling) and over 64 after (:func:`_rows_py`: the bend smoother passes it through
+attack's settling) and over 64 after (:func:`_rows`: the bend smoother passes it through
 while no bend event moves the note).
 """
 
@@ -40,6 +40,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from ..jit import kernel, subkernel
 
 #: the wheel at full scale multiplies the natural vibrato depth by 1 + this
 WHEEL_GAIN = 2.0
@@ -90,13 +92,18 @@ def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def note_params(pitches: np.ndarray, table: np.ndarray, note: float) -> np.ndarray:
     """The parameters ``[N_COLS]`` of a note (see the module docstring): NumPy reference of
-    :func:`_params` (the kernel's)."""
+    :func:`_params` (the kernel's, run as Python)."""
     out = np.zeros(N_COLS)
-    _params(pitches, table, float(note), out)
+    _params_py(pitches, table, float(note), out)
     return out
 
 
-def _params_py(pitches, table, note, out):
+#: the kernels' Numba options
+_OPT = dict(error_model="numpy", boundscheck=False)
+
+
+@subkernel(**_OPT)
+def _params(pitches, table, note, out):
     P = pitches.shape[0]
     if note <= pitches[0] or P == 1:
         j, ref = 0, pitches[0]
@@ -137,7 +144,8 @@ def _params_py(pitches, table, note, out):
         out[5] = table[j, 5] * 2.0 ** ((note - pitches[j]) / 12.0)
 
 
-def _curve_py(prm, t, scale):
+@subkernel(**_OPT)
+def _curve(prm, t, scale):
     x = (t - prm[3]) / prm[4]
     x = min(max(x, 0.0), 1.0)
     env = x * x * (3.0 - 2.0 * x)
@@ -145,9 +153,10 @@ def _curve_py(prm, t, scale):
             + scale * prm[6] * env * math.sin(2.0 * math.pi * prm[5] * t + prm[7]))
 
 
-def _rows_py(n, active, note, vpos, start_off, chan, bend_row, bend_settled, bend_touched,
-             bend, bend_state, coef, chan_vib, vib_row, pitches, table, life, vib_full,
-             wheel_gain, sr, prm):
+@kernel(**_OPT)
+def _rows(n, active, note, vpos, start_off, chan, bend_row, bend_settled, bend_touched,
+          bend, bend_state, coef, chan_vib, vib_row, pitches, table, life, vib_full,
+          wheel_gain, sr, prm):
     """Each active voice's movement (semitones) into its bend row over ``start_off .. n``,
     held over ``SUB`` voice samples for the first ``FINE_S`` (the settling) and ``HOLD`` after.
 
@@ -173,7 +182,7 @@ def _rows_py(n, active, note, vpos, start_off, chan, bend_row, bend_settled, ben
             if k % step == 0 or t == t0:
                 kk = k - k % step
                 sc = life * (1.0 + wheel_gain * (chan_vib[ch, t] + vib_row[v, t]) / vib_full)
-                val = _curve_py(prm, kk / sr, sc) / 100.0
+                val = _curve(prm, kk / sr, sc) / 100.0
             if rest:
                 bend_row[v, t] = s + val
             else:
@@ -185,27 +194,15 @@ def _rows_py(n, active, note, vpos, start_off, chan, bend_row, bend_settled, ben
             bend_settled[v] = 0
 
 
-_KERNELS = {}
+def _python(f):
+    """A kernel's Python function (a reference, and what Python-side helpers call)."""
+    return getattr(f, "py_func", None) or getattr(f, "__wrapped__", None) or f
 
 
-def _jit():
-    """The Numba versions (compiled on first use, cached on disk)."""
-    if not _KERNELS:
-        import numba
-        o = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
-        params = numba.njit(**o)(_params_py)
-        curve = numba.njit(**o)(_curve_py)
-        g = dict(_params=params, _curve_py=curve, math=math, SUB=SUB, HOLD=HOLD, FINE_S=FINE_S,
-                 N_COLS=N_COLS)
-        src_rows = _rows_py
-        rows_fn = type(src_rows)(src_rows.__code__, dict(src_rows.__globals__, **g))
-        _KERNELS["rows"] = numba.njit(**o)(rows_fn)
-        _KERNELS["params"] = params
-    return _KERNELS
-
-
-def _params(pitches, table, note, out):
-    return _params_py(pitches, table, note, out)
+_params_py = _python(_params)
+_curve_py = _python(_curve)
+#: :func:`_rows` as Python (``Life(jit=False)``; it calls the kernels' ``_params``/``_curve``)
+_rows_py = _python(_rows)
 
 
 class Life:
@@ -224,10 +221,11 @@ class Life:
         #: the engine's bend smoother coefficient (its settled test)
         self.coef = float(bend_coef)
         self._prm = np.zeros(N_COLS)
-        self._rows = _jit()["rows"] if jit else _rows_py
+        self._jit = bool(jit)
 
     def block(self, n: int, vs, rows) -> None:
-        self._rows(n, vs.active, vs.note, vs.vpos, vs.start_off, vs.chan, vs.bend_row,
+        # the module's kernel looked up per call: a switch to the JIT rebinds it
+        (_rows if self._jit else _rows_py)(n, vs.active, vs.note, vs.vpos, vs.start_off, vs.chan, vs.bend_row,
                    vs.bend_settled, vs.bend_touched, vs.bend, vs.bend_state, self.coef,
                    rows.vib, vs.vib_row, self.pitches, self.table, self.scale, self.vib_full,
                    self.wheel_gain, self.sr, self._prm)
