@@ -78,11 +78,15 @@ def test_worker_runs_beside_and_ends():
     e.warmup()
     for i in range(8):
         e.push(e.time + i, (0x90, 50 + i, 100))
+    taken = e.taken
     for _ in range(4):
         e.render()
     a = split_point(e.voices.active, e.S, e.SHARE)
     assert 0 < a < e.S                      # both threads had voices to render
-    assert e._sync[1] == e._seq > 0         # the worker posted the last block done
+    assert e._seq > 0 and e._sync[1] > 0    # the worker rendered blocks beside the engine
+    # the last block's other half: the worker's (posted done), or taken here because the
+    # worker had not claimed it yet (a loaded machine woke it late)
+    assert e._sync[1] == e._seq or e.taken > taken, (e._sync[1], e._seq, e.taken)
     e.close()
     assert not th.is_alive()
     e.close()                               # idempotent
