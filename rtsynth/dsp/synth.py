@@ -5,9 +5,10 @@ Three deliberate approximations, all independent of the audio block size (they f
 voice's own sample clock, so block-by-block output equals one-shot output):
 
 - f0 is held over sub-blocks of ``SUB`` voice samples (the phase stays continuous); the
-  fundamental phase is accumulated in float64 and the harmonic phasors are rebuilt from it at
-  each control frame (and block start), so there is no drift (float32 rotation over a frame:
-  1e-5 rad at most).
+  fundamental phase is accumulated in float64 and the harmonic oscillators are rebuilt from it
+  at each control frame, block start and change of f0, so there is no drift (each harmonic a
+  float32 coupled-form recurrence ``x -= k y; y += k x``, ``k = 2 sin(h w / 2)``, whose ``y``
+  is ``sin(h theta)`` exactly but for rounding: 1e-6 over a frame).
 - harmonics at or above 0.98 of Nyquist for the sub-block's f0 are skipped: nothing aliases, even
   when vibrato or bend raises the pitch after the control frame was computed.
 - over each control frame, the top chunks of harmonics whose amplitudes sum to at most
@@ -18,20 +19,23 @@ How it is laid out for speed (AVX2/FMA through LLVM's loop vectorizer):
 
 - each voice's block is cut into runs that contain no control-frame boundary, no ``SUB``
   boundary and no kill start, so the per-sample loops have no branches;
-- the harmonic loop works on one float32 work array (amplitude, ramp, phasor, rotation,
-  in chunks of ``KC`` = 32 harmonics at constant offsets from each other): the vectorizer sees
-  that nothing aliases and needs no run-time checks, and the constant trip count gives 4 x 8
-  lanes with no scalar remainder; harmonics above the Nyquist cut keep a zero phasor, chunks
-  with none sounding are skipped; two samples per pass, one accumulator per chunk and sample
-  (independent FMA chains); (Numba runs LLVM's loop vectorizer but not its SLP vectorizer, so
-  only innermost loops become SIMD);
+- the harmonic loop works on one float32 work array (amplitude, ramp, the oscillator's ``x``,
+  ``y`` and ``k``, in chunks of ``KC`` = 32 harmonics at constant offsets from each other): the
+  vectorizer sees that nothing aliases and needs no run-time checks, and the constant trip
+  count gives 4 x 8 lanes with no scalar remainder; harmonics above the Nyquist cut keep a zero
+  oscillator, chunks with none sounding are skipped; two samples per pass, one accumulator per
+  chunk and sample (independent FMA chains), four FMAs per harmonic and sample (a complex
+  rotation took six); (Numba runs LLVM's loop vectorizer but not its SLP vectorizer, so only
+  innermost loops become SIMD);
 - the noise is added after the harmonics, one control-frame segment at a time: four bands per
   pass, each pass a SIMD loop over the segment's samples in a local work array (the noise loops
   band-major, padded so that a run is contiguous: :func:`noise_layout`);
-- the phasors are rebuilt in float64 eight harmonics at a time (``z[h+8] = z[h] z[8]``), only
-  as far as the chunks that sound, once a frame (or when the Nyquist cut moves); the rotation
-  only when f0 changed (or more chunks sound), the f0 (``2**x``, vibrato ``sin``) only when its
-  inputs did.
+- the oscillators are rebuilt in float64 eight harmonics at a time (``z[h+8] = z[h] z[8]``
+  for ``theta`` and ``w / 2``), only as far as the chunks that sound, once a frame, when f0
+  changes, when the Nyquist cut moves or more chunks sound; the f0 (``2**x``, vibrato ``sin``)
+  only when its inputs did;
+- gain, kill fade and pan go straight into the output, one pass over the voice's samples after
+  the check that they are finite.
 """
 
 from __future__ import annotations
@@ -60,11 +64,10 @@ _OPT = dict(fastmath=_FM, error_model='numpy', boundscheck=False)
 # offsets inside one chunk of the work array
 _A0 = 0        # amplitude at the start of the frame (previous control value)
 _DA = KC       # ramp: current - previous control value
-_ZR = 2 * KC   # phasor exp(i h theta_n): real
-_ZI = 3 * KC   # ... imaginary
-_RR = 4 * KC   # rotation exp(i h w): real
-_RI = 5 * KC   # ... imaginary
-_CH = 6 * KC   # chunk stride
+_OX = 2 * KC   # coupled-form oscillator: cos(h theta_n - h w / 2)
+_OY = 3 * KC   # ... sin(h theta_n): the harmonic's waveform
+_OK = 4 * KC   # ... its coefficient 2 sin(h w / 2)
+_CH = 5 * KC   # chunk stride
 
 
 @subkernel(**_OPT)
@@ -73,13 +76,9 @@ def _cmul(ar, ai, br, bi):
 
 
 @subkernel(**_OPT)
-def _rebuild(x, tmp, wk, off, hmax, K, nch):
-    """``wk[c*_CH + off + k] = cos(h x)``, ``wk[c*_CH + off + KC + k] = sin(h x)`` for harmonic
-    ``h = c*KC + k + 1 <= min(hmax, K)``, 0 above (and in the padding).
-
-    float64: ``exp(i (8 j + l) x) = exp(i 8 x)^j exp(i l x)``, both factors by short product
-    trees (``tmp[0:16]`` the first eight harmonics, ``tmp[16:32]`` the powers of the eighth).
-    """
+def _powers8(x, tmp, o):
+    """``tmp[o + l - 1] = cos(l x)``, ``tmp[o + 8 + l - 1] = sin(l x)`` for ``l = 1 .. 8``
+    (float64, short product trees)."""
     c1 = math.cos(x)
     s1 = math.sin(x)
     c2, s2 = _cmul(c1, s1, c1, s1)
@@ -89,40 +88,65 @@ def _rebuild(x, tmp, wk, off, hmax, K, nch):
     c6, s6 = _cmul(c3, s3, c3, s3)
     c7, s7 = _cmul(c4, s4, c3, s3)
     c8, s8 = _cmul(c4, s4, c4, s4)
-    tmp[0] = c1
-    tmp[1] = c2
-    tmp[2] = c3
-    tmp[3] = c4
-    tmp[4] = c5
-    tmp[5] = c6
-    tmp[6] = c7
-    tmp[7] = c8
-    tmp[8] = s1
-    tmp[9] = s2
-    tmp[10] = s3
-    tmp[11] = s4
-    tmp[12] = s5
-    tmp[13] = s6
-    tmp[14] = s7
-    tmp[15] = s8
+    tmp[o] = c1
+    tmp[o + 1] = c2
+    tmp[o + 2] = c3
+    tmp[o + 3] = c4
+    tmp[o + 4] = c5
+    tmp[o + 5] = c6
+    tmp[o + 6] = c7
+    tmp[o + 7] = c8
+    tmp[o + 8] = s1
+    tmp[o + 9] = s2
+    tmp[o + 10] = s3
+    tmp[o + 11] = s4
+    tmp[o + 12] = s5
+    tmp[o + 13] = s6
+    tmp[o + 14] = s7
+    tmp[o + 15] = s8
+
+
+@subkernel(**_OPT)
+def _rebuild(th, w, tmp, wk, hmax, K, nch):
+    """The oscillators of harmonics ``h = c*KC + k + 1 <= min(hmax, K)`` at phase ``h th``
+    and increment ``h w``, for the coupled-form recurrence ``x -= k y; y += k x``:
+    ``wk[c*_CH + _OX + k] = cos(h th - h w / 2)``, ``wk[c*_CH + _OY + k] = sin(h th)``,
+    ``wk[c*_CH + _OK + k] = 2 sin(h w / 2)``; 0 above (and in the padding: silent).
+
+    float64: ``exp(i (8 j + l) x) = exp(i 8 x)^j exp(i l x)`` for ``x = th`` and ``w / 2``
+    (``tmp[0:16]``, ``tmp[16:32]``: the first eight harmonics of each).
+    """
+    _powers8(th, tmp, 0)
+    _powers8(0.5 * w, tmp, 16)
+    c8 = tmp[7]
+    s8 = tmp[15]
+    d8 = tmp[23]
+    e8 = tmp[31]
     hm = min(hmax, K)
     nblk = nch * (KC // 8)
-    # powers exp(i 8 j x), j = 0 .. nblk-1
+    # powers exp(i 8 j th), exp(i 8 j w / 2), j = 0 .. nblk-1
     pc = 1.0
     ps = 0.0
+    qc = 1.0
+    qs = 0.0
     for j in range(nblk):
         if j > 0:
             pc, ps = _cmul(pc, ps, c8, s8)
-        base = (j // (KC // 8)) * _CH + off + (j % (KC // 8)) * 8
+            qc, qs = _cmul(qc, qs, d8, e8)
+        base = (j // (KC // 8)) * _CH + (j % (KC // 8)) * 8
         for l in range(8):
-            re = pc * tmp[l] - ps * tmp[8 + l]
-            im = pc * tmp[8 + l] + ps * tmp[l]
+            ct = pc * tmp[l] - ps * tmp[8 + l]
+            st = pc * tmp[8 + l] + ps * tmp[l]
+            cw = qc * tmp[16 + l] - qs * tmp[24 + l]
+            sw = qc * tmp[24 + l] + qs * tmp[16 + l]
             if j * 8 + l < hm:
-                wk[base + l] = np.float32(re)
-                wk[base + KC + l] = np.float32(im)
+                wk[base + _OX + l] = np.float32(ct * cw + st * sw)
+                wk[base + _OY + l] = np.float32(st)
+                wk[base + _OK + l] = np.float32(2.0 * sw)
             else:
-                wk[base + l] = np.float32(0.0)
-                wk[base + KC + l] = np.float32(0.0)
+                wk[base + _OX + l] = np.float32(0.0)
+                wk[base + _OY + l] = np.float32(0.0)
+                wk[base + _OK + l] = np.float32(0.0)
 
 
 @subkernel(**_OPT)
@@ -236,7 +260,7 @@ def _hmax(w, K, lim):
 
 @subkernel(**_OPT)
 def _n_active(hmax, K):
-    """Chunks that hold a sounding harmonic (the phasors above ``hmax`` are 0)."""
+    """Chunks that hold a sounding harmonic (the oscillators above ``hmax`` are 0)."""
     hm = min(hmax, K)
     if hm <= 0:
         return 0
@@ -263,12 +287,12 @@ def _next_frame(v, r, prev_h, cur_h, prev_g, cur_g, new_h, new_g, n_new):
 
 
 #: the work arrays of one :func:`render_voices` call (one set per thread), made once by
-#: :func:`make_work`: ``harm`` the harmonic bank's chunks (amplitude, ramp, phasor, rotation),
-#: ``powers`` the phasor products, ``seg_*`` the noise segments of a voice's block and their
+#: :func:`make_work`: ``harm`` the harmonic bank's chunks (amplitude, ramp, oscillators),
+#: ``powers`` the oscillators' first eight harmonics (float64), ``seg_*`` the noise segments of a voice's block and their
 #: gains, ``noise`` the four-band noise pass, ``alphas`` the ramp of a sub-block, ``voice``
-#: one voice's samples, ``scaled`` them after gain and fade (float64)
+#: one voice's samples
 SynthWork = namedtuple("SynthWork", "harm powers seg_start seg_clock seg_gain seg_ramp noise "
-                                    "alphas voice scaled")
+                                    "alphas voice")
 
 
 def make_work(block: int, hop: int, n_harmonics: int, n_noise_bands: int) -> SynthWork:
@@ -276,11 +300,10 @@ def make_work(block: int, hop: int, n_harmonics: int, n_noise_bands: int) -> Syn
     nch = (n_harmonics + KC - 1) // KC
     nseg = block // hop + 3
     f32 = np.float32
-    return SynthWork(np.zeros(nch * _CH, f32), np.zeros(16, np.float64),
+    return SynthWork(np.zeros(nch * _CH, f32), np.zeros(32, np.float64),
                      np.zeros(nseg + 1, np.int64), np.zeros(nseg, np.int64),
                      np.zeros((nseg, n_noise_bands), f32), np.zeros((nseg, n_noise_bands), f32),
-                     np.zeros(_NW, f32), np.zeros(SUB, f32), np.zeros(block, f32),
-                     np.zeros(block, np.float64))
+                     np.zeros(_NW, f32), np.zeros(SUB, f32), np.zeros(block, f32))
 
 
 @kernel(**_OPT)
@@ -309,7 +332,7 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
     nch = (K + KC - 1) // KC
     ramp0 = min(FIRST_RAMP, hop)
     # The work arrays: the harmonic and noise loops each read and write one of them at constant
-    # offsets (no aliasing to check), so they run in SIMD. The phasors are rebuilt from theta at
+    # offsets (no aliasing to check), so they run in SIMD. The oscillators are rebuilt from theta at
     # each block start, so they are not state.
     wk = work.harm
     tmp = work.powers
@@ -320,7 +343,6 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
     nw = work.noise
     alphas = work.alphas
     hy = work.voice
-    scratch = work.scaled
     chan_bend = rows.bend
     chan_vib = rows.vib
     chan_gain = rows.gain
@@ -350,18 +372,17 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
             tb = kst + max(fade_len - fade_done, 0)
             if tb < nframes:
                 last_t = tb
-        # phasors at the current sample, from theta and the current increment
+        # oscillators at the current sample, from theta and the current increment
         th = vs.theta[v]
         w = vs.inc[v]
         hmax = _hmax(w, K, lim)
         nv = vs.note[v]
         last_pitch = math.nan      # no f0 computed yet for this voice (w is from inc)
         nact = _n_active(hmax, K)
-        # chunks whose phasors are current (from th), and whose rotation is for w_rot: rebuilt
-        # (float64) only as far as the chunks that sound; the phasors once a frame, the
-        # rotation when f0 changes
+        # chunks whose oscillators are current (from th and w_rot): rebuilt (float64) only as
+        # far as the chunks that sound, once a frame and when f0 changes (the coupled form's
+        # state depends on the increment)
         zr_n = 0
-        rr_n = 0
         w_rot = w
         namp = _load_amps(wk, prev_h[v], cur_h[v], K, nch)
         # noise segments: from each frame boundary (and the voice's first sample) on, the
@@ -399,33 +420,32 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
                     hm = _hmax(w, K, lim)
                     if hm != hmax:
                         hmax = hm
-                        zr_n = 0           # harmonics cut or let in: phasors from theta
+                        zr_n = 0           # harmonics cut or let in: rebuilt from theta
                 vs.inc[v] = w
                 nact = _n_active(hmax, K)
                 if w != w_rot:
                     w_rot = w
-                    rr_n = 0
+                    zr_n = 0
             if ph == 0:
-                zr_n = 0                   # phasors from theta at each frame: no drift
+                zr_n = 0                   # rebuilt from theta at each frame: no drift
             nuse = min(nact, namp)
             if zr_n < nuse:
-                _rebuild(th, tmp, wk, _ZR, hmax, K, nuse)
+                _rebuild(th, w_rot, tmp, wk, hmax, K, nuse)
                 zr_n = nuse
-            if rr_n < nuse:
-                _rebuild(w_rot, tmp, wk, _RR, hmax, K, nuse)
-                rr_n = nuse
             m = min(SUB - sp, last_t - t)
             if not fz:
                 m = min(m, hop - ph)
                 rl = ramp0 if n < hop else hop     # the first frame: spec.FIRST_RAMP
                 for j in range(m):
                     alphas[j] = np.float32(min((ph + j + 1.0) / rl, 1.0))
-            # the harmonics: hy[t + j] = sum_h (a0_h + alpha_j da_h) Im(z_h) for j < m, rotating
-            # the phasors, over the first nuse chunks (the sounding harmonics); two samples per
-            # pass over the harmonics (half the loads and stores per sample), one accumulator per
-            # chunk and sample (independent FMA chains). Written out here, not a subkernel: a
-            # call counts a reference to each array it is passed, up and down, every SUB samples
-            # (7% of the synthesis)
+            # the harmonics: hy[t + j] = sum_h (a0_h + alpha_j da_h) y_h for j < m, stepping
+            # each harmonic's coupled-form oscillator (x -= k y; y += k x: y = sin(h theta)
+            # exactly, two FMAs a step where a complex rotation takes four), over the first
+            # nuse chunks (the sounding harmonics); two samples per pass over the harmonics
+            # (half the loads and stores per sample), one accumulator per chunk and sample
+            # (independent FMA chains). Written out here, not a subkernel: a call counts a
+            # reference to each array it is passed, up and down, every SUB samples (7% of the
+            # synthesis)
             h_j = 0
             while h_j + 2 <= m:
                 h_al0 = alphas[h_j]
@@ -437,18 +457,18 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
                     h_u0 = np.float32(0.0)
                     h_u1 = np.float32(0.0)
                     for h_k in range(KC):
-                        h_zr = wk[h_base + _ZR + h_k]
-                        h_zi = wk[h_base + _ZI + h_k]
-                        h_rr = wk[h_base + _RR + h_k]
-                        h_ri = wk[h_base + _RI + h_k]
+                        h_x = wk[h_base + _OX + h_k]
+                        h_s = wk[h_base + _OY + h_k]
+                        h_q = wk[h_base + _OK + h_k]
                         h_a0 = wk[h_base + _A0 + h_k]
                         h_da = wk[h_base + _DA + h_k]
-                        h_u0 += (h_a0 + h_al0 * h_da) * h_zi
-                        h_zr1 = h_zr * h_rr - h_zi * h_ri
-                        h_zi1 = h_zr * h_ri + h_zi * h_rr
-                        h_u1 += (h_a0 + h_al1 * h_da) * h_zi1
-                        wk[h_base + _ZR + h_k] = h_zr1 * h_rr - h_zi1 * h_ri
-                        wk[h_base + _ZI + h_k] = h_zr1 * h_ri + h_zi1 * h_rr
+                        h_u0 += (h_a0 + h_al0 * h_da) * h_s
+                        h_x1 = h_x - h_q * h_s
+                        h_s1 = h_s + h_q * h_x1
+                        h_u1 += (h_a0 + h_al1 * h_da) * h_s1
+                        h_x2 = h_x1 - h_q * h_s1
+                        wk[h_base + _OX + h_k] = h_x2
+                        wk[h_base + _OY + h_k] = h_s1 + h_q * h_x2
                     h_y0 += h_u0
                     h_y1 += h_u1
                 hy[t + h_j] = h_y0
@@ -461,13 +481,13 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
                     h_base = h_c * _CH
                     h_u = np.float32(0.0)
                     for h_k in range(KC):
-                        h_zr = wk[h_base + _ZR + h_k]
-                        h_zi = wk[h_base + _ZI + h_k]
-                        h_rr = wk[h_base + _RR + h_k]
-                        h_ri = wk[h_base + _RI + h_k]
-                        h_u += (wk[h_base + _A0 + h_k] + h_al * wk[h_base + _DA + h_k]) * h_zi
-                        wk[h_base + _ZR + h_k] = h_zr * h_rr - h_zi * h_ri
-                        wk[h_base + _ZI + h_k] = h_zr * h_ri + h_zi * h_rr
+                        h_x = wk[h_base + _OX + h_k]
+                        h_s = wk[h_base + _OY + h_k]
+                        h_q = wk[h_base + _OK + h_k]
+                        h_u += (wk[h_base + _A0 + h_k] + h_al * wk[h_base + _DA + h_k]) * h_s
+                        h_x1 = h_x - h_q * h_s
+                        wk[h_base + _OX + h_k] = h_x1
+                        wk[h_base + _OY + h_k] = h_s + h_q * h_x1
                     h_y += h_u
                 hy[t + h_j] = h_y
             zr_n = nuse                # chunks above were not rotated: stale until rebuilt
@@ -504,24 +524,22 @@ def render_voices(nframes, sample_rate, hop, lo, hi, vs, rows, tables, lfo_w, wo
             if fade_end >= fade_len:
                 vs.active[v] = 0
         vs.start_off[v] = 0
-        # gain and kill fade, in float64
-        for t in range(t0):
-            scratch[t] = 0.0
-        e1 = min(kst, last_t)
-        for t in range(t0, e1):
-            scratch[t] = hy[t] * chan_gain[ch, t]
-        for t in range(max(e1, t0), last_t):
-            scratch[t] = hy[t] * (chan_gain[ch, t] * (1.0 - (fade_done + (t - kst)) / fade_len))
-        for t in range(max(last_t, t0), nframes):
-            scratch[t] = 0.0
+        # a voice whose samples are not finite is dropped (float64 sum: NaN and inf propagate)
         acc = 0.0
         for t in range(t0, last_t):
-            acc += scratch[t]
+            acc += hy[t]
         if not math.isfinite(acc):
             vs.bad[v] = 1
             continue
+        # gain and kill fade in float64, pan, into out: one pass each side of the fade's start
         pl = rows.pan_l[ch]
         pr = rows.pan_r[ch]
-        for t in range(t0, last_t):
-            out[t, 0] += scratch[t] * pl
-            out[t, 1] += scratch[t] * pr
+        e1 = min(kst, last_t)
+        for t in range(t0, e1):
+            sc = hy[t] * chan_gain[ch, t]
+            out[t, 0] += sc * pl
+            out[t, 1] += sc * pr
+        for t in range(max(e1, t0), last_t):
+            sc = hy[t] * (chan_gain[ch, t] * (1.0 - (fade_done + (t - kst)) / fade_len))
+            out[t, 0] += sc * pl
+            out[t, 1] += sc * pr

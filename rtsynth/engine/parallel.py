@@ -27,8 +27,8 @@ import numpy as np
 
 from .. import jit
 from ..dsp.synth import _OPT, make_work, render_voices
-from ..jit import kernel
-from ..nn.fast_kernels import cnn_rows
+from ..jit import kernel, subkernel
+from ..nn.fast_kernels import fused_rows
 from .block import SILENT_LEVEL, Engine
 from .frames import make_plan, store_rounds
 
@@ -60,6 +60,17 @@ def ensure_jit() -> None:
 jit.ON_JIT.append(ensure_jit)
 
 
+@subkernel
+def wait_go(sync, seen):
+    """The worker's sleep: returns ``sync[GO]`` once it is no longer ``seen`` (the block number
+    the worker last took), waiting on the futex meanwhile."""
+    v = _sync.load(sync, GO)
+    while v == seen:
+        _sync.wait(sync, GO, v)
+        v = _sync.load(sync, GO)
+    return v
+
+
 @kernel(**_OPT)      # render_voices' options: the same code whichever thread runs it
 def worker_loop(sync, ctl, sample_rate, hop, vs, rows, tables, lfo_w, work, out):
     """The worker thread's whole life: wait for a block number in ``sync[GO]``, render slots
@@ -67,10 +78,7 @@ def worker_loop(sync, ctl, sample_rate, hop, vs, rows, tables, lfo_w, work, out)
     ``sync[DONE]``; return when the number is negative."""
     seen = 0
     while True:
-        v = _sync.load(sync, GO)
-        while v == seen:
-            _sync.wait(sync, GO, v)
-            v = _sync.load(sync, GO)
+        v = wait_go(sync, seen)
         seen = v
         if v < 0:
             return
@@ -116,10 +124,7 @@ def worker_loop_parts(sync, ctl, claim, done, bounds, blas, plans, th, const, wo
     engine took (the engine claims from the last part down)."""
     seen = 0
     while True:
-        v = _sync.load(sync, GO)
-        while v == seen:
-            _sync.wait(sync, GO, v)
-            v = _sync.load(sync, GO)
+        v = wait_go(sync, seen)
         seen = v
         if v < 0:
             return
