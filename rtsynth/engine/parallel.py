@@ -28,7 +28,7 @@ import numpy as np
 from .. import jit
 from ..dsp.synth import _OPT, make_work, render_voices
 from ..jit import kernel, subkernel
-from ..nn.fast_kernels import fused_rows
+from ..nn.fast_kernels import cnn_rows
 from .block import SILENT_LEVEL, Engine
 from .frames import make_plan, store_rounds
 
