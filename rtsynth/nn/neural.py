@@ -60,12 +60,18 @@ class NeuralInstrument(StreamingInstrument):
         #: error on melodies)
         bw = config.get("bandwidth_hz")
         self.bandwidth_hz = float(bw) if bw else None
-        if self.bandwidth_hz is not None:
+        #: the source's noise bandwidth (config ``noise_bandwidth_hz``, fitted on the training
+        #: notes by :func:`rtsynth.eval.bandwidth.fit_noise_bandwidth`; default the bandwidth):
+        #: noise bands mostly above it are held at their floor. FluidR3's trumpet has
+        #: harmonics up to 19 kHz but no noise above 15 (the model put it there)
+        nbw = config.get("noise_bandwidth_hz")
+        self.noise_bandwidth_hz = float(nbw) if nbw else self.bandwidth_hz
+        if self.noise_bandwidth_hz is not None:
             # both folded into the model, so the step costs nothing more: the heads' mask
             # constants (fast.set_bandwidth) and, for each noise band mostly above the
-            # bandwidth, a head row that holds its gain at the floor (1e-7)
+            # (noise) bandwidth, a head row that holds its gain at the floor (1e-7)
             edges = spec.band_edges(self.sample_rate, self.n_noise_bands)
-            inside = (self.bandwidth_hz - edges[:-1]) / (edges[1:] - edges[:-1])
+            inside = (self.noise_bandwidth_hz - edges[:-1]) / (edges[1:] - edges[:-1])
             off = 1 + int(self.arch["n_harmonics"]) + np.nonzero(inside < 0.5)[0]
             if len(off):
                 w = dict(self.weights)
