@@ -9,7 +9,7 @@ import numpy as np
 
 from ..dsp.synth import make_work
 from ..jit import kernel
-from ..nn.fast_kernels import cnn_rows
+from ..nn.fast_kernels import fused_rows
 from .block import Engine
 
 try:
@@ -58,11 +58,12 @@ def _join_rows(n, where, h0, g0, h1, g1, harm, noise):
 
 @kernel
 def _model_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, harm, noise, res):
-    """A CNN instrument's step on rows ``:n`` (several frames of a voice in order), range taper
-    included, in one nogil call (:func:`rtsynth.nn.fast_kernels.cnn_rows`, the live
-    ParallelEngine's fused step): no Python between its ~38 operations, so the two render
-    threads step their halves at once instead of taking turns at the GIL."""
-    cnn_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, harm, noise, res)
+    """A neural instrument's step on rows ``:n`` (several frames of a voice in order), range
+    taper included, in one nogil call (:func:`rtsynth.nn.fast_kernels.fused_rows`: the CNN's,
+    the GRU's or the attention's fused step, the live ParallelEngine's): no Python between its
+    operations, so the two render threads step their halves at once instead of taking turns
+    at the GIL."""
+    fused_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, harm, noise, res)
 
 
 @kernel
@@ -121,15 +122,16 @@ class OfflineEngine(Engine):
 
     def _fused_steps(self):
         """``(blas, zb, args of stepper 0, of stepper 1)`` for :func:`_model_rows` when the
-        instrument is a CNN whose steppers are its decoder and a fork of it (their weights,
-        state and work), else None (the steppers run as they are)."""
-        from ..nn.fast import FastCNNDecoder, blas_pointers
+        instrument's decoder has a fused step (rtsynth.nn.fast: every backbone) and its
+        steppers are the decoder and a fork of it (their weights, state and work), else None
+        (the steppers run as they are)."""
+        from ..nn.fast import blas_pointers
         inst = self.inst
         fast = getattr(inst, "_fast", None)
-        if not isinstance(fast, FastCNNDecoder) or getattr(inst, "guard", None) is None:
+        if not hasattr(fast, "fused_args") or getattr(inst, "guard", None) is None:
             return None
         other = getattr(getattr(self._steppers[1], "__self__", None), "fast", None)
-        if not isinstance(other, FastCNNDecoder) or other is fast:
+        if type(other) is not type(fast) or other is fast:
             return None
         blas = blas_pointers()
         if blas is None:

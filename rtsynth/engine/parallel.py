@@ -28,7 +28,7 @@ import numpy as np
 from .. import jit
 from ..dsp.synth import _OPT, make_work, render_voices
 from ..jit import kernel, subkernel
-from ..nn.fast_kernels import cnn_rows
+from ..nn.fast_kernels import fused_rows
 from .block import SILENT_LEVEL, Engine
 from .frames import make_plan, store_rounds
 
@@ -91,10 +91,11 @@ def worker_loop(sync, ctl, sample_rate, hop, vs, rows, tables, lfo_w, work, out)
 
 @kernel(**_OPT)
 def half_block(blas, rounds, n, lo, hi, plan, th, const, work, out):
-    """One part of a block of a CNN instrument, whole: the model steps of its rounds (``plan``:
-    the rows of slots ``lo:hi`` only, :func:`split_plan_parts`) through
-    :func:`rtsynth.nn.fast_kernels.cnn_rows`, the filing of their controls (``store_rounds``;
-    frames clamped by the level guard added to ``res[2]``), then the synthesis of slots
+    """One part of a block of a neural instrument, whole: the model steps of its rounds
+    (``plan``: the rows of slots ``lo:hi`` only, :func:`split_plan_parts`) through
+    :func:`rtsynth.nn.fast_kernels.fused_rows` (the backbone's fused step), the filing of
+    their controls (``store_rounds``; frames clamped by the level guard added to ``res[2]``),
+    then the synthesis of slots
     ``lo:hi`` into ``out`` (zeroed first). ``th``: the calling thread's model buffers,
     ``const``: the engine's (see :meth:`ParallelEngine._fused_args`; bundles made once: a call
     allocates nothing)."""
@@ -105,8 +106,8 @@ def half_block(blas, rounds, n, lo, hi, plan, th, const, work, out):
     for r in range(rounds):
         m = plan.count[r]
         if m:
-            cnn_rows(blas, plan.features[r], zb, plan.slot[r], m, w, geo, st, wk, par,
-                     h_scaled, harm, noise, res)
+            fused_rows(blas, plan.features[r], zb, plan.slot[r], m, w, geo, st, wk, par,
+                       h_scaled, harm, noise, res)
             res[2] += store_rounds(r, r + 1, plan, harm, noise, vs, hop, max_release, silent,
                                    len_silent, len_long, level)
     for t in range(n):
@@ -364,11 +365,11 @@ class ParallelEngine(Engine):
             self._thread.start()
 
     def _fused_args(self):
-        """``(blas, zb, main's, worker's)`` for :func:`half_block`, or None: the instrument is
-        no CNN (or NumPy's BLAS cannot be called from the kernels)."""
-        from ..nn.fast import FastCNNDecoder, blas_pointers
+        """``(blas, zb, main's, worker's)`` for :func:`half_block`, or None: the instrument has
+        no fused step (no neural decoder, or NumPy's BLAS cannot be called from the kernels)."""
+        from ..nn.fast import blas_pointers
         fast = getattr(self.inst, "_fast", None)
-        if not isinstance(fast, FastCNNDecoder) or getattr(self.inst, "guard", None) is None:
+        if not hasattr(fast, "fused_args") or getattr(self.inst, "guard", None) is None:
             return None
         blas = blas_pointers()
         if blas is None:

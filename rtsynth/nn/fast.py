@@ -68,7 +68,8 @@ class _FastDecoder:
         self.arch = arch
         self.kw = backbone_kw(arch)
         self.n_slots = m = int(n_slots)
-        self.max_rows = rows = max(m, int(max_rows or 0))
+        # at least 2: the fused steps' products are sgemm of two rows or more (fast_kernels._mm)
+        self.max_rows = rows = max(m, int(max_rows or 0), 2)
         self.z_dim = int(arch["z_dim"])
         self.k = K = int(arch["n_harmonics"])
         nyq = arch["sample_rate"] / 2.0
@@ -236,7 +237,91 @@ def _first(a: np.ndarray, n: int) -> np.ndarray:
     return a if len(a) == n else a[:n]
 
 
-class FastGRUDecoder(_FastDecoder):
+class _Fused:
+    """The fused step of a GRU or attention decoder: the whole step in one nogil kernel
+    (:func:`fast_kernels.gru_fused`, :func:`fast_kernels.attention_fused`), for
+    :meth:`step` and, through :meth:`fused_args`, the engines' own kernels (the offline
+    engine's two threads, the live ParallelEngine's parts): the same code, so the same
+    numbers, whichever calls it."""
+
+    _fa = None
+
+    def _fused_ready(self) -> bool:
+        fa = self._fa
+        if fa is not None and fa[-1] is self.pitch_clip:
+            return True
+        if blas_pointers() is None:
+            return False
+        w, geo, st, wk, par, h_scaled = self.fused_args()
+        self._fres = np.zeros(2, np.int64)
+        self._fa = (blas_pointers(), w, geo, st, wk, par, h_scaled, self.pitch_clip)
+        return True
+
+    def _fused_step(self, features, z, slots, out_harm, out_noise):
+        n = len(slots)
+        blas, w, geo, st, wk, par, h_scaled, _ = self._fa
+        res = self._fres
+        res.fill(0)
+        sl = slots if _is_int64_rows(slots) else np.ascontiguousarray(slots, dtype=np.int64)
+        getattr(K_, self._fused_kernel)(
+            blas, features, self._no_z if z is None or not self.z_dim else z, sl, n, w, geo, st,
+            wk, par, h_scaled, out_harm, out_noise, res)
+        self.n_bad = res.item(0)
+        self.n_outside = res.item(1)
+        return self._rows("_bad", n)
+
+    def fused_args(self, taper_coef: float = 0.0):
+        """The arguments of the fused step after ``n``: ``(w, geo, st, wk, par, h_scaled)``,
+        as :meth:`FastCNNDecoder.fused_args` (``taper_coef``: the instrument's range taper, 0:
+        none, as :meth:`step` does: the instrument tapers after it)."""
+        clip = self.pitch_clip
+        par = np.array([0.0 if clip is None else clip[0], 0.0 if clip is None else clip[1],
+                        float(clip is not None), self.amp_max, self.noise_max, self.f0_off,
+                        self.mask_c0, taper_coef] + self._fused_par(), np.float64)
+        self._pad_heads()
+        return (self._fused_weights(), self._fused_geo, self._fused_state(), self._fused_work(),
+                par, np.ascontiguousarray(self.h_scaled, dtype=np.float32))
+
+    def _pad_heads(self) -> None:
+        """The head's weights with their 1 + K + B = 85 columns padded to a multiple of 16
+        (zeros), and its products' buffers as wide: OpenBLAS computes a column tail that is not
+        a multiple of 8 otherwise for a few rows than for many (the last bit of the noise
+        gains differed between a live frame and an offline block); every other product of the
+        shipped models is a multiple of 8 wide already."""
+        n_out = self.w_head_y.shape[1]
+        wide = -(-n_out // 16) * 16
+        if getattr(self, "head_y_pad", None) is None:
+            pad = lambda w: np.ascontiguousarray(  # noqa: E731
+                np.pad(w, ((0, 0), (0, wide - n_out))), dtype=np.float32)
+            self.head_y_pad = pad(self.w_head_y)       # (public: fork and prefault skip them)
+            self.head_p_pad = pad(self.w_head_p)
+        if getattr(self, "_o_pad", None) is None or self._o_pad.shape[0] != self.max_rows:
+            self._o_pad = np.zeros((self.max_rows, wide), np.float32)
+            self._o2_pad = np.zeros((self.max_rows, wide), np.float32)
+
+    def _fused_par(self) -> list:
+        return []
+
+    def set_bandwidth(self, hz: float) -> None:
+        super().set_bandwidth(hz)
+        self._fa = None
+
+    def fork(self):
+        other = super().fork()
+        other._fa = None                  # its own work buffers
+        return other
+
+
+def _need_jit() -> None:
+    """The NumPy path of a GRU or attention step runs kernels that the compiled module does not
+    hold (only the fused steps are built): where it is needed (no BLAS for the kernels), the
+    kernels switch to the JIT."""
+    from .. import jit
+    if jit.status()["mode"] == "aot":
+        jit._switch_to_jit("NumPy's BLAS cannot be called from the kernels")
+
+
+class FastGRUDecoder(_Fused, _FastDecoder):
     """A GRU ``Decoder`` (any number of layers). State: ``h [n_slots, layers, H]``.
 
     A step is, per layer, one matrix product of all its rows' inputs (every frame of a
@@ -267,7 +352,37 @@ class FastGRUDecoder(_FastDecoder):
         self._gh0 = np.zeros(3 * H, np.float32)
         self._gh1 = np.zeros(3 * H, np.float32)
         self._e = np.zeros(3 * H, np.float64)
+        # the fused step's (fast_kernels.gru_fused): layers stacked, W_hh transposed
+        in_dims = [self.w_ih[i].shape[0] for i in range(L)]
+        w_ih_s = np.zeros((L, max(in_dims), 3 * H), np.float32)
+        for i in range(L):
+            w_ih_s[i, :in_dims[i]] = self.w_ih[i]
+        self._fused_w_parts = (w_ih_s, np.ascontiguousarray(np.stack([a.T for a in self.w_hh])),
+                               np.stack(self.b_rz), np.stack(self.b_in), np.stack(self.b_hn))
+        self.in_dims = np.array(in_dims, np.int64)      # (public: fork and prefault skip it)
+        self._hb = np.zeros((4, H), np.float32)
+        self._ghb = np.zeros((4, 3 * H), np.float32)
+        self._fused_tap = np.zeros(rows, np.float32)
         return H
+
+    @property
+    def _fused_geo(self):
+        return self.in_dims
+
+    def _fused_weights(self):
+        return ((self.w_pre, self.b_pre) + self._fused_w_parts
+                + (self.head_y_pad, self.head_p_pad, self.b_head))
+
+    def _fused_work(self):
+        hc = self._hc
+        return (self._x, self._p, self._gi, hc[0], hc[1] if len(hc) > 1 else hc[0], self._hb,
+                self._ghb, self._e, self._o_pad, self._o2_pad, self._hx, self._gx, self._bad,
+                self._fused_tap)
+
+    def _fused_state(self):
+        return (self.h,)
+
+    _fused_kernel = "gru_step"
 
     #: rows of several frames of a slot (in frame order): the products of the inputs and the
     #: heads run over all rows at once, the recurrence in one kernel call per layer
@@ -276,7 +391,12 @@ class FastGRUDecoder(_FastDecoder):
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
         """One frame for ``slots`` (or several: rows in frame order, a slot at most once per
-        frame); writes the controls; returns a bool mask of bad rows."""
+        frame); writes the controls; returns a bool mask of bad rows. One nogil kernel
+        (:func:`fast_kernels.gru_fused`), or the NumPy path where NumPy's BLAS cannot be
+        called from the kernels."""
+        if self._fused_ready():
+            return self._fused_step(features, z, slots, out_harm, out_noise)
+        _need_jit()
         n = len(slots)
         x = self._inputs(features, z)
         p = x
@@ -441,7 +561,7 @@ class FastCNNDecoder(_FeedForwardDecoder):
         return getattr(self, name)[:n]
 
 
-class FastAttentionDecoder(_FeedForwardDecoder):
+class FastAttentionDecoder(_Fused, _FeedForwardDecoder):
     """A windowed-attention ``Decoder`` (see ``WindowAttentionBackbone.step_slots``).
 
     State: ``k{i} [n_slots, D, W]``, ``v{i} [n_slots, W, D]`` (rings of the last W frames'
@@ -476,9 +596,12 @@ class FastAttentionDecoder(_FeedForwardDecoder):
         self.b_ff2 = [f32(w[f"{b}ff2.{i}.bias"]) for i in range(L)]
         self.rel_bias = f32(w[f"{b}rel_bias"])                                # [H, W]
         self.state = {}
+        # every layer's rings in one array (the fused step indexes them by layer)
+        self._kr = np.zeros((L, m, D, W), np.float32)                  # keys transposed
+        self._vr = np.zeros((L, m, W, D), np.float32)
         for i in range(L):
-            self.state[f"k{i}"] = np.zeros((m, D, W), np.float32)     # keys transposed
-            self.state[f"v{i}"] = np.zeros((m, W, D), np.float32)
+            self.state[f"k{i}"] = self._kr[i]
+            self.state[f"v{i}"] = self._vr[i]
         self.pos = np.zeros(m, np.int64)
         self.state["pos"] = self.pos
         self._h = np.zeros((rows, D), np.float32)
@@ -490,13 +613,46 @@ class FastAttentionDecoder(_FeedForwardDecoder):
         self._pos = np.zeros(rows, np.int64)
         self._sc = np.zeros(W, np.float64)
         self._sw = np.zeros(W, np.float32)
+        st = lambda a: np.ascontiguousarray(np.stack(a))  # noqa: E731
+        self._fused_w_parts = (st(self.g1), st(self.n1), st(self.w_qkv), st(self.b_qkv),
+                               st(self.w_proj), st(self.b_proj), st(self.g2), st(self.n2),
+                               st(self.w_ff1), st(self.b_ff1), st(self.w_ff2), st(self.b_ff2),
+                               self.rel_bias)
+        self.n_heads = np.array([self.heads], np.int64)  # (public: fork and prefault skip it)
+        self._fused_tap = np.zeros(rows, np.float32)
         return D
+
+    @property
+    def _fused_geo(self):
+        return self.n_heads
+
+    def _fused_weights(self):
+        return ((self.w_pre, self.b_pre, self.w_inp, self.b_inp) + self._fused_w_parts
+                + (self.head_y_pad, self.head_p_pad, self.b_head))
+
+    def _fused_work(self):
+        return (self._x, self._p, self._h, self._a, self._t, self._qkv, self._att, self._f,
+                self._pos, self._o_pad, self._o2_pad, self._hx, self._gx, self._bad, self._fused_tap,
+                self._sc, self._sw)
+
+    def _fused_state(self):
+        return (self._kr, self._vr, self.pos)
+
+    def _fused_par(self) -> list:
+        return [self.scale]
+
+    _fused_kernel = "attention_step"
 
     def step(self, features: np.ndarray, z: np.ndarray | None, slots: np.ndarray,
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
         """One frame (or several, rows in frame order) for ``slots``; writes the controls and
         returns the bool mask of bad rows (real-time path: allocates nothing after warm-up,
-        up to :attr:`ROW_VIEWS_MAX` rows)."""
+        up to :attr:`ROW_VIEWS_MAX` rows). One nogil kernel
+        (:func:`fast_kernels.attention_fused`), or the NumPy path where NumPy's BLAS cannot
+        be called from the kernels."""
+        if self._fused_ready():
+            return self._fused_step(features, z, slots, out_harm, out_noise)
+        _need_jit()
         n = len(slots)
         p, h, pos = self._begin_rows(features, z, slots)
         a, t, qkv, att = (self._rows("_a", n), self._rows("_t", n), self._rows("_qkv", n),

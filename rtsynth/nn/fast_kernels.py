@@ -65,7 +65,7 @@ def cnn_ring(flat, h, slots, pos, rows_per_slot, base, ring, off, cat):  # pragm
                     cat[r, j, c] = flat[src, c]
 
 
-@_jit
+@subkernel
 def layer_norm(h, g, b, out):  # pragma: no cover - compiled
     """``out = LayerNorm(h) * g + b`` (eps 1e-5, biased variance, as torch)."""
     n, c = h.shape
@@ -363,7 +363,7 @@ def _gru_gates(gir, gh, b_rz, b_in, b_hn, hs, ho, e):  # pragma: no cover - comp
         hs[j] = ho[j]
 
 
-@kernel(**_FAST)
+@subkernel(**_FAST)
 def gru_rows(gi, w_hh, b_rz, b_in, b_hn, hv, slots, hout, gh0, gh1, e):  # pragma: no cover
     """One GRU layer over rows in order (a slot's rows in frame order, as a multi-frame call
     gives them): row ``r`` steps slot ``slots[r]`` from its state ``hv[slot]`` with its input
@@ -386,7 +386,7 @@ def gru_rows(gi, w_hh, b_rz, b_in, b_hn, hv, slots, hout, gh0, gh1, e):  # pragm
             r += 1
 
 
-@kernel(**_FAST)
+@subkernel(**_FAST)
 def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc, sw):  # pragma: no cover
     """Windowed causal attention for one frame of each row: write k, v of the frame into the
     slot's rings at ``pos % W`` (keys ``kr [slots, D, W]``, transposed, so that one frame's
@@ -463,6 +463,8 @@ def ensure_jit() -> None:
     if _blas is None and _jit.status()["mode"] == "jit":
         from . import _blas as b
         _blas = b
+    if _blas is not None:
+        _register_fused()
 
 
 @subkernel
@@ -542,3 +544,223 @@ def cnn_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_har
         scale_rows(out_harm, out_noise, n, tap)
     res[0] += n_bad
     res[1] += n_out
+
+
+# -- the whole GRU and attention steps in one nogil kernel each ------------------------------------
+# As cnn_rows: the step of every row of a call (one frame of each voice, live; many frames,
+# offline) in one kernel, its products NumPy's BLAS through function pointers. A GRU's
+# recurrence must go frame by frame, but consecutive rows of different voices are independent:
+# up to four of them share one recurrent product (sgemm of 4 rows: 8 us a row for the shipped
+# H = 256, against 14 us for two rows of the loop in gru_rows and 21 us for sgemv).
+
+@subkernel
+def _mm(blas, m, k, a, b, c):  # pragma: no cover - compiled
+    """``c[:m] = a[:m, :k] @ b[:k]`` through ``sgemm``, with at least two rows (``a`` and
+    ``c`` hold two or more): OpenBLAS gives a one-row product to ``sgemv``, whose sums differ
+    in the last bit, while ``sgemm``'s value of a row does not depend on the other rows. So a
+    row's result is the same in whatever batch it comes (the live engine's one frame, a part
+    of it, or the offline engine's many frames)."""
+    if m > 0:
+        nn = b.shape[1]
+        _blas.gemm(blas[0], max(m, 2), nn, k, a, a.shape[1], b, nn, c, c.shape[1])
+
+
+@subkernel
+def _heads_rows(blas, n, y, p, features, w_head_y, w_head_p, b_head, o, o2, hx, gx, bad,
+                h_scaled, par, out_harm, out_noise):  # pragma: no cover - compiled
+    """The heads of rows ``:n`` from the backbone's output ``y`` and the input layer's ``p``
+    (``Decoder._heads``: cnn_rows' steps); returns the number of non-finite rows."""
+    _mm(blas, n, w_head_y.shape[0], y, w_head_y, o)
+    _mm(blas, n, w_head_p.shape[0], p, w_head_p, o2)
+    heads_args(o[:n], o2[:n], b_head, hx[:n], gx[:n])
+    _heads_exp_rows(hx, gx, n)
+    return heads_out(hx[:n], gx[:n], features, h_scaled, par[3], par[4], par[5], par[6],
+                     out_harm[:n], out_noise[:n], bad[:n])
+
+
+@subkernel
+def _taper_rows(features, n, n_out, par, tap, out_harm, out_noise):  # pragma: no cover
+    """The instrument's range taper (``par[7]``, 0: none) on rows ``:n`` when ``n_out`` rows
+    were beyond the pitch range (cnn_rows' last steps)."""
+    if n_out and par[2] != 0.0 and par[7] != 0.0:
+        taper_args(features, n, par[0], par[1], par[7], tap)
+        for r in range(n):
+            tap[r] = math.exp(tap[r])
+        scale_rows(out_harm, out_noise, n, tap)
+
+
+@subkernel
+def _gru_layer(blas, n, sl, l, gi, wt, b_rz, b_in, b_hn, hs, hb, ghb, e, y):  # pragma: no cover
+    """Layer ``l`` of a GRU over rows ``:n`` in order (:func:`gru_rows`' recurrence): runs of
+    up to four consecutive rows of different slots gather their states into ``hb [4, H]``
+    and share one recurrent product ``ghb = hb @ wt`` (``wt = W_hh.T``, ``[H, 3H]``; always 2
+    or 4 rows of sgemm, so a row's value is the same in any run); then each row's gates
+    (:func:`_gru_gates`) update the state ``hs[slot, l]`` and write ``y[r]``."""
+    H = hs.shape[2]
+    G = wt.shape[1]
+    r = 0
+    while r < n:
+        c = 1
+        while c < 4 and r + c < n:
+            s = sl[r + c]
+            dup = False
+            for q in range(c):
+                if sl[r + q] == s:
+                    dup = True
+            if dup:
+                break
+            c += 1
+        for q in range(c):
+            src = hs[sl[r + q], l]
+            for j in range(H):
+                hb[q, j] = src[j]
+        _blas.gemm(blas[0], 2 if c <= 2 else 4, G, H, hb, H, wt, G, ghb, G)
+        for q in range(c):
+            _gru_gates(gi[r + q], ghb[q], b_rz, b_in, b_hn, hs[sl[r + q], l], y[r + q], e)
+        r += c
+
+
+@subkernel
+def gru_fused(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm, out_noise,
+              res):  # pragma: no cover - compiled
+    """:meth:`rtsynth.nn.fast.FastGRUDecoder.step` (and the range taper, ``par[7]``) on rows
+    ``:n`` in one call, as :func:`cnn_rows` (the same arguments: ``w``, ``geo``, ``st``,
+    ``wk``, ``par`` from :meth:`FastGRUDecoder.fused_args`): per layer one product of every
+    row's input, then the recurrence row by row in frame order (:func:`_gru_layer`)."""
+    w_pre, b_pre, w_ih, w_hht, b_rz, b_in, b_hn, w_head_y, w_head_p, b_head = w
+    hs = st[0]
+    x, p, gi, ya, yb, hb, ghb, e, o, o2, hx, gx, bad, tap = wk
+    if n == 0:
+        return
+    sl = slots[:n]
+    n_out = decoder_inputs(features, z, x, n, par[0], par[1], par[2] != 0.0)
+    _mm(blas, n, w_pre.shape[0], x, w_pre, p)
+    bias_leaky(p[:n], b_pre)
+    _mm(blas, n, geo[0], p, w_ih[0], gi)
+    _gru_layer(blas, n, sl, 0, gi, w_hht[0], b_rz[0], b_in[0], b_hn[0], hs, hb, ghb, e, ya)
+    y = ya
+    for l in range(1, w_ih.shape[0]):
+        yo = yb if l % 2 == 1 else ya
+        _mm(blas, n, geo[l], y, w_ih[l], gi)
+        _gru_layer(blas, n, sl, l, gi, w_hht[l], b_rz[l], b_in[l], b_hn[l], hs, hb, ghb, e, yo)
+        y = yo
+    n_bad = _heads_rows(blas, n, y, p, features, w_head_y, w_head_p, b_head, o, o2, hx, gx,
+                        bad, h_scaled, par, out_harm, out_noise)
+    if n_bad:
+        for r in range(n):
+            if bad[r]:
+                hr = hs[sl[r]]
+                for i in range(hr.shape[0]):
+                    for j in range(hr.shape[1]):
+                        hr[i, j] = 0.0
+    _taper_rows(features, n, n_out, par, tap, out_harm, out_noise)
+    res[0] += n_bad
+    res[1] += n_out
+
+
+@subkernel
+def attention_fused(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm,
+                    out_noise, res):  # pragma: no cover - compiled
+    """:meth:`rtsynth.nn.fast.FastAttentionDecoder.step` (and the range taper) on rows ``:n``
+    in one call, as :func:`cnn_rows` (arguments from :meth:`FastAttentionDecoder.fused_args`):
+    per layer the products of every row at once, the attention row by row (:func:`attend`:
+    a voice's later frame sees the keys its earlier rows wrote)."""
+    (w_pre, b_pre, w_inp, b_inp, g1, n1, w_qkv, b_qkv, w_proj, b_proj, g2, n2, w_ff1, b_ff1,
+     w_ff2, b_ff2, rel_bias, w_head_y, w_head_p, b_head) = w
+    kr, vr, pos_state = st
+    x, p, h, a, t, qkv, att, f, pos, o, o2, hx, gx, bad, tap, sc, sw = wk
+    if n == 0:
+        return
+    sl = slots[:n]
+    D = h.shape[1]
+    n_out = decoder_inputs(features, z, x, n, par[0], par[1], par[2] != 0.0)
+    _mm(blas, n, w_pre.shape[0], x, w_pre, p)
+    bias_leaky(p[:n], b_pre)
+    _mm(blas, n, w_inp.shape[0], p, w_inp, h)
+    add_bias(h[:n], b_inp)
+    frame_positions(sl, pos_state, pos[:n])
+    for l in range(g1.shape[0]):
+        layer_norm(h[:n], g1[l], n1[l], a[:n])
+        _mm(blas, n, D, a, w_qkv[l], qkv)
+        add_bias(qkv[:n], b_qkv[l])
+        attend(qkv[:n], kr[l], vr[l], sl, pos[:n], rel_bias, par[8], geo[0], att[:n], sc, sw)
+        _mm(blas, n, D, att, w_proj[l], t)
+        residual(h[:n], t[:n], b_proj[l])
+        layer_norm(h[:n], g2[l], n2[l], a[:n])
+        _mm(blas, n, D, a, w_ff1[l], f)
+        bias_leaky(f[:n], b_ff1[l])
+        _mm(blas, n, w_ff2.shape[1], f, w_ff2[l], t)
+        residual(h[:n], t[:n], b_ff2[l])
+    store_positions(sl, pos[:n], pos_state)
+    n_bad = _heads_rows(blas, n, h, p, features, w_head_y, w_head_p, b_head, o, o2, hx, gx,
+                        bad, h_scaled, par, out_harm, out_noise)
+    if n_bad:
+        for r in range(n):
+            if bad[r]:
+                pos_state[sl[r]] = 0
+    _taper_rows(features, n, n_out, par, tap, out_harm, out_noise)
+    res[0] += n_bad
+    res[1] += n_out
+
+
+@kernel
+def gru_step(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm, out_noise,
+             res):  # pragma: no cover - compiled
+    """:func:`gru_fused`, called from Python (:meth:`FastGRUDecoder.step`)."""
+    gru_fused(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm, out_noise,
+              res)
+
+
+@kernel
+def attention_step(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm,
+                   out_noise, res):  # pragma: no cover - compiled
+    """:func:`attention_fused`, called from Python (:meth:`FastAttentionDecoder.step`)."""
+    attention_fused(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm,
+                    out_noise, res)
+
+
+#: the length of each backbone's weight bundle (``fused_args()[0]``): how :func:`fused_rows`
+#: tells them apart
+W_CNN, W_GRU, W_ATTENTION = 11, 10, 20
+
+
+def fused_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm, out_noise,
+               res):
+    """In a kernel: the fused step of whichever backbone the bundles are
+    (:func:`cnn_rows`, :func:`gru_fused` or :func:`attention_fused`, told apart by the
+    length of ``w``), chosen when the caller compiles. Not callable from Python."""
+    raise TypeError("fused_rows is called from kernels only")
+
+
+_FUSED_REGISTERED = []
+
+
+def _register_fused() -> None:
+    """``fused_rows``' typing (Numba's ``overload``): only where Numba is imported."""
+    if _FUSED_REGISTERED:
+        return
+    _FUSED_REGISTERED.append(True)
+    from numba.extending import overload
+
+    @overload(fused_rows, jit_options={"nogil": True})
+    def _fused_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm,
+                    out_noise, res):
+        k = len(w.types) if hasattr(w, "types") else -1
+        if k == W_CNN:
+            fn = cnn_rows
+        elif k == W_GRU:
+            fn = gru_fused
+        elif k == W_ATTENTION:
+            fn = attention_fused
+        else:
+            return None
+
+        def impl(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm,
+                 out_noise, res):  # pragma: no cover - compiled
+            fn(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm,
+               out_noise, res)
+        return impl
+
+
+if _blas is not None:
+    _register_fused()

@@ -162,10 +162,11 @@ class NeuralInstrument(StreamingInstrument):
         """``k`` step functions (same signature as :meth:`step`) over this instrument's state,
         each with its own work buffers: they may run at the same time from ``k`` threads on
         disjoint sets of slots. The first is :meth:`step` itself. Only one for a recurrent
-        decoder: its multi-frame step runs one small recurrence per frame, bound by Python
-        overhead (the GIL), so two threads only halve its batches."""
+        decoder without its fused step (NumPy's BLAS not callable from the kernels): its
+        NumPy step runs one small recurrence per frame, bound by the GIL, so two threads
+        only halve its batches."""
         out = [self.step]
-        if self.arch["backbone"] == "gru":
+        if self.arch["backbone"] == "gru" and not self._fast._fused_ready():
             return out
         for _ in range(k - 1):
             out.append(_Stepper(self, self._fast.fork()).step)
