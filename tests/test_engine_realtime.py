@@ -52,20 +52,18 @@ def configure(e):
         e.push(e.time + j, m)
 
 
-def test_render_allocates_nothing_after_warmup():
-    if jit.status()["mode"] != "aot":
-        pytest.skip(f"compiled kernels not in use ({jit.status()['why']}); "
-                    "the JIT's dispatcher allocates while it types arguments")
-    e = Engine(load_instrument("basic"), block=BLOCK, n_slots=16)
-    e.warmup()
+def block_allocations(e, n: int, first: int = 40) -> tuple[int, int]:
+    """The allocation harness (this test's, :mod:`test_parallel`'s): on a warmed-up engine,
+    the MPE zone and ``first`` blocks of :func:`events_for` (every path once more), then ``n``
+    blocks' events queued before tracing (push is the producer's) and those ``n`` blocks
+    rendered under ``tracemalloc``: ``(worst peak of one block, growth over all)`` in bytes."""
     configure(e)
-    for i in range(40):                        # every path once more (steals: 16 slots)
+    for i in range(first):
         for w, m in events_for(e.time, i):
             e.push(w, m)
         e.render()
-    n = 200
-    for i in range(n):                          # queued before tracing (push is the producer's)
-        for w, m in events_for(e.time + i * BLOCK, 40 + i):
+    for i in range(n):
+        for w, m in events_for(e.time + i * BLOCK, first + i):
             e.push(w, m)
     tracemalloc.start()
     try:
@@ -79,6 +77,17 @@ def test_render_allocates_nothing_after_warmup():
         growth = tracemalloc.get_traced_memory()[0] - start
     finally:
         tracemalloc.stop()
+    return worst, growth
+
+
+def test_render_allocates_nothing_after_warmup():
+    if jit.status()["mode"] != "aot":
+        pytest.skip(f"compiled kernels not in use ({jit.status()['why']}); "
+                    "the JIT's dispatcher allocates while it types arguments")
+    e = Engine(load_instrument("basic"), block=BLOCK, n_slots=16)
+    e.warmup()
+    n = 200
+    worst, growth = block_allocations(e, n)     # steals: 16 slots
     assert e.stats["events"] >= 13 * n and e.stats["steals"] > 0
     # what is left: Python ints and floats of the loop's arithmetic (a few dozen bytes at a
     # time). One array of a block's samples is 1 kB; the old loop's list, sort and index arrays

@@ -3,7 +3,6 @@ gives the same samples as one thread rendering the same split, the worker really
 caller and ends on close, and a block allocates nothing after warm-up."""
 
 import threading
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from rtsynth.engine.parallel import (ParallelEngine, claim_block, post_block, po
                                      split_point, split_points)
 from rtsynth.instruments import load_instrument
 
-from test_engine_realtime import configure, events_for
+from test_engine_realtime import block_allocations, configure, events_for
 
 BLOCK = 128
 
@@ -127,35 +126,19 @@ def test_split_point():
     assert act[:a].sum() == 3 and act[a:].sum() == 2
 
 
-@pytest.mark.parametrize("name", ["basic", "flute-lite"])
+@pytest.mark.parametrize("name", ["basic", "flute-lite", "flute-gru", "flute-attention"])
 def test_parallel_block_allocates_nothing_after_warmup(name):
+    """Every backbone's parts (the fused CNN, GRU and attention steps in the parts' kernels)
+    and the synthesis-only split: test_engine_realtime's harness and bounds."""
     if jit.status()["mode"] != "aot":
         pytest.skip(f"compiled kernels not in use ({jit.status()['why']}); "
                     "the JIT's dispatcher allocates while it types arguments")
     e = ParallelEngine(load_instrument(name), block=BLOCK, n_slots=16, threads=2)
     try:
+        assert (e._fused is not None) == (name != "basic")
         e.warmup()
-        configure(e)
-        for i in range(40):
-            for w, m in events_for(e.time, i):
-                e.push(w, m)
-            e.render()
         n = 150
-        for i in range(n):
-            for w, m in events_for(e.time + i * BLOCK, 40 + i):
-                e.push(w, m)
-        tracemalloc.start()
-        try:
-            start = tracemalloc.get_traced_memory()[0]
-            worst = 0
-            for i in range(n):
-                tracemalloc.reset_peak()
-                before = tracemalloc.get_traced_memory()[0]
-                e.render()
-                worst = max(worst, tracemalloc.get_traced_memory()[1] - before)
-            growth = tracemalloc.get_traced_memory()[0] - start
-        finally:
-            tracemalloc.stop()
+        worst, growth = block_allocations(e, n)
         assert e._seq > n // 2                 # the worker took part in most blocks
         assert worst <= 512, worst
         assert growth <= 1024, growth

@@ -384,6 +384,11 @@ class FastGRUDecoder(_Fused, _FastDecoder):
 
     _fused_kernel = "gru_step"
 
+    def reset(self, slots: np.ndarray) -> None:
+        """The given slots := a fresh voice (zero state), in a kernel (allocates nothing)."""
+        K_.zero_slots(self.h, slots if _is_int64_rows(slots)
+                      else np.ascontiguousarray(slots, dtype=np.int64))
+
     #: rows of several frames of a slot (in frame order): the products of the inputs and the
     #: heads run over all rows at once, the recurrence in one kernel call per layer
     multi_frame = True

@@ -189,6 +189,17 @@ def store_positions(slots, pos, pos_state):  # pragma: no cover - compiled
 
 
 @_jit
+def zero_slots(a, slots):  # pragma: no cover - compiled
+    """``a[slots] = 0`` for a GRU's state ``a [n_slots, L, H]`` (NumPy's fancy assignment of a
+    scalar allocates its broadcast: 3.5 kB a reset)."""
+    for i in range(slots.shape[0]):
+        r = a[slots[i]]
+        for j in range(r.shape[0]):
+            for k in range(r.shape[1]):
+                r[j, k] = 0.0
+
+
+@_jit
 def add_bias(h, b):  # pragma: no cover - compiled
     """In place: ``h += b`` (NumPy's broadcast of a row makes an iterator: an allocation)."""
     n, c = h.shape
