@@ -190,6 +190,8 @@ def cmd_play(args) -> int:
     session.start(player)
     t_end = time.monotonic() + args.duration if args.duration else None
     status = session.status(_Status(player, sr, block))
+    from .live.player import ordinary_thread, realtime_thread
+    main_rt = realtime_thread()      # never preempted holding the GIL the callback needs
     try:
         while not stop["flag"] and player.error is None:
             now = time.monotonic()
@@ -204,6 +206,8 @@ def cmd_play(args) -> int:
                 break
             time.sleep(0.02)
     finally:
+        if main_rt:
+            ordinary_thread()
         player.fade_out()
         player.stop()
         if midi_inputs is not None:

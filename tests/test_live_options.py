@@ -347,3 +347,35 @@ def test_ahead_auto_goes_one_block_further_after_each_underrun(jack_server, jack
     # lost cycles: never earlier than three blocks, asserted above) within 2 frames
     assert np.median(lat) < 3 * period + 64, lat
     assert np.mean(np.abs(lat - np.median(lat)) <= 2) >= 0.9, lat
+
+
+def test_play_main_thread_is_realtime_while_playing(jack_server):
+    """The main loop takes the GIL a few times a second: preempted by another process while it
+    holds it, it would keep the audio callback waiting. Where the system allows real-time
+    scheduling (this test's own thread can get it), play's main thread runs SCHED_FIFO while
+    playing, and realtime_thread/ordinary_thread switch a thread there and back."""
+    import os
+    import threading
+    from rtsynth.live.player import MAIN_RT_PRIORITY, ordinary_thread, realtime_thread
+    got = {}
+
+    def probe():
+        got["rt"] = realtime_thread()
+        got["policy"] = os.sched_getscheduler(0)
+        ordinary_thread()
+        got["after"] = os.sched_getscheduler(0)
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    if not got["rt"]:
+        import pytest
+        pytest.skip("no real-time scheduling here")
+    assert got["policy"] == os.SCHED_FIFO and got["after"] == os.SCHED_OTHER
+    with play(jack_server) as p:
+        pid = p.proc.pid
+        deadline = time.monotonic() + 10
+        while os.sched_getscheduler(pid) != os.SCHED_FIFO and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.sched_getscheduler(pid) == os.SCHED_FIFO
+        assert os.sched_getparam(pid).sched_priority == MAIN_RT_PRIORITY
+        assert p.stop() == 0

@@ -210,7 +210,12 @@ class JackDriver:
                 r1 = player.r
                 multi.copy(r1 - frames if r1 != r0 else r0, r1, frames, multi_ports)
 
+        from .player import realtime_thread
+        rt_notify = []
+
         def xrun(delay):
+            if not rt_notify:        # JACK's notification thread also takes the GIL
+                rt_notify.append(realtime_thread())
             player.server_xrun()
 
         def shutdown(status, reason):
