@@ -1,7 +1,14 @@
 """The rack live through JACK (dummy server): an LV2 synth on channel 2 beside neural
 instruments on channels 1 and 3, a convolver that loads its impulse response through the LV2
 worker on the master, a pool of four voices: the same samples live as an offline render of
-the same events, also past the pool."""
+the same events, also past the pool.
+
+A take compared with an offline render of its events alone is the first thing the player's
+synthv1 hears: synthv1's voices keep history (a voice's parameter ramps start from the values
+of the note it played before, so a later note's first ~43 samples differ; see
+tests/test_lv2.py::test_synthv1_voices_keep_history_a_fresh_instance_forgets_it), so when a
+take must be played again (an xrun or a late event on a loaded machine) the player is started
+again first."""
 
 from __future__ import annotations
 
@@ -27,42 +34,91 @@ RACK = ["--channel", "1=flute-lite", "--channel", f"2=lv2:{SYNTHV1}", "--channel
         "--reverb", "0"]
 
 
+def clean(res) -> bool:
+    return res.complete and res.late_events == 0 and res.xruns == 0
+
+
 def run_clean(rig, events, n_frames, tries=6):
     for _ in range(tries):
         res = rig.run(events, n_frames)
-        if res.complete and res.late_events == 0 and res.xruns == 0:
+        if clean(res):
             return res
     return res
 
 
-@pytest.fixture(scope="module")
-def live_rack(jack_server, jack_rig):
-    cmd = [sys.executable, "-m", "rtsynth.cli", "play", "--driver", "jack", *RACK]
-    env = dict(jack_server.env, PYTHONUNBUFFERED="1")
-    with ManagedProcess(cmd, env=env, ready=r"rtsynth: latency", ready_timeout=180) as proc:
-        wait_for_ports(jack_rig.rx, r"^rtsynth$", midi=True, is_input=True)
+class Player:
+    """``rtsynth play`` with :data:`RACK` through the rig; :meth:`restart` gives a fresh one
+    (plugins that have heard nothing yet)."""
+
+    def __init__(self, jack_server, rig):
+        self.server, self.rig = jack_server, rig
+        self.proc = None
+        self.takes = 0                       # takes played through this process
+        self.restarts = 0
+        self.start()
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "rtsynth.cli", "play", "--driver", "jack", *RACK]
+        env = dict(self.server.env, PYTHONUNBUFFERED="1")
+        proc = ManagedProcess(cmd, env=env, ready=r"rtsynth: latency", ready_timeout=180)
+        self.proc, self.takes = proc, 0
+        rig = self.rig
+        wait_for_ports(rig.rx, r"^rtsynth$", midi=True, is_input=True)
         import jack
         for attempt in range(10):            # a port can be listed a moment before it connects
             try:
-                jack_rig.connect_midi("rtsynth:midi_in")
-                jack_rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
+                rig.connect_midi("rtsynth:midi_in")
+                rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
                 break
             except jack.JackError:
                 if attempt == 9:
                     raise
-                jack_rig.disconnect_all()
+                rig.disconnect_all()
                 time.sleep(0.5)
         line = next(l for _, l in proc.lines if "latency MIDI->audio" in l)
-        latency = int(line.split("latency MIDI->audio ")[1].split()[0])
-        yield jack_rig, proc, latency
+        self.latency = int(line.split("latency MIDI->audio ")[1].split()[0])
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+            self.rig.disconnect_all()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+        self.restarts += 1
+        print(f"rtsynth play started again ({self.restarts})", flush=True)
+
+    def take(self, ev, n_frames, first=False, tries=6):
+        """A clean take of ``ev``; ``first``: one that is the first this process plays (the
+        player is started again before each try after the first played one)."""
+        for _ in range(tries):
+            if first and self.takes:
+                self.restart()
+            res = self.rig.run(ev, n_frames)
+            self.takes += 1
+            if clean(res):
+                return res
+        return res
 
 
-def live_and_offline(rig, latency, ev, n_frames, tmp_path, args=RACK, name="same"):
-    """``ev`` played live through the rig, and the same events at the frames they reached the
-    server rendered offline (8192-frame blocks) with ``args``: (live, offline) from the first
-    event on."""
-    res = run_clean(rig, ev, n_frames)
+@pytest.fixture(scope="module")
+def live_rack(jack_server, jack_rig):
+    player = Player(jack_server, jack_rig)
+    try:
+        yield player
+    finally:
+        player.stop()
+
+
+def live_and_offline(player, ev, n_frames, tmp_path, args=RACK, name="same", first=False):
+    """``ev`` played live through the rig (``first``: see :meth:`Player.take`), and the same
+    events at the frames they reached the server rendered offline (8192-frame blocks) with
+    ``args``: (live, offline) from the first event on."""
+    res = player.take(ev, n_frames, first=first)
     assert res.complete and res.late_events == 0
+    latency = player.latency
     frames = res.event_frames
     base = int(frames[0])
     import mido
@@ -93,28 +149,24 @@ def live_and_offline(rig, latency, ev, n_frames, tmp_path, args=RACK, name="same
 
 
 def test_lv2_synth_beside_neural_live_equals_offline(live_rack, tmp_path):
-    rig, proc, latency = live_rack
-    playing = next(l for _, l in proc.lines if "rtsynth: playing" in l)
+    player = live_rack
+    playing = next(l for _, l in player.proc.lines if "rtsynth: playing" in l)
     assert "flute-lite" in playing and "synthv1" in playing and "Preset Convolver" in playing
     ev = [(10, bytes([0x90, 72, 90])), (200, bytes([0x91, 69, 100])),
           (12000, bytes([0x80, 72, 0])), (30000, bytes([0x81, 69, 0])),
           (34000, bytes([0x91, 76, 90])), (34100, bytes([0x90, 67, 80])),
           (46000, bytes([0x81, 76, 0])), (47000, bytes([0x80, 67, 0]))]
-    live, off, _ = live_and_offline(rig, latency, ev, 66000, tmp_path)
+    live, off, _ = live_and_offline(player, ev, 66000, tmp_path, first=True)
     n = min(len(live), len(off)) - 100
     assert np.max(np.abs(off[:n])) > 1e-2
     # the synth's A4 (channel 2) sounds in tune in the live mix, once the flute has ended
     seg = live[19000:29000].mean(axis=1)
     assert abs(pitch_cents(seg, SR, 440.0)[1]) < 10
     # 24-bit rounding (6e-8), float32 rounding of the neural batches: far below a sample's
-    # worth of offset (the signal moves ~1e-3 a sample)
+    # worth of offset (the signal moves ~1e-3 a sample). (A take after another differs by
+    # 0.0385 at synthv1's onsets: its voices remember the notes before; hence first=True.)
     miss = float(np.max(np.abs(live[:n] - off[:n])))
-    if miss >= 1e-4:
-        # KNOWN DEFECT (issue 13, open): on a loaded machine (seen in 1 of 3 clean CI runs and
-        # every run beside two busy loops) the player's synthv1 instance renders its first
-        # note's onset otherwise than offline, 0.0385 for one block, then the same samples;
-        # with basic on channel 2 instead, live == offline under the same load
-        pytest.xfail(f"synthv1 live != offline by {miss:.4f} (loaded machine; issue 13)")
+    assert miss < 1e-4, (miss, f"player started again {player.restarts} times")
 
 
 def test_voice_pool_past_its_size_live_equals_offline(live_rack, tmp_path):
@@ -123,7 +175,7 @@ def test_voice_pool_past_its_size_live_equals_offline(live_rack, tmp_path):
     samples live as offline, and are heard (a pool of 32 renders otherwise). (All sound off
     first: the pool still counts the notes of the test before, released less than 6 s ago;
     no synthv1 note: the plugin keeps some history of the notes it played before.)"""
-    rig, proc, latency = live_rack
+    player = live_rack
     ev = [(0, bytes([0xB0, 120, 0])), (1, bytes([0xB2, 120, 0])),
           (10, bytes([0x90, 72, 90])), (2000, bytes([0x92, 60, 90])),
           (4000, bytes([0x90, 76, 90])), (6000, bytes([0x92, 64, 90])),
@@ -132,7 +184,7 @@ def test_voice_pool_past_its_size_live_equals_offline(live_rack, tmp_path):
           (16000, bytes([0x90, 74, 90])),                # flute 76 goes
           (26000, bytes([0x80, 79, 0])), (26100, bytes([0x80, 74, 0])),
           (26200, bytes([0x82, 64, 0])), (26300, bytes([0x82, 67, 0]))]
-    live, off, path = live_and_offline(rig, latency, ev, 44000, tmp_path, name="pool")
+    live, off, path = live_and_offline(player, ev, 44000, tmp_path, name="pool")
     n = min(len(live), len(off)) - 100
     assert np.max(np.abs(off[:n])) > 1e-2
     assert np.max(np.abs(live[:n] - off[:n])) < 1e-4
@@ -154,8 +206,7 @@ def test_multi_out_pairs_carry_each_part_alone_and_sum_to_the_master(jack_server
     import jack
     from rtsynth.dsp.effects import MasterState
     from rtsynth.testing.jackrig import JackRig
-    _, first, _ = live_rack
-    first.stop()                                    # one rtsynth client at a time
+    live_rack.stop()                                # one rtsynth client at a time
     cmd = [sys.executable, "-m", "rtsynth.cli", "play", "--driver", "jack", *MULTI]
     env = dict(jack_server.env, PYTHONUNBUFFERED="1")
     pairs = ["out_1", "out_2", "ch1_L", "ch1_R", "ch2_L", "ch2_R", "other_L", "other_R"]

@@ -180,6 +180,32 @@ def test_lv2_synth_plays_in_tune_through_atom_midi_and_worker_feature():
     assert abs(1200 * math.log2(f / 440.0)) < 10
 
 
+def test_synthv1_voices_keep_history_a_fresh_instance_forgets_it():
+    """synthv1 remembers the notes it played: a voice's parameter ramps (volume, panning,
+    balance, pressure: synthv1_ramp) start at note-on from the values they reached for the
+    voice's note before (from 0 in a new instance), so a note after another differs in its
+    first ~43 samples, then has the same samples. Its activate/all-sound-off do not forget
+    this; the rack's reset makes a fresh instance, which plays the note as the first one. (Why
+    live == offline holds for a take the player plays first: tests/test_host_live.py.)"""
+    from rtsynth.host.rack import LV2Part
+    _need(SYNTHV1)
+    part = LV2Part(SYNTHV1, SR, 128, 1.0)
+
+    def take():
+        t = part.time
+        part.push(t + 2 * 128 + 61, (0x91, 69, 100))
+        part.push(t + 60 * 128 + 10, (0x81, 69, 0))
+        return np.concatenate([part.render(128)[:, 0].copy() for _ in range(120)])
+
+    first, again = take(), take()
+    d = np.abs(again - first)
+    hit = np.nonzero(d > 1e-6)[0] - (2 * 128 + 61)          # from the note-on
+    assert d.max() > 1e-2 and 0 <= hit[0] and hit[-1] < 64, (d.max(), hit[:1], hit[-1:])
+    part.reset()
+    part.time = 0
+    assert np.array_equal(take(), first)
+
+
 def test_run_path_allocates_nothing():
     from rtsynth.lv2.host import Instance
     _need(SYNTHV1)
