@@ -172,7 +172,11 @@ class LV2Part:
 
     def warmup(self) -> None:
         """Every path of a block, with a note; then a fresh instance (a plugin's activate need
-        not forget everything: synthv1's does not, and live must equal offline)."""
+        not forget everything, and live must equal offline: synthv1's voices start a note's
+        parameter ramps -- volume, panning, balance, pressure -- from the values their note
+        before reached, so a note after the warm-up's would differ in its first ~43 samples
+        from the same note in a render; its activate, deactivate and all-sound-off keep this
+        history; tests/test_lv2.py::test_synthv1_voices_keep_history_a_fresh_instance_forgets_it)."""
         t = self.time
         self.push(t, (0x90, 60, 100))
         self.push(t + 5, (0x80, 60, 0))
