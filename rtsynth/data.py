@@ -344,6 +344,11 @@ def calibrate(examples: list[Example]) -> dict:
     quadratic in (pitch, dynamics): what is typical at a pitch and a dynamic.
     """
     notes = [ex for ex in examples if _plain(ex) and ex.split == "train"]
+    # recordings (no plain notes) carry no struck velocities: their velocity was derived from
+    # each note's own peak level (the importer's 40 dB per decade), so the velocity curve is
+    # that one; a least-squares fit over their (nearly all distinct) velocities is
+    # underdetermined and on a few dozen notes maps louder notes to lower dynamics
+    labelled = bool(notes)
     if not notes:
         notes = [ex for ex in examples if ex.split == "train"] or list(examples)
     if not notes:
@@ -364,7 +369,7 @@ def calibrate(examples: list[Example]) -> dict:
     V = np.array([int(ex.velocity) for ex in notes])
     vels = np.unique(V)
     pitches = np.unique(np.round(P).astype(int))
-    if len(vels) >= 3:
+    if len(vels) >= 3 and labelled:
         g = {int(v): 0.0 for v in vels}
         off = {int(p): 0.0 for p in pitches}
         pi = np.round(P).astype(int)
