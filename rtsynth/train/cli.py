@@ -71,6 +71,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onset-weight", type=float, default=0.0,
                    help="weight of the attack term: on crops from a note's onset, the L1 "
                    "distance of the log level in 1 ms windows over its first 24 ms")
+    p.add_argument("--level-weight", type=float, default=0.0,
+                   help="weight of the level term: the L1 distance of the log level per 4 ms "
+                   "frame over the whole crop (the held-out loudness error)")
     p.add_argument("--source-f0", action="store_true",
                    help="the pitch input and synthesis f0 follow the source's own tracked pitch "
                    "(its vibrato): the model's config gets the fitted life table that plays "
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         noise_warmup=args.noise_warmup, amp_bias=args.amp_bias, n_features=args.features,
         tilt_fraction=args.tilt, log_weight=args.log_weight,
         velocity_dropout=args.velocity_dropout, loss_normalize=args.loss_normalize,
-        source_f0=args.source_f0, onset_weight=args.onset_weight)
+        source_f0=args.source_f0, onset_weight=args.onset_weight,
+        level_weight=args.level_weight)
     if getattr(args, "command_line", None):
         cfg.command = args.command_line
     out = train_and_export(cfg)

@@ -74,6 +74,7 @@ class TrainConfig:
     loss_normalize: bool = False          # both signals / the target's RMS before the loss
     source_f0: bool = False               # pitch input and f0 from the source's tracked pitch
     onset_weight: float = 0.0             # the attack term (onset_loss) on crops from onsets
+    level_weight: float = 0.0             # the level term (level_loss) on every crop
     command: str = field(default_factory=lambda: _command_line())
 
 
@@ -346,6 +347,8 @@ class Trainer:
                 loss = rec + (cfg.kl_weight * kl if kl is not None else 0.0)
                 if cfg.onset_weight > 0:
                     loss = loss + cfg.onset_weight * onset_loss(y, target, self._onset_rows)
+                if cfg.level_weight > 0:
+                    loss = loss + cfg.level_weight * level_loss(y, target)
                 _descend(self.opt, loss, clip=3.0)
                 self.step += 1
                 self.elapsed = time.time() - t0
@@ -518,6 +521,16 @@ def onset_loss(y, target, rows, windows: int = 24, width: int = 48):
         return y.new_zeros(())
     a = y[rows, :n].reshape(-1, windows, width).pow(2).mean(-1).add(1e-12).sqrt()
     b = target[rows, :n].reshape(-1, windows, width).pow(2).mean(-1).add(1e-12).sqrt()
+    return (torch.log(a + 1e-4) - torch.log(b + 1e-4)).abs().mean()
+
+
+def level_loss(y, target, width: int = spec.HOP):
+    """The level term (``--level-weight``): the mean absolute difference of the log RMS level
+    (floor 1e-4) per frame of ``width`` samples over the whole crop, what the held-out
+    loudness error measures (the MR-STFT weighs level only through its bins)."""
+    n = y.shape[1] // width * width
+    a = y[:, :n].reshape(y.shape[0], -1, width).pow(2).mean(-1).add(1e-12).sqrt()
+    b = target[:, :n].reshape(y.shape[0], -1, width).pow(2).mean(-1).add(1e-12).sqrt()
     return (torch.log(a + 1e-4) - torch.log(b + 1e-4)).abs().mean()
 
 
