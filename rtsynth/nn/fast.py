@@ -246,6 +246,10 @@ class _Fused:
 
     _fa = None
 
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self._fa = None                   # another slot count makes new state arrays
+        super().load_state(state)
+
     def _fused_ready(self) -> bool:
         fa = self._fa
         if fa is not None and fa[-1] is self.pitch_clip:
