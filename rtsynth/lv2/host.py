@@ -52,6 +52,79 @@ ABSURD_RMS = 10.0
 SETTLE_S = 0.25
 #: bytes of each atom port's sequence buffer (input: MIDI of one block; output: notifications)
 ATOM_CAPACITY = 16384
+#: the longest :func:`wait_plugin_threads` waits for a plugin's own threads to finish their work
+THREADS_TIMEOUT_S = 60.0
+
+#: the threads the plugins started themselves (Linux thread ids; see :func:`wait_plugin_threads`)
+_plugin_tids: set[int] = set()
+
+
+def _tasks() -> set[int]:
+    try:
+        import os
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except (OSError, ValueError):
+        return set()
+
+
+def _note_new_threads(before: set[int]) -> None:
+    """The threads that appeared since ``before`` and are not Python's: the plugin's own."""
+    if not before:
+        return
+    ours = {t.native_id for t in threading.enumerate()}
+    _plugin_tids.update(_tasks() - before - ours)
+
+
+def _thread_busy(tid: int) -> tuple[bool, int] | None:
+    """(running or runnable, nanoseconds on a CPU so far) of one thread; None once it is gone."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                ran = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            ran = 0
+    except (OSError, IndexError):
+        return None
+    return state not in ("S", "T", "t", "Z", "X", "I"), ran
+
+
+def wait_plugin_threads(timeout: float = THREADS_TIMEOUT_S) -> bool:
+    """Wait until every thread a plugin started itself sleeps with its work done: True when
+    they do (or there are none, or this is not Linux), False after ``timeout``.
+
+    Why: a plugin may do part of its set-up on its own thread, not through the LV2 worker.
+    synthv1 computes a wave table whose shape, width or band limit differ from its built-in
+    saw on its scheduler thread (synthv1_sched), started by the first run() that sees the
+    port values; its voices read the table meanwhile. A render reaches its first note a few
+    milliseconds after start-up, a live player seconds later, so with e.g. DCO1_BANDL1=1 a
+    render's first notes differed from the player's (and from another render's) on a loaded
+    machine. Such a thread sleeps on its condition once its queue is done: the work is done
+    when each of these threads is asleep (state S) on two looks 2 ms apart without having run
+    in between (schedstat). Not on the audio path: settle and preset loading only."""
+    import time
+    if not _plugin_tids:
+        return True
+    deadline = time.monotonic() + timeout
+    last: dict[int, int] = {}
+    while True:
+        idle = True
+        for tid in list(_plugin_tids):
+            b = _thread_busy(tid)
+            if b is None:
+                _plugin_tids.discard(tid)
+                last.pop(tid, None)
+                continue
+            busy, ran = b
+            if busy or last.get(tid) != ran:
+                idle = False
+            last[tid] = ran
+        if idle:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
 
 
 class URIDMap:
@@ -207,7 +280,9 @@ class Instance:
         self._u_midi = um.map(MIDI_EVENT)
         feats = self._features(um)
         self._feature_array = feats
+        threads_before = _tasks()
         self._ptr = L.lilv_plugin_instantiate(info.handle, float(self.sr), feats)
+        _note_new_threads(threads_before)
         if not self._ptr:
             raise LV2Error(f"{info.uri} failed to instantiate at {self.sr} Hz")
         st = _lilv.LilvInstanceStruct.from_address(self._ptr)
@@ -519,16 +594,31 @@ class Instance:
     def settle(self, seconds: float = SETTLE_S) -> "Instance":
         """Run silent blocks for ``seconds``: many plugins ramp their parameters from zero
         after instantiation (synthv1's first 30 ms differ otherwise), so a render that starts
-        at once and a live stream that idled first would not give the same samples."""
+        at once and a live stream that idled first would not give the same samples. After the
+        first block (the first run sees the control values) and at the end, wait for the work
+        the plugin gave its own threads (:func:`wait_plugin_threads`: synthv1's wave tables);
+        its LV2 worker's is waited for by each run."""
         for a in self.audio_in:
             a[:] = 0.0
         left = int(seconds * self.sr)
+        first = True
         while left > 0:
             k = min(left, self.block)
+            threads_before = _tasks() if first else None
             self.run(k)
+            if first:
+                _note_new_threads(threads_before)
+                self._wait_threads()
+                first = False
             left -= k
+        self._wait_threads()
         self.runs = 0
         return self
+
+    def _wait_threads(self) -> None:
+        if not wait_plugin_threads():
+            self.warn(f"LV2 plugin {self.info.uri}: its own threads still busy after "
+                      f"{THREADS_TIMEOUT_S:g} s: live and offline may differ")
 
     def _bypass(self, why: str) -> None:
         self.bypassed = True
