@@ -108,6 +108,7 @@ def wait_plugin_threads(timeout: float = THREADS_TIMEOUT_S) -> bool:
         return True
     deadline = time.monotonic() + timeout
     last: dict[int, int] = {}
+    _plugin_tids.difference_update(t.native_id for t in threading.enumerate())  # a reused id
     while True:
         idle = True
         for tid in list(_plugin_tids):
