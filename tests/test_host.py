@@ -105,7 +105,7 @@ def test_program_changes_route_each_channel_and_mute_percussion(gm_file, capfd):
     events = _events(gm_file)
     full, rack = render_rack(events)
     names = {p.name: p.channels for p in rack.part_list}
-    assert names == {"violin-lite": {0}, "flute-lite": {1}, "trumpet-lite": {2},
+    assert names == {"violin": {0}, "flute-lite": {1}, "trumpet": {2},
                      "cello-lite": {3}}
     assert rack.stats["muted_percussion"] == 6
     err = capfd.readouterr().err
@@ -174,7 +174,7 @@ def test_force_one_instrument_and_channel_specs(gm_file):
     assert rack.program[9] is None                             # percussion still never pitched
     _, rack = render_rack(events, specs={1: "basic", 3: "basic"})
     names = sorted(p.name for p in rack.part_list)
-    assert names == ["basic", "trumpet-lite", "violin-lite"]
+    assert names == ["basic", "trumpet", "violin"]
     assert next(p for p in rack.part_list if p.name == "basic").channels == {1, 3}
 
 
@@ -212,8 +212,8 @@ def test_stems_are_the_parts_and_sum_to_the_master(gm_file, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     files = sorted(stems.iterdir())
-    assert [f.name for f in files] == ["ch01_violin-lite.wav", "ch02_flute-lite.wav",
-                                       "ch03_trumpet-lite.wav", "ch04_cello-lite.wav"]
+    assert [f.name for f in files] == ["ch01_violin.wav", "ch02_flute-lite.wav",
+                                       "ch03_trumpet.wav", "ch04_cello-lite.wav"]
     mix, _ = sf.read(out, dtype="float32")
     parts = [sf.read(f, dtype="float32")[0] for f in files]
     assert all(len(q) == len(mix) for q in parts)
@@ -351,7 +351,7 @@ def test_live_gm_rack_follows_program_changes_with_every_model_loaded(capfd):
     rack = build_rack(rack_args(gm=True), 256, None, False, {}, [])
     try:
         names = {p.name for p in rack.part_list}
-        assert {"basic", "flute-lite", "violin-lite", "cello-lite", "trumpet-lite",
+        assert {"basic", "flute-lite", "violin", "cello-lite", "trumpet",
                 "clarinet-lite"} <= names
         rack.warmup()
         t = rack.time
@@ -362,7 +362,7 @@ def test_live_gm_rack_follows_program_changes_with_every_model_loaded(capfd):
         rack.push(t + 4, bytes([0xC1, 1]))                  # another piano: said once too
         rack.render()
         by = {p.name: p.active_voices for p in rack.part_list}
-        assert by["violin-lite"] == 1 and by["basic"] == 1 and by["flute-lite"] == 0
+        assert by["violin"] == 1 and by["basic"] == 1 and by["flute-lite"] == 0
         time.sleep(0.3)
         err = capfd.readouterr().err
         assert err.count("program 1 (piano family)") == 1

@@ -35,7 +35,8 @@ def family(program: int) -> str:
 def model_for(program: int, available: list[str]) -> tuple[str, str | None]:
     """``(instrument name, notice)`` for GM ``program`` (0-based); ``notice`` says what stands
     in when the program has no model of its own (None when it has). The lighter ``NAME-lite``
-    model is preferred where it is shipped (as the default instrument is)."""
+    model is preferred where it is shipped (as the default instrument is), unless ``SHIPPED``
+    names the instrument's own folder."""
     program = int(program)
     base = OWN.get(program)
     how = None
@@ -54,9 +55,14 @@ def model_for(program: int, available: list[str]) -> tuple[str, str | None]:
     return name, f"{what}: playing basic"
 
 
+#: instruments whose own folder (``models/NAME``) is what they play rather than ``NAME-lite``:
+#: the folder meets issue 12's floor at the -lite model step (models/README.md, "Shipped")
+SHIPPED = {"violin": "violin", "trumpet": "trumpet"}
+
+
 def _resolve(base: str, available: list[str]) -> str | None:
-    for cand in (f"{base}-lite", base):
-        if cand in available:
+    for cand in (SHIPPED.get(base), f"{base}-lite", base):
+        if cand is not None and cand in available:
             return cand
     return None
 
