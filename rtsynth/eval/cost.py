@@ -1,7 +1,9 @@
 """The real-time cost of models, side by side: an engine block (128 frames) with ``voices``
 held notes, the models interleaved round by round in one process, median per block.
 
-    python -m rtsynth.eval.cost flute flute-lite [--voices 32] [--rounds 7] [--blocks 200]
+    python -m rtsynth.eval.cost flute-lite violin violin@0 [--voices 32] [--rounds 7] [--blocks 200]
+
+(``violin@0``: violin with its life off, ``Engine(life=0)``.)
 
 Prints each model's median block time and its ratio to the first model's (the machine is
 noisy: read the ratios, not the absolute times).
@@ -15,12 +17,12 @@ import time
 import numpy as np
 
 
-def _engine(name: str, voices: int, block: int):
+def _engine(name: str, voices: int, block: int, life: float = 1.0):
     from ..engine import Engine
     from ..instruments import load_instrument
 
     inst = load_instrument(name)
-    e = Engine(inst, block=block, n_slots=voices, reverb=0.0)
+    e = Engine(inst, block=block, n_slots=voices, reverb=0.0, life=life)
     lo, hi = (inst.pitch_range if getattr(inst, "pitch_range", None) else (48.0, 84.0))
     for k, p in enumerate(np.linspace(lo + 1, hi - 1, voices).round().astype(int)):
         e.push(0, (0x90, int(p), 70 + (k * 7) % 50))
@@ -31,8 +33,10 @@ def _engine(name: str, voices: int, block: int):
 
 def block_costs(models: list[str], voices: int = 32, rounds: int = 7, blocks: int = 200,
                 block: int = 128) -> dict[str, float]:
-    """Median seconds per ``block``-frame engine block of each model, interleaved."""
-    engines = {m: _engine(m, voices, block) for m in models}
+    """Median seconds per ``block``-frame engine block of each model, interleaved
+    (``NAME@0``: the model with its life off)."""
+    engines = {m: _engine(m.split("@")[0], voices, block,
+                          float(m.split("@")[1]) if "@" in m else 1.0) for m in models}
     times: dict[str, list[float]] = {m: [] for m in models}
     for _ in range(rounds):
         for m, e in engines.items():
