@@ -164,3 +164,20 @@ def test_tiny_v2_training_on_cpu(tmp_path):
     assert inst.n_features == 9
     y = render_features(inst, rd.midi_features_v2(50, 67.0, 100.0, None), 67.0)
     assert np.isfinite(y).all() and np.abs(y).max() < 1.0
+
+
+def test_attack_and_level_terms_of_the_training_loss():
+    """--onset-weight's term sees an attack 2 ms late on onset crops only; --level-weight's term
+    a level 6 dB off anywhere; both are zero for the target itself."""
+    import torch
+    from rtsynth.train.core import level_loss, onset_loss
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(2, 256 * spec.HOP, generator=g) * 0.1
+    late = t.clone()
+    late[:, :96] = 0.0                                  # the first 2 ms silent
+    both = torch.tensor([True, True])
+    assert float(onset_loss(t, t, both)) == 0.0 == float(level_loss(t, t))
+    assert float(onset_loss(late, t, both)) > 0.5
+    assert float(onset_loss(late, t, torch.tensor([False, False]))) == 0.0
+    assert float(level_loss(late, t)) < 0.05          # 2 ms of a 1 s crop: the level term barely
+    assert abs(float(level_loss(0.5 * t, t)) - np.log(2.0)) < 0.01
