@@ -101,3 +101,20 @@ def test_card_numbers():
         cfg = json.loads((ROOT / "models" / name / "config.json").read_text())
         p, t = nl.table_from_config(cfg["life"])
         assert len(p) >= 10 and np.all(t[:, 5] > 2.5) and np.all(t[:, 5] < 9.0)
+
+
+def test_level_breathing_measures_a_known_tremolo():
+    """eval.life.level_breathing: a tone whose level moves 1.5 dB at 5.5 Hz over a slow swell
+    reads 1.5 dB at that rate (the swell is the envelope, left out); a steady tone reads ~0."""
+    import numpy as np
+    from rtsynth import spec
+    from rtsynth.eval.life import level_breathing
+    sr = spec.SAMPLE_RATE
+    t = np.arange(int(2.0 * sr)) / sr
+    db = 1.5 * np.sin(2 * np.pi * 5.5 * t + 0.7) + 6.0 * t          # tremolo + a 6 dB/s swell
+    x = 0.1 * 10 ** (db / 20) * np.sin(2 * np.pi * 440.0 * t)
+    rel = len(t) // spec.HOP
+    rms, trem = level_breathing(x, rel, 5.5)
+    assert abs(trem - 1.5) < 0.15 and 0.9 < rms < 1.3
+    rms0, trem0 = level_breathing(0.1 * np.sin(2 * np.pi * 440.0 * t), rel, 5.5)
+    assert rms0 < 0.05 and trem0 < 0.05
