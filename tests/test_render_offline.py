@@ -151,3 +151,25 @@ def test_render_to_file_raises_what_the_writing_raises(tmp_path, monkeypatch):
         render_to_file(e, ev, tmp_path / "full.wav")
     assert len(calls) == 3
     e.close()
+
+
+def test_file_render_tries_one_thread_and_two_and_the_samples_stay(tmp_path):
+    """A file render tries, every TRIAL_EVERY blocks, its blocks on two threads and on one
+    (the master chain and writing first, then render_here) and goes on the faster way; the
+    file is the same bytes as a render on two threads throughout (here: trials every 4 blocks
+    of 1, so both ways render blocks)."""
+    ev = [(t, bytes(m)) for t, m in EVENTS]
+    files = []
+    for every, trial in ((4, 1), (10 ** 9, 0)):
+        e = offline_engine(_inst("flute-lite"), block=1024, threads=2)
+        e.TRIAL_EVERY, e.TRIAL_BLOCKS = every, trial
+        f = tmp_path / f"r{every}.wav"
+        render_to_file(e, ev, f)
+        files.append(f.read_bytes())
+        blocks = e._beside_blocks
+        if trial:
+            assert 0 < e.beside_here_blocks < blocks and blocks > 20
+        else:
+            assert e.beside_here_blocks == 0
+        e.close()
+    assert files[0] == files[1]
