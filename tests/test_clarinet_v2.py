@@ -1,6 +1,6 @@
 """The contract-v2 clarinet from recordings (issue 12 item 6): the recordings importer's notes
 get dynamics and brightness measured from their audio, a tiny 9-feature model trains on them on
-the CPU, and the shipped clarinet-v2's dynamics and brightness inputs act in the documented
+the CPU, and the shipped v2 clarinet's (models/clarinet, the GM clarinet) dynamics and brightness inputs act in the documented
 directions (a swell louder and brighter at least half as much as the source's velocity layers,
 CC74 brighter), through the engine's controllers too."""
 
@@ -18,7 +18,7 @@ from rtsynth.eval.melody import brightness_response, swell_response
 from rtsynth.nn.io import load_neural_instrument
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "clarinet-v2"
+MODEL = ROOT / "models" / "clarinet"
 HAVE_FS = shutil.which("fluidsynth") is not None and Path(bd.SF2).exists()
 
 
@@ -74,7 +74,7 @@ def test_tiny_v2_training_on_recordings_on_cpu(recorded, tmp_path):
 @pytest.fixture(scope="module")
 def clarinet_v2():
     if not (MODEL / "config.json").exists():
-        pytest.skip("models/clarinet-v2 not shipped")
+        pytest.skip("models/clarinet not shipped")
     return load_neural_instrument(MODEL), json.loads((MODEL / "config.json").read_text())
 
 
@@ -132,3 +132,15 @@ def test_engine_cc11_and_cc74_move_clarinet_v2(clarinet_v2):
     l2, c2 = stats(120)
     assert l1 < l0 - 6.0, (l0, l1)
     assert c2 > 1.2 * c0, (c0, c2)
+
+
+def test_gm_clarinet_is_the_v2_clarinet():
+    """GM program 71 (and the saxes, oboe, bassoon: the reed family) plays models/clarinet, the
+    nine-feature clarinet whose swell acts on the network (issue 12 items 1 and 6)."""
+    from rtsynth.host import gm
+    from rtsynth.instruments import available_instruments, load_instrument
+    avail = available_instruments()
+    assert gm.model_for(71, avail) == ("clarinet", None)
+    assert gm.model_for(65, avail)[0] == "clarinet"
+    assert load_instrument("clarinet").n_features == spec.N_FEATURES_V2
+    assert load_instrument("clarinet-v1").n_features == spec.N_FEATURES

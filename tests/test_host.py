@@ -352,7 +352,7 @@ def test_live_gm_rack_follows_program_changes_with_every_model_loaded(capfd):
     try:
         names = {p.name for p in rack.part_list}
         assert {"basic", "flute-lite", "violin", "cello-lite", "trumpet",
-                "clarinet-lite"} <= names
+                "clarinet"} <= names
         rack.warmup()
         t = rack.time
         rack.push(t, bytes([0xC0, 40]))                     # violin

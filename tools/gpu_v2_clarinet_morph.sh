@@ -6,6 +6,8 @@
 #
 #     bash tools/gpu_v2_clarinet_morph.sh $OUT [SECONDS]
 #
+# (The clarinet starts from the v1 clarinet: models/clarinet when it ran, models/clarinet-v1 now.)
+#
 # Trained models come back as $OUT/NAME.tar (model folder + log.jsonl).
 set -u
 OUT=${1:?out dir}
@@ -30,7 +32,7 @@ COMMON="--steps 1000000 --time-limit $T --batch 16 --crop 256 --ckpt-every 10000
 MORPH="data/flute data/violin data/trumpet data/cello"
 declare -A JOBS=(
   [clarinet-v2-lite]="data/clarinet-rec $V2 --init models/clarinet-lite --lr 5e-4 --lr-final 3e-5 --log-weight 2"
-  [clarinet-v2-gru]="data/clarinet-rec $V2 --init models/clarinet --lr 5e-4 --lr-final 3e-5 --log-weight 2"
+  [clarinet-v2-gru]="data/clarinet-rec $V2 --init models/clarinet-v1 --lr 5e-4 --lr-final 3e-5 --log-weight 2"
   [morph-v2-init]="$MORPH $V2 --vae --init models/morph --lr 5e-4 --lr-final 3e-5 --log-weight 2"
   [morph-v2]="$MORPH $V2 --vae --backbone cnn --lr 1e-3 --amp-bias -2 --noise-warmup 400 --log-weight 2"
 )

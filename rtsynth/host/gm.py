@@ -57,7 +57,8 @@ def model_for(program: int, available: list[str]) -> tuple[str, str | None]:
 
 #: instruments whose own folder (``models/NAME``) is what they play rather than ``NAME-lite``:
 #: the folder meets issue 12's floor at the -lite model step (models/README.md, "Shipped")
-SHIPPED = {"violin": "violin", "trumpet": "trumpet"}
+#: (clarinet: models/clarinet, the contract-v2 GRU, the only clarinet that swells; clarinet-lite is v1)
+SHIPPED = {"violin": "violin", "trumpet": "trumpet", "clarinet": "clarinet"}
 
 
 def _resolve(base: str, available: list[str]) -> str | None:
