@@ -118,3 +118,47 @@ def test_level_breathing_measures_a_known_tremolo():
     assert abs(trem - 1.5) < 0.15 and 0.9 < rms < 1.3
     rms0, trem0 = level_breathing(0.1 * np.sin(2 * np.pi * 440.0 * t), rel, 5.5)
     assert rms0 < 0.05 and trem0 < 0.05
+
+
+@pytest.fixture(scope="module")
+def violin_trem():
+    """models/violin: its table carries the level's tremolo (trem, trem_phase)."""
+    inst = load_instrument("violin")
+    p, t = nl.table_from_config(inst.config["life"])
+    assert (t[:, 8] > 0).sum() >= 10
+    return inst
+
+
+def test_tremolo_breathes_the_level_with_the_vibrato(violin_trem):
+    """A held models/violin note breathes at its vibrato's rate (level_breathing's tremolo)
+    more than with the level's movement off (the same table with trem 0), and life=0 (and so
+    no pitch movement either) breathes least; the pitch movement is the same either way."""
+    from rtsynth.eval.life import level_breathing
+    from rtsynth.nn.io import load_weights
+    from rtsynth.nn.neural import NeuralInstrument
+    w, cfg = load_weights(ROOT / "models" / "violin")
+    off = dict(cfg, life=dict(cfg["life"], trem=[0.0] * len(cfg["life"]["pitch"])))
+    still = NeuralInstrument(w, off, name="violin")
+    note = 67                                     # a training pitch with a fitted tremolo
+    prm = nl.note_params(*nl.table_from_config(cfg["life"]), note)
+    assert prm[8] > 0.02
+    rel = int(1.6 * SR) // spec.HOP
+    got = {k: level_breathing(_held(i, note=note, life=lf), rel, prm[5])[1]
+           for k, i, lf in (("trem", violin_trem, 1.0), ("still", still, 1.0),
+                            ("none", violin_trem, 0.0))}
+    assert got["trem"] > got["still"] + 0.2 and got["none"] < got["trem"] - 0.2, got
+    a = _fit(_held(violin_trem, note=note))
+    b = _fit(_held(still, note=note))
+    assert abs(a["depth"] - b["depth"]) < 1.0 and abs(a["rate"] - b["rate"]) < 0.05
+
+
+def test_tremolo_offline_equals_live(violin_trem):
+    """The level's movement is a function of the voice clock: 128- and 96-frame live blocks
+    and the offline engine give the same samples (a wheel move mid-note included)."""
+    cc1 = [(0, 0), (int(0.61 * SR) + 37, 90), (int(1.1 * SR) + 5, 20)]
+    live = _held(violin_trem, note=67, cc1=cc1, block=128)
+    off = _held(violin_trem, note=67, cc1=cc1, offline=True)
+    odd = _held(violin_trem, note=67, cc1=cc1, block=96)
+    n = min(len(live), len(off), len(odd))
+    assert np.max(np.abs(live[:n] - off[:n])) < 1e-5
+    assert np.max(np.abs(live[:n] - odd[:n])) < 1e-5

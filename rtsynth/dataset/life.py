@@ -248,16 +248,84 @@ def fit_life(examples, cents: dict[str, np.ndarray]) -> dict:
             "how": "rtsynth.dataset.life.fit_life over the training notes (track_f0)"}
 
 
+def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3) -> dict:
+    """The level's breathing with the vibrato (issue 12.4), added to a ``life`` table: per
+    table pitch, from its longest plain training note, the dynamics the source's level asks for
+    frame by frame (:func:`rtsynth.data.dynamics_from_loudness`, the dataset's calibration,
+    unsmoothed), held part only (``start_s`` to 20 ms before the release), less its moving
+    average over two vibrato periods (the envelope), fitted by least squares to ``env(t) sin(2 pi rate t + phase
+    + trem_phase)`` with the table's own vibrato rate, phase and onset: ``trem`` (dynamics
+    units) and ``trem_phase``. A new dict; the input is not changed."""
+    from .. import data as rdata
+    from ..nn.life import note_params, table_from_config
+    pitches, table = table_from_config(life)
+    fr = spec.SAMPLE_RATE / spec.HOP
+    best: dict[float, tuple] = {}
+    for ex in examples:
+        if ex.kind != "note" or ex.meta.get("bend") or not rdata.is_plain(ex):
+            continue
+        rel = int(ex.release_sample) // spec.HOP
+        if float(ex.pitch) not in set(pitches.tolist()):
+            continue
+        if float(ex.pitch) in best and best[float(ex.pitch)][0] >= rel:
+            continue
+        best[float(ex.pitch)] = (rel, ex)
+    trem, tph = [], []
+    for p in pitches:
+        if p not in best:
+            trem.append(0.0)
+            tph.append(0.0)
+            continue
+        rel, ex = best[p]
+        prm = note_params(pitches, table, p)
+        loud = rdata.loudness_db(np.asarray(ex.audio, np.float64))
+        T = min(len(loud), len(ex.pitch_frames))
+        d = rdata.dynamics_from_loudness(loud[:T], np.asarray(ex.pitch_frames, np.float64)[:T],
+                                         cal)
+        a, b = int(max(start_s, prm[3]) * fr), min(rel, T) - int(0.02 * fr)
+        k = max(2, int(round(2.0 * fr / max(prm[5], 1.0))))
+        if prm[6] <= 0.0 or b - a < k + 10:
+            trem.append(0.0)
+            tph.append(0.0)
+            continue
+        seg = np.asarray(d[a:b], np.float64)
+        pad = np.pad(seg, (k // 2, k - k // 2), mode="edge")
+        x = seg - np.convolve(pad, np.ones(k) / k, "valid")[: len(seg)]
+        t = np.arange(a, b) / fr
+        env = _smoothstep(t, prm[3], prm[4])
+        ph = 2 * np.pi * prm[5] * t + prm[7]
+        A = np.stack([env * np.sin(ph), env * np.cos(ph)], 1)
+        c = np.linalg.lstsq(A, x, rcond=None)[0]
+        trem.append(round(float(min(np.hypot(c[0], c[1]), 0.5)), 6))
+        tph.append(round(float(np.arctan2(c[1], c[0])), 6))
+    out = dict(life)
+    out["trem"] = trem
+    out["trem_phase"] = tph
+    out["tremolo_how"] = ("rtsynth.dataset.life.fit_tremolo: the held level's dynamics less its "
+                          "envelope (two vibrato periods) at the vibrato's rate and onset")
+    return out
+
+
 def main(argv=None) -> int:
-    """``python -m rtsynth.dataset.life DATA [--out life.json]``: fit and print the table."""
+    """``python -m rtsynth.dataset.life DATA [--out life.json]``: fit and print the table.
+    ``--tremolo MODEL``: fit the level's tremolo on DATA's training notes into MODEL's table
+    (its config.json), with DATA's calibration."""
     import argparse
 
     from .. import data as rdata
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("data")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--tremolo", default=None, metavar="MODEL")
     a = ap.parse_args(argv)
     exs = rdata.load_dataset(a.data, split="train")
+    if a.tremolo:
+        p = Path(a.tremolo) / "config.json"
+        cfg = json.loads(p.read_text())
+        cfg["life"] = fit_tremolo(exs, cfg["life"], rdata.calibrate(exs))
+        p.write_text(json.dumps(cfg, indent=1) + "\n")
+        print(json.dumps({k: cfg["life"][k] for k in ("pitch", "trem", "trem_phase")}))
+        return 0
     life = fit_life(exs, source_cents(exs, a.data))
     text = json.dumps(life, indent=1)
     if a.out:

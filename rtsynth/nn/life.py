@@ -45,8 +45,12 @@ from ..jit import kernel, subkernel
 
 #: the wheel at full scale multiplies the natural vibrato depth by 1 + this
 WHEEL_GAIN = 2.0
-#: parameter columns of a table row
-COLS = ("offset", "settle", "settle_tau", "delay", "ramp", "rate", "depth", "phase")
+#: parameter columns of a table row; the last two (the level's tremolo with the vibrato, in
+#: dynamics units, and its phase against the vibrato's: :func:`rtsynth.dataset.life.fit_tremolo`)
+#: are optional (0: a table fitted before them plays no level movement)
+COLS = ("offset", "settle", "settle_tau", "delay", "ramp", "rate", "depth", "phase", "trem",
+        "trem_phase")
+OPTIONAL = ("trem", "trem_phase")
 N_COLS = len(COLS)
 SUB = 16
 #: the movement is held over SUB samples for its first FINE_S (the attack's settling), over
@@ -61,7 +65,8 @@ MAX_SETTLE_CENTS = 120.0
 #: file is refused, not played (an absurd depth was non-finite audio, an absurd offset silence)
 COL_LIMITS = {"offset": (-100.0, 100.0), "settle": (-1e4, 1e4), "settle_tau": (0.0, 10.0),
               "delay": (0.0, 60.0), "ramp": (0.0, 60.0), "rate": (0.0, 20.0),
-              "depth": (0.0, 200.0), "phase": (-1e3, 1e3)}
+              "depth": (0.0, 200.0), "phase": (-1e3, 1e3), "trem": (0.0, 0.5),
+              "trem_phase": (-1e3, 1e3)}
 
 
 def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +79,7 @@ def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
     p = column("pitch")
     if len(p) == 0 or not np.all(np.diff(p) > 0):
         raise ValueError("life: 'pitch' must be increasing")
-    cols = [column(k) for k in COLS]
+    cols = [column(k) if k not in OPTIONAL or k in life else np.zeros(len(p)) for k in COLS]
     if any(len(c) != len(p) for c in cols):
         raise ValueError("life: every column needs one finite value per pitch")
     t = np.stack(cols, axis=1)
@@ -153,10 +158,18 @@ def _curve(prm, t, scale):
             + scale * prm[6] * env * math.sin(2.0 * math.pi * prm[5] * t + prm[7]))
 
 
+@subkernel(**_OPT)
+def _tremolo(prm, t, scale):
+    x = (t - prm[3]) / prm[4]
+    x = min(max(x, 0.0), 1.0)
+    env = x * x * (3.0 - 2.0 * x)
+    return scale * prm[8] * env * math.sin(2.0 * math.pi * prm[5] * t + prm[7] + prm[9])
+
+
 @kernel(**_OPT)
 def _rows(n, active, note, vpos, start_off, chan, bend_row, bend_settled, bend_touched,
           bend, bend_state, coef, chan_vib, vib_row, pitches, table, life, vib_full,
-          wheel_gain, sr, prm):
+          wheel_gain, sr, prm, dyn_row, expr_touched):
     """Each active voice's movement (semitones) into its bend row over ``start_off .. n``,
     held over ``SUB`` voice samples for the first ``FINE_S`` (the settling) and ``HOLD`` after.
 
@@ -164,7 +177,12 @@ def _rows(n, active, note, vpos, start_off, chan, bend_row, bend_settled, bend_t
     settled test) gets ``state + movement`` and its smoother is marked settled: the bend
     smoother skips it (what it would have held), so the pitch moves only at the hold steps and
     the oscillator recomputes its f0 no more often. Otherwise (a bend event or a glide) the
-    movement is added to the target row, which the smoother then smooths."""
+    movement is added to the target row, which the smoother then smooths.
+
+    A table with a tremolo (``trem`` > 0) also moves the voice's dynamics row by
+    ``scale * trem * env * sin(2 pi rate t + phase + trem_phase)`` at the same steps (clamped to
+    0..1), the level's breathing with the vibrato, scaled as the vibrato is; the row is marked
+    touched, so the next block starts again from the note's targets."""
     fine = int(FINE_S * sr)
     for v in range(active.shape[0]):
         if active[v] == 0:
@@ -176,6 +194,8 @@ def _rows(n, active, note, vpos, start_off, chan, bend_row, bend_settled, bend_t
         s = bend_state[v]
         rest = (not bend_touched[v]) and s + coef * (bend[v] - s) == s
         val = 0.0
+        trem = prm[8] > 0.0
+        dv = 0.0
         for t in range(t0, n):
             k = pos + (t - t0)
             step = SUB if k < fine else HOLD
@@ -183,10 +203,17 @@ def _rows(n, active, note, vpos, start_off, chan, bend_row, bend_settled, bend_t
                 kk = k - k % step
                 sc = life * (1.0 + wheel_gain * (chan_vib[ch, t] + vib_row[v, t]) / vib_full)
                 val = _curve(prm, kk / sr, sc) / 100.0
+                if trem:
+                    dv = _tremolo(prm, kk / sr, sc)
             if rest:
                 bend_row[v, t] = s + val
             else:
                 bend_row[v, t] += val
+            if trem:
+                d = dyn_row[v, t] + dv
+                dyn_row[v, t] = 0.0 if d < 0.0 else (1.0 if d > 1.0 else d)
+        if trem:
+            expr_touched[v] = True
         if rest:
             bend_settled[v] = n
             bend_touched[v] = False
@@ -201,6 +228,7 @@ def _python(f):
 
 _params_py = _python(_params)
 _curve_py = _python(_curve)
+_tremolo_py = _python(_tremolo)
 #: :func:`_rows` as Python (``Life(jit=False)``; it calls the kernels' ``_params``/``_curve``)
 _rows_py = _python(_rows)
 
@@ -228,7 +256,7 @@ class Life:
         (_rows if self._jit else _rows_py)(n, vs.active, vs.note, vs.vpos, vs.start_off, vs.chan, vs.bend_row,
                    vs.bend_settled, vs.bend_touched, vs.bend, vs.bend_state, self.coef,
                    rows.vib, vs.vib_row, self.pitches, self.table, self.scale, self.vib_full,
-                   self.wheel_gain, self.sr, self._prm)
+                   self.wheel_gain, self.sr, self._prm, vs.dyn_row, vs.expr_touched)
 
     def curve(self, note: float, n_samples: int, vib: float = 0.0) -> np.ndarray:
         """Cents per sample of a held note as :meth:`block` plays it (before the smoother),
