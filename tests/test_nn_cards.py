@@ -27,7 +27,7 @@ def test_shipped_model_meets_its_check_set(name):
 
 def test_there_are_checked_models():
     assert {"flute-lite", "flute-v2", "trumpet-v2", "violin-life", "trumpet-life", "flute-life",
-            "cello-life", "violin", "trumpet"} <= set(MODELS)
+            "cello-life", "violin", "trumpet", "cello-lite"} <= set(MODELS)
 
 
 def _card(name):
@@ -43,6 +43,8 @@ def test_gm_table_plays_the_shipped_folders_that_meet_their_floor():
     avail = available_instruments()
     want = {40: "violin", 56: "trumpet", 73: "flute-lite", 42: "cello-lite"}
     assert {p: gm.model_for(p, avail)[0] for p in want} == want
+    for name in want.values():                 # each checked by test_shipped_model_meets_...
+        assert name in MODELS
     for name, inst in (("violin", "violin"), ("trumpet", "trumpet")):
         mel = _card(name)["metrics"]["held_out"]["melodies"]
         assert mel["melody_distance"] <= FLOORS[inst] == mel["floor"]
