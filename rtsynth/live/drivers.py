@@ -210,7 +210,7 @@ class JackDriver:
                 r1 = player.r
                 multi.copy(r1 - frames if r1 != r0 else r0, r1, frames, multi_ports)
 
-        from .player import realtime_thread
+        from .sched import realtime_thread
         rt_notify = []
 
         def xrun(delay):
