@@ -105,8 +105,8 @@ def test_program_changes_route_each_channel_and_mute_percussion(gm_file, capfd):
     events = _events(gm_file)
     full, rack = render_rack(events)
     names = {p.name: p.channels for p in rack.part_list}
-    assert names == {"violin": {0}, "flute-lite": {1}, "trumpet": {2},
-                     "cello-lite": {3}}
+    assert names == {"violin": {0}, "flute-life": {1}, "trumpet-life": {2},
+                     "cello-life": {3}}
     assert rack.stats["muted_percussion"] == 6
     err = capfd.readouterr().err
     assert err.count("channel 10 (GM percussion) is muted") == 1
@@ -174,7 +174,7 @@ def test_force_one_instrument_and_channel_specs(gm_file):
     assert rack.program[9] is None                             # percussion still never pitched
     _, rack = render_rack(events, specs={1: "basic", 3: "basic"})
     names = sorted(p.name for p in rack.part_list)
-    assert names == ["basic", "trumpet", "violin"]
+    assert names == ["basic", "trumpet-life", "violin"]
     assert next(p for p in rack.part_list if p.name == "basic").channels == {1, 3}
 
 
@@ -212,8 +212,8 @@ def test_stems_are_the_parts_and_sum_to_the_master(gm_file, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     files = sorted(stems.iterdir())
-    assert [f.name for f in files] == ["ch01_violin.wav", "ch02_flute-lite.wav",
-                                       "ch03_trumpet.wav", "ch04_cello-lite.wav"]
+    assert [f.name for f in files] == ["ch01_violin.wav", "ch02_flute-life.wav",
+                                       "ch03_trumpet-life.wav", "ch04_cello-life.wav"]
     mix, _ = sf.read(out, dtype="float32")
     parts = [sf.read(f, dtype="float32")[0] for f in files]
     assert all(len(q) == len(mix) for q in parts)
@@ -242,7 +242,7 @@ def test_one_voice_pool_steals_the_globally_right_voice():
     voice first (the one released longest ago), else the oldest held one, whichever instrument
     plays it; the count of sounding voices never exceeds the pool."""
     from rtsynth.host.wiring import build_rack
-    rack = build_rack(rack_args(polyphony=4), 256, None, False, {0: "basic", 1: "flute-lite"},
+    rack = build_rack(rack_args(polyphony=4), 256, None, False, {0: "basic", 1: "flute-life"},
                       [])
     try:
         rack.warmup()
@@ -254,11 +254,11 @@ def test_one_voice_pool_steals_the_globally_right_voice():
               (8000, (0x91, 72))]                 # ... then the flute's 69
         for w, (st, key) in ev:
             rack.push(t + w, bytes([st, key, 0 if st & 0xF0 == 0x80 else 90]))
-        want = {3500: {"basic": [60, 62], "flute-lite": [67, 69]},
-                4500: {"basic": [62, 64], "flute-lite": [67, 69]},
-                6500: {"basic": [62, 64], "flute-lite": [69, 71]},
-                7500: {"basic": [64, 65], "flute-lite": [69, 71]},
-                8500: {"basic": [64, 65], "flute-lite": [71, 72]}}
+        want = {3500: {"basic": [60, 62], "flute-life": [67, 69]},
+                4500: {"basic": [62, 64], "flute-life": [67, 69]},
+                6500: {"basic": [62, 64], "flute-life": [69, 71]},
+                7500: {"basic": [64, 65], "flute-life": [69, 71]},
+                8500: {"basic": [64, 65], "flute-life": [71, 72]}}
         most = 0
         while rack.time < t + 9000:
             rack.render()
@@ -351,7 +351,7 @@ def test_live_gm_rack_follows_program_changes_with_every_model_loaded(capfd):
     rack = build_rack(rack_args(gm=True), 256, None, False, {}, [])
     try:
         names = {p.name for p in rack.part_list}
-        assert {"basic", "flute-lite", "violin", "cello-lite", "trumpet",
+        assert {"basic", "flute-life", "violin", "cello-life", "trumpet-life",
                 "clarinet"} <= names
         rack.warmup()
         t = rack.time
@@ -362,7 +362,7 @@ def test_live_gm_rack_follows_program_changes_with_every_model_loaded(capfd):
         rack.push(t + 4, bytes([0xC1, 1]))                  # another piano: said once too
         rack.render()
         by = {p.name: p.active_voices for p in rack.part_list}
-        assert by["violin"] == 1 and by["basic"] == 1 and by["flute-lite"] == 0
+        assert by["violin"] == 1 and by["basic"] == 1 and by["flute-life"] == 0
         time.sleep(0.3)
         err = capfd.readouterr().err
         assert err.count("program 1 (piano family)") == 1

@@ -27,27 +27,44 @@ def test_shipped_model_meets_its_check_set(name):
 
 def test_there_are_checked_models():
     assert {"flute-lite", "flute-v2", "trumpet-v2", "violin-life", "trumpet-life", "flute-life",
-            "cello-life", "violin", "trumpet", "cello-lite"} <= set(MODELS)
+            "cello-life", "violin", "trumpet", "cello-lite", "clarinet"} <= set(MODELS)
 
 
 def _card(name):
     return json.loads((ROOT / "models" / name / "config.json").read_text())
 
 
-def test_gm_table_plays_the_shipped_folders_that_meet_their_floor():
-    """The GM table (and -i NAME) plays models/violin and models/trumpet, whose cards hold a
-    held-out melody distance at or below issue 12's floor; flute and cello play their -lite."""
+#: what the GM table plays for each program with a model of its own (gm.SHIPPED)
+GM_PLAYS = {73: "flute-life", 40: "violin", 56: "trumpet-life", 42: "cello-life", 71: "clarinet"}
+
+
+def _melodies(card):
+    m = card["metrics"]
+    return m["held_out"]["melodies"] if "held_out" in m else m["held_out_v2"]["melodies"]
+
+
+def test_gm_table_and_default_play_v2_models_at_their_floor():
+    """The GM table (and the default instrument) plays contract-v2 models only (nine features:
+    dynamics and brightness reach the network), each checked against its card by
+    test_shipped_model_meets_its_check_set, each card's held-out melody distance at or below
+    issue 12's floor."""
     from rtsynth.eval.melody import FLOORS
     from rtsynth.host import gm
-    from rtsynth.instruments import available_instruments
+    from rtsynth.instruments import DEFAULT_INSTRUMENT, available_instruments, load_instrument
     avail = available_instruments()
-    want = {40: "violin", 56: "trumpet", 73: "flute-lite", 42: "cello-lite"}
-    assert {p: gm.model_for(p, avail)[0] for p in want} == want
-    for name in want.values():                 # each checked by test_shipped_model_meets_...
-        assert name in MODELS
-    for name, inst in (("violin", "violin"), ("trumpet", "trumpet")):
-        mel = _card(name)["metrics"]["held_out"]["melodies"]
-        assert mel["melody_distance"] <= FLOORS[inst] == mel["floor"]
+    assert {p: gm.model_for(p, avail)[0] for p in GM_PLAYS} == GM_PLAYS
+    assert DEFAULT_INSTRUMENT == "flute-life" and DEFAULT_INSTRUMENT in avail
+    for prog, name in GM_PLAYS.items():
+        assert name in MODELS                  # each checked by test_shipped_model_meets_...
+        assert load_instrument(name).n_features == 9, name
+        card = _card(name)
+        assert card["program"] == prog
+        mel = _melodies(card)
+        assert mel["melody_distance"] <= mel["floor"], (name, mel)
+        inst = gm.OWN[prog]
+        if inst in FLOORS:
+            assert mel["floor"] == FLOORS[inst], (name, mel["floor"])
+    assert _card("trumpet-life")["noise_bandwidth_hz"] < _card("trumpet-life")["bandwidth_hz"]
 
 
 @pytest.mark.skipif(not HAVE_FS, reason="fluidsynth / FluidR3_GM.sf2 not installed")

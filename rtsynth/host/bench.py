@@ -39,7 +39,7 @@ def _args(**kw):
     return a
 
 
-def block_costs(instrument: str = "flute-lite", block: int = 128, blocks: int = 400,
+def block_costs(instrument: str = "flute-life", block: int = 128, blocks: int = 400,
                 rounds: int = 5) -> dict:
     from ..engine import Engine
     from ..instruments import load_instrument
@@ -119,7 +119,7 @@ def _timed(cmd) -> tuple[float, float, str]:
 
 
 def render_speed(seconds: float = 60.0, runs: int = 3, midi: str | None = None,
-                 single: str | None = "flute-lite") -> dict:
+                 single: str | None = "flute-life") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="rtsynth-bench-"))
     try:
         mid = Path(midi) if midi else gm_file(tmp / "gm4.mid", seconds)
@@ -169,7 +169,7 @@ def render_speed(seconds: float = 60.0, runs: int = 3, midi: str | None = None,
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rtsynth.host.bench", description=__doc__)
-    ap.add_argument("--instrument", default="flute-lite")
+    ap.add_argument("--instrument", default="flute-life")
     ap.add_argument("--blocks", type=int, default=400)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--skip-render", action="store_true")

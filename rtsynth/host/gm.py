@@ -55,10 +55,14 @@ def model_for(program: int, available: list[str]) -> tuple[str, str | None]:
     return name, f"{what}: playing basic"
 
 
-#: instruments whose own folder (``models/NAME``) is what they play rather than ``NAME-lite``:
-#: the folder meets issue 12's floor at the -lite model step (models/README.md, "Shipped")
-#: (clarinet: models/clarinet, the contract-v2 GRU, the only clarinet that swells; clarinet-lite is v1)
-SHIPPED = {"violin": "violin", "trumpet": "trumpet", "clarinet": "clarinet"}
+#: what each instrument plays rather than ``NAME-lite``: every one a contract-v2 model (nine
+#: features: it swells with CC11/pressure, CC74 brightens it) at or below issue 12's floor on
+#: held-out melodies, at the -lite CNN's step (clarinet: the v2 GRU) (models/README.md, "What
+#: each instrument plays"): flute-life, trumpet-life (with its noise bandwidth) and cello-life
+#: are the 48-channel v2 CNNs with the source's life; models/violin is violin-life trained on
+#: with the attack term; models/clarinet the v2 GRU (clarinet-lite is v1)
+SHIPPED = {"flute": "flute-life", "violin": "violin", "trumpet": "trumpet-life",
+           "cello": "cello-life", "clarinet": "clarinet"}
 
 
 def _resolve(base: str, available: list[str]) -> str | None:

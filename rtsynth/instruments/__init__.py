@@ -19,11 +19,12 @@ from pathlib import Path
 from .base import StreamingInstrument
 from .basic import BasicInstrument
 
-#: the instrument `rtsynth play` and `rtsynth render` use when none is named: the 48-channel CNN
-#: flute, the lowest held-out spectral distance of the flutes (0.998; `flute`, 96 channels:
-#: 1.003) at a third of the model arithmetic: the cheapest real-time step, and offline renders
-#: faster than FluidSynth's (docs/BENCH.md)
-DEFAULT_INSTRUMENT = "flute-lite"
+#: the instrument `rtsynth play` and `rtsynth render` use when none is named: flute-life, the
+#: GM flute (rtsynth.host.gm.SHIPPED): contract v2 (dynamics from velocity/pressure/breath/CC11
+#: and CC74 brightness reach the network) with the source's own vibrato, at issue 12's floor on
+#: held-out melodies (0.632 <= 0.65; flute-lite, v1: 0.652), the same 48-channel CNN as
+#: flute-lite: the -lite step cost (plus the life's moving pitch; models/README.md)
+DEFAULT_INSTRUMENT = "flute-life"
 
 
 class InstrumentError(Exception):
