@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +66,53 @@ def test_gm_table_and_default_play_v2_models_at_their_floor():
         if inst in FLOORS:
             assert mel["floor"] == FLOORS[inst], (name, mel["floor"])
     assert _card("trumpet-life")["noise_bandwidth_hz"] < _card("trumpet-life")["bandwidth_hz"]
+
+
+#: a held pitch inside each GM model's range (the middle of its card's swell pitches)
+SWELL_PITCH = {"flute-life": 76, "violin": 76, "trumpet-life": 68, "cello-life": 54,
+               "clarinet": 69}
+#: the sources whose velocity layers brighten (FluidR3: trumpet x1.44, clarinet x1.04 over
+#: velocity 40 -> 120); flute, violin and cello have none
+LAYERED = {"trumpet-life": 56, "clarinet": 71}
+
+
+def _engine_note(inst, events, seconds):
+    from rtsynth import spec
+    from rtsynth.eval.common import render_events_mono
+    return render_events_mono(inst, events, int(seconds * spec.SAMPLE_RATE))
+
+
+@pytest.mark.parametrize("name", sorted(SWELL_PITCH))
+def test_gm_model_swells_and_cc74_brightens_through_the_engine(name):
+    """Each GM-played model through the engine (MIDI in): a CC11 swell 30 -> 127 over 2 s of
+    a held note (velocity 127) raises its level by at least 10 dB and, where the source has
+    velocity layers, brightens it (log spectral centroid) by at least half as much as the
+    source's velocity 40 -> 120 does (issue 12.2; the source measured with FluidSynth now);
+    CC74 127 against 0 raises the centroid by at least x1.2."""
+    from rtsynth import spec
+    from rtsynth.eval.melody import _held_measure
+    from rtsynth.instruments import load_instrument
+
+    assert set(SWELL_PITCH) == set(GM_PLAYS.values())
+    sr, p = spec.SAMPLE_RATE, SWELL_PITCH[name]
+    inst = load_instrument(name)
+    a, b = int(0.35 * sr), int(2.35 * sr)
+    ev = [(0, (0xB0, 11, 30)), (0, (0x90, p, 127))]
+    ev += [(a + (b - a) * k // 97, (0xB0, 11, 30 + k)) for k in range(1, 98)]
+    y = _engine_note(inst, ev + [(int(2.6 * sr), (0x80, p, 0))], 2.6)
+    (c0, l0), (c1, l1) = _held_measure(y, p, 0.05, 0.35), _held_measure(y, p, 2.3, 2.6)
+    assert l1 - l0 >= 10.0, (name, l1 - l0)
+    if name in LAYERED:
+        if not HAVE_FS:
+            pytest.skip("fluidsynth / FluidR3_GM.sf2 not installed")
+        from rtsynth.eval.melody import source_layers
+        src = source_layers(LAYERED[name], [p])["log_centroid_rise"]
+        assert src > 0.02 and c1 - c0 >= 0.5 * src, (name, c1 - c0, src)
+    cents = []
+    for cc in (0, 127):
+        ev = [(0, (0xB0, 74, cc)), (0, (0x90, p, 100)), (int(1.0 * sr), (0x80, p, 0))]
+        cents.append(_held_measure(_engine_note(inst, ev, 1.0), p, 0.5, 1.0)[0])
+    assert cents[1] - cents[0] >= np.log(1.2), (name, cents)
 
 
 @pytest.mark.skipif(not HAVE_FS, reason="fluidsynth / FluidR3_GM.sf2 not installed")
