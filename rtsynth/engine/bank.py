@@ -21,6 +21,9 @@ from ..jit import kernel, subkernel
 from ..spec import FIRST_RAMP
 
 BIG = np.iinfo(np.int64).max // 4
+#: ``bend_settled`` of a note whose bend row a model's life (rtsynth.nn.life) smoothed and moved
+#: itself this block: the smoother skips it, and the row is refilled with its target after
+LIFE_HELD = BIG
 
 #: name, dtype, shape, initial value. Shapes are made of S, K, B, R, N (see the module doc).
 FIELDS = (
@@ -232,7 +235,7 @@ def begin_rows(vs, n):
         if vs.expr_touched[v]:
             _write_rows(vs, v, 0, n)
             vs.expr_touched[v] = False
-        if vs.bend_touched[v] or vs.bend_settled[v] < n:
+        if vs.bend_touched[v] or vs.bend_settled[v] < n or vs.bend_settled[v] == LIFE_HELD:
             b = vs.bend[v]
             for t in range(n):
                 vs.bend_row[v, t] = b
