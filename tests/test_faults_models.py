@@ -127,3 +127,33 @@ def test_hostile_life_table_is_refused_in_one_line(tmp_path, capsys, col):
     assert rc == 1 and len(lines) == 1 and lines[0].startswith("rtsynth: error: "), (rc, err)
     assert "life" in lines[0], err
     assert out.read_bytes() == OLD
+
+
+BANDWIDTH_FAULTS = [("noise_bandwidth_hz", float("nan")), ("noise_bandwidth_hz", -5.0),
+                    ("noise_bandwidth_hz", 1e300), ("noise_bandwidth_hz", "abc"),
+                    ("bandwidth_hz", 0), ("bandwidth_hz", [1])]
+
+
+@pytest.mark.parametrize("key,value", BANDWIDTH_FAULTS)
+def test_hostile_bandwidth_is_refused_in_one_line(tmp_path, capsys, key, value):
+    """A NaN or negative bandwidth once loaded silently (keeping or removing every noise
+    band): each absurd one is now one error line, the old output kept."""
+    import json
+    import shutil
+    src = models_dir() / LIFE_SOURCE
+    if not (src / "model.safetensors").exists():
+        pytest.skip("no shipped life model")
+    d = tmp_path / "m"
+    shutil.copytree(src, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg[key] = value
+    (d / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "o.wav"
+    out.write_bytes(OLD)
+    capsys.readouterr()
+    rc = main(["render", "--demo", "-o", str(out), "-i", str(d), "-q", "--tail", "0.5"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and "trained range" not in ln]
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("rtsynth: error: "), (rc, err)
+    assert key in lines[0], err
+    assert out.read_bytes() == OLD

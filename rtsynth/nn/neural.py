@@ -23,6 +23,19 @@ from .guard import OutputGuard, probe
 TAPER_DB_PER_OCTAVE = 12.0
 
 
+def _config_hz(config: dict, key: str, sample_rate: int) -> float | None:
+    """A bandwidth of the config (``bandwidth_hz``, ``noise_bandwidth_hz``): None when absent,
+    else a number in (0, Nyquist]; anything else is one clear error at load (a NaN or negative
+    one silently kept or removed every noise band)."""
+    v = config.get(key)
+    if v is None:
+        return None
+    nyquist = sample_rate / 2.0
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= nyquist:
+        raise ValueError(f"config {key} must be a number of Hz in (0, {nyquist:g}], not {v!r}")
+    return float(v)
+
+
 class NeuralInstrument(StreamingInstrument):
     def __init__(self, decoder, config: dict[str, Any], name: str = "neural"):
         """``decoder``: the NumPy state dict of a model file (:func:`rtsynth.nn.io.load_weights`,
@@ -58,14 +71,13 @@ class NeuralInstrument(StreamingInstrument):
         #: do below Nyquist, noise bands mostly above it are held at their floor (the
         #: SoundFont's samples hold nothing there; the model's leakage there was its largest
         #: error on melodies)
-        bw = config.get("bandwidth_hz")
-        self.bandwidth_hz = float(bw) if bw else None
+        self.bandwidth_hz = _config_hz(config, "bandwidth_hz", self.sample_rate)
         #: the source's noise bandwidth (config ``noise_bandwidth_hz``, fitted on the training
         #: notes by :func:`rtsynth.eval.bandwidth.fit_noise_bandwidth`; default the bandwidth):
         #: noise bands mostly above it are held at their floor. FluidR3's trumpet has
         #: harmonics up to 19 kHz but no noise above 15 (the model put it there)
-        nbw = config.get("noise_bandwidth_hz")
-        self.noise_bandwidth_hz = float(nbw) if nbw else self.bandwidth_hz
+        nbw = _config_hz(config, "noise_bandwidth_hz", self.sample_rate)
+        self.noise_bandwidth_hz = self.bandwidth_hz if nbw is None else nbw
         if self.noise_bandwidth_hz is not None:
             # both folded into the model, so the step costs nothing more: the heads' mask
             # constants (fast.set_bandwidth) and, for each noise band mostly above the
