@@ -329,7 +329,12 @@ def _capacity(cfg, spec, env, rig, block, server, log, r) -> dict:
 
 
 def _brief_stats(st: dict) -> dict:
-    return {k: v for k, v in st.items() if not isinstance(v, list)}
+    """The counters, and the first rows of the latency policy's trace (why sync left the
+    callback, and when it came back), without the per-block lists."""
+    out = {k: v for k, v in st.items() if not isinstance(v, list)}
+    if st.get("policy_trace"):
+        out["policy_trace"] = st["policy_trace"][:64]
+    return out
 
 
 def _cpu_name() -> str:

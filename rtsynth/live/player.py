@@ -103,6 +103,13 @@ SHED_TARGET = 0.7
 SHED_FADE_S = 0.01  # a shed voice's fade-out
 
 MODE_SYNC, MODE_RING, MODE_DRAIN = 0, 1, 2
+#: the policy's trace (Player.stats()["policy_trace"]): what each row holds; ``what`` is one of
+#: TRACE_WHAT's keys; own/used/cpu in periods; ``xrun_cbs``: callbacks since the last sign of a
+#: server-wide xrun
+TRACE_FIELDS = ("cb", "what", "own", "used", "cpu", "start", "xrun_cbs", "mode")
+TRACE_WHAT = {1: "slow", 2: "late", 3: "fallback", 4: "return", 5: "own_underrun",
+              6: "server_underrun", 7: "drain"}
+TRACE_ROWS = 512
 MODE_NAMES = {MODE_SYNC: "sync", MODE_RING: "ring", MODE_DRAIN: "drain"}
 
 
@@ -237,6 +244,10 @@ class Player:
         self._shed_fade_blocks = int(SHED_FADE_S * engine.sr / self.block) + 1
         self._stall_every, self._stall_s, self._stall_until = _test_stall()
         self._voice_s = _test_voice_s()
+        #: the policy's trace: one row per slow or late sync block, fallback, return and
+        #: classified ring underrun (``TRACE_FIELDS``), the first ``TRACE_ROWS`` kept
+        self._trace = np.zeros((TRACE_ROWS, len(TRACE_FIELDS)), np.float64)
+        self._trace_n = 0
 
     # ----------------------------------------------------------- audio thread
     def begin_cycle(self, clock: int | None = None, used_frames: int = 0) -> None:
@@ -273,6 +284,7 @@ class Player:
             self.latency_frames = 0
             self.sync_returns += 1
             self._last_change_cb = cb
+            self._note(4)
         self.last_cb_frame = self.r
         self.last_cb_time = now
 
@@ -294,7 +306,9 @@ class Player:
         n, self._pending_n = self._pending_n, 0
         if abs(cb - self._server_late_cb) <= SERVER_GRACE or cb <= self._startup_cbs:
             self.server_underruns += n
+            self._note(6, float(n))
             return
+        self._note(5, float(n))
         self.own_underruns += n
         self._last_own_cb = cb
         self._quick_return = False
@@ -351,6 +365,7 @@ class Player:
                 n = self._win_n
                 if self._win_high * SYNC_SPIKES <= n and self._win_low * 100 <= n:
                     self.mode = MODE_DRAIN     # back into the callback once the ring is empty
+                    self._note(7)
                 else:
                     self._win_n = self._win_low = self._win_high = 0  # still too slow: watch
                     self._last_change_cb = cb                         # another period
@@ -411,6 +426,8 @@ class Player:
         used = own + self._cycle_used / self._budget       # ... after the graph before it
         # slow with the CPU taken away (descheduled: a VM's stall), not a heavy block
         machine = cpu < SYNC_LOW
+        if used > 1.0 or own > SYNC_LOW:
+            self._note(2 if used > 1.0 else 1, own, used, cpu)
         if used > 1.0:
             # too late for this period: the server reports an xrun and this block is not heard
             # where it belongs; count it, and fade the next one in. rtsynth's own lateness when
@@ -434,10 +451,26 @@ class Player:
             self._win_n = self._win_low = self._win_high = 0
             self._last_change_cb = self.callbacks
             self._quick_return = machine
+            self._note(3, own, used, cpu)
             try:
                 os.write(self._wfd, b"\0")
             except (BlockingIOError, OSError):
                 pass
+
+    def _note(self, what: int, own: float = 0.0, used: float = 0.0, cpu: float = 0.0) -> None:
+        """One row of the policy's trace (any audio-path thread; no allocation)."""
+        i = self._trace_n
+        if i < TRACE_ROWS:
+            row = self._trace[i]
+            row[0] = self.callbacks
+            row[1] = what
+            row[2] = own
+            row[3] = used
+            row[4] = cpu
+            row[5] = self._cycle_used / self._budget
+            row[6] = self.callbacks - self._server_late_cb
+            row[7] = self.mode
+            self._trace_n = i + 1
 
     def _fade_in(self, left: np.ndarray, right: np.ndarray) -> None:
         n = min(len(self._ramp_up), len(left))
@@ -646,5 +679,9 @@ class Player:
             "notes_released": int(self.notes_released),
             "generator_realtime": self.realtime,
             "gen_ms": [round(float(x), 4) for x in self.gen_ms[:n]],
+            "policy_trace": [dict(zip(TRACE_FIELDS, (TRACE_WHAT.get(int(v), v) if k == "what"
+                                                     else round(float(v), 3)
+                                                     for k, v in zip(TRACE_FIELDS, row))))
+                             for row in self._trace[:self._trace_n]],
             "engine": dict(self.engine.stats),
         }
