@@ -50,8 +50,13 @@ WHEEL_GAIN = 2.0
 #: dynamics units, and its phase against the vibrato's: :func:`rtsynth.dataset.life.fit_tremolo`)
 #: are optional (0: a table fitted before them plays no level movement)
 COLS = ("offset", "settle", "settle_tau", "delay", "ramp", "rate", "depth", "phase", "trem",
-        "trem_phase")
-OPTIONAL = ("trem", "trem_phase")
+        "trem_phase", "drift", "drift_tau")
+#: the drift (:func:`rtsynth.dataset.life.fit_drift`): the source sample's slow pitch wander
+#: over its first second, ``drift * exp(-t / drift_tau)`` cents, scaled as the vibrato is
+#: (after it FluidR3's samples loop: their pitch curve repeats exactly, nothing drifts)
+OPTIONAL = ("trem", "trem_phase", "drift", "drift_tau")
+#: a term ``a * exp(-t / tau)`` is left out once ``t / tau`` exceeds this (exp(-40) = 4e-18)
+EXP_CUT = 40.0
 N_COLS = len(COLS)
 SUB = 16
 #: the movement is held over SUB samples for its first FINE_S (the attack's settling), over
@@ -67,7 +72,7 @@ MAX_SETTLE_CENTS = 120.0
 COL_LIMITS = {"offset": (-100.0, 100.0), "settle": (-1e4, 1e4), "settle_tau": (0.0, 10.0),
               "delay": (0.0, 60.0), "ramp": (0.0, 60.0), "rate": (0.0, 20.0),
               "depth": (0.0, 200.0), "phase": (-1e3, 1e3), "trem": (0.0, 0.5),
-              "trem_phase": (-1e3, 1e3)}
+              "trem_phase": (-1e3, 1e3), "drift": (-60.0, 60.0), "drift_tau": (0.0, 10.0)}
 
 
 def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +98,7 @@ def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
     t[:, 1] = np.clip(t[:, 1], -MAX_SETTLE_CENTS, MAX_SETTLE_CENTS)
     t[:, 2] = np.maximum(t[:, 2], 1e-3)
     t[:, 4] = np.maximum(t[:, 4], 1e-3)
+    t[:, 11] = np.maximum(t[:, 11], 1e-3)
     return p, t
 
 
@@ -155,8 +161,14 @@ def _curve(prm, t, scale):
     x = (t - prm[3]) / prm[4]
     x = min(max(x, 0.0), 1.0)
     env = x * x * (3.0 - 2.0 * x)
-    return (prm[0] + prm[1] * math.exp(-t / prm[2])
-            + scale * prm[6] * env * math.sin(2.0 * math.pi * prm[5] * t + prm[7]))
+    c = prm[0] + scale * prm[6] * env * math.sin(2.0 * math.pi * prm[5] * t + prm[7])
+    u = t / prm[2]
+    if u < EXP_CUT:
+        c += prm[1] * math.exp(-u)
+    u = t / prm[11]
+    if prm[10] != 0.0 and u < EXP_CUT:
+        c += scale * prm[10] * math.exp(-u)
+    return c
 
 
 @subkernel(**_OPT)
@@ -168,9 +180,7 @@ def _tremolo(prm, t, scale):
 
 
 @kernel(**_OPT)
-def _rows(n, active, note, vpos, start_off, chan, bend_row, bend_settled, bend_touched,
-          bend, bend_state, coef, chan_vib, vib_row, pitches, table, life, vib_full,
-          wheel_gain, sr, prm, dyn_row, expr_touched):
+def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
     """Each active voice's movement (semitones) into its bend row over ``start_off .. n``,
     held over ``SUB`` voice samples for the first ``FINE_S`` (the settling) and ``HOLD`` after.
 
@@ -184,13 +194,26 @@ def _rows(n, active, note, vpos, start_off, chan, bend_row, bend_settled, bend_t
     A table with a tremolo (``trem`` > 0) also moves the voice's dynamics row by
     ``scale * trem * env * sin(2 pi rate t + phase + trem_phase)`` at the same steps (clamped to
     0..1), the level's breathing with the vibrato, scaled as the vibrato is; the row is marked
-    touched, so the next block starts again from the note's targets."""
+    touched, so the next block starts again from the note's targets.
+
+    ``b``: the arrays it reads and writes, one bundle (:meth:`Life.block`: one check of its
+    identity per call, not one per array): the voices' ``active, note, vpos, start_off, chan,
+    bend_row, bend_settled, bend_touched, bend_state, vib_row, dyn_row, expr_touched``, the
+    channels' ``vib`` row, the table's ``pitches`` and ``table``, and ``cache``: per voice its
+    parameters (``:N_COLS``) and the note they are for (column ``N_COLS``; NaN: none yet), a
+    function of the note alone, looked up again only when the voice's note changes."""
+    (active, note, vpos, start_off, chan, bend_row, bend_settled, bend_touched, bend_state,
+     vib_row, dyn_row, expr_touched, chan_vib, pitches, table, cache) = b
     fine = int(FINE_S * sr)
     fine_next = (fine + HOLD - 1) // HOLD * HOLD    # the first HOLD step at or after fine
     for v in range(active.shape[0]):
         if active[v] == 0:
             continue
-        _params(pitches, table, note[v], prm)
+        prm = cache[v]
+        nv = note[v]
+        if prm[N_COLS] != nv:
+            _params(pitches, table, nv, prm)
+            prm[N_COLS] = nv
         ch = chan[v]
         t0 = start_off[v]
         pos = vpos[v]
@@ -268,15 +291,23 @@ class Life:
         self.wheel_gain = float(wheel_gain)
         #: the engine's bend smoother coefficient (its settled test)
         self.coef = float(bend_coef)
-        self._prm = np.zeros(N_COLS)
+        #: the kernel's bundle of arrays (:func:`_rows`), made at the first block and again
+        #: only for another engine's voices or rows
+        self._bundle = None
+        self._for = (None, None)
         self._jit = bool(jit)
 
     def block(self, n: int, vs, rows) -> None:
+        if self._for[0] is not vs or self._for[1] is not rows:
+            cache = np.full((vs.active.shape[0], N_COLS + 1), np.nan)
+            self._bundle = (vs.active, vs.note, vs.vpos, vs.start_off, vs.chan, vs.bend_row,
+                            vs.bend_settled, vs.bend_touched, vs.bend_state, vs.vib_row,
+                            vs.dyn_row, vs.expr_touched, rows.vib, self.pitches, self.table,
+                            cache)
+            self._for = (vs, rows)
         # the module's kernel looked up per call: a switch to the JIT rebinds it
-        (_rows if self._jit else _rows_py)(n, vs.active, vs.note, vs.vpos, vs.start_off, vs.chan, vs.bend_row,
-                   vs.bend_settled, vs.bend_touched, vs.bend, vs.bend_state, self.coef,
-                   rows.vib, vs.vib_row, self.pitches, self.table, self.scale, self.vib_full,
-                   self.wheel_gain, self.sr, self._prm, vs.dyn_row, vs.expr_touched)
+        (_rows if self._jit else _rows_py)(n, self._bundle, self.coef, self.scale,
+                                           self.vib_full, self.wheel_gain, self.sr)
 
     def curve(self, note: float, n_samples: int, vib: float = 0.0) -> np.ndarray:
         """Cents per sample of a held note as :meth:`block` plays it (before the smoother),
