@@ -95,7 +95,8 @@ def test_a_model_going_non_finite_while_playing_is_muted_with_one_warning(folder
 LIFE_SOURCE = "violin-life"
 #: a life table (a -life model's pitch movement, config.json) made hostile: column -> values
 LIFE_FAULTS = {"depth": 1e300, "rate": 1e9, "offset": 1e30, "delay": -5.0, "phase": "nan",
-               "pitch": "reversed", "settle": "missing", "rate ": "not a list"}
+               "pitch": "reversed", "settle": "missing", "rate ": "not a list",
+               "drift": 1e6, "drift_tau": -1.0, "drift ": "nan", "trem": "not a list"}
 
 
 @pytest.mark.parametrize("col", sorted(LIFE_FAULTS))

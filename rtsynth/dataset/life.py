@@ -306,10 +306,96 @@ def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3) -> dict:
     return out
 
 
+#: the drift's time constants tried (s): FluidR3's samples wander over their first second and
+#: then loop (a 6 s note's pitch curve repeats exactly: period 0.33-1.79 s, 0.01-0.13 cents
+#: mean absolute difference between periods, violin), so nothing slower is there to fit
+DRIFT_TAUS = (0.1, 0.15, 0.2, 0.3, 0.45)
+#: a drift is kept only where it takes this fraction of what the table's curve leaves
+DRIFT_MIN_GAIN = 0.1
+DRIFT_LIMIT = 60.0
+
+
+def slow_part(res: np.ndarray, hop: int = spec.HOP, sample_rate: int = spec.SAMPLE_RATE,
+              window_s: float = 0.5) -> np.ndarray:
+    """The part of a per-frame curve slower than ~2 Hz: its ``window_s`` moving average (edges
+    held)."""
+    k = max(1, int(window_s * sample_rate / hop))
+    if len(res) <= k:
+        return np.full(len(res), float(np.mean(res)) if len(res) else 0.0)
+    pad = np.pad(res, (k // 2, k - k // 2), mode="edge")
+    return np.convolve(pad, np.ones(k) / k, "valid")[: len(res)]
+
+
+def fit_drift(examples, life: dict, cents: dict[str, np.ndarray]) -> dict:
+    """The source's slow pitch wander (issue 12.4's drift), added to a ``life`` table: per
+    table pitch, on its longest plain training note, what the table's curve leaves of the
+    tracked cents (frame 1 to the release), fitted by least squares to ``c0 + drift *
+    exp(-t / drift_tau)`` over :data:`DRIFT_TAUS`: ``drift`` (cents at the note-on, within
+    +-:data:`DRIFT_LIMIT`) and ``drift_tau``, ``c0`` moved into ``offset`` (the tuning the
+    sample settles to). Kept where it removes at least :data:`DRIFT_MIN_GAIN` of the leftover's
+    power, else 0 (nothing played). A new dict; the input is not changed."""
+    from .. import data as rdata
+    from ..nn.life import note_params, table_from_config
+    pitches, table = table_from_config(life)
+    best: dict[float, tuple] = {}
+    for ex in examples:
+        if ex.kind != "note" or ex.meta.get("bend") or not rdata.is_plain(ex):
+            continue
+        rel = int(ex.release_sample) // spec.HOP
+        p = float(ex.pitch)
+        if p in best and best[p][0] >= rel:
+            continue
+        best[p] = (rel, ex)
+    offset = list(life["offset"])
+    drift, dtau, gain = [], [], []
+    for j, p in enumerate(pitches):
+        d, tau = 0.0, 0.5
+        if p in best:
+            rel, ex = best[p]
+            c = np.asarray(cents[ex.id], np.float64)
+            ok = c != 0.0
+            ok[0] = False
+            ok[rel:] = False
+            ok &= np.abs(c) < 150
+            fr = np.flatnonzero(ok)
+            if len(fr) >= int(0.5 * spec.SAMPLE_RATE / spec.HOP):
+                t = fr * spec.HOP / spec.SAMPLE_RATE
+                prm = dict(zip(("offset", "settle", "settle_tau", "delay", "ramp", "rate",
+                                "depth", "phase"), note_params(pitches, table, p)[:8]))
+                r = c[fr] - life_curve(prm, t)
+                sse0 = float(np.sum((r - r.mean()) ** 2))
+                fit = None
+                for tt in DRIFT_TAUS:
+                    A = np.stack([np.ones_like(t), np.exp(-t / tt)], 1)
+                    coef = np.linalg.lstsq(A, r, rcond=None)[0]
+                    coef[1] = np.clip(coef[1], -DRIFT_LIMIT, DRIFT_LIMIT)
+                    coef[0] = float(np.mean(r - coef[1] * A[:, 1]))
+                    sse = float(np.sum((r - A @ coef) ** 2))
+                    if fit is None or sse < fit[0]:
+                        fit = (sse, tt, coef)
+                g = 1.0 - fit[0] / max(sse0, 1e-12)
+                gain.append(round(g, 3))
+                if g >= DRIFT_MIN_GAIN:
+                    d, tau = float(fit[2][1]), fit[1]
+                    offset[j] = round(float(offset[j] + fit[2][0]), 6)
+        drift.append(round(d, 6))
+        dtau.append(float(tau))
+    out = dict(life)
+    out["offset"] = offset
+    out["drift"] = drift
+    out["drift_tau"] = dtau
+    out["drift_gain_median"] = round(float(np.median(gain)), 3) if gain else 0.0
+    out["drift_how"] = ("rtsynth.dataset.life.fit_drift: what the table's curve leaves of the "
+                        "longest note per pitch, fitted to c0 + drift exp(-t/drift_tau) (c0 into "
+                        "offset); kept where it takes >= 10 % of the leftover's power")
+    return out
+
+
 def main(argv=None) -> int:
     """``python -m rtsynth.dataset.life DATA [--out life.json]``: fit and print the table.
     ``--tremolo MODEL``: fit the level's tremolo on DATA's training notes into MODEL's table
-    (its config.json), with DATA's calibration."""
+    (its config.json), with DATA's calibration. ``--drift MODEL``: fit the pitch's slow drift
+    (:func:`fit_drift`) into MODEL's table likewise."""
     import argparse
 
     from .. import data as rdata
@@ -317,8 +403,17 @@ def main(argv=None) -> int:
     ap.add_argument("data")
     ap.add_argument("--out", default=None)
     ap.add_argument("--tremolo", default=None, metavar="MODEL")
+    ap.add_argument("--drift", default=None, metavar="MODEL")
     a = ap.parse_args(argv)
     exs = rdata.load_dataset(a.data, split="train")
+    if a.drift:
+        p = Path(a.drift) / "config.json"
+        cfg = json.loads(p.read_text())
+        cfg["life"] = fit_drift(exs, cfg["life"], source_cents(exs, a.data))
+        p.write_text(json.dumps(cfg, indent=1) + "\n")
+        print(json.dumps({k: cfg["life"][k] for k in ("pitch", "offset", "drift", "drift_tau",
+                                                      "drift_gain_median")}))
+        return 0
     if a.tremolo:
         p = Path(a.tremolo) / "config.json"
         cfg = json.loads(p.read_text())

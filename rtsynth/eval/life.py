@@ -10,6 +10,10 @@ the engine, as ``rtsynth render`` plays it) tracked per frame by
 MIDI pitch (the source's own movement, what a model without life misses). The level's own
 movement (:func:`level_breathing`): ``breath_db_*``, the RMS of the held level less its
 envelope, and ``tremolo_db_*``, its amplitude at the source's vibrato rate, model and source.
+The drift (:func:`rtsynth.dataset.life.slow_part`: each curve's 0.5 s moving average over the
+frames both track): ``drift_cents_*``, its standard deviation (the slow wander, tuning left
+out), and ``drift_error_cents``, the RMS of the model's slow part less the source's (tuning
+included).
 """
 
 from __future__ import annotations
@@ -38,7 +42,13 @@ def note_life(inst, ex) -> dict | None:
         return None
     bs, ts = level_breathing(ex.audio, rel, fs["rate"])
     bm, tm = level_breathing(y, rel, fs["rate"])
+    # the drift: the curves' parts slower than ~2 Hz (0.5 s moving averages), frames both track
+    fr = np.flatnonzero(both)
+    ds = dl.slow_part(cs[fr])
+    dm = dl.slow_part(cm[fr])
     return {"pitch": int(ex.pitch), "velocity": int(ex.velocity),
+            "drift_cents_source": float(np.std(ds)), "drift_cents_model": float(np.std(dm)),
+            "drift_error_cents": float(np.sqrt(np.mean((dm - ds) ** 2))),
             "breath_db_source": bs, "breath_db_model": bm,
             "tremolo_db_source": ts, "tremolo_db_model": tm,
             "rate_source": fs["rate"], "rate_model": fm["rate"],
@@ -88,7 +98,8 @@ def evaluate_life(model: str, data_dir: str, instrument: str | None = None) -> d
     med = {k: round(float(np.median([r[k] for r in rows])), 3) for k in
            ("rate_source", "rate_model", "depth_source", "depth_model", "curve_cents",
             "static_cents", "breath_db_source", "breath_db_model", "tremolo_db_source",
-            "tremolo_db_model")} if rows else {}
+            "tremolo_db_model", "drift_cents_source", "drift_cents_model",
+            "drift_error_cents")} if rows else {}
     if rows:
         med["rate_error_hz"] = round(float(np.median([abs(r["rate_model"] - r["rate_source"])
                                                       for r in rows])), 3)

@@ -6,11 +6,16 @@ by :func:`rtsynth.dataset.life.fit_life`: per training pitch, the source's pitch
 
     cents(t) = offset + settle * exp(-t / settle_tau)
                + scale * depth * env(t) * sin(2 pi rate t + phase)
+               + scale * drift * exp(-t / drift_tau)
 
 ``t`` seconds of the voice's own clock since its note-on, ``env`` a smoothstep from 0 at
 ``delay`` to 1 at ``delay + ramp``: the attack's pitch settling, the tuning of the source's
 sample, the vibrato's onset, rate, depth and phase (FluidR3 replays each sample from its start
-at every note-on, so the phase of its vibrato is the same at every note of that sample).
+at every note-on, so the phase of its vibrato is the same at every note of that sample), and
+the drift: the sample's slow wander over its first second (:func:`rtsynth.dataset.life.fit_drift`;
+after it FluidR3's samples loop and their pitch curve repeats exactly). Optional columns (a
+table without them plays none): ``drift``, ``drift_tau``, and the level's tremolo ``trem``,
+``trem_phase`` (the dynamics row, :func:`_rows`).
 
 A note between two training pitches takes the parameters of its neighbours: linearly
 interpolated where the two look like one sample (their phases within 0.6 rad and their rates in
@@ -90,7 +95,8 @@ def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("life: every column needs one finite value per pitch")
     t = np.stack(cols, axis=1)
     if not np.isfinite(t).all():
-        raise ValueError("life: every column needs one finite value per pitch")
+        bad = COLS[int(np.flatnonzero(~np.isfinite(t).all(axis=0))[0])]
+        raise ValueError(f"life: '{bad}' needs one finite value per pitch")
     for j, k in enumerate(COLS):
         lo, hi = COL_LIMITS[k]
         if not ((t[:, j] >= lo) & (t[:, j] <= hi)).all():
