@@ -53,7 +53,10 @@ def _plain_engine(args, block: int | None, device_rate: int | None = None,
 
     from .nn import guard as instrument_guard
 
-    inst = load_instrument(args.instrument)   # neural instruments set torch to one thread
+    inst = getattr(args, "_instrument", None)  # loaded while JACK's client opened (_preload)
+    args._instrument = None                    # (once: a resampled engine builds again)
+    if inst is None:
+        inst = load_instrument(args.instrument)   # neural instruments set torch to one thread
     instrument_guard.report(inst)             # a faulty model: muted, one warning
     rate = args.sample_rate or device_rate
     if isinstance(inst, BasicInstrument) and rate:
@@ -73,23 +76,90 @@ def _plain_engine(args, block: int | None, device_rate: int | None = None,
 
 
 # --------------------------------------------------------------------------- play
-def _jack_open(name: str):
+#: the JACK library's soname (what ``ldconfig -p`` reports for ``find_library("jack")``)
+JACK_SONAME = "libjack.so.0"
+
+
+def _import_jack():
+    """``import jack`` (JACK-Client), quietened, without its library search where it is not
+    needed. JACK-Client asks ``ctypes.util.find_library("jack")``, which on Linux imports
+    subprocess and tempfile and runs ``/sbin/ldconfig -p`` in a child process (5-10 ms of
+    play's start-up here); the dynamic linker finds the library by its soname itself. So the
+    import first sees a ``find_library`` that answers the soname; when that cannot be loaded,
+    it is imported again with the real search (as before). Raises as ``import jack`` does."""
+    if "jack" not in sys.modules and sys.platform.startswith("linux"):
+        import types
+        real = sys.modules.get("ctypes.util")
+        stub = types.ModuleType("ctypes.util")
+        stub.find_library = lambda name: JACK_SONAME if name == "jack" else None
+        sys.modules["ctypes.util"] = stub
+        try:
+            import jack  # noqa: F401  (cffi's dlopen of the soname)
+        except OSError:
+            sys.modules.pop("jack", None)       # the soname is not there: search for it
+        finally:
+            if real is None:
+                del sys.modules["ctypes.util"]
+            else:
+                sys.modules["ctypes.util"] = real
+    from .live import drivers
+    return drivers._quiet_jack()
+
+
+class _JackOpen:
     """Play's JACK client ``name``, still inactive and without ports: it finds the server and
     gives its period and rate, then :class:`rtsynth.live.drivers.JackDriver` takes it over (one
-    client at start-up, not a probe and then the real one: ~20 ms). None when no server accepts
-    clients (as :func:`rtsynth.live.drivers.jack_running`). (Opened on a thread while numpy
-    imports, it made the start-up slower: the import and the thread contend for the GIL.)"""
-    from .live import drivers
-    try:
-        jack = drivers._quiet_jack()
-        return jack.Client(name, no_start_server=True)
-    except Exception:
-        return None
+    client at start-up, not a probe and then the real one: ~20 ms). Opened on a thread (the
+    library call releases the GIL and waits ~15 ms for the server) while the main thread loads
+    the instrument; :meth:`client`: the client, or None when no server accepts clients (as
+    :func:`rtsynth.live.drivers.jack_running`). (The import of ``jack`` stays on the main thread:
+    a thread importing while numpy imported made the start-up slower, both holding the GIL.)"""
+
+    def __init__(self, name: str):
+        self._client = None
+        self._thread = None
+        try:
+            jack = _import_jack()
+        except Exception:
+            return
+        import threading
+
+        def open_():
+            try:
+                self._client = jack.Client(name, no_start_server=True)
+            except Exception:
+                self._client = None
+        self._thread = threading.Thread(target=open_, name="rtsynth-jack-open", daemon=True)
+        self._thread.start()
+
+    def client(self):
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return self._client
+
+
+def _jack_open(name: str):
+    """The client of :class:`_JackOpen`, waited for."""
+    return _JackOpen(name).client()
+
+
+def _preload(args) -> None:
+    """What the engine needs whatever the server's period and rate: the engine's modules and,
+    for one instrument (no rack: --channel, --gm, --preset, --multi-out), the instrument itself
+    (taken by :func:`_plain_engine`). Runs while the JACK client opens; an error here (a bad -i)
+    is raised as it would be there."""
+    from .engine import parallel  # noqa: F401
+    if any(getattr(args, k, None) for k in ("channel", "gm", "preset", "multi_out", "fx",
+                                            "sample_rate")):
+        return
+    from .instruments import load_instrument
+    args._instrument = load_instrument(args.instrument)
 
 
 def cmd_play(args) -> int:
     # no collector passes while the modules import and the engine is built and warmed (what
-    # they leave is frozen below): ~5 ms of imports; enabled again (main) if it fails
+    # they leave is frozen below); main() disabled it already; enabled again (main) if it fails
     gc.disable()
     from .live import drivers
     from .live.player import Player
@@ -103,8 +173,13 @@ def cmd_play(args) -> int:
     device_rate = None
     jack_client = None
     if driver_name in ("auto", "jack"):
-        # the client play will use both finds the server and reads its period and rate
-        jack_client = _jack_open(args.client_name)
+        # the client play will use both finds the server and reads its period and rate; it
+        # opens on a thread while the instrument loads
+        opening = _JackOpen(args.client_name)
+        try:
+            _preload(args)
+        finally:
+            jack_client = opening.client()
         if jack_client is not None:
             driver_name = "jack"
             block = block or int(jack_client.blocksize)
@@ -483,11 +558,37 @@ SUBCOMMAND_MODULES = ("rtsynth.host.plugins_cli", "rtsynth.train.cli", "rtsynth.
 BUILTIN_COMMANDS = ("play", "render", "devices")
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own formatter, with the terminal's width read as ``shutil`` reads it but
+    without importing it: argparse makes a formatter for every option added, and its first
+    imports shutil (and bz2 and lzma with it: ~2 ms of play's start-up)."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns``: $COLUMNS, else stdout's terminal, else 80."""
+    try:
+        n = int(os.environ.get("COLUMNS", 0))
+    except ValueError:
+        n = 0
+    if n <= 0:
+        try:
+            n = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            n = 0
+    return n if n > 0 else 80
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; ``command`` (one of :data:`BUILTIN_COMMANDS`): only that subcommand's,
     for a run of it (play's start-up: the other subcommands' modules and options cost
     ~30 ms to import and build)."""
-    ap = argparse.ArgumentParser(prog="rtsynth", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="rtsynth", description=__doc__.splitlines()[0],
+                                 formatter_class=_HelpFormatter)
     from . import __version__
     ap.add_argument("--version", action="version", version=f"rtsynth {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -499,7 +600,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     if command in (None, "render"):
         _render_parser(sub)
     if command in (None, "devices"):
-        p = sub.add_parser("devices", help="list audio devices, MIDI ports and instruments")
+        p = sub.add_parser("devices", help="list audio devices, MIDI ports and instruments",
+                           formatter_class=_HelpFormatter)
         p.set_defaults(func=cmd_devices)
     if command is not None:
         return ap
@@ -513,7 +615,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def _play_parser(sub) -> None:
-    p = sub.add_parser("play", help="play live from MIDI inputs")
+    p = sub.add_parser("play", help="play live from MIDI inputs", formatter_class=_HelpFormatter)
     _add_engine_options(p, polyphony=PLAY_POLYPHONY)
     p.add_argument("--threads", type=options.checker("threads"), default=None,
                    help="synthesis threads, " + options.help_range("threads")
@@ -555,7 +657,8 @@ def _play_parser(sub) -> None:
 
 
 def _render_parser(sub) -> None:
-    p = sub.add_parser("render", help="render a MIDI file to WAV/FLAC")
+    p = sub.add_parser("render", help="render a MIDI file to WAV/FLAC",
+                       formatter_class=_HelpFormatter)
     p.add_argument("midi", nargs="?", help="MIDI file (all tracks and channels)")
     p.add_argument("-o", "--output", required=True,
                    help="output file (.wav, .flac, .ogg), written under a temporary name and "
@@ -571,6 +674,17 @@ def _render_parser(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # No collector passes while the modules import (numpy's and ours: ~50 passes, 10-20 ms of
+    # play's start-up measured here); a command that runs long enables it (play after its
+    # warm-up, the others before they start); enabled again at the end, whatever happens
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+
+
+def _main(argv: list[str] | None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
     ap = build_parser(args_in[0] if args_in else None)
     from .live.session import hint_subcommand
@@ -585,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     from .instruments import InstrumentError
     from .live.drivers import DeviceError, NoAudioDevice
     from .midi.messages import MidiError
+    if args.func is not cmd_play:
+        gc.enable()
     try:
         return int(args.func(args) or 0)
     except NoAudioDevice as e:
@@ -597,8 +713,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-    finally:
-        gc.enable()                  # play disables it while it starts
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ instruments), or a path to a model folder (``model.safetensors`` + ``config.json
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import os
 from pathlib import Path
@@ -136,6 +135,7 @@ def add_option(parser: argparse.ArgumentParser) -> None:
 
 def _unknown(name: str) -> InstrumentError:
     names = available_instruments()
+    import difflib                   # only for a name that is not there (play's start-up)
     near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
     if not near:            # 'flute2' -> the flutes: a name that starts the same
         near = [n for n in names if n.split("-")[0] == name.split("-")[0]][:3]
