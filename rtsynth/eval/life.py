@@ -107,3 +107,81 @@ def evaluate_life(model: str, data_dir: str, instrument: str | None = None) -> d
                                                                            1e-9)
                                                     for r in rows])), 3)
     return {"model": model, "dataset": str(d), "notes": len(rows), **med, "rows": rows}
+
+
+def long_notes(name: str, pitches: list[int], seconds: float = 6.0, velocity: int = 100,
+               lag_max_s: float = 4.0) -> list[dict]:
+    """The source's own slow movement beyond the training notes' 1.3 s: ``seconds``-long
+    FluidR3 notes of instrument ``name`` (:mod:`rtsynth.dataset.build`'s renderer, reverb and
+    chorus off), each note's tracked pitch and A-weighted level. Per note: ``loop_s``, the lag
+    (over 1.5 s on) at which the pitch curve best repeats itself, and ``loop_mad_cents``, the
+    mean absolute difference there (a looped sample: ~0); ``pitch_slow_cents_*``: the SD of the
+    pitch's 0.5 s moving average less the fitted vibrato (:func:`rtsynth.dataset.life.fit_note`),
+    0.3-1.5 s (``early``) and 1.5 s on (``late``: the drift a model would have to play);
+    ``level_slow_db_*``: the same of the level (its envelope and any drift)."""
+    import tempfile
+
+    from ..data import loudness_db
+    from ..dataset import build as b
+    from ..dataset import life as dl
+    sr, hop = spec.SAMPLE_RATE, spec.HOP
+    notes = [dict(pitch=int(p), velocity=int(velocity), held=b._ticks(seconds)) for p in pitches]
+    with tempfile.TemporaryDirectory() as tmp:
+        on = b.build_midi(notes, b.INSTRUMENTS[name][0], f"{tmp}/n.mid")
+        a = b.render_midi(f"{tmp}/n.mid", f"{tmp}/n.wav")[:, 0].astype(np.float64)
+    rows = []
+    for p, t0 in zip(pitches, on):
+        s = int(round(t0 * b.TICK))
+        x = a[s: s + int(seconds * sr)]
+        T = len(x) // hop
+        c, pw = dl.track_f0(x[: T * hop], np.full(T, float(p)))
+        ok = dl.trusted(pw)
+        ok[0] = False
+        ok &= np.abs(c) < 150
+        fit = dl.fit_note(c, ok)
+        if fit is None:
+            continue
+        fr = np.flatnonzero(ok)
+        t = fr * hop / sr
+        slow = dl.slow_part(c[fr] - dl.life_curve(fit, t))
+        late, early = t > 1.5, (t > 0.3) & (t <= 1.5)
+        y = c[fr][late] - c[fr][late].mean()
+        best = (0, float("inf"))
+        for lag in range(20, min(len(y) // 2, int(lag_max_s * sr / hop))):
+            d = float(np.mean(np.abs(y[lag:] - y[:-lag])))
+            if d < best[1]:
+                best = (lag, d)
+        L = loudness_db(x)
+        tl = np.arange(len(L)) * hop / sr
+        ls = dl.slow_part(L)
+        rows.append({"pitch": int(p), "rate": round(fit["rate"], 2),
+                     "depth": round(fit["depth"], 2),
+                     "loop_s": round(best[0] * hop / sr, 3), "loop_mad_cents": round(best[1], 3),
+                     "pitch_slow_cents_early": round(float(np.std(slow[early])), 2),
+                     "pitch_slow_cents_late": round(float(np.std(slow[late])), 2),
+                     "level_slow_db_early": round(float(np.std(ls[(tl > 0.3) & (tl <= 1.5)])), 2),
+                     "level_slow_db_late": round(float(np.std(ls[(tl > 1.5)
+                                                                 & (tl < seconds - 0.2)])), 2)})
+    return rows
+
+
+def main(argv=None) -> int:
+    """``python -m rtsynth.eval.life --long INST P1,P2,...``: :func:`long_notes` of the source
+    instrument at those pitches, one JSON line per note and one of the medians."""
+    import argparse
+    import json
+    ap = argparse.ArgumentParser(prog="python -m rtsynth.eval.life", description=main.__doc__)
+    ap.add_argument("--long", nargs=2, metavar=("INST", "PITCHES"), required=True)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    a = ap.parse_args(argv)
+    rows = long_notes(a.long[0], [int(p) for p in a.long[1].split(",")], a.seconds)
+    for r in rows:
+        print(json.dumps(r))
+    if rows:
+        print(json.dumps({"instrument": a.long[0], "notes": len(rows), "median": {
+            k: round(float(np.median([r[k] for r in rows])), 3) for k in rows[0] if k != "pitch"}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
