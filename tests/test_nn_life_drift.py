@@ -314,3 +314,26 @@ def test_fluidr3_notes_loop_so_nothing_drifts_late():
         assert r["loop_mad_cents"] < 0.5 and r["depth"] > 10, r
         assert r["pitch_slow_cents_late"] < 0.5 * r["pitch_slow_cents_early"], r
         assert r["level_slow_db_late"] < 0.2, r
+
+
+@pytest.mark.parametrize("name", ("flute-life", "cello-life"))
+def test_life_engine_allocates_nothing_after_warmup(name):
+    """The life kernel's bundle and parameter cache are made at the first block: afterwards a
+    life model's engine block (notes with steals, bends, wheel, pressure: test_engine_realtime's
+    events) allocates no more than the engine's own loop does (its bounds: 512 B a block at
+    worst, 1 kB growth over 200 blocks); the kernel makes no array."""
+    import ast
+    import inspect
+    from rtsynth import jit
+    from test_engine_realtime import block_allocations
+    if jit.status()["mode"] != "aot":
+        pytest.skip("compiled kernels not in use: the JIT's dispatcher allocates")
+    e = Engine(load_instrument(name), block=128, n_slots=16)
+    assert e.life is not None
+    e.warmup()
+    worst, growth = block_allocations(e, 200)
+    assert worst <= 512 and growth <= 1024, (worst, growth)
+    src = inspect.getsource(nl._rows_py)
+    calls = {n.func.attr for n in ast.walk(ast.parse(textwrap.dedent(src)))
+             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    assert not calls & {"zeros", "empty", "full", "array", "copy", "arange"}, calls
