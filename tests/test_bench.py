@@ -212,6 +212,17 @@ def test_held_row_counts_dropouts_and_records_the_latency_it_ended_with():
     sync = finish_held({"block": 128, "gaps": 0, "client_xruns": 3},
                        {"underruns": 2, "late_blocks": 2, "latency_frames": 0})
     assert sync["dropouts"] == 3            # 2 late blocks are 2 of the 3 blamed xruns
+    # rtsynth's own judgement: 5 underruns, 3 of them next to a server-wide xrun (not blamed),
+    # 2 its own: one in the ring, one a late sync block (also the one xrun JACK blamed on it);
+    # the 4 silent gaps are 4 of its 5 underruns
+    judged = finish_held({"block": 128, "gaps": 4, "client_xruns": 1},
+                         {"underruns": 5, "late_blocks": 2, "own_underruns": 2,
+                          "own_late_blocks": 1, "server_underruns": 3})
+    assert judged["dropouts"] == 2 and judged["dropouts_any"] == 5
+    # silence no underrun accounts for is the synth's (as FluidSynth's gaps are)
+    silent = finish_held({"block": 128, "gaps": 3, "client_xruns": 0},
+                         {"underruns": 1, "late_blocks": 0, "own_underruns": 0})
+    assert silent["dropouts"] == 2 and silent["dropouts_any"] == 3
     header, rows = report.table_rows({"meta": {"blocks": [128]}, "ratios": {},
                                       "synths": {"rtsynth x": {"load": row}}})
     assert ["  latency at the end of it", "5.33 ms (1 raises)"] in rows
@@ -244,3 +255,18 @@ def test_felt_latency_of_known_delay(tmp_path, delay):
     assert felt["median_ms"] == pytest.approx(felt["median"] / 48.0)
     table = report.table_rows(res)[1]
     assert any(r[0].startswith("felt latency median") for r in table)
+
+
+def test_dropout_rounds_add_up():
+    """The dropout row in rounds (the synths taking turns): counts and seconds added, the
+    worst round's details kept, each round listed."""
+    from rtsynth.bench.measure import add_held
+    a = {"voices": 32, "seconds": 20.0, "gaps": 1, "client_xruns": 0, "underruns": 1,
+         "late_blocks": 0, "dropouts": 1, "dropouts_any": 1, "peak": 0.5}
+    b = {"voices": 32, "seconds": 20.0, "gaps": 0, "client_xruns": 2, "underruns": 2,
+         "late_blocks": 2, "dropouts": 2, "dropouts_any": 2, "peak": 0.4}
+    row = add_held([a, b])
+    assert row["seconds"] == 40.0 and row["dropouts"] == 3 and row["client_xruns"] == 2
+    assert row["gaps"] == 1 and row["underruns"] == 3 and row["peak"] == 0.4
+    assert [r["dropouts"] for r in row["rounds"]] == [1, 2]
+    assert add_held([a]) is a

@@ -93,36 +93,111 @@ def test_sync_falls_back_goes_further_ahead_and_returns_straight_to_the_callback
     assert ring and min(ring) >= BLOCK
 
 
-def test_a_block_late_because_the_machine_stalled_returns_to_the_callback_soon():
-    """A callback that lost the CPU for 8 ms (a VM's stall: the block's own work was small):
-    the blocks go to the ring, but it is not rtsynth's own lateness, and rendering comes back
-    into the callback after SYNC_QUICK_RETURN_S (1 s) of ring blocks that fit, not --lower-after."""
-    from rtsynth.live.player import SYNC_QUICK_RETURN_S
+def _heavy(p: Player, n: int = 2, seconds: float = 0.004) -> None:
+    """The next ``n`` blocks rendered take ``seconds`` more of their thread's work (1.5
+    periods each)."""
+    p._stall_every, p._stall_s, p._stall_until = 1, seconds, p.blocks + n
+
+
+def _past_startup(p: Player, trace: list) -> bool:
+    """Past the start-up grace with no late block yet (a loaded machine may have made one)."""
+    _callbacks(p, p._startup_cbs + 10, trace)
+    return p.mode == MODE_SYNC and p.late_blocks == 0 and p.sync_fallbacks == 0
+
+
+def test_a_block_late_because_the_machine_stalled_stays_in_the_callback():
+    """A callback that lost the CPU for 8 ms (a VM's stall: its thread's own work was small) is
+    late, counted as the server's; the next block is no heavier, so rendering stays in the
+    callback: no fallback, latency 0 throughout."""
     for attempt in range(3):
         p = _player(lower_after=4.0)
         p.start()
         trace: list = []
         try:
-            _callbacks(p, p._startup_cbs + 10, trace)          # past the start-up grace
-            # a loaded machine may have made a block late on its own already: try again
-            clean = p.mode == MODE_SYNC and p.late_blocks == 0 and p.sync_fallbacks == 0
+            clean = _past_startup(p, trace)
             if clean:
+                n0 = len(trace)
                 _callbacks(p, 1, trace, preempt=0.008)
-                assert p.sync_fallbacks == 1 and p.late_blocks == 1 and p.mode != MODE_SYNC
-                fell = p.callbacks
-                _callbacks(p, 1200, trace, until=lambda q: q.mode == MODE_SYNC)
+                assert p.late_blocks == 1 and p.server_underruns >= 1 and p.own_underruns == 0
+                _callbacks(p, 200, trace)
         finally:
             p.stop()
         if clean:
             break
     assert clean, "every attempt had a late block of the loaded machine's before the stall"
-    back = p.callbacks - fell
+    assert p.sync_fallbacks == 0, p.stats()["policy_trace"]
+    assert all(mode == MODE_SYNC and lat == 0 for _, mode, lat in trace[n0:])
+
+
+def test_one_heavy_block_stays_two_fall_back_briefly_and_the_latency_comes_back_down():
+    """At the default --lower-after (10 s): one block heavy in its own work (1.5 periods: a
+    one-off spike) is late, its own, and rendering stays in the callback (the ring would not
+    have saved it, and the next block is light). Two in a row: the next blocks come from the
+    ring (latency one block), and rendering returns into the callback after SYNC_RETURN_S of
+    ring blocks that fit (0.5 s), not the whole --lower-after."""
+    from rtsynth.live.player import LOWER_AFTER_S, SYNC_RETURN_S
     per_s = SR / BLOCK
-    assert p.server_underruns >= 1
-    if p.own_underruns:
-        # the loaded machine's generator fell behind in the ring: that is rtsynth's own
-        # lateness, so the whole stable period is waited for (1200 callbacks: 3.2 of 4 s)
-        assert p.mode != MODE_SYNC and p.sync_returns == 0, back
-        return
-    assert p.mode == MODE_SYNC and p.latency_frames == 0 and p.sync_returns == 1
-    assert SYNC_QUICK_RETURN_S * per_s <= back < 2 * SYNC_QUICK_RETURN_S * per_s, back
+    for attempt in range(3):
+        p = _player(lower_after=LOWER_AFTER_S)
+        p.start()
+        trace: list = []
+        try:
+            clean = _past_startup(p, trace)
+            if clean:
+                _heavy(p, 1)
+                _callbacks(p, 1, trace)
+                assert p.late_blocks == 1 and p.own_underruns == 1 and p.sync_fallbacks == 0
+                _callbacks(p, int(0.3 * per_s), trace)       # past SYNC_REPEAT_S
+                assert p.mode == MODE_SYNC and p.latency_frames == 0 and p.sync_fallbacks == 0
+                _heavy(p, 2)
+                _callbacks(p, 2, trace)
+                assert p.sync_fallbacks == 1 and p.late_blocks == 3
+                assert p.mode != MODE_SYNC and p.latency_frames == BLOCK
+                fell = p.callbacks
+                _callbacks(p, int(4 * SYNC_RETURN_S * per_s), trace,
+                           until=lambda q: q.mode == MODE_SYNC)
+        finally:
+            p.stop()
+        if clean and p.own_underruns == 3:
+            break       # (a loaded machine's generator falling behind in the ring: again)
+    assert clean, "every attempt had a late block of the loaded machine's before the stall"
+    back = p.callbacks - fell
+    assert p.mode == MODE_SYNC and p.latency_frames == 0 and p.sync_returns == 1, back
+    assert SYNC_RETURN_S * per_s <= back < 2 * SYNC_RETURN_S * per_s, back
+    # in the ring the latency was one block, never more (no underrun of its own there)
+    ring = [lat for cb, mode, lat in trace if cb > fell and cb < p.callbacks and mode != MODE_SYNC]
+    assert ring and set(ring) == {BLOCK}
+
+
+def test_falling_back_again_soon_after_a_return_waits_longer_then_forgets():
+    """No flapping, no ratchet: a heavy block soon (within --lower-after) after a return doubles
+    the ring's stable period; after a --lower-after in the callback without a fallback, a heavy
+    block costs SYNC_RETURN_S again."""
+    per_s = SR / BLOCK
+    for attempt in range(3):
+        p = _player(lower_after=1.0)          # 375 callbacks; SYNC_RETURN_S: 188
+        p.start()
+        trace: list = []
+        backs = []
+        try:
+            clean = _past_startup(p, trace)
+            for wait_after in (10, int(1.2 * per_s), 10):
+                if not clean:
+                    break
+                _heavy(p, 2)
+                _callbacks(p, 2, trace)
+                fell = p.callbacks
+                _callbacks(p, 3 * p._lower_cbs, trace, until=lambda q: q.mode == MODE_SYNC)
+                backs.append(p.callbacks - fell)
+                _callbacks(p, wait_after, trace)
+        finally:
+            p.stop()
+        if clean and p.own_underruns == 6 and p.sync_fallbacks == 3:
+            break
+    assert clean and p.sync_fallbacks == 3 and p.sync_returns == 3, (backs, p.stats()["policy_trace"])
+    base, lower = p._return_base, p._lower_cbs
+    first, again, forgot = backs
+    assert base <= first < base + 20, backs               # the short period
+    assert 2 * base - 1 <= again < 2 * base + 20, backs   # soon after a return: doubled
+    assert base <= forgot < base + 20, backs              # after a --lower-after in sync: short
+    assert p.latency_frames == 0 and p.ahead == 0

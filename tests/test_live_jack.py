@@ -251,14 +251,15 @@ def test_latency_raised_by_own_underruns_comes_back_down(jack_server, jack_rig, 
 
 
 def test_sync_falls_back_to_the_ring_and_returns(jack_server, jack_rig, tmp_path):
-    """The default (sync) with a block that does not fit its period (a 4 ms stall in the
-    callback every 100 blocks for the first 300): the next blocks come from the ring (latency
-    one block, more after stalls there); 1.5 s of blocks that fit later rendering is back in
-    the callback (latency 0), notes exact."""
+    """The default (sync) with blocks that do not fit their period (a 4 ms stall in every
+    other block for the first 400, past the start-up grace: heavy blocks again and again):
+    the next blocks come from the ring (latency one block, more after stalls there); soon
+    after the stalls end (SYNC_RETURN_S of blocks that fit) rendering is back in the callback
+    (latency 0), notes exact."""
     _wait_gone(jack_rig)
     stats = tmp_path / "stats.json"
     with start_play(jack_server, stats, "--lower-after", "1.5",
-                    env={"RTSYNTH_TEST_STALL": "100:4:300"}) as proc:
+                    env={"RTSYNTH_TEST_STALL": "2:4:400"}) as proc:
         hist = wait_counters(proc, lambda h: any(x["latency_frames"] > 0 for x in h)
                              and h[-1]["latency_frames"] == 0, timeout=60)
         _wire(jack_rig, proc)

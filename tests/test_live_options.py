@@ -188,14 +188,17 @@ def test_buffered_underrun_fades_instead_of_clicking(jack_server, jack_rig, tmp_
 
 def test_sync_late_block_counts_as_underrun(jack_server, jack_rig, tmp_path):
     """Sync mode, a callback that sleeps 5 ms (period 2.67 ms) every 200 blocks: a late block
-    is an underrun (and a late block) in the counters and the status line, and sends the next
-    blocks to the ring (they come back into the callback after --lower-after s that fit: see
-    tests/test_live_jack.py); the output stays finite and fades back in after the gap."""
+    is an underrun (and a late block of its own) in the counters and the status line; a
+    one-off, it leaves rendering in the callback (the next block is light: blocks heavy again
+    and again go to the ring, tests/test_live_jack.py); the output stays finite and fades back
+    in after the gap."""
     import json
     stats = tmp_path / "st.json"
     p, res = _hold_and_record(jack_server, jack_rig, "200:5", "--sync", stats)
     st = json.loads(stats.read_text())
-    assert st["sync"] and st["late_blocks"] >= 1 and st["sync_fallbacks"] >= 1, st
+    assert st["sync"] and st["late_blocks"] >= 1 and st["own_late_blocks"] >= 1, st
+    # (a loaded machine's own heavy block next to one of them may send it to the ring once)
+    assert st["sync_fallbacks"] < st["own_late_blocks"], st
     assert st["underruns"] >= st["late_blocks"] and st["xruns"] >= 1
     assert "late blocks" in p.output.splitlines()[-1]
     assert any(l.startswith("rtsynth: underruns") and "(+" in l for _, l in p.lines)

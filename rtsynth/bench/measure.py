@@ -245,18 +245,59 @@ def finish_held(row: dict, stats: dict | None) -> dict:
             row["latency_ms_end"] = 1e3 * row["latency_frames_end"] / stats.get("sample_rate",
                                                                                48000)
             row["latency_raises"] = int(stats.get("latency_raises", 0))
+        if stats.get("policy_trace"):
+            row["policy_trace"] = stats["policy_trace"][:32]
+        for k in ("own_underruns", "server_underruns", "xruns", "sync_fallbacks", "mode"):
+            if k in stats:
+                row["play_" + k] = stats[k]
         g = np.asarray(stats.get("gen_ms") or [], dtype=np.float64)
         if g.size:
             row["gen_ms"] = {"median": float(np.median(g)), "p99": float(np.percentile(g, 99)),
                              "max": float(g.max()), "n": int(g.size),
                              "budget": 1000.0 * row["block"] / stats.get("sample_rate", 48000)}
+        # rtsynth tells its own underruns from those next to a server-wide xrun (the whole
+        # graph late: the generator stalled with everything else); a synth that does not
+        # counts every underrun as its own
+        row["own_underruns"] = int(stats.get("own_underruns", row["underruns"]))
+        row["own_late_blocks"] = int(stats.get("own_late_blocks", row["late_blocks"]))
     else:
         row["underruns"] = None
     late = row.get("late_blocks") or 0
-    row["dropouts"] = int((row.get("underruns") or 0) - late
-                          + max(late, row.get("client_xruns") or 0)
-                          + (row["gaps"] if not row.get("underruns") else 0))
+    und = row.get("underruns") or 0
+    xr = row.get("client_xruns") or 0
+    # silence in the recording that no underrun of its own counter accounts for
+    unexplained = max(0, row["gaps"] - und)
+    # every dropout, whoever's: its underruns (a late sync block once, with the xrun JACK
+    # blames on it), the xruns JACK blames on it, unexplained silence
+    row["dropouts_any"] = int(und - late + max(late, xr) + unexplained)
+    # the dropouts blamed on the synth, FluidSynth's measure (the xruns JACK blames on its
+    # client, silent gaps) plus rtsynth's own underruns: its own ring underruns, its own late
+    # blocks (each also an xrun JACK blames on it, counted once); what the server's xruns
+    # caused (rtsynth's server underruns, the graph late) is not the synth's
+    own = row.get("own_underruns", und) or 0
+    own_late = row.get("own_late_blocks", late) or 0
+    row["dropouts"] = int(own - own_late + max(own_late, xr) + unexplained)
     return row
+
+
+def add_held(rows: list[dict]) -> dict:
+    """Held runs of one synth (rounds of the dropout row) as one: counts added up, the
+    seconds too; the rest from the worst round (most dropouts), its rounds under ``rounds``."""
+    if len(rows) == 1:
+        return rows[0]
+    worst = max(rows, key=lambda r: (r.get("dropouts") or 0, r.get("dropouts_any") or 0))
+    out = dict(worst)
+    for k in ("seconds", "gaps", "gap_frames", "unrecorded_frames", "rig_xruns", "events",
+              "client_xruns", "server_xruns", "underruns", "late_blocks", "own_underruns",
+              "own_late_blocks", "latency_raises", "dropouts", "dropouts_any"):
+        vals = [r.get(k) for r in rows]
+        if all(v is None for v in vals):
+            continue
+        out[k] = sum(v or 0 for v in vals)
+    out["rounds"] = [{k: r.get(k) for k in ("seconds", "dropouts", "dropouts_any",
+                                            "client_xruns", "server_xruns", "gaps",
+                                            "underruns")} for r in rows]
+    return out
 
 
 # -- 5. start-up -------------------------------------------------------------------------------

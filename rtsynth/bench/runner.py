@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import platform
 import sys
@@ -17,6 +18,8 @@ from . import measure as M
 from .synths import LiveSynth, SynthSpec, fluidsynth_spec, rtsynth_spec
 
 MAIN_BLOCK = 128
+#: the dropout row holds its voices in rounds of at most this long, the synths taking turns
+LOAD_ROUND_S = 20.0
 #: the capacity ramp: voices dealt over 15 channels (measure.held_stream's ``spread``), steps of
 #: 32 from 64 up to 256 (FluidSynth's default polyphony)
 CAPACITY_STEPS = [8, 16, 32, 64, 96, 128, 160, 192, 224, 256]
@@ -250,19 +253,34 @@ def _run_on_server(cfg, specs, res, server, env, log, servername, blocks):
                         r["errors"].append(msg)
                     else:
                         r.setdefault("retries", []).append(msg)
-            if not main:
-                continue
-            if "load" in cfg.rows:
-                log(f"[{block}] dropouts: {cfg.load_voices} voices for {cfg.load_seconds:g} s, "
-                    f"bend + CC: {spec.label}")
-                try:
-                    r["load"] = _held_run(spec, env, rig, block, server, cfg.load_voices,
-                                          cfg.load_seconds, cfg.workdir)
-                except Exception as e:  # noqa: BLE001
-                    r["errors"].append(f"load: {_err_line(e)}")
-                    log(f"  failed: {_err_line(e)}")
-            if "capacity" in cfg.rows:
-                r["capacity"] = _capacity(cfg, spec, env, rig, block, server, log, r)
+        if main and "load" in cfg.rows:
+            # in rounds of at most LOAD_ROUND_S, the synths taking turns; the rounds added up
+            n = max(1, math.ceil(cfg.load_seconds / LOAD_ROUND_S))
+            secs = cfg.load_seconds / n
+            parts: dict = {s.label: [] for s in specs}
+            for i in range(n):
+                for spec in specs:
+                    r = res["synths"][spec.label]
+                    if any(e.startswith("load:") for e in r["errors"]):
+                        continue
+                    log(f"[{block}] dropouts: {cfg.load_voices} voices for {secs:g} s (round "
+                        f"{i + 1} of {n}), bend + CC: {spec.label}")
+                    try:
+                        parts[spec.label].append(_held_run(spec, env, rig, block, server,
+                                                           cfg.load_voices, secs, cfg.workdir))
+                    except Exception as e:  # noqa: BLE001
+                        r["errors"].append(f"load: {_err_line(e)}")
+                        log(f"  failed: {_err_line(e)}")
+            for spec in specs:
+                if parts[spec.label]:
+                    res["synths"][spec.label]["load"] = M.add_held(parts[spec.label])
+        if main and "capacity" in cfg.rows:
+            # step by step, the synths taking turns at each step (a busy minute of a shared
+            # machine falls on all of them alike, not on whichever ramp ran then)
+            caps = _capacity(cfg, specs, env, rig, block, server, log,
+                             [res["synths"][s.label] for s in specs])
+            for spec, cap in zip(specs, caps):
+                res["synths"][spec.label]["capacity"] = cap
 
 
 def _startup_latency(cfg, spec, env, rig, block, main, r, log) -> str | None:
@@ -300,32 +318,42 @@ def _held_run(spec, env, rig, block, server, k, seconds, workdir, spread=False) 
     return M.finish_held(row, live.stats)
 
 
-def _capacity(cfg, spec, env, rig, block, server, log, r) -> dict:
-    steps, best, failed_at = [], 0, None
-    for k in cfg.capacity_steps:
-        tries = 2 if cfg.capacity_retry else 1
-        row = None
-        for attempt in range(tries):
-            log(f"[{block}] capacity {k} voices{' (again)' if attempt else ''}: {spec.label}")
-            try:
-                row = _held_run(spec, env, rig, block, server, k, cfg.capacity_seconds,
-                                cfg.workdir, spread=True)
-            except Exception as e:  # noqa: BLE001
-                row = {"voices": k, "error": _err_line(e), "dropouts": None}
-                r["errors"].append(f"capacity {k}: {_err_line(e)}")
-                break
-            row["attempt"] = attempt + 1
-            if row["dropouts"] == 0:
-                break
-        steps.append(row)
-        if row.get("dropouts") == 0:
-            best = k
-        else:
-            failed_at = k
+def _capacity_step(cfg, spec, env, rig, block, server, log, r, k) -> dict:
+    """One step of the ramp: ``k`` voices held, tried again once when it drops out."""
+    tries = 2 if cfg.capacity_retry else 1
+    row = None
+    for attempt in range(tries):
+        log(f"[{block}] capacity {k} voices{' (again)' if attempt else ''}: {spec.label}")
+        try:
+            row = _held_run(spec, env, rig, block, server, k, cfg.capacity_seconds,
+                            cfg.workdir, spread=True)
+        except Exception as e:  # noqa: BLE001
+            row = {"voices": k, "error": _err_line(e), "dropouts": None}
+            r["errors"].append(f"capacity {k}: {_err_line(e)}")
             break
-    return {"voices": best, "first_failure": failed_at, "block": block,
-            "seconds": cfg.capacity_seconds, "steps": steps,
-            "tested_up_to": cfg.capacity_steps[-1]}
+        row["attempt"] = attempt + 1
+        if row["dropouts"] == 0:
+            break
+    return row
+
+
+def _capacity(cfg, specs, env, rig, block, server, log, rows) -> list[dict]:
+    """The capacity ramp of every synth, the synths taking turns at each step; each stops at
+    its first step that fails twice."""
+    state = [{"steps": [], "best": 0, "failed_at": None} for _ in specs]
+    for k in cfg.capacity_steps:
+        for spec, r, st in zip(specs, rows, state):
+            if st["failed_at"] is not None:
+                continue
+            row = _capacity_step(cfg, spec, env, rig, block, server, log, r, k)
+            st["steps"].append(row)
+            if row.get("dropouts") == 0:
+                st["best"] = k
+            else:
+                st["failed_at"] = k
+    return [{"voices": st["best"], "first_failure": st["failed_at"], "block": block,
+             "seconds": cfg.capacity_seconds, "steps": st["steps"],
+             "tested_up_to": cfg.capacity_steps[-1]} for st in state]
 
 
 def _brief_stats(st: dict) -> dict:
@@ -370,8 +398,11 @@ METRICS = [
     ("latency_max_ms", "latency max", ("latency", "{b}", "max_ms"), "ms", "lower"),
     ("latency_jitter_ms", "latency jitter (max-min)", ("latency", "{b}", "jitter_ms"), "ms",
      "lower"),
-    ("dropouts", "dropouts under load", ("load", "dropouts"), "", "lower"),
+    ("dropouts", "dropouts under load (blamed on it)", ("load", "dropouts"), "", "lower"),
+    ("dropouts_any", "  dropouts, any cause", ("load", "dropouts_any"), "", "lower"),
     ("underruns", "  underruns (own counter)", ("load", "underruns"), "", "lower"),
+    ("own_underruns", "  of which its own (not next to a server xrun)", ("load", "own_underruns"),
+     "", "lower"),
     ("late_blocks", "  of which late blocks (sync)", ("load", "late_blocks"), "", "lower"),
     ("client_xruns", "  JACK xruns blamed on it", ("load", "client_xruns"), "", "lower"),
     ("gaps", "  silent gaps in its output", ("load", "gaps"), "", "lower"),

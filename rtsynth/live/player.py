@@ -32,18 +32,23 @@ block of latency is given back: the
 callback skips one block of the ring with a ``GAP_FADE``-frame crossfade (MIDI keeps its place,
 ``r + latency`` does not move), and so on, one block per stable period, down to where it began.
 
-Sync mode (JACK's default, ``--sync``) renders in the process callback: latency 0. After a callback
-that took more than :data:`SYNC_HIGH` of its period (or more than :data:`SYNC_LOW` and ended
-after it: a late block, counted as an underrun; a block late only because the graph began the
-cycle late is the server's, and stays in the callback) the next blocks come from the ring
-(``ahead = 0``, latency one block, rendered by the generator thread; further ahead after
-underruns there, as above); once the blocks of ``lower_after`` seconds have fitted (1% at most
-over :data:`SYNC_LOW` of a period, one in :data:`SYNC_SPIKES` over :data:`SYNC_HIGH`), the
-ring is drained (the generator stops, the callback plays what is left, MIDI keeps its place)
-and rendering returns into the callback: straight from however far ahead the ring had gone,
-not one block per stable period first. A block that was slow while the process used little CPU
-(under SYNC_LOW of the period: descheduled, a VM's stall) is the machine's lateness: it still
-goes to the ring, but returns after :data:`SYNC_QUICK_RETURN_S` of ring blocks that fit. Events never change
+Sync mode (JACK's default, ``--sync``) renders in the process callback: latency 0. A heavy
+callback is one whose thread's CPU time (not the wall clock) was over :data:`SYNC_LOW` of the
+period, and the callback over :data:`SYNC_HIGH` of it, or over SYNC_LOW and ended after it (a
+late block, counted as an underrun). When the next block would be heavy too (another heavy
+block within :data:`SYNC_REPEAT_S`, or the typical block over :data:`SYNC_LOAD` of the
+period) the next blocks come from the ring (``ahead = 0``, latency one
+block, rendered by the generator thread; further ahead after underruns there, as above). A block
+late while its thread used little CPU (descheduled: a VM's stall; or late only because the graph
+began the cycle late) is the machine's or the server's: counted, and rendering stays in the
+callback, since the next block is no heavier. Once the ring's blocks of :data:`SYNC_RETURN_S`
+have fitted (1% at most over SYNC_LOW of a period, one in :data:`SYNC_SPIKES` over SYNC_HIGH),
+with no underrun of its own, the ring is drained (the generator stops, the callback plays what
+is left, MIDI keeps its place) and rendering returns into the callback: straight from however
+far ahead the ring had gone, not one block per stable period first. A fallback within
+``lower_after`` of the last return doubles the period the ring must fit for (up to
+``lower_after``: a machine too slow for the callback does not flap every half second); a
+``lower_after`` in the callback without one sets it back to SYNC_RETURN_S. Events never change
 order across a switch (:meth:`midi_at_frame` keeps their times non-decreasing).
 
 Overload: when the generator's time per block stays above :data:`SHED_HIGH` of the period
@@ -90,11 +95,22 @@ SYNC_HIGH = 0.85
 #: a stall costs the ring (one block ahead) a gap too
 SYNC_LOW = 0.5
 SYNC_SPIKES = 2000
-#: ... but a block that took long while the process used little CPU (under SYNC_LOW of the
-#: period: the machine took the CPU away, a VM's stall, not a heavy block) is the machine's
-#: lateness, not rtsynth's own: the blocks still go to the ring, and come back after this many
-#: seconds of ring blocks that fit instead of a whole stable period
-SYNC_QUICK_RETURN_S = 1.0
+#: ... after this many seconds of ring blocks that fit (doubled each time it falls back again
+#: within ``lower_after`` of a return, up to ``lower_after``; back to this once a ``lower_after``
+#: in the callback passes without a fallback). A block that took long while its thread used
+#: little CPU (under SYNC_LOW of the period: the machine took the CPU away, a VM's stall, or
+#: the graph was late; not a heavy block) is the machine's lateness, not rtsynth's own: the
+#: next block is no heavier, so rendering stays in the callback
+SYNC_RETURN_S = 0.5
+#: ... and a heavy block sends the next ones to the ring only when the next would be late
+#: too: another heavy block came within SYNC_REPEAT_S before it, or the typical block (an
+#: average of block times each counted at most as one period, so one spike moves it by a
+#: tenth) takes more than SYNC_LOAD of the period. A one-off spike (measured on this VM: 7-11
+#: ms of thread CPU time in a one-voice block, every few seconds under load; the kernel
+#: charges interrupts to the thread that was running) has cost its dropout already: the ring,
+#: a block ahead, would not have absorbed it, and would cost a block of latency for a while
+SYNC_REPEAT_S = 0.25
+SYNC_LOAD = 0.5
 #: shed voices when the generator's average time per block is above this fraction of a period
 SHED_HIGH = 0.9
 SHED_EMA = 0.1     # weight of one block in that average (about 10 blocks, 27 ms at 128)
@@ -108,7 +124,7 @@ MODE_SYNC, MODE_RING, MODE_DRAIN = 0, 1, 2
 #: server-wide xrun
 TRACE_FIELDS = ("cb", "what", "own", "used", "cpu", "start", "xrun_cbs", "mode")
 TRACE_WHAT = {1: "slow", 2: "late", 3: "fallback", 4: "return", 5: "own_underrun",
-              6: "server_underrun", 7: "drain"}
+              6: "server_underrun", 7: "drain", 8: "gc"}
 TRACE_ROWS = 512
 MODE_NAMES = {MODE_SYNC: "sync", MODE_RING: "ring", MODE_DRAIN: "drain"}
 
@@ -213,6 +229,7 @@ class Player:
         self.error: BaseException | None = None
         self.realtime = False      # the generator thread got real-time scheduling
         self.late_blocks = 0       # sync mode: blocks that ended after their period
+        self.own_late_blocks = 0   # ... of them rtsynth's own lateness (in own_underruns too)
         self._cycle_used = 0.0     # seconds of the period gone when the callback began
         self._budget = self.block / engine.sr
         n = min(GAP_FADE, self.block)
@@ -225,8 +242,13 @@ class Player:
         per_s = engine.sr / self.block
         self.lower_after = float(lower_after)
         self._lower_cbs = max(1, int(round(self.lower_after * per_s)))
-        self._quick_cbs = min(self._lower_cbs, max(1, int(round(SYNC_QUICK_RETURN_S * per_s))))
-        self._quick_return = False     # the last fallback was the machine's: return soon
+        #: ring blocks that must fit before sync returns (SYNC_RETURN_S, doubled on flapping)
+        self._return_base = min(self._lower_cbs, max(1, int(round(SYNC_RETURN_S * per_s))))
+        self._return_cbs = self._return_base
+        self._returned_cb = -(1 << 40)  # the last return into the callback
+        self._repeat_cbs = max(1, int(round(SYNC_REPEAT_S * per_s)))
+        self._heavy_cb = -(1 << 40)     # the last heavy sync block
+        self._typ = 0.0                 # the typical block's share of the period (SYNC_LOAD)
         self._startup_cbs = int(round(STARTUP_GRACE_S * per_s))
         self._server_late_cb = -(1 << 40)   # the last sign of a server-wide xrun
         self._pending_cb = 0       # an underrun not yet classified (its callback number)
@@ -278,7 +300,7 @@ class Player:
             # the ring is empty and the generator idle: render in the callback from here on
             # (straight from however far ahead the ring had gone: its blocks are given back)
             self.mode = MODE_SYNC
-            self._quick_return = False
+            self._returned_cb = cb
             self.latency_lowers += self.ahead
             self.ahead = 0
             self.latency_frames = 0
@@ -311,7 +333,6 @@ class Player:
         self._note(5, float(n))
         self.own_underruns += n
         self._last_own_cb = cb
-        self._quick_return = False
         self._win_n = self._win_low = self._win_high = 0     # the stable period starts again
         # a stall that emptied the ring at k callbacks needed k blocks more in hand
         k = min(n, self.ahead_max - self.ahead) if self.mode == MODE_RING else 0
@@ -359,7 +380,7 @@ class Player:
             self.r = r + frames
             if self._gap:
                 self._fade_in(left, right)
-            need = self._quick_cbs if self._quick_return else self._lower_cbs
+            need = self._return_cbs
             if (self.mode == MODE_RING and self.sync and not self._pending_cb
                     and cb - self._last_own_cb >= need and cb - self._last_change_cb >= need):
                 n = self._win_n
@@ -369,7 +390,6 @@ class Player:
                 else:
                     self._win_n = self._win_low = self._win_high = 0  # still too slow: watch
                     self._last_change_cb = cb                         # another period
-                    self._quick_return = False
         else:
             # silence, reached through a short ramp from the last sample sent (no step)
             n = min(len(self._ramp_down), frames)
@@ -401,7 +421,7 @@ class Player:
         eng = self.engine
         q = self.midi_in
         t = time.perf_counter()
-        c = time.process_time()
+        c = time.thread_time()
         self.callbacks += 1
         if self._cycle_clock is not None:
             self._next_clock = (self._cycle_clock + frames) & 0xFFFFFFFF
@@ -418,7 +438,7 @@ class Player:
         if self._gap:
             self._fade_in(left, right)
         t1 = time.perf_counter()
-        cpu = (time.process_time() - c + work) / self._budget   # what the block's work took
+        cpu = (time.thread_time() - c + work) / self._budget    # what the block's work took
         self._after_block(t1 - t)
         self.w += frames
         self.r = self.w
@@ -438,19 +458,29 @@ class Player:
             self._gap = True
             if own > SYNC_LOW and self.callbacks > self._startup_cbs and not machine:
                 self.own_underruns += 1
+                self.own_late_blocks += 1
                 self._last_own_cb = self.callbacks
             else:
                 self.server_underruns += 1
-        if (self.callbacks > self._startup_cbs
-                and (own > SYNC_HIGH or (used > 1.0 and own > SYNC_LOW))):
-            # the next block would be late too: render it ahead, in the generator
+        heavy = (self.callbacks > self._startup_cbs and not machine
+                 and (own > SYNC_HIGH or (used > 1.0 and own > SYNC_LOW)))
+        if heavy:
+            again = self.callbacks - self._heavy_cb <= self._repeat_cbs
+            self._heavy_cb = self.callbacks
+            heavy = again or self._typ > SYNC_LOAD
+        if heavy:
+            # the next block would be late too: render it ahead, in the generator, for
+            # SYNC_RETURN_S (longer when it falls back again soon after coming back)
+            if self.callbacks - self._returned_cb < self._lower_cbs:
+                self._return_cbs = min(2 * self._return_cbs, self._lower_cbs)
+            else:
+                self._return_cbs = self._return_base
             self.mode = MODE_RING
             self.ahead = 0
             self.latency_frames = self.block
             self.sync_fallbacks += 1
             self._win_n = self._win_low = self._win_high = 0
             self._last_change_cb = self.callbacks
-            self._quick_return = machine
             self._note(3, own, used, cpu)
             try:
                 os.write(self._wfd, b"\0")
@@ -545,6 +575,7 @@ class Player:
         self.blocks += 1
         self._last_load = dt / self._budget
         self._load += SHED_EMA * (self._last_load - self._load)
+        self._typ += SHED_EMA * (min(self._last_load, 1.0) - self._typ)
         if self.mode == MODE_RING:
             self._win_n += 1
             if dt > SYNC_LOW * self._budget:
@@ -610,7 +641,21 @@ class Player:
             self._gen_busy = False
             self.error = e
 
+    def _gc_seen(self, phase: str, info: dict) -> None:
+        """gc.callbacks: a collector pass while playing, into the policy's trace (``own``: its
+        generation, ``used``: milliseconds, ``cpu``: objects collected)."""
+        if phase == "start":
+            self._gc_t = time.perf_counter()
+        else:
+            self.gc_passes += 1
+            self._note(8, float(info.get("generation", -1)),
+                       (time.perf_counter() - self._gc_t) * 1e3, float(info.get("collected", 0)))
+
     def start(self) -> None:
+        import gc
+        self.gc_passes = 0
+        self._gc_t = 0.0
+        gc.callbacks.append(self._gc_seen)
         # also in sync mode: the generator takes over while blocks do not fit in the callback
         self._thread = threading.Thread(target=self._run, name="rtsynth-generator", daemon=True)
         self._thread.start()
@@ -625,6 +670,9 @@ class Player:
             time.sleep(0.005)
 
     def stop(self) -> None:
+        import gc
+        if self._gc_seen in gc.callbacks:
+            gc.callbacks.remove(self._gc_seen)
         self._stop = True
         if self._thread is not None:
             self._thread.join(timeout=2.0)
@@ -651,6 +699,7 @@ class Player:
             gen = (0.0, 0.0, 0.0)
         return {"underruns": int(self.underruns), "late_blocks": int(self.late_blocks),
                 "own_underruns": int(self.own_underruns),
+                "own_late_blocks": int(self.own_late_blocks),
                 "server_underruns": int(self.server_underruns),
                 "latency_frames": int(self.latency_frames),
                 "callbacks": int(self.callbacks), "xruns": int(self.xruns),
@@ -677,6 +726,7 @@ class Player:
             "sync_fallbacks": int(self.sync_fallbacks),
             "sync_returns": int(self.sync_returns),
             "notes_released": int(self.notes_released),
+            "gc_passes": int(getattr(self, "gc_passes", 0)),
             "generator_realtime": self.realtime,
             "gen_ms": [round(float(x), 4) for x in self.gen_ms[:n]],
             "policy_trace": [dict(zip(TRACE_FIELDS, (TRACE_WHAT.get(int(v), v) if k == "what"
