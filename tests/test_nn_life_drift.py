@@ -54,12 +54,13 @@ def _without(name, **cols):
     return NeuralInstrument(w, dict(cfg, life=life), name=name)
 
 
-def _held(inst, note, seconds=1.2, cc1=None, life=1.0, block=128, offline=False):
+def _held(inst, note, seconds=1.2, cc1=None, life=1.0, block=128, offline=False,
+          velocity=100):
     from rtsynth.render import offline_engine, render_events
     kw = dict(n_slots=4, gain=1.0, reverb=0.0, master=False, life=life)
     eng = offline_engine(inst, **kw) if offline else Engine(inst, block=block, **kw)
     ev = [(when, bytes((0xB0, 1, val))) for when, val in (cc1 or [])]
-    ev.append((0, bytes((0x90, note, 100))))
+    ev.append((0, bytes((0x90, note, velocity))))
     ev.append((int(seconds * SR), bytes((0x80, note, 0))))
     ev.sort(key=lambda e: e[0])
     return render_events(eng, ev, tail=0.05)[:, 0].astype(np.float64)
@@ -142,13 +143,13 @@ def test_tremolo_is_played(name):
     trem 0; life=0 (no movement) least."""
     from rtsynth.eval.life import level_breathing
     cfg = _cfg(name)
-    note = _strongest(cfg, "trem")
+    note = _strongest(cfg, "trem_db")
     prm = _params(cfg, note)
-    assert prm["trem"] > 0.03
+    assert prm["trem_db"] > 0.5
     rel = int(1.2 * SR) // spec.HOP
     got = {k: level_breathing(_held(i, note, life=lf), rel, prm["rate"])[1]
            for k, i, lf in (("trem", load_instrument(name), 1.0),
-                            ("still", _without(name, trem=0), 1.0),
+                            ("still", _without(name, trem=0, trem_db=0), 1.0),
                             ("none", load_instrument(name), 0.0))}
     assert got["trem"] > got["still"] + 0.2 and got["none"] < got["trem"] - 0.2, got
 
@@ -159,7 +160,7 @@ def test_offline_equals_live_with_drift_and_tremolo(name):
     same samples, at a pitch with both a drift (where fitted) and a tremolo."""
     cfg = _cfg(name)
     life = cfg["life"]
-    both = [j for j in range(len(life["pitch"])) if life.get("trem", [0] * len(life["pitch"]))[j] > 0
+    both = [j for j in range(len(life["pitch"])) if life.get("trem_db", [0] * len(life["pitch"]))[j] > 0
             and life.get("drift", [0] * len(life["pitch"]))[j] != 0]
     j = both[0] if both else int(np.argmax(np.abs(life["drift"])))
     note = int(life["pitch"][j])
@@ -234,7 +235,7 @@ def test_aot_equals_jit_with_drift_and_tremolo(tmp_path):
     code = textwrap.dedent(RENDER)
     code = code.replace("NOTE_F", str(_strongest(_cfg("flute-life"), "drift")))
     code = code.replace("NOTE_V", str(_strongest(_cfg("violin"), "drift")))
-    code = code.replace("NOTE_C", str(_strongest(_cfg("cello-life"), "trem")))
+    code = code.replace("NOTE_C", str(_strongest(_cfg("cello-life"), "trem_db")))
     res = {}
     for mode, env in (("aot", {}), ("jit", {"RTSYNTH_JIT": "1"})):
         out = tmp_path / f"{mode}.npy"
@@ -249,6 +250,7 @@ def test_aot_equals_jit_with_drift_and_tremolo(tmp_path):
 
 
 @pytest.mark.parametrize("col,value", [("trem", 7.0), ("trem", -0.1), ("trem_phase", "nan"),
+                                       ("trem_db", 40.0), ("trem_db", "nan"),
                                        ("drift", -1e3), ("drift_tau", 1e9)])
 def test_hostile_tremolo_or_drift_is_one_error_line(tmp_path, capsys, col, value):
     """models/violin (a table with both) with an absurd tremolo or drift value: `rtsynth
@@ -337,3 +339,30 @@ def test_life_engine_allocates_nothing_after_warmup(name):
     calls = {n.func.attr for n in ast.walk(ast.parse(textwrap.dedent(src)))
              if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
     assert not calls & {"zeros", "empty", "full", "array", "copy", "arange"}, calls
+
+
+def test_db_tremolo_breathes_the_same_db_soft_and_loud():
+    """``trem_db`` is a factor on the dynamics (nn.life.DB_PER_DECADE): models/violin's held
+    note breathes at its vibrato rate by about the same dB at velocity 40 as at 120 (within a
+    factor 1.5; the model's own level response is not exactly 40 log10), where the same
+    depth added in dynamics units (``trem``, the session-8 form) gives the soft note over 1.5x
+    the loud one's."""
+    from rtsynth.eval.life import level_breathing
+    w, cfg = load_weights(ROOT / "models" / "violin")
+    note = _strongest(cfg, "trem_db")
+    prm = _params(cfg, note)
+    rel = int(1.2 * SR) // spec.HOP
+    life = cfg["life"]
+    # the additive form with the depth that moves a loud note's level as much
+    add = NeuralInstrument(w, dict(cfg, life=dict(life, trem_db=[0.0] * len(life["pitch"]),
+                                                  trem=[min(0.5, x / 16.0)
+                                                        for x in life["trem_db"]])),
+                           name="violin")
+    got = {}
+    for k, inst in (("db", load_instrument("violin")), ("add", add)):
+        lo = level_breathing(_held(inst, note, velocity=40), rel, prm["rate"])[1]
+        hi = level_breathing(_held(inst, note, velocity=120), rel, prm["rate"])[1]
+        got[k] = (lo, hi)
+    lo, hi = got["db"]
+    assert hi > 0.5 and 1 / 1.5 < lo / hi < 1.5, got
+    assert got["add"][0] / got["add"][1] > 1.5, got

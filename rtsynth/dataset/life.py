@@ -248,14 +248,17 @@ def fit_life(examples, cents: dict[str, np.ndarray]) -> dict:
             "how": "rtsynth.dataset.life.fit_life over the training notes (track_f0)"}
 
 
-def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3) -> dict:
+def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3, db: bool = False) -> dict:
     """The level's breathing with the vibrato (issue 12.4), added to a ``life`` table: per
     table pitch, from its longest plain training note, the dynamics the source's level asks for
     frame by frame (:func:`rtsynth.data.dynamics_from_loudness`, the dataset's calibration,
     unsmoothed), held part only (``start_s`` to 20 ms before the release), less its moving
     average over two vibrato periods (the envelope), fitted by least squares to ``env(t) sin(2 pi rate t + phase
     + trem_phase)`` with the table's own vibrato rate, phase and onset: ``trem`` (dynamics
-    units) and ``trem_phase``. A new dict; the input is not changed."""
+    units) and ``trem_phase``. ``db``: the held level itself (A-weighted dB) instead, giving
+    ``trem_db`` (dB; played as a factor on the dynamics, the same dB at any velocity: see
+    :data:`rtsynth.nn.life.DB_PER_DECADE`) and ``trem`` 0. A new dict; the input is not
+    changed."""
     from .. import data as rdata
     from ..nn.life import note_params, table_from_config
     pitches, table = table_from_config(life)
@@ -280,8 +283,8 @@ def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3) -> dict:
         prm = note_params(pitches, table, p)
         loud = rdata.loudness_db(np.asarray(ex.audio, np.float64))
         T = min(len(loud), len(ex.pitch_frames))
-        d = rdata.dynamics_from_loudness(loud[:T], np.asarray(ex.pitch_frames, np.float64)[:T],
-                                         cal)
+        d = loud[:T] if db else rdata.dynamics_from_loudness(
+            loud[:T], np.asarray(ex.pitch_frames, np.float64)[:T], cal)
         a, b = int(max(start_s, prm[3]) * fr), min(rel, T) - int(0.02 * fr)
         k = max(2, int(round(2.0 * fr / max(prm[5], 1.0))))
         if prm[6] <= 0.0 or b - a < k + 10:
@@ -296,13 +299,17 @@ def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3) -> dict:
         ph = 2 * np.pi * prm[5] * t + prm[7]
         A = np.stack([env * np.sin(ph), env * np.cos(ph)], 1)
         c = np.linalg.lstsq(A, x, rcond=None)[0]
-        trem.append(round(float(min(np.hypot(c[0], c[1]), 0.5)), 6))
+        trem.append(round(float(min(np.hypot(c[0], c[1]), 6.0 if db else 0.5)), 6))
         tph.append(round(float(np.arctan2(c[1], c[0])), 6))
     out = dict(life)
-    out["trem"] = trem
+    out["trem_db" if db else "trem"] = trem
+    if db:
+        out["trem"] = [0.0] * len(trem)
     out["trem_phase"] = tph
-    out["tremolo_how"] = ("rtsynth.dataset.life.fit_tremolo: the held level's dynamics less its "
-                          "envelope (two vibrato periods) at the vibrato's rate and onset")
+    out["tremolo_how"] = ("rtsynth.dataset.life.fit_tremolo: the held level's "
+                          + ("A-weighted dB" if db else "dynamics")
+                          + " less its envelope (two vibrato periods) at the vibrato's rate and "
+                            "onset")
     return out
 
 
@@ -404,6 +411,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     ap.add_argument("--tremolo", default=None, metavar="MODEL")
     ap.add_argument("--drift", default=None, metavar="MODEL")
+    ap.add_argument("--db", action="store_true",
+                    help="with --tremolo: fit it in dB (trem_db, a factor on the dynamics)")
     a = ap.parse_args(argv)
     exs = rdata.load_dataset(a.data, split="train")
     if a.drift:
@@ -417,9 +426,10 @@ def main(argv=None) -> int:
     if a.tremolo:
         p = Path(a.tremolo) / "config.json"
         cfg = json.loads(p.read_text())
-        cfg["life"] = fit_tremolo(exs, cfg["life"], rdata.calibrate(exs))
+        cfg["life"] = fit_tremolo(exs, cfg["life"], rdata.calibrate(exs), db=a.db)
         p.write_text(json.dumps(cfg, indent=1) + "\n")
-        print(json.dumps({k: cfg["life"][k] for k in ("pitch", "trem", "trem_phase")}))
+        print(json.dumps({k: cfg["life"][k] for k in ("pitch", "trem_db" if a.db else "trem",
+                                                      "trem_phase")}))
         return 0
     life = fit_life(exs, source_cents(exs, a.data))
     text = json.dumps(life, indent=1)

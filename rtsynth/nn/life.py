@@ -55,11 +55,17 @@ WHEEL_GAIN = 2.0
 #: dynamics units, and its phase against the vibrato's: :func:`rtsynth.dataset.life.fit_tremolo`)
 #: are optional (0: a table fitted before them plays no level movement)
 COLS = ("offset", "settle", "settle_tau", "delay", "ramp", "rate", "depth", "phase", "trem",
-        "trem_phase", "drift", "drift_tau")
+        "trem_phase", "drift", "drift_tau", "trem_db")
 #: the drift (:func:`rtsynth.dataset.life.fit_drift`): the source sample's slow pitch wander
 #: over its first second, ``drift * exp(-t / drift_tau)`` cents, scaled as the vibrato is
 #: (after it FluidR3's samples loop: their pitch curve repeats exactly, nothing drifts)
-OPTIONAL = ("trem", "trem_phase", "drift", "drift_tau")
+OPTIONAL = ("trem", "trem_phase", "drift", "drift_tau", "trem_db")
+#: ``trem_db``: the level's tremolo in dB (:func:`rtsynth.dataset.life.fit_tremolo` with
+#: ``db=True``), played as a factor on the dynamics row: a dataset's calibration has the level
+#: ~ 40 log10(dynamics) dB (FluidR3 flute: within 0.3 dB from velocity 24 to 127), so the
+#: factor ``10 ** (x / DB_PER_DECADE)`` moves the level x dB at any dynamics (the additive
+#: ``trem`` moves a soft note's level 2-4x more dB than a loud one's)
+DB_PER_DECADE = 40.0
 #: a term ``a * exp(-t / tau)`` is left out once ``t / tau`` exceeds this (exp(-40) = 4e-18)
 EXP_CUT = 40.0
 N_COLS = len(COLS)
@@ -77,7 +83,8 @@ MAX_SETTLE_CENTS = 120.0
 COL_LIMITS = {"offset": (-100.0, 100.0), "settle": (-1e4, 1e4), "settle_tau": (0.0, 10.0),
               "delay": (0.0, 60.0), "ramp": (0.0, 60.0), "rate": (0.0, 20.0),
               "depth": (0.0, 200.0), "phase": (-1e3, 1e3), "trem": (0.0, 0.5),
-              "trem_phase": (-1e3, 1e3), "drift": (-60.0, 60.0), "drift_tau": (0.0, 10.0)}
+              "trem_phase": (-1e3, 1e3), "drift": (-60.0, 60.0), "drift_tau": (0.0, 10.0),
+              "trem_db": (0.0, 6.0)}
 
 
 def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -185,6 +192,15 @@ def _tremolo(prm, t, scale):
     return scale * prm[8] * env * math.sin(2.0 * math.pi * prm[5] * t + prm[7] + prm[9])
 
 
+@subkernel(**_OPT)
+def _tremolo_gain(prm, t, scale):
+    x = (t - prm[3]) / prm[4]
+    x = min(max(x, 0.0), 1.0)
+    env = x * x * (3.0 - 2.0 * x)
+    db = scale * prm[12] * env * math.sin(2.0 * math.pi * prm[5] * t + prm[7] + prm[9])
+    return math.exp(db * (math.log(10.0) / DB_PER_DECADE))
+
+
 @kernel(**_OPT)
 def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
     """Each active voice's movement (semitones) into its bend row over ``start_off .. n``,
@@ -197,8 +213,9 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
     recomputes its f0 no more often (when the smoother smoothed the movement too, its state
     never settled and the f0 moved every 16 samples: 27% of the engine block at 32 voices).
 
-    A table with a tremolo (``trem`` > 0) also moves the voice's dynamics row by
-    ``scale * trem * env * sin(2 pi rate t + phase + trem_phase)`` at the same steps (clamped to
+    A table with a tremolo (``trem`` or ``trem_db`` > 0) also moves the voice's dynamics row,
+    to ``row * 10 ** (scale * trem_db * m / DB_PER_DECADE) + scale * trem * m``, ``m = env *
+    sin(2 pi rate t + phase + trem_phase)``, at the same steps (clamped to
     0..1), the level's breathing with the vibrato, scaled as the vibrato is; the row is marked
     touched, so the next block starts again from the note's targets.
 
@@ -230,8 +247,9 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
         # smoother settled on it holds its state (what the recurrence gives, sample by sample)
         rest = (not bend_touched[v]) and t0 < n and s + coef * (bend_row[v, t0] - s) == s
         val = 0.0
-        trem = prm[8] > 0.0
+        trem = prm[8] > 0.0 or prm[12] > 0.0
         dv = 0.0
+        g = 1.0
         t = t0
         while t < n:
             # a step: its value from its first sample (or the block's), held to the next one
@@ -242,6 +260,7 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
             val = _curve(prm, kk / sr, sc) / 100.0
             if trem:
                 dv = _tremolo(prm, kk / sr, sc)
+                g = _tremolo_gain(prm, kk / sr, sc)
             nk = kk + step
             if k < fine and nk >= fine:
                 nk = fine_next
@@ -260,7 +279,7 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
                     bend_row[v, tt] = s + val
             if trem:
                 for tt in range(t, te):
-                    d = dyn_row[v, tt] + dv
+                    d = dyn_row[v, tt] * g + dv
                     dyn_row[v, tt] = 0.0 if d < 0.0 else (1.0 if d > 1.0 else d)
             t = te
         if trem:
@@ -278,6 +297,7 @@ def _python(f):
 _params_py = _python(_params)
 _curve_py = _python(_curve)
 _tremolo_py = _python(_tremolo)
+_tremolo_gain_py = _python(_tremolo_gain)
 #: :func:`_rows` as Python (``Life(jit=False)``; it calls the kernels' ``_params``/``_curve``)
 _rows_py = _python(_rows)
 
