@@ -72,3 +72,35 @@ def test_vae_gan_tiny(tmp_path, datasets):
     g = np.zeros((1, spec.N_NOISE_BANDS), np.float32)
     inst.step(np.full((1, 7), 0.5, np.float32), np.array([0]), h, g)
     assert np.isfinite(h).all()
+
+
+def test_distill_from_a_teacher_with_a_narrower_input_layer(tmp_path, datasets):
+    """``--teacher``: the student also learns the teacher's controls; its term is logged and
+    falls as the student learns them (here from the teacher's own weights: zero at once);
+    ``--pre-dim`` sets the input layer's width."""
+    from rtsynth.train.core import distill_loss
+    import torch
+    teacher = tmp_path / "teacher"
+    assert cli.main(_args(datasets[:1], teacher, tmp_path / "r0", "--backbone", "gru",
+                          "--steps", "2")) == 0
+    h = torch.rand(2, 5, 4)
+    assert float(distill_loss(h, h[..., :2], h, h[..., :2])) == 0.0
+    assert float(distill_loss(h * 2, h[..., :2], h, h[..., :2])) > 0.5
+    out = tmp_path / "student"
+    assert cli.main(_args(datasets[:1], out, tmp_path / "r1", "--backbone", "gru",
+                          "--backbone-kw", '{"hidden": 8, "layers": 1}', "--pre-dim", "12",
+                          "--teacher", str(teacher), "--distill-weight", "2", "--steps",
+                          "3")) == 0
+    arch = json.loads((out / "config.json").read_text())["architecture"]
+    assert arch["pre_dim"] == 12 and arch["backbone_kw"]["hidden"] == 8
+    log = [json.loads(x) for x in (tmp_path / "r1" / "log.jsonl").read_text().splitlines()]
+    d = [r["distill"] for r in log if "distill" in r]
+    assert len(d) == 3 and all(np.isfinite(d)) and d[0] > 0
+    rec = log[-1]
+    assert abs(rec["loss"] - rec["mrstft"] - 2 * rec["distill"]) < 1e-4
+    # a student that starts as its teacher: no distance to learn
+    same = tmp_path / "same"
+    assert cli.main(_args(datasets[:1], same, tmp_path / "r2", "--init", str(teacher),
+                          "--teacher", str(teacher), "--steps", "1", "--lr", "1e-9")) == 0
+    log = [json.loads(x) for x in (tmp_path / "r2" / "log.jsonl").read_text().splitlines()]
+    assert [r["distill"] for r in log if "distill" in r][0] < 1e-6

@@ -45,6 +45,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="cut notes (tiny CPU runs)")
     p.add_argument("--tiny", action="store_true", help="tiny model sizes (tests, smoke runs)")
     p.add_argument("--backbone-kw", default=None, help="JSON object of backbone sizes")
+    p.add_argument("--pre-dim", type=int, default=None,
+                   help="width of the decoder's input layer (default 128)")
+    p.add_argument("--teacher", default=None,
+                   help="distil: a model folder whose controls (harmonic amplitudes, noise "
+                        "gains) the model also learns to match, frame by frame")
+    p.add_argument("--distill-weight", type=float, default=1.0,
+                   help="the weight of the --teacher term (L1 of the log controls)")
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--quiet", action="store_true")
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         gan_time_limit=args.gan_time_limit, device=args.device, seed=args.seed,
         run_dir=args.run_dir, max_frames=args.max_frames, tiny=args.tiny,
         backbone_kw=json.loads(args.backbone_kw) if args.backbone_kw else None,
+        pre_dim=args.pre_dim, teacher=args.teacher, distill_weight=args.distill_weight,
         ckpt_every=args.ckpt_every, log_every=args.log_every, resume=args.resume,
         quiet=args.quiet, export_before_gan=args.export_before_gan, init=args.init,
         noise_warmup=args.noise_warmup, amp_bias=args.amp_bias, n_features=args.features,

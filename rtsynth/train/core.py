@@ -59,6 +59,9 @@ class TrainConfig:
     max_frames: int | None = None
     tiny: bool = False
     backbone_kw: dict | None = None
+    pre_dim: int | None = None           # the input layer's width (None: 128, tiny 16)
+    teacher: str | None = None           # distil: also match this model folder's controls
+    distill_weight: float = 1.0          # the weight of that term (L1 of log controls)
     ckpt_every: int = 250
     log_every: int = 10
     resume: bool = False
@@ -173,7 +176,7 @@ class Trainer:
                                            source_f0=cfg.source_f0).to(self.device)
         kw = cfg.backbone_kw or (TINY_KW if cfg.tiny else DEFAULT_BACKBONE_KW)[cfg.backbone]
         z = cfg.z_dim if cfg.vae else 0
-        pre_dim = 16 if cfg.tiny else 128
+        pre_dim = cfg.pre_dim or (16 if cfg.tiny else 128)
         if cfg.init and cfg.backbone_kw is None:
             # the architecture of the model it starts from
             from ..nn.io import read_config
@@ -200,6 +203,18 @@ class Trainer:
                 w2[:, cfg.n_features:] = w[:, nf0:]
                 sd["pre.weight"] = w2
             self.decoder.load_state_dict(sd)
+        self.teacher = None
+        self._distill = None
+        if cfg.teacher:
+            from ..nn.io import load_decoder
+            self.teacher, tcfg = load_decoder(cfg.teacher)
+            if int(tcfg["architecture"]["n_features"]) != cfg.n_features or \
+                    int(tcfg["architecture"]["z_dim"]):
+                raise ValueError(f"--teacher {cfg.teacher}: not a {cfg.n_features}-feature "
+                                 "model without a timbre latent")
+            self.teacher = self.teacher.to(self.device).eval()
+            for q in self.teacher.parameters():
+                q.requires_grad_(False)
         params = list(self.decoder.parameters()) + (list(self.encoder.parameters())
                                                     if self.encoder else [])
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -288,6 +303,8 @@ class Trainer:
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
             kl = kl_divergence(mu, logvar)
         harm, noise, _ = self.decoder(feats, z)
+        if self.teacher is not None and not self.in_gan:
+            self._distill = distill_loss(harm, noise, *self.teacher(feats)[:2])
         # frames s-1 .. s+crop-1; frame -1 is the silent frame before the onset
         fr = s[:, None] + torch.arange(-1, crop, device=self.device)[None, :] + 1
         hp = torch.cat([harm.new_zeros(harm.shape[0], 1, harm.shape[2]), harm], 1)
@@ -349,6 +366,8 @@ class Trainer:
                     loss = loss + cfg.onset_weight * onset_loss(y, target, self._onset_rows)
                 if cfg.level_weight > 0:
                     loss = loss + cfg.level_weight * level_loss(y, target)
+                if self._distill is not None:
+                    loss = loss + cfg.distill_weight * self._distill
                 _descend(self.opt, loss, clip=3.0)
                 self.step += 1
                 self.elapsed = time.time() - t0
@@ -358,6 +377,8 @@ class Trainer:
                                  "mrstft": float(rec.detach()), "lr": lr, "elapsed": round(self.elapsed, 2)}
                     if kl is not None:
                         self.last["kl"] = float(kl.detach())
+                    if self._distill is not None:
+                        self.last["distill"] = float(self._distill.detach())
                     self.log(self.last)
                     self.history.append(self.last)
                     info = f"mrstft {self.last['mrstft']:.3f}" + (f" kl {self.last['kl']:.2f}" if kl is not None else "")
@@ -522,6 +543,16 @@ def onset_loss(y, target, rows, windows: int = 24, width: int = 48):
     a = y[rows, :n].reshape(-1, windows, width).pow(2).mean(-1).add(1e-12).sqrt()
     b = target[rows, :n].reshape(-1, windows, width).pow(2).mean(-1).add(1e-12).sqrt()
     return (torch.log(a + 1e-4) - torch.log(b + 1e-4)).abs().mean()
+
+
+def distill_loss(harm, noise, t_harm, t_noise, floor: float = 1e-4):
+    """The distillation term (``--teacher``): the mean absolute difference of the log
+    harmonic amplitudes and of the log noise gains (floor 1e-4, -80 dB) from the teacher's,
+    on every frame of the batch's notes: a smaller model learns the controls of a larger one
+    frame by frame, besides the audio."""
+    dh = (torch.log(harm + floor) - torch.log(t_harm.detach() + floor)).abs().mean()
+    dn = (torch.log(noise + floor) - torch.log(t_noise.detach() + floor)).abs().mean()
+    return dh + dn
 
 
 def level_loss(y, target, width: int = spec.HOP):
