@@ -139,9 +139,107 @@ class _JackOpen:
         return self._client
 
 
+class _JackStart:
+    """Play's :class:`rtsynth.live.drivers.JackDriver`, made (its ports) and started (the
+    client activated, its connections made) on a thread, silent until ``driver.play()``;
+    :meth:`result`: ``(driver, what was connected)``, or what it raised."""
+
+    def __init__(self, player, args, client):
+        import threading
+        from .live import drivers
+        self._out = None
+        self._error: BaseException | None = None
+        jack_midi = args.midi_api in (None, "jack")
+
+        def start():
+            try:
+                d = drivers.JackDriver(player, connect_outputs=args.jack_connect,
+                                       midi_ports=args.midi_port if jack_midi else None,
+                                       hw_midi=not args.no_hw_midi and jack_midi,
+                                       reconnect_timeout=args.reconnect_timeout,
+                                       client_name=args.client_name, client=client,
+                                       playing=False)
+                self._out = (d, None)
+                self._out = (d, d.start())
+            except BaseException as e:  # noqa: BLE001 - raised on the main thread
+                self._error = e
+        self._thread = threading.Thread(target=start, name="rtsynth-jack-start", daemon=True)
+        self._thread.start()
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            self.close()
+            raise self._error
+        return self._out
+
+    def close(self) -> None:
+        """(After a failure) the driver closed, if it was made."""
+        self._thread.join()
+        if self._out is not None:
+            self._out[0].close()
+
+
 def _jack_open(name: str):
     """The client of :class:`_JackOpen`, waited for."""
     return _JackOpen(name).client()
+
+
+def _peek_play(argv: list[str]) -> tuple[str, str]:
+    """``play``'s --driver and --client-name as its command line gives them (before the parser
+    is built: building it imports numpy and the engine), for opening the JACK client early;
+    what the parser makes of them is checked before that client is used."""
+    driver, name = "auto", "rtsynth"
+    it = iter(argv)
+    for a in it:
+        if a == "--":
+            break
+        for opt in ("--driver", "--client-name"):
+            if a == opt:
+                v = next(it, None)
+            elif a.startswith(opt + "="):
+                v = a[len(opt) + 1:]
+            else:
+                continue
+            if v is not None:
+                if opt == "--driver":
+                    driver = v
+                else:
+                    name = v
+    return driver, name
+
+
+class _EarlyJack:
+    """``play``'s JACK client opened from the start of :func:`main` (on its thread, while the
+    parser is built and numpy and the engine import: ~15 ms of waiting for the server, 30 and
+    more on a loaded machine), for the driver and client name the command line names."""
+
+    def __init__(self, argv: list[str]):
+        self.driver, self.name = _peek_play(argv)
+        self.opening = _JackOpen(self.name) if self.driver in ("auto", "jack") else None
+
+    def take(self, args) -> "_JackOpen | None":
+        """The opening client when the parsed options are the ones it was opened for (else it
+        is closed and None)."""
+        o, self.opening = self.opening, None
+        if o is not None and (args.driver not in ("auto", "jack")
+                              or args.client_name != self.name):
+            _close_client(o.client())
+            o = None
+        return o
+
+    def discard(self) -> None:
+        o, self.opening = self.opening, None
+        if o is not None:
+            _close_client(o.client())
+
+
+def _close_client(client) -> None:
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _preload(args) -> None:
@@ -174,8 +272,10 @@ def cmd_play(args) -> int:
     jack_client = None
     if driver_name in ("auto", "jack"):
         # the client play will use both finds the server and reads its period and rate; it
-        # opens on a thread while the instrument loads
-        opening = _JackOpen(args.client_name)
+        # opens on a thread (from main's start) while the instrument loads
+        early = getattr(args, "_early_jack", None)
+        opening = (early.take(args) if early is not None else None) or _JackOpen(
+            args.client_name)
         try:
             _preload(args)
         finally:
@@ -194,7 +294,23 @@ def cmd_play(args) -> int:
     block = block or 128
     session = LiveSession(args, _make_engine)   # screen, keys, --record, a MIDI file
     engine = session.front(make_engine(args, block, device_rate, _make_engine))
-    engine.warmup()
+    sync = _play_mode(args, driver_name)
+    ahead, ahead_max = _ahead(args.ahead, driver_name)
+    player = Player(engine, ahead=ahead, ahead_max=ahead_max, sync=sync,
+                    host_margin=0 if driver_name == "jack" else block,
+                    lower_after=args.lower_after)
+    starting = None
+    if driver_name == "jack":
+        # the client's ports registered and the client activated (~12 ms of waiting for the
+        # server) on a thread while the engine warms up; its callback plays silence, leaving
+        # the MIDI unread, until the engine can play (driver.play() below)
+        starting = _JackStart(player, args, jack_client)
+    try:
+        engine.warmup()
+    except BaseException:
+        if starting is not None:
+            starting.close()
+        raise
     # The steady state allocates no reference cycles: move everything alive now out of the
     # collector's sight and make collections rare, so a full pass cannot stall a block
     # (measured here: block-time max 3.9-6.8 ms with the default collector, 2.1 ms without).
@@ -202,20 +318,10 @@ def cmd_play(args) -> int:
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
     gc.enable()
-    sync = _play_mode(args, driver_name)
-    ahead, ahead_max = _ahead(args.ahead, driver_name)
-    player = Player(engine, ahead=ahead, ahead_max=ahead_max, sync=sync,
-                    host_margin=0 if driver_name == "jack" else block,
-                    lower_after=args.lower_after)
     player.prefill()
     midi_inputs = None
     if driver_name == "jack":
-        driver = drivers.JackDriver(player, connect_outputs=args.jack_connect,
-                                    midi_ports=args.midi_port if args.midi_api in (None, "jack")
-                                    else None,
-                                    hw_midi=not args.no_hw_midi and args.midi_api in (None, "jack"),
-                                    reconnect_timeout=args.reconnect_timeout,
-                                    client_name=args.client_name, client=jack_client)
+        driver, made = starting.result()
         if args.midi_api not in (None, "jack"):
             midi_inputs = drivers.RtMidiInputs(player, args.midi_api, args.midi_port,
                                                virtual=False)
@@ -237,7 +343,10 @@ def cmd_play(args) -> int:
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, on_usr1)
     player.start()
-    made = driver.start()
+    if starting is not None:
+        driver.play()
+    else:
+        made = driver.start()
     sr = engine.sr
     lat = player.latency_start     # as configured (a late first block may have moved it)
     dev_lat = driver.output_latency_frames
@@ -686,6 +795,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     args_in = sys.argv[1:] if argv is None else list(argv)
+    early = _EarlyJack(args_in[1:]) if args_in[:1] == ["play"] else None
+    try:
+        return _run(argv, args_in, early)
+    finally:
+        if early is not None:
+            early.discard()                    # not taken (a usage error, --help, ...)
+
+
+def _run(argv: list[str] | None, args_in: list[str], early) -> int:
     ap = build_parser(args_in[0] if args_in else None)
     from .live.session import hint_subcommand
     hint = hint_subcommand(sys.argv[1:] if argv is None else list(argv))
@@ -701,6 +819,8 @@ def _main(argv: list[str] | None) -> int:
     from .midi.messages import MidiError
     if args.func is not cmd_play:
         gc.enable()
+    else:
+        args._early_jack = early
     try:
         return int(args.func(args) or 0)
     except NoAudioDevice as e:

@@ -1,5 +1,6 @@
 """The command line as a user meets it: bad input gives one clear line and a non-zero exit."""
 
+import os
 import subprocess
 import sys
 
@@ -292,3 +293,51 @@ def test_devices_lists_sections(jack_server):
     assert r.returncode == 0
     assert "JACK Audio Connection Kit" in r.stdout and "system" in r.stdout
     assert "JACK server: running" in r.stdout and "Instruments" in r.stdout
+
+
+#: what play's start-up must not import (modules the first sound does not need): the training
+#: stack, Numba (the compiled kernels run without it), the other subcommands' and back ends'
+#: libraries, and the standard library's slow helpers it avoids (ldconfig's subprocess for
+#: finding libjack, OpenSSL's hashlib for the kernels' build check, shutil for argparse)
+PLAY_NEVER_IMPORTS = ("torch", "numba", "llvmlite", "mido", "rich", "sounddevice", "soundfile",
+                      "rtmidi", "scipy", "matplotlib", "music21", "lilv", "jsonschema",
+                      "subprocess", "tempfile", "hashlib", "shutil", "difflib", "ctypes.util",
+                      "rtsynth.train", "rtsynth.bench", "rtsynth.render", "rtsynth.lv2",
+                      "rtsynth.host.rack")
+
+
+def _kernels_current() -> bool:
+    from rtsynth import aot
+    return aot.is_current()[0] and not os.environ.get("RTSYNTH_JIT")
+
+
+@pytest.mark.skipif(not _kernels_current(), reason="the JIT kernels import Numba (and more): "
+                    "needs the compiled kernels built from these sources")
+def test_play_start_up_imports_stay_bounded(jack_server):
+    """`play` on JACK with the default instrument: the modules imported by the time it says it
+    plays (its first block comes next) are the ones it needs: none of PLAY_NEVER_IMPORTS, and
+    not many more than now (~250 modules, numpy's included)."""
+    import json
+    code = (
+        "import builtins, json, sys\n"
+        "seen = {}\n"
+        "real = builtins.print\n"
+        "def spy(*a, **k):\n"
+        "    if a and str(a[0]).startswith('rtsynth: playing') and not seen:\n"
+        "        seen['m'] = sorted(sys.modules)\n"
+        "    real(*a, **k)\n"
+        "builtins.print = spy\n"
+        "from rtsynth.cli import main\n"
+        "rc = main(['play', '--driver', 'jack', '--duration', '0.05'])\n"
+        "real('MODULES ' + json.dumps(seen.get('m')), file=sys.stderr)\n"
+        "sys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, **jack_server.env})
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = [x for x in r.stderr.splitlines() if x.startswith("MODULES ")]
+    mods = json.loads(line[-1][len("MODULES "):])
+    assert mods, r.stdout + r.stderr
+    bad = [m for m in mods if any(m == n or m.startswith(n + ".") for n in PLAY_NEVER_IMPORTS)]
+    assert not bad, bad
+    assert "rtsynth._kernels" in mods                       # the compiled kernels
+    assert len(mods) < 320, len(mods)

@@ -133,10 +133,14 @@ class JackDriver:
     def __init__(self, player: "Player", connect_outputs: bool = False,
                  midi_ports: Sequence[str] | None = None, hw_midi: bool = True,
                  client_name: str = CLIENT_NAME,
-                 reconnect_timeout: float = RECONNECT_TIMEOUT_S, client=None):
+                 reconnect_timeout: float = RECONNECT_TIMEOUT_S, client=None,
+                 playing: bool = True):
         # ``client``: an inactive jack.Client named ``client_name`` opened already (play opens
         # it early to read the server's period and rate), taken over by the first _open()
         self._given_client = client
+        #: False: the process callback plays silence and leaves the MIDI unread, until
+        #: :meth:`play` (play's start-up activates the client while the engine warms up)
+        self.playing = bool(playing)
         self.player = player
         self.client_name = client_name
         self.connect_outputs = connect_outputs
@@ -195,7 +199,13 @@ class JackDriver:
         begin = player.begin_cycle
         split = split_messages
 
+        outs = self.outs
+
         def process(frames):
+            if not self.playing:
+                for p in outs:
+                    p.get_array().fill(0)
+                return
             # MIDI first: pull() wakes the generator, which may start the next block at once
             begin(c.last_frame_time, c.frames_since_cycle_start)
             for offset, data in midi.incoming_midi_events():
@@ -282,6 +292,11 @@ class JackDriver:
                     pass
         self._wd_cb, self._wd_t = self.player.callbacks, time.monotonic()
         return made
+
+    def play(self) -> None:
+        """The process callback plays from the player from now on (see ``playing``)."""
+        self._wd_cb, self._wd_t = self.player.callbacks, time.monotonic()
+        self.playing = True
 
     def describe(self) -> str:
         return (f"JACK client {self.client.name!r}: MIDI in {self.midi.name}, audio "
