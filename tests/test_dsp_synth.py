@@ -321,3 +321,36 @@ def test_kill_fade_ends_voice():
     assert np.max(np.abs(got - ref)) <= TOL
     assert sl.active[0] == 0 and sl.active[1] == 0 and sl.active[2] == 1
     assert sl.kill_pos[0] == 300
+
+
+@pytest.mark.parametrize("top", [17, 33, 49])
+def test_quiet_tail_skipped_exactly_and_within_its_bound(top):
+    """Harmonics ``top..K`` whose amplitudes sum to at most QUIET_TAIL over every frame are not
+    synthesised from the chunk that holds them on (chunks of KC): the output is bit for bit the
+    output with them set to 0 where they fill whole chunks, and within QUIET_TAIL (times gain
+    and pan) of the reference that plays them; a tail above the bound is played."""
+    from rtsynth.dsp.synth import KC, QUIET_TAIL
+    args = scene(21, n_voices=3, kills=False, mid_starts=False)
+    voices, total, tables, bend_a, vib_a, gain, pan_l, pan_r, lfo_w = args
+    for v in voices:
+        v.note = 40.0                       # all 64 harmonics below the Nyquist cut
+        v.frames_h[:, top - 1:] = 0.9 * QUIET_TAIL / (K - top + 1)
+        v.frames_g[:] = 0.0                  # harmonics alone: the differences are theirs
+    run = lambda vs: run_kernel(vs, total, [128, 77], tables, bend_a, vib_a, gain, pan_l,
+                                pan_r, lfo_w)[0]
+    quiet = run(voices)
+    ref, _ = reference(*args)
+    bound = QUIET_TAIL * float(np.max(gain)) * float(max(pan_l.max(), pan_r.max())) * len(voices)
+    assert np.max(np.abs(quiet - ref)) <= bound + TOL
+    import copy
+    zeroed = copy.deepcopy(voices)
+    first_skipped = -(-(top - 1) // KC) * KC      # the first chunk wholly in the tail
+    for v in zeroed:
+        v.frames_h[:, first_skipped:] = 0.0
+    if first_skipped < K:
+        assert np.array_equal(quiet, run(zeroed))
+    loud = copy.deepcopy(voices)
+    for v in loud:
+        v.frames_h[:, top - 1:] = 3.0 * QUIET_TAIL / (K - top + 1)
+    got = run(loud)
+    assert np.max(np.abs(got - quiet)) > 0.5 * QUIET_TAIL * float(np.min(gain)) * 0.3

