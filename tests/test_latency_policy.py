@@ -192,8 +192,10 @@ def test_falling_back_again_soon_after_a_return_waits_longer_then_forgets():
                 _callbacks(p, wait_after, trace)
         finally:
             p.stop()
-        if clean and p.own_underruns == 6 and p.sync_fallbacks == 3:
-            break
+        noisy = {t["what"] for t in p.stats()["policy_trace"]} & {
+            "ring_slow", "own_underrun", "server_underrun"}
+        if clean and p.own_underruns == 6 and p.sync_fallbacks == 3 and not noisy:
+            break       # (else a loaded machine's slow ring block restarted a window: again)
     assert clean and p.sync_fallbacks == 3 and p.sync_returns == 3, (backs, p.stats()["policy_trace"])
     base, lower = p._return_base, p._lower_cbs
     first, again, forgot = backs
@@ -201,3 +203,26 @@ def test_falling_back_again_soon_after_a_return_waits_longer_then_forgets():
     assert 2 * base - 1 <= again < 2 * base + 20, backs   # soon after a return: doubled
     assert base <= forgot < base + 20, backs              # after a --lower-after in sync: short
     assert p.latency_frames == 0 and p.ahead == 0
+
+
+def test_one_spike_sheds_no_voice_an_overload_does():
+    """Overload shedding follows the typical block, not one spike: a single 20 ms block (7.5
+    periods: it lifted the average over SHED_HIGH alone, and shed 120 of 160 held voices on the
+    loaded VM) fades no voice out; blocks that stay over the period (a simulated heavy
+    instrument, 1.35 periods) still shed."""
+    p = _player(lower_after=4.0)
+    p.start()
+    trace: list = []
+    try:
+        for i in range(6):
+            p.midi_in.append((p.w + 10 + i, bytes([0x90, 60 + 2 * i, 100])))
+        _callbacks(p, p._startup_cbs + 10, trace)
+        assert p.engine.active_voices == 6
+        _heavy(p, 1, 0.020)
+        _callbacks(p, 60, trace)
+        assert p.shed_voices == 0 and p.engine.active_voices == 6, p.stats()["policy_trace"]
+        p._voice_s = 0.0006                  # 6 voices: 3.6 ms a block, every block
+        _callbacks(p, 150, trace, until=lambda q: q.shed_voices > 0)
+    finally:
+        p.stop()
+    assert 1 <= p.shed_voices <= 3, p.shed_voices

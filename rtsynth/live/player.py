@@ -114,6 +114,10 @@ SYNC_LOAD = 0.5
 #: shed voices when the generator's average time per block is above this fraction of a period
 SHED_HIGH = 0.9
 SHED_EMA = 0.1     # weight of one block in that average (about 10 blocks, 27 ms at 128)
+#: ... each block counted at most as this many periods: one spike is not an overload (a 20 ms
+#: block at 128 frames, 7.4 periods, lifted the average over SHED_HIGH alone and shed 120 of 160
+#: held voices); five blocks in a row over it are
+SHED_CLAMP = 2.0
 #: ... and shed as many as should bring a block down to this fraction
 SHED_TARGET = 0.7
 SHED_FADE_S = 0.01  # a shed voice's fade-out
@@ -124,7 +128,7 @@ MODE_SYNC, MODE_RING, MODE_DRAIN = 0, 1, 2
 #: server-wide xrun
 TRACE_FIELDS = ("cb", "what", "own", "used", "cpu", "start", "xrun_cbs", "mode")
 TRACE_WHAT = {1: "slow", 2: "late", 3: "fallback", 4: "return", 5: "own_underrun",
-              6: "server_underrun", 7: "drain", 8: "gc"}
+              6: "server_underrun", 7: "drain", 8: "gc", 9: "ring_slow"}
 TRACE_ROWS = 512
 MODE_NAMES = {MODE_SYNC: "sync", MODE_RING: "ring", MODE_DRAIN: "drain"}
 
@@ -446,7 +450,7 @@ class Player:
         used = own + self._cycle_used / self._budget       # ... after the graph before it
         # slow with the CPU taken away (descheduled: a VM's stall), not a heavy block
         machine = cpu < SYNC_LOW
-        if used > 1.0 or own > SYNC_LOW:
+        if used > 1.0 or own > SYNC_HIGH:
             self._note(2 if used > 1.0 else 1, own, used, cpu)
         if used > 1.0:
             # too late for this period: the server reports an xrun and this block is not heard
@@ -562,7 +566,8 @@ class Player:
             # as many voices as should bring the last block's time down to SHED_TARGET of the
             # period (the cost of a block is about proportional to its voices), one at least
             act = self.engine.active_voices
-            k = max(1, int(act * (1.0 - SHED_TARGET / max(self._last_load, SHED_HIGH)) + 0.5))
+            last = min(self._last_load, SHED_CLAMP)
+            k = max(1, int(act * (1.0 - SHED_TARGET / max(last, SHED_HIGH)) + 0.5))
             k = min(k, max(1, act // 2))
             self.shed_voices += len(shed_quietest(self.engine, k, SHED_FADE_S))
             # judge again once the fades have ended and the average has seen blocks without
@@ -574,7 +579,7 @@ class Player:
         self.gen_ms[self.blocks % len(self.gen_ms)] = ms
         self.blocks += 1
         self._last_load = dt / self._budget
-        self._load += SHED_EMA * (self._last_load - self._load)
+        self._load += SHED_EMA * (min(self._last_load, SHED_CLAMP) - self._load)
         self._typ += SHED_EMA * (min(self._last_load, 1.0) - self._typ)
         if self.mode == MODE_RING:
             self._win_n += 1
@@ -591,6 +596,7 @@ class Player:
                 when, data = q.popleft()
                 eng.push(when, data)
             t = time.perf_counter()
+            c = time.thread_time()
             self._before_block()
             out = eng.render()
             if self._fade_at is not None:
@@ -600,7 +606,10 @@ class Player:
             k = min(self.block, self.cap - i)          # frames before the ring wraps
             self.ring[:, i:i + k] = out[:k].T
             self.ring[:, : self.block - k] = out[k:].T
-            self._after_block(time.perf_counter() - t)
+            dt = time.perf_counter() - t
+            self._after_block(dt)
+            if dt > SYNC_HIGH * self._budget:
+                self._note(9, dt / self._budget, 0.0, (time.thread_time() - c) / self._budget)
             self.w += self.block
 
     def _apply_fade(self, out: np.ndarray) -> None:
