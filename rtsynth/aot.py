@@ -161,6 +161,7 @@ def build(out_dir: Path | None = None, log=print) -> Path:
     options = {}
     for key, (k, _) in kernels.items():
         options[k.py_func] = k.options
+    stats = jit.source_stats()           # before the hash: a file changed since differs
     h = jit.source_hash()
     hint = jit.hash_int(h)
 
@@ -182,7 +183,7 @@ def build(out_dir: Path | None = None, log=print) -> Path:
     pkg = Path(jit.__file__).resolve().parent
     dest = Path(out_dir) if out_dir else pkg
     tmp = Path(tempfile.mkdtemp(prefix="rtsynth-aot-"))
-    spec = {"hash": h, "numba": numba.__version__, "kernels": {}}
+    spec = {"hash": h, "stat": stats, "numba": numba.__version__, "kernels": {}}
     try:
         pcc.compile_extra = compile_extra
         with warnings.catch_warnings():
@@ -195,6 +196,8 @@ def build(out_dir: Path | None = None, log=print) -> Path:
                 spec["kernels"][key] = [[list(jit._arg_spec(t)) for t in s.args] for s in sigs]
                 for i, s in enumerate(sigs):
                     cc.export(f"{key}__{i}", s)(k.py_func)
+            # the kernels' argument checks compiled (as the spec's JSON gives their sigs)
+            spec["checks"] = jit.check_codes(json.loads(json.dumps(spec["kernels"])))
             t1 = time.perf_counter()
             cc.compile()
         built = tmp / cc.output_file
@@ -223,7 +226,7 @@ def is_current() -> tuple[bool, str]:
         spec = json.loads(jit.SPEC_FILE.read_text())
     except (OSError, ValueError):
         return False, "not built"
-    if spec.get("hash") != jit.source_hash():
+    if not jit._sources_unchanged(spec) and spec.get("hash") != jit.source_hash():
         return False, "stale"
     pkg = jit.SPEC_FILE.parent
     if not any(pkg.glob(f"{jit.EXTENSION}.*.so")) and not any(pkg.glob(f"{jit.EXTENSION}.*.pyd")):

@@ -26,12 +26,12 @@ warning: slower from then on, never wrong. :func:`status` says which mode is run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 import os
 import sys
 import threading
+import types
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -51,11 +51,31 @@ _DEFAULT_OPTIONS = {"cache": True, "nogil": True}
 
 def source_hash() -> str:
     """Hash of :data:`SOURCES` (16 hex digits): what a build is checked against."""
+    import hashlib                  # (OpenSSL's: 3-4 ms to import; only when the stats differ)
     h = hashlib.sha256()
     for rel in SOURCES:
         h.update(rel.encode())
         h.update((PACKAGE_DIR / rel).read_bytes())
     return h.hexdigest()[:16]
+
+
+def source_stats() -> list[list]:
+    """``[relative path, mtime in ns, size]`` of each of :data:`SOURCES`, as a build records
+    them beside the hash: when they are all the same at load, the sources are the build's and
+    are not read and hashed again (how Python checks its own bytecode against a source; an edit,
+    a checkout or a copy changes them, and then the hash decides)."""
+    out = []
+    for rel in SOURCES:
+        st = os.stat(PACKAGE_DIR / rel)
+        out.append([rel, st.st_mtime_ns, st.st_size])
+    return out
+
+
+def _sources_unchanged(spec: dict) -> bool:
+    try:
+        return bool(spec.get("stat")) and spec["stat"] == source_stats()
+    except OSError:
+        return False
 
 
 def hash_int(hex_hash: str) -> int:
@@ -104,7 +124,7 @@ def _load() -> None:
     else:
         try:
             spec = json.loads(SPEC_FILE.read_text())
-            if spec.get("hash") != source_hash():
+            if not _sources_unchanged(spec) and spec.get("hash") != source_hash():
                 why = "stale: built from other kernel sources (rebuild: python -m rtsynth.aot)"
             else:
                 import importlib
@@ -207,20 +227,16 @@ def _exact_ok(spec: list, args: tuple) -> bool:
     return True
 
 
-def _checked(k: _Kernel, sigs: list) -> Callable:
-    """The compiled kernel behind a generated check of its arguments (one function, straight-
-    line code: the fast path is identity checks of dtypes). A call that does not pass goes to
-    the careful check, then to the JIT."""
+def _check_source(name: str, sigs: list, env: dict | None = None) -> str:
+    """The source of kernel ``name``'s argument check for its signatures ``sigs`` (as the spec
+    file holds them); with ``env``, the names it reads put there (but the kernels ``F<i>``).
+    The source depends on ``name`` and ``sigs`` alone: the build compiles it once
+    (:func:`check_codes`)."""
     import numpy as np
-    mod = _state["module"]
     arity = len(sigs[0])
-    names = [f"a{i}" for i in range(arity)]
-    params = ", ".join(names)
-    env: dict[str, Any] = {"slow": None, "AttributeError": AttributeError}
-    lines = [f"def {k.name}({params}):", "    try:"]
+    params = ", ".join(f"a{i}" for i in range(arity))
+    lines = [f"def {name}({params}):", "    try:"]
     for si, spec in enumerate(sigs):
-        fn = getattr(mod, f"{k.key}__{si}")
-        env[f"F{si}"] = fn
         conds = []
         for i, s in enumerate(spec):
             if s[0] == "tuple":
@@ -228,13 +244,15 @@ def _checked(k: _Kernel, sigs: list) -> Callable:
                 # careful check, the same object passes by identity (the engine passes the
                 # same bundles every block; a rack's several engines each their own: the
                 # bundles seen are kept by id, a few dozen at most)
-                env[f"T{si}_{i}"] = seen = {}
-                env[f"C{si}_{i}"] = _tuple_check(s[1], seen)
+                if env is not None:
+                    env[f"T{si}_{i}"] = seen = {}
+                    env[f"C{si}_{i}"] = _tuple_check(s[1], seen)
                 conds.append(f"(T{si}_{i}.get(id(a{i})) is a{i} or C{si}_{i}(a{i}))")
                 continue
             if s[0] != "array":
                 continue
-            env[f"D{si}_{i}"] = np.dtype(s[1])
+            if env is not None:
+                env[f"D{si}_{i}"] = np.dtype(s[1])
             c = f"a{i}.dtype is D{si}_{i} and a{i}.ndim == {s[2]}"
             if s[3] == "C":
                 c += f" and a{i}.flags.c_contiguous"
@@ -243,7 +261,59 @@ def _checked(k: _Kernel, sigs: list) -> Callable:
         lines.append(f"        if {cond}:")
         lines.append(f"            return F{si}({params})")
     lines += ["    except AttributeError:", "        pass", f"    return slow({params})"]
-    exec("\n".join(lines), env)
+    return "\n".join(lines)
+
+
+def check_codes(kernels: dict) -> dict:
+    """What the build stores in the spec file (``"checks"``): the compiled code of each
+    kernel's check (``kernels``: the spec's ``{key: sigs}``, names from :data:`_REGISTRY`), as
+    base64 of a marshalled ``{source: code}``, for this Python's bytecode (``magic``)."""
+    import base64
+    import marshal
+    from importlib.util import MAGIC_NUMBER
+    names = {k.key: k.name for k in _REGISTRY}
+    codes = {}
+    for key, sigs in kernels.items():
+        if sigs and key in names:
+            src = _check_source(names[key], sigs)
+            codes[src] = compile(src, "<string>", "exec", dont_inherit=True)
+    return {"magic": MAGIC_NUMBER.hex(),
+            "code": base64.b64encode(marshal.dumps(codes)).decode("ascii")}
+
+
+def _check_code(src: str):
+    """The build's compiled code for a check's source, or None (not built, another Python)."""
+    codes = _state.get("checks")
+    if codes is None:
+        codes = {}
+        try:
+            import binascii
+            import marshal
+            from importlib.util import MAGIC_NUMBER
+            c = _state["spec"]["checks"]
+            if c["magic"] == MAGIC_NUMBER.hex():
+                got = marshal.loads(binascii.a2b_base64(c["code"]))
+                if isinstance(got, dict):
+                    codes = got
+        except (KeyError, TypeError, ValueError, EOFError, ImportError):
+            pass
+        _state["checks"] = codes
+    code = codes.get(src)
+    return code if isinstance(code, types.CodeType) else None
+
+
+def _checked(k: _Kernel, sigs: list) -> Callable:
+    """The compiled kernel behind a generated check of its arguments (one function, straight-
+    line code: the fast path is identity checks of dtypes). A call that does not pass goes to
+    the careful check, then to the JIT. The check's code is the build's (compiling the ~50
+    checks took ~6 ms of each start-up), or compiled here."""
+    mod = _state["module"]
+    env: dict[str, Any] = {"slow": None, "AttributeError": AttributeError}
+    src = _check_source(k.name, sigs, env)
+    for si in range(len(sigs)):
+        env[f"F{si}"] = getattr(mod, f"{k.key}__{si}")
+    code = _check_code(src)
+    exec(code if code is not None else compile(src, "<string>", "exec", dont_inherit=True), env)
     public = env[k.name]
     fns = [getattr(mod, f"{k.key}__{si}") for si in range(len(sigs))]
 

@@ -97,10 +97,79 @@ def test_a_call_with_other_argument_types_switches_to_the_jit():
     assert "engine_offline___add_into" in msg and "float64" in msg
 
 
+def _spec():
+    try:
+        return json.loads(jit.SPEC_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.skipif(not aot.is_current()[0] or not (_spec() or {}).get("stat"),
+                    reason="needs a current build that records its sources' stats")
+def test_the_sources_stats_decide_before_their_hash():
+    """A build records its sources' size and mtime: when they are all the same at load, the
+    sources are not read and hashed (nor hashlib imported: 3-4 ms of play's start-up); when
+    one differs, the hash decides (a file touched but unchanged is still the build's)."""
+    r = run_py("""
+        import sys
+        from rtsynth import jit
+        calls = []
+        real = jit.source_hash
+        jit.source_hash = lambda: calls.append(1) or real()
+        from rtsynth import engine
+        print(jit.status()["mode"], len(calls), "hashlib" in sys.modules)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["aot", "0", "False"]
+    r = run_py("""
+        from rtsynth import jit
+        calls = []
+        real = jit.source_hash
+        jit.source_hash = lambda: calls.append(1) or real()
+        st = jit.source_stats()
+        st[0][1] += 1                                # as if touched
+        jit.source_stats = lambda: st
+        from rtsynth import engine
+        print(jit.status()["mode"], len(calls))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["aot", "1"]
+
+
+@pytest.mark.skipif(not aot.is_current()[0] or "checks" not in (_spec() or {}),
+                    reason="needs a current build with its checks' code")
+def test_the_builds_check_code_is_the_same_as_compiling_it_here():
+    """The build stores each kernel's argument check compiled (the ~50 compiles were ~6 ms of
+    every start-up): each is there, and equals what compiling its source here gives."""
+    r = run_py("""
+        import importlib, json
+        from rtsynth import jit
+        for rel in jit.SOURCES:                      # every kernel defined
+            importlib.import_module("rtsynth." + rel[:-3].replace("/", "."))
+        assert jit.status()["mode"] == "aot", jit.status()
+        spec = json.loads(jit.SPEC_FILE.read_text())
+        n = 0
+        for k in jit.registry():
+            sigs = spec["kernels"].get(k.key)
+            if not k.exported or not sigs:
+                continue
+            src = jit._check_source(k.name, sigs)
+            code = jit._check_code(src)
+            assert code is not None, k.key
+            assert code == compile(src, "<string>", "exec", dont_inherit=True), k.key
+            n += 1
+        print(n, len(spec["kernels"]))
+    """)
+    assert r.returncode == 0, r.stderr
+    n, total = map(int, r.stdout.split())
+    assert n == total > 40
+
+
 def test_stale_or_missing_builds_fall_back_to_the_jit():
     r = run_py("""
         from rtsynth import jit
         jit.source_hash = lambda: "0" * 16          # as if a kernel source had changed
+        jit.source_stats = lambda: [["jit.py", 1, 1]]
         from rtsynth import engine
         import sys
         print(jit.status()["mode"], "numba" in sys.modules, jit.status()["why"].split(":")[0])

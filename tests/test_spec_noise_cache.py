@@ -15,9 +15,13 @@ def test_cached_tables_are_the_built_ones_and_a_bad_cache_is_ignored(tmp_path, m
     assert len(files) == 1
     second = spec.noise_tables(48000, 4, 1024)            # reads it
     assert np.array_equal(first, built) and np.array_equal(second, built)
-    for bad in (b"not an npy file", None):
+    for bad in (b"not an npy file", None, np.nan, np.inf):
         if bad is None:                                   # right shape, wrong content
             np.save(files[0], np.zeros((4, 1024), np.float32))
+        elif isinstance(bad, float):                      # one value not finite
+            t = built.copy()
+            t[2, 517] = bad
+            np.save(files[0], t)
         else:
             files[0].write_bytes(bad)
         assert np.array_equal(spec.noise_tables(48000, 4, 1024), built)

@@ -437,8 +437,10 @@ class Engine:
         """Compile and exercise every path (notes, bend, expression, MPE, steal, fade, effects),
         then reset."""
         self.inst.warmup()
-        self._allocate_instrument()
-        self._make_views()
+        if (getattr(self.inst, "n_slots", self.n_slots) != self.n_slots
+                or getattr(self.inst, "max_rows", self.max_rows) != self.max_rows):
+            self._allocate_instrument()     # its warm-up allocated slots of its own (a few)
+            self._make_views()
         t = self.time
         for i in range(self.n_slots + 2):
             self.push(t + (i * 7) % self.block, (0x90, 40 + i % 40, 100))
