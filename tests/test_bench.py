@@ -223,6 +223,18 @@ def test_held_row_counts_dropouts_and_records_the_latency_it_ended_with():
     silent = finish_held({"block": 128, "gaps": 3, "client_xruns": 0},
                          {"underruns": 1, "late_blocks": 0, "own_underruns": 0})
     assert silent["dropouts"] == 2 and silent["dropouts_any"] == 3
+    # with its trace's clock, only what fell inside the analysed window counts: an own late
+    # block while the notes started (before it) and a server's late block at exit do not
+    tr = [{"what": "late_own", "own": 1.2, "clock": 100}, {"what": "late_own", "own": 1.5,
+                                                          "clock": 5000},
+          {"what": "own_underrun", "own": 2, "clock": 6000},
+          {"what": "server_underrun", "own": 1, "clock": 7000},
+          {"what": "late", "own": 0.2, "clock": 99000}]
+    win = finish_held({"block": 128, "gaps": 0, "client_xruns": 1, "window_clock": [1000, 90000]},
+                      {"underruns": 6, "late_blocks": 3, "own_underruns": 4,
+                       "own_late_blocks": 2, "policy_trace": tr})
+    assert win["underruns"] == 4 and win["late_blocks"] == 1 and win["own_underruns"] == 3
+    assert win["dropouts"] == 3 and win["whole_run"]["underruns"] == 6
     header, rows = report.table_rows({"meta": {"blocks": [128]}, "ratios": {},
                                       "synths": {"rtsynth x": {"load": row}}})
     assert ["  latency at the end of it", "5.33 ms (1 raises)"] in rows

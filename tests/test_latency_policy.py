@@ -141,26 +141,31 @@ def test_one_heavy_block_stays_two_fall_back_briefly_and_the_latency_comes_back_
         p = _player(lower_after=LOWER_AFTER_S)
         p.start()
         trace: list = []
+        seen = {}
         try:
             clean = _past_startup(p, trace)
             if clean:
                 _heavy(p, 1)
                 _callbacks(p, 1, trace)
-                assert p.late_blocks == 1 and p.own_underruns == 1 and p.sync_fallbacks == 0
+                seen["one"] = (p.late_blocks, p.own_underruns, p.sync_fallbacks)
                 _callbacks(p, int(0.3 * per_s), trace)       # past SYNC_REPEAT_S
-                assert p.mode == MODE_SYNC and p.latency_frames == 0 and p.sync_fallbacks == 0
+                seen["after_one"] = (p.mode, p.latency_frames, p.sync_fallbacks)
                 _heavy(p, 2)
                 _callbacks(p, 2, trace)
-                assert p.sync_fallbacks == 1 and p.late_blocks == 3
-                assert p.mode != MODE_SYNC and p.latency_frames == BLOCK
+                seen["two"] = (p.sync_fallbacks, p.late_blocks, p.mode != MODE_SYNC,
+                               p.latency_frames)
                 fell = p.callbacks
                 _callbacks(p, int(4 * SYNC_RETURN_S * per_s), trace,
                            until=lambda q: q.mode == MODE_SYNC)
         finally:
             p.stop()
-        if clean and p.own_underruns == 3:
-            break       # (a loaded machine's generator falling behind in the ring: again)
+        # (a loaded machine's own late block or generator falling behind: again)
+        if clean and p.own_underruns == 3 and p.late_blocks == 3:
+            break
     assert clean, "every attempt had a late block of the loaded machine's before the stall"
+    assert seen["one"] == (1, 1, 0), seen
+    assert seen["after_one"] == (MODE_SYNC, 0, 0), seen
+    assert seen["two"] == (1, 3, True, BLOCK), seen
     back = p.callbacks - fell
     assert p.mode == MODE_SYNC and p.latency_frames == 0 and p.sync_returns == 1, back
     assert SYNC_RETURN_S * per_s <= back < 2 * SYNC_RETURN_S * per_s, back

@@ -222,7 +222,10 @@ def measure_held(live: LiveSynth, server: JackServer | None, k: int, seconds: fl
            "dsp_load_median": float(np.median(res.cpu_load)) if res.cpu_load else None,
            "dsp_load_max": float(np.max(res.cpu_load)) if res.cpu_load else None,
            "events": len(ev), "peak": float(np.abs(res.audio[:, lo:t_off]).max())
-           if t_off > lo and res_len > lo else 0.0}
+           if t_off > lo and res_len > lo else 0.0,
+           # the analysed window on the server's frame clock (the synth's own counters are
+           # counted inside it where its trace gives their clock)
+           "window_clock": [int(res.start + lo), int(res.start + t_off)]}
     if server is not None:
         out["client_xruns"] = server.client_xruns(live.xrun_client, since)
         out["server_xruns"] = server.server_xruns(since)
@@ -245,8 +248,26 @@ def finish_held(row: dict, stats: dict | None) -> dict:
             row["latency_ms_end"] = 1e3 * row["latency_frames_end"] / stats.get("sample_rate",
                                                                                48000)
             row["latency_raises"] = int(stats.get("latency_raises", 0))
-        if stats.get("policy_trace"):
-            row["policy_trace"] = stats["policy_trace"][:32]
+        trace = stats.get("policy_trace") or []
+        if trace:
+            row["policy_trace"] = trace[:32]
+        win = row.get("window_clock")
+        from rtsynth.live.player import TRACE_ROWS
+        if (win and trace and len(trace) < TRACE_ROWS and "clock" in trace[0]
+                and all(t["clock"] >= 0 for t in trace)):
+            # rtsynth's own underruns and late blocks inside the window (a ring underrun is
+            # classified SERVER_GRACE cycles after it: a few frames late, counted as inside)
+            inside = [t for t in trace if win[0] <= t["clock"] <= win[1]]
+            late = sum(1 for t in inside if t["what"] in ("late", "late_own"))
+            own_late = sum(1 for t in inside if t["what"] == "late_own")
+            own_ring = sum(int(t["own"]) for t in inside if t["what"] == "own_underrun")
+            srv_ring = sum(int(t["own"]) for t in inside if t["what"] == "server_underrun")
+            row["whole_run"] = {k: stats.get(k) for k in ("underruns", "late_blocks",
+                                                          "own_underruns", "own_late_blocks")}
+            stats = dict(stats, underruns=late + own_ring + srv_ring, late_blocks=late,
+                         own_underruns=own_late + own_ring, own_late_blocks=own_late)
+            row["underruns"] = int(stats["underruns"])
+            row["late_blocks"] = int(stats["late_blocks"])
         for k in ("own_underruns", "server_underruns", "xruns", "sync_fallbacks", "mode"):
             if k in stats:
                 row["play_" + k] = stats[k]

@@ -125,10 +125,10 @@ SHED_FADE_S = 0.01  # a shed voice's fade-out
 MODE_SYNC, MODE_RING, MODE_DRAIN = 0, 1, 2
 #: the policy's trace (Player.stats()["policy_trace"]): what each row holds; ``what`` is one of
 #: TRACE_WHAT's keys; own/used/cpu in periods; ``xrun_cbs``: callbacks since the last sign of a
-#: server-wide xrun
-TRACE_FIELDS = ("cb", "what", "own", "used", "cpu", "start", "xrun_cbs", "mode")
+#: server-wide xrun; ``clock``: the server's frame clock at the cycle's start (JACK; else -1)
+TRACE_FIELDS = ("cb", "what", "own", "used", "cpu", "start", "xrun_cbs", "mode", "clock")
 TRACE_WHAT = {1: "slow", 2: "late", 3: "fallback", 4: "return", 5: "own_underrun",
-              6: "server_underrun", 7: "drain", 8: "gc", 9: "ring_slow"}
+              6: "server_underrun", 7: "drain", 8: "gc", 9: "ring_slow", 10: "late_own"}
 TRACE_ROWS = 512
 MODE_NAMES = {MODE_SYNC: "sync", MODE_RING: "ring", MODE_DRAIN: "drain"}
 
@@ -451,7 +451,9 @@ class Player:
         # slow with the CPU taken away (descheduled: a VM's stall), not a heavy block
         machine = cpu < SYNC_LOW
         if used > 1.0 or own > SYNC_HIGH:
-            self._note(2 if used > 1.0 else 1, own, used, cpu)
+            own_late = (used > 1.0 and own > SYNC_LOW and self.callbacks > self._startup_cbs
+                        and not machine)
+            self._note(10 if own_late else 2 if used > 1.0 else 1, own, used, cpu)
         if used > 1.0:
             # too late for this period: the server reports an xrun and this block is not heard
             # where it belongs; count it, and fade the next one in. rtsynth's own lateness when
@@ -504,6 +506,7 @@ class Player:
             row[5] = self._cycle_used / self._budget
             row[6] = self.callbacks - self._server_late_cb
             row[7] = self.mode
+            row[8] = -1 if self._cycle_clock is None else self._cycle_clock
             self._trace_n = i + 1
 
     def _fade_in(self, left: np.ndarray, right: np.ndarray) -> None:
