@@ -173,3 +173,24 @@ def test_file_render_tries_one_thread_and_two_and_the_samples_stay(tmp_path):
             assert e.beside_here_blocks == 0
         e.close()
     assert files[0] == files[1]
+
+
+def test_split_point_kernel_is_the_share_rule():
+    """The offline engine's split (a kernel, twice a block): the first ceil(n (1 - share)) of
+    the n active slots on this thread, at least one; fewer than two active: all here."""
+    import math
+
+    from rtsynth.engine.offline import _split_at
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        S = int(rng.integers(1, 80))
+        active = (rng.random(S) < rng.random()).astype(np.int8)
+        upto = int(rng.integers(0, S + 1))
+        for share in (0.5, 1.0 / 3.0, 0.0, 0.9):
+            act = np.flatnonzero(active[:upto])
+            if len(act) < 2:
+                want = upto
+            else:
+                mine = max(1, min(len(act), int(math.ceil(len(act) * (1.0 - share)))))
+                want = int(act[mine - 1]) + 1
+            assert _split_at(active, upto, share) == want

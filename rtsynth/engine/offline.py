@@ -68,6 +68,29 @@ def _model_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, harm
 
 
 @kernel
+def _split_at(active, upto, other):
+    """A slot index with about the share ``other`` of the active slots of ``0:upto`` at or
+    above it: the first ``max(1, min(n, ceil(n (1 - other))))`` of the ``n`` active ones
+    below; ``upto`` when fewer than two are active (all on one thread, no hand-off). (Twice a
+    block; NumPy's flatnonzero and the Python around it took 30 us a call, and in a rack,
+    whose worker runs Python beside, each call waited for the GIL.)"""
+    n = 0
+    for v in range(upto):
+        if active[v]:
+            n += 1
+    if n < 2:
+        return upto
+    mine = max(1, min(n, int(math.ceil(n * (1.0 - other)))))
+    c = 0
+    for v in range(upto):
+        if active[v]:
+            c += 1
+            if c == mine:
+                return v + 1
+    return upto
+
+
+@kernel
 def _add_into(out, other, n):
     for t in range(n):
         out[t, 0] += other[t, 0]
@@ -267,12 +290,8 @@ class OfflineEngine(Engine):
 
     def _split_point(self, upto: int, other: float = 0.5) -> int:
         """A slot index that leaves about the share ``other`` of the active voices of ``0:upto``
-        above it (the worker's), the rest below (this thread's)."""
-        act = np.flatnonzero(self.voices.active[:upto])
-        if len(act) < 2:
-            return upto        # one voice or none: all on this thread, no hand-off
-        mine = max(1, min(len(act), int(math.ceil(len(act) * (1.0 - other)))))
-        return int(act[mine - 1]) + 1
+        above it (the worker's), the rest below (this thread's): :func:`_split_at`."""
+        return _split_at(self.voices.active, upto, other)
 
     def _synthesize(self, n: int, out: np.ndarray) -> None:
         a = self._split_point(self.S) if self._pool is not None else self.S
