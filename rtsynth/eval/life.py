@@ -165,15 +165,80 @@ def long_notes(name: str, pitches: list[int], seconds: float = 6.0, velocity: in
     return rows
 
 
+def kernel_cost(model: str = "flute-life", voices: int = 32, rounds: int = 9,
+                calls: int = 2000) -> dict:
+    """The life kernel's own cost (:meth:`rtsynth.nn.life.Life.block`) in an engine of
+    ``voices`` held notes (:func:`rtsynth.eval.cost._engine`): the voices' rows as the engine
+    hands them to it, restored before each call; medians of ``rounds`` x ``calls`` in
+    microseconds: ``block`` (all voices) and ``dispatch`` (the same call with no voice active),
+    each less the restore's own time."""
+    import time
+
+    from .cost import _engine
+    e = _engine(model, voices, 128)
+    life, vs, rows = e.life, e.voices, e.channels.rows
+    if life is None:
+        raise ValueError(f"{model} has no life table")
+    fields = ("bend_row", "bend_state", "bend_settled", "bend_touched", "dyn_row", "expr_touched")
+    snap: dict = {}
+    block = life.block
+
+    def grab(n, vs_, rows_):
+        for f in fields:
+            snap[f] = getattr(vs_, f).copy()
+        block(n, vs_, rows_)
+    life.block = grab
+    e.render()
+    life.block = block
+    act = vs.active.copy()
+
+    def restore():
+        for f, arr in snap.items():
+            getattr(vs, f)[...] = arr
+
+    def one():
+        restore()
+        block(128, vs, rows)
+
+    def idle():
+        restore()
+        vs.active[:] = 0
+        block(128, vs, rows)
+        vs.active[:] = act
+
+    def idle0():
+        restore()
+        vs.active[:] = 0
+        vs.active[:] = act
+
+    def med(f):
+        ts = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                f()
+            ts.append((time.perf_counter() - t0) / calls)
+        return float(np.median(ts)) * 1e6
+    r0 = med(restore)
+    return {"model": model, "voices": voices, "block_us": round(med(one) - r0, 2),
+            "dispatch_us": round(med(idle) - med(idle0), 2)}
+
+
 def main(argv=None) -> int:
     """``python -m rtsynth.eval.life --long INST P1,P2,...``: :func:`long_notes` of the source
-    instrument at those pitches, one JSON line per note and one of the medians."""
+    instrument at those pitches, one JSON line per note and one of the medians.
+    ``--kernel-cost MODEL``: :func:`kernel_cost`."""
     import argparse
     import json
     ap = argparse.ArgumentParser(prog="python -m rtsynth.eval.life", description=main.__doc__)
-    ap.add_argument("--long", nargs=2, metavar=("INST", "PITCHES"), required=True)
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--long", nargs=2, metavar=("INST", "PITCHES"))
+    g.add_argument("--kernel-cost", metavar="MODEL")
     ap.add_argument("--seconds", type=float, default=6.0)
     a = ap.parse_args(argv)
+    if a.kernel_cost:
+        print(json.dumps(kernel_cost(a.kernel_cost)))
+        return 0
     rows = long_notes(a.long[0], [int(p) for p in a.long[1].split(",")], a.seconds)
     for r in rows:
         print(json.dumps(r))
