@@ -101,6 +101,8 @@ def _workload(log) -> None:
     from rtsynth.dsp.effects import pcm24, safety_clip
     safety_clip(np.zeros((4, 2), np.float32), 0.5, np.zeros(2, np.int64))
     pcm24(np.zeros((4, 2), np.float32), np.zeros(24, np.uint8))
+    from rtsynth.nn.fast import _aot_workload      # the CNN's NumPy step (its fallback)
+    _aot_workload()
     # architectures no shipped model has: a GRU of two layers steps strided state views
     try:
         from rtsynth.nn.fast import fast_decoder

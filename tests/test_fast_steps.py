@@ -130,3 +130,40 @@ def test_parallel_engine_same_samples_with_one_thread_or_two(name):
             e.close()
     assert np.abs(outs[1]).max() > 0.01
     assert np.array_equal(outs[1], outs[2])
+
+
+@pytest.mark.parametrize("kw", [None, {"channels": 16, "kernel": 3, "dilations": [1, 2, 8]}])
+def test_cnn_step_is_the_fused_kernel_and_its_numpy_path_the_same_numbers(kw):
+    """FastCNNDecoder.step runs the engines' fused kernel (fast_kernels.cnn_rows, one nogil
+    call); its NumPy path (the fallback where the kernels cannot call NumPy's BLAS) gives the
+    same controls to float rounding, frame by frame and many frames in one call, and leaves the
+    same state."""
+    dec = perturbed("cnn", 0, 2, kw)
+    w, arch = decoder_weights(dec)
+    n_slots, n_frames = 7, 40
+    frames = _frames(n_slots, n_frames, 5)
+    rows = sum(len(s) for s, _ in frames)
+    fused = fast_decoder(w, n_slots, arch, max_rows=rows)
+    numpy_ = fast_decoder(w, n_slots, arch, max_rows=rows)
+    for d in (fused, numpy_):
+        d.pitch_clip = (-0.2, 0.8)
+    new = _controls(fused)
+    for slots, f in frames:
+        h, g = new(len(slots))
+        h2, g2 = new(len(slots))
+        fused.step(f, None, slots, h, g)
+        numpy_.numpy_step(f, None, slots, h2, g2)
+        assert np.abs(h).max() > 1e-4
+        assert np.abs(h - h2).max() <= 1e-6 and np.abs(g - g2).max() <= 1e-6
+    assert fused._fa is not None                # the fused kernel ran
+    np.testing.assert_array_equal(fused.pos, numpy_.pos)
+    np.testing.assert_allclose(fused.buf, numpy_.buf, atol=1e-6)
+    slots = np.concatenate([s for s, _ in frames])
+    feats = np.concatenate([f for _, f in frames])
+    for d in (fused, numpy_):
+        d.reset(np.arange(n_slots))
+    h, g = new(rows)
+    h2, g2 = new(rows)
+    fused.step(feats, None, slots, h, g)
+    numpy_.numpy_step(feats, None, slots, h2, g2)
+    assert np.abs(h - h2).max() <= 1e-6 and np.abs(g - g2).max() <= 1e-6

@@ -465,7 +465,7 @@ class _FeedForwardDecoder(_FastDecoder):
         return bad
 
 
-class FastCNNDecoder(_FeedForwardDecoder):
+class FastCNNDecoder(_Fused, _FeedForwardDecoder):
     """A causal dilated CNN ``Decoder`` (see ``CausalCNNBackbone.step_slots``).
 
     Layer ``l`` (dilation ``d``, kernel ``k``) reads its inputs of frames ``t - j d``,
@@ -510,7 +510,17 @@ class FastCNNDecoder(_FeedForwardDecoder):
              out_harm: np.ndarray, out_noise: np.ndarray) -> np.ndarray:
         """One frame (or several, rows in frame order) for ``slots``; writes the controls and
         returns the bool mask of bad rows (real-time path: allocates nothing after warm-up,
-        up to :attr:`ROW_VIEWS_MAX` rows)."""
+        up to :attr:`ROW_VIEWS_MAX` rows). One nogil kernel (:func:`fast_kernels.cnn_rows`,
+        the engines' fused step), or the NumPy path where NumPy's BLAS cannot be called from
+        the kernels."""
+        if self._fused_ready():
+            return self._fused_step(features, z, slots, out_harm, out_noise)
+        return self.numpy_step(features, z, slots, out_harm, out_noise)
+
+    def numpy_step(self, features, z, slots, out_harm, out_noise) -> np.ndarray:
+        """:meth:`step` through NumPy's BLAS and ~38 calls of small kernels (each a GIL
+        hand-off): where the kernels cannot call NumPy's BLAS. The same numbers to float
+        rounding (its exponentials are NumPy's SIMD ones)."""
         n = len(slots)
         p, h, pos = self._begin_rows(features, z, slots)
         cat = self._rows("_cat", n)
@@ -560,6 +570,7 @@ class FastCNNDecoder(_FeedForwardDecoder):
                 np.ascontiguousarray(self.h_scaled, dtype=np.float32))
 
     _fused_w = None
+    _fused_kernel = "cnn_step"
 
     def _rows(self, name: str, n: int) -> np.ndarray:
         v = self.row_views
@@ -693,6 +704,23 @@ class FastAttentionDecoder(_Fused, _FeedForwardDecoder):
             [self.state[f"k{i}"] for i in range(L)], [self.state[f"v{i}"] for i in range(L)],
             self.w_proj, self.b_proj, self.g2, self.n2, self.w_ff1, self.b_ff1,
             self.w_ff2, self.b_ff2))
+
+
+def _aot_workload() -> None:
+    """For the ahead-of-time build's workload (rtsynth.aot): the CNN's NumPy step, which
+    :meth:`FastCNNDecoder.step` takes only where NumPy's BLAS cannot be called from the
+    kernels (its small kernels are exported for it)."""
+    from ..instruments import load_instrument
+    inst = load_instrument("flute-lite")
+    inst.allocate(4, max_rows=8)
+    dec = inst._fast
+    for slots in ([0], [0, 1, 2], [0, 1, 0, 1]):
+        s = np.array(slots, np.int64)
+        f = np.zeros((len(s), dec.w_pre.shape[0]), np.float32)
+        f[:, 0] = 0.5
+        dec.pitch_clip = (0.0, 1.0) if len(s) == 3 else None
+        dec.numpy_step(f, None, s, np.zeros((len(s), dec.k), np.float32),
+                       np.zeros((len(s), len(dec.b_head) - 1 - dec.k), np.float32))
 
 
 _BLAS: list = []

@@ -742,6 +742,15 @@ def gru_step(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_har
 
 
 @kernel
+def cnn_step(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm, out_noise,
+             res):  # pragma: no cover - compiled
+    """:func:`cnn_rows`, called from Python (:meth:`FastCNNDecoder.step`): the whole CNN step
+    in one nogil call instead of ~38 (BLAS products and kernels, each a GIL hand-off)."""
+    cnn_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm, out_noise,
+             res)
+
+
+@kernel
 def attention_step(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_harm,
                    out_noise, res):  # pragma: no cover - compiled
     """:func:`attention_fused`, called from Python (:meth:`FastAttentionDecoder.step`)."""
