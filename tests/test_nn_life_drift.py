@@ -26,8 +26,8 @@ from rtsynth.nn.neural import NeuralInstrument
 ROOT = Path(__file__).resolve().parents[1]
 SR = spec.SAMPLE_RATE
 #: the shipped models whose tables carry a fitted drift / tremolo (their cards)
-DRIFT_MODELS = ("flute-life", "violin", "violin-life", "cello-life")
-TREM_MODELS = ("cello-life", "violin")
+DRIFT_MODELS = ("flute-life", "violin", "violin-life")
+TREM_MODELS = ("violin",)
 
 
 def _cfg(name):
@@ -154,7 +154,7 @@ def test_tremolo_is_played(name):
     assert got["trem"] > got["still"] + 0.2 and got["none"] < got["trem"] - 0.2, got
 
 
-@pytest.mark.parametrize("name", ("flute-life", "cello-life"))
+@pytest.mark.parametrize("name", ("flute-life", "violin"))
 def test_offline_equals_live_with_drift_and_tremolo(name):
     """The same MIDI (wheel moves mid-note) at 64- and 128-frame live blocks and offline: the
     same samples, at a pitch with both a drift (where fitted) and a tremolo."""
@@ -215,7 +215,7 @@ RENDER = """
     from rtsynth.render import offline_engine, render_events
     from rtsynth.engine import Engine
     out = []
-    for name, note in (("flute-life", NOTE_F), ("violin", NOTE_V), ("cello-life", NOTE_C)):
+    for name, note in (("flute-life", NOTE_F), ("violin", NOTE_V), ("violin", NOTE_C)):
         ev = [(0, bytes((0x90, note, 100))), (9000, bytes((0xB0, 1, 100))),
               (40000, bytes((0x80, note, 0)))]
         inst = load_instrument(name)
@@ -235,7 +235,7 @@ def test_aot_equals_jit_with_drift_and_tremolo(tmp_path):
     code = textwrap.dedent(RENDER)
     code = code.replace("NOTE_F", str(_strongest(_cfg("flute-life"), "drift")))
     code = code.replace("NOTE_V", str(_strongest(_cfg("violin"), "drift")))
-    code = code.replace("NOTE_C", str(_strongest(_cfg("cello-life"), "trem_db")))
+    code = code.replace("NOTE_C", str(_strongest(_cfg("violin"), "trem_db")))
     res = {}
     for mode, env in (("aot", {}), ("jit", {"RTSYNTH_JIT": "1"})):
         out = tmp_path / f"{mode}.npy"
@@ -318,7 +318,7 @@ def test_fluidr3_notes_loop_so_nothing_drifts_late():
         assert r["level_slow_db_late"] < 0.2, r
 
 
-@pytest.mark.parametrize("name", ("flute-life", "cello-life"))
+@pytest.mark.parametrize("name", ("flute-life", "violin"))
 def test_life_engine_allocates_nothing_after_warmup(name):
     """The life kernel's bundle and parameter cache are made at the first block: afterwards a
     life model's engine block (notes with steals, bends, wheel, pressure: test_engine_realtime's

@@ -193,6 +193,19 @@ def _tremolo(prm, t, scale):
 
 
 @subkernel(**_OPT)
+def _tremolo_shape(prm, t):
+    """``env(t) * sin(2 pi rate t + phase + trem_phase)``: what both tremolo forms scale."""
+    x = (t - prm[3]) / prm[4]
+    x = min(max(x, 0.0), 1.0)
+    env = x * x * (3.0 - 2.0 * x)
+    return env * math.sin(2.0 * math.pi * prm[5] * t + prm[7] + prm[9])
+
+
+#: ln(10) / DB_PER_DECADE: a dB value times this is the log of its factor on the dynamics
+_DB_LOG = math.log(10.0) / DB_PER_DECADE
+
+
+@subkernel(**_OPT)
 def _tremolo_gain(prm, t, scale):
     x = (t - prm[3]) / prm[4]
     x = min(max(x, 0.0), 1.0)
@@ -259,8 +272,9 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
             sc = life * (1.0 + wheel_gain * (chan_vib[ch, t] + vib_row[v, t]) / vib_full)
             val = _curve(prm, kk / sr, sc) / 100.0
             if trem:
-                dv = _tremolo(prm, kk / sr, sc)
-                g = _tremolo_gain(prm, kk / sr, sc)
+                m = _tremolo_shape(prm, kk / sr)
+                dv = sc * prm[8] * m
+                g = math.exp(sc * prm[12] * m * _DB_LOG) if prm[12] > 0.0 else 1.0
             nk = kk + step
             if k < fine and nk >= fine:
                 nk = fine_next
@@ -279,8 +293,7 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
                     bend_row[v, tt] = s + val
             if trem:
                 for tt in range(t, te):
-                    d = dyn_row[v, tt] * g + dv
-                    dyn_row[v, tt] = 0.0 if d < 0.0 else (1.0 if d > 1.0 else d)
+                    dyn_row[v, tt] = min(max(dyn_row[v, tt] * g + dv, 0.0), 1.0)
             t = te
         if trem:
             expr_touched[v] = True
