@@ -141,6 +141,7 @@ TRAIN_LIMITS: dict[str, Limit] = {
     "amp_bias": Limit(-100.0, 100.0), "tilt": Limit(0.0, 10.0), "log_weight": Limit(0.0, 1e6),
     "seed": Limit(0, 2 ** 32 - 1, True), "velocity_dropout": Limit(0.0, 1.0),
     "onset_weight": Limit(0.0, 1e6), "level_weight": Limit(0.0, 1e6),
+    "pre_dim": Limit(1, 4096, True), "distill_weight": Limit(0.0, 1e6),
 }
 
 
