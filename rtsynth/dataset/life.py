@@ -248,7 +248,8 @@ def fit_life(examples, cents: dict[str, np.ndarray]) -> dict:
             "how": "rtsynth.dataset.life.fit_life over the training notes (track_f0)"}
 
 
-def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3, db: bool = False) -> dict:
+def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3, db: bool = False,
+                per_zone: bool = False) -> dict:
     """The level's breathing with the vibrato (issue 12.4), added to a ``life`` table: per
     table pitch, from its longest plain training note, the dynamics the source's level asks for
     frame by frame (:func:`rtsynth.data.dynamics_from_loudness`, the dataset's calibration,
@@ -257,8 +258,10 @@ def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3, db: bool 
     + trem_phase)`` with the table's own vibrato rate, phase and onset: ``trem`` (dynamics
     units) and ``trem_phase``. ``db``: the held level itself (A-weighted dB) instead, giving
     ``trem_db`` (dB; played as a factor on the dynamics, the same dB at any velocity: see
-    :data:`rtsynth.nn.life.DB_PER_DECADE`) and ``trem`` 0. A new dict; the input is not
-    changed."""
+    :data:`rtsynth.nn.life.DB_PER_DECADE`) and ``trem`` 0. ``per_zone`` (the table has its
+    ``zone`` column, :func:`with_zones`): one fit over all the zone's notes (their rows
+    stacked, each with its own vibrato), given to every row of the zone: a sample breathes
+    alike at every key it plays. A new dict; the input is not changed."""
     from .. import data as rdata
     from ..nn.life import note_params, table_from_config
     pitches, table = table_from_config(life)
@@ -274,6 +277,7 @@ def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3, db: bool 
             continue
         best[float(ex.pitch)] = (rel, ex)
     trem, tph = [], []
+    rows: dict[int, tuple] = {}
     for p in pitches:
         if p not in best:
             trem.append(0.0)
@@ -298,9 +302,23 @@ def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3, db: bool 
         env = _smoothstep(t, prm[3], prm[4])
         ph = 2 * np.pi * prm[5] * t + prm[7]
         A = np.stack([env * np.sin(ph), env * np.cos(ph)], 1)
+        rows[len(trem)] = (A, x)
         c = np.linalg.lstsq(A, x, rcond=None)[0]
         trem.append(round(float(min(np.hypot(c[0], c[1]), 6.0 if db else 0.5)), 6))
         tph.append(round(float(np.arctan2(c[1], c[0])), 6))
+    if per_zone:
+        zone = np.asarray(life.get("zone", [0.0] * len(trem)), np.float64)
+        if not (zone > 0).all():
+            raise ValueError("fit_tremolo per_zone: the table needs its 'zone' column")
+        for z in np.unique(zone):
+            js = [j for j in np.flatnonzero(zone == z) if j in rows]
+            if not js:
+                continue
+            c = np.linalg.lstsq(np.concatenate([rows[j][0] for j in js]),
+                                np.concatenate([rows[j][1] for j in js]), rcond=None)[0]
+            for j in np.flatnonzero(zone == z):
+                trem[j] = round(float(min(np.hypot(c[0], c[1]), 6.0 if db else 0.5)), 6)
+                tph[j] = round(float(np.arctan2(c[1], c[0])), 6)
     out = dict(life)
     out["trem_db" if db else "trem"] = trem
     if db:
@@ -310,6 +328,81 @@ def fit_tremolo(examples, life: dict, cal: dict, start_s: float = 0.3, db: bool 
                           + ("A-weighted dB" if db else "dynamics")
                           + " less its envelope (two vibrato periods) at the vibrato's rate and "
                             "onset")
+    return out
+
+
+def sf2_zones(path: str | Path, program: int, bank: int = 0) -> list[tuple[int, int, str]]:
+    """The key ranges of a SoundFont 2 preset's samples: ``(lo, hi, sample name)`` sorted, one
+    per distinct range (a stereo pair's two samples are one range). Read from the file's
+    ``pdta`` chunk: the preset's zones (their key ranges, generator 43, and instruments,
+    generator 41) and each instrument zone's key range and sample (generator 53), the ranges
+    intersected. Which sample plays a key decides its vibrato, tuning and breathing: FluidR3's
+    flute keys 63-65 breathe 4.4 dB, 66-68 (another sample) 1.6 dB."""
+    import struct
+    b = Path(path).read_bytes()
+    if b[:4] != b"RIFF" or b[8:12] != b"sfbk":
+        raise ValueError(f"{path}: not a SoundFont 2 file")
+
+    def chunks(off, end):
+        while off + 8 <= end:
+            cid, size = b[off:off + 4], struct.unpack("<I", b[off + 4:off + 8])[0]
+            yield cid, off + 8, size
+            off += 8 + size + (size & 1)
+    pd = {}
+    for cid, o, size in chunks(12, len(b)):
+        if cid == b"LIST" and b[o:o + 4] == b"pdta":
+            pd = {c.decode("latin-1"): b[o2:o2 + s2] for c, o2, s2 in chunks(o + 4, o + size)}
+
+    def recs(name, fmt):
+        n = struct.calcsize(fmt)
+        raw = pd.get(name, b"")
+        return [struct.unpack(fmt, raw[i:i + n]) for i in range(0, len(raw) - n + 1, n)]
+    phdr, pbag, pgen = recs("phdr", "<20sHHHIII"), recs("pbag", "<HH"), recs("pgen", "<HH")
+    inst, ibag, igen = recs("inst", "<20sH"), recs("ibag", "<HH"), recs("igen", "<HH")
+    shdr = recs("shdr", "<20sIIIIIBbHH")
+
+    def gens(bags, gen, z):
+        return {gen[k][0]: gen[k][1] for k in range(bags[z][0], bags[z + 1][0])}
+
+    def keys(g):
+        r = g.get(43)
+        return (r & 255, r >> 8) if r is not None else (0, 127)
+    out = set()
+    for pi in range(len(phdr) - 1):
+        if phdr[pi][1] != program or phdr[pi][2] != bank:
+            continue
+        for z in range(phdr[pi][3], phdr[pi + 1][3]):
+            g = gens(pbag, pgen, z)
+            if 41 not in g:
+                continue
+            plo, phi = keys(g)
+            ii = g[41]
+            for iz in range(inst[ii][1], inst[ii + 1][1]):
+                ig = gens(ibag, igen, iz)
+                if 53 not in ig:
+                    continue
+                lo, hi = keys(ig)
+                lo, hi = max(lo, plo), min(hi, phi)
+                if lo <= hi:
+                    name = shdr[ig[53]][0].split(b"\0")[0].decode("latin-1")
+                    out.add((lo, hi, name.split("(")[0].strip()))
+    if not out:
+        raise ValueError(f"{path}: no preset {bank}:{program} with samples")
+    return sorted(out)
+
+
+def with_zones(life: dict, zones: list[tuple[int, int, str]]) -> dict:
+    """A ``life`` table with its ``zone`` column (:data:`rtsynth.nn.life.OPTIONAL`): per row
+    the lowest key of the zone that plays its pitch (the lowest zone's as 1; 0 where none
+    does). A new dict."""
+    col = []
+    for p in life["pitch"]:
+        lo = [z[0] for z in zones if z[0] <= p <= z[1]]
+        col.append(float(max(lo[0], 1)) if lo else 0.0)
+    out = dict(life)
+    out["zone"] = col
+    out["zones_how"] = ("rtsynth.dataset.life.sf2_zones: the lowest key of the SoundFont sample "
+                        "that plays each pitch")
     return out
 
 
@@ -413,7 +506,24 @@ def main(argv=None) -> int:
     ap.add_argument("--drift", default=None, metavar="MODEL")
     ap.add_argument("--db", action="store_true",
                     help="with --tremolo: fit it in dB (trem_db, a factor on the dynamics)")
+    ap.add_argument("--per-zone", action="store_true",
+                    help="with --tremolo: one fit per source sample zone (the table's 'zone')")
+    ap.add_argument("--zones", default=None, metavar="MODEL",
+                    help="write the source's sample zones (the 'zone' column) into MODEL's "
+                         "table, from the dataset's SoundFont (--sf2)")
+    ap.add_argument("--sf2", default=None, help="the SoundFont of --zones (default: "
+                    "/usr/share/sounds/sf2/ and the dataset's soundfont name)")
     a = ap.parse_args(argv)
+    if a.zones:
+        src = json.loads((Path(a.data) / "index.json").read_text())["source"]
+        sf2 = a.sf2 or str(Path("/usr/share/sounds/sf2") / src["soundfont"])
+        zones = sf2_zones(sf2, int(src["program"]), int(src.get("bank", 0)))
+        p = Path(a.zones) / "config.json"
+        cfg = json.loads(p.read_text())
+        cfg["life"] = with_zones(cfg["life"], zones)
+        p.write_text(json.dumps(cfg, indent=1) + "\n")
+        print(json.dumps({"zones": zones, "zone": cfg["life"]["zone"]}))
+        return 0
     exs = rdata.load_dataset(a.data, split="train")
     if a.drift:
         p = Path(a.drift) / "config.json"
@@ -426,7 +536,8 @@ def main(argv=None) -> int:
     if a.tremolo:
         p = Path(a.tremolo) / "config.json"
         cfg = json.loads(p.read_text())
-        cfg["life"] = fit_tremolo(exs, cfg["life"], rdata.calibrate(exs), db=a.db)
+        cfg["life"] = fit_tremolo(exs, cfg["life"], rdata.calibrate(exs), db=a.db,
+                                  per_zone=a.per_zone)
         p.write_text(json.dumps(cfg, indent=1) + "\n")
         print(json.dumps({k: cfg["life"][k] for k in ("pitch", "trem_db" if a.db else "trem",
                                                       "trem_phase")}))

@@ -186,6 +186,9 @@ def kernel_cost(model: str = "flute-life", voices: int = 32, rounds: int = 9,
     def grab(n, vs_, rows_):
         for f in fields:
             snap[f] = getattr(vs_, f).copy()
+        if life._bundle is not None:
+            # its per-voice cache too: the HOLD steps' recurrence steps from the last block's
+            snap["cache"] = life._bundle[-1].copy()
         block(n, vs_, rows_)
     life.block = grab
     e.render()
@@ -194,7 +197,10 @@ def kernel_cost(model: str = "flute-life", voices: int = 32, rounds: int = 9,
 
     def restore():
         for f, arr in snap.items():
-            getattr(vs, f)[...] = arr
+            if f == "cache":
+                life._bundle[-1][...] = arr
+            else:
+                getattr(vs, f)[...] = arr
 
     def one():
         restore()

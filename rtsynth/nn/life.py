@@ -55,11 +55,16 @@ WHEEL_GAIN = 2.0
 #: dynamics units, and its phase against the vibrato's: :func:`rtsynth.dataset.life.fit_tremolo`)
 #: are optional (0: a table fitted before them plays no level movement)
 COLS = ("offset", "settle", "settle_tau", "delay", "ramp", "rate", "depth", "phase", "trem",
-        "trem_phase", "drift", "drift_tau", "trem_db")
+        "trem_phase", "drift", "drift_tau", "trem_db", "zone")
 #: the drift (:func:`rtsynth.dataset.life.fit_drift`): the source sample's slow pitch wander
 #: over its first second, ``drift * exp(-t / drift_tau)`` cents, scaled as the vibrato is
 #: (after it FluidR3's samples loop: their pitch curve repeats exactly, nothing drifts)
-OPTIONAL = ("trem", "trem_phase", "drift", "drift_tau", "trem_db")
+OPTIONAL = ("trem", "trem_phase", "drift", "drift_tau", "trem_db", "zone")
+#: ``zone``: the lowest key of the source sample that plays the row's pitch (the SoundFont's
+#: instrument zone, :func:`rtsynth.dataset.life.sf2_zones`; the lowest zone's written as 1; 0:
+#: unknown). A note between two rows of one zone takes their interpolation (one sample); between
+#: two zones, the row of its own zone: the upper one's from its ``zone`` key up, else the lower
+#: one's (FluidR3's flute: key 66 is played by the sample of 66-68, not by 65's)
 #: ``trem_db``: the level's tremolo in dB (:func:`rtsynth.dataset.life.fit_tremolo` with
 #: ``db=True``), played as a factor on the dynamics row: a dataset's calibration has the level
 #: ~ 40 log10(dynamics) dB (FluidR3 flute: within 0.3 dB from velocity 24 to 127), so the
@@ -84,7 +89,7 @@ COL_LIMITS = {"offset": (-100.0, 100.0), "settle": (-1e4, 1e4), "settle_tau": (0
               "delay": (0.0, 60.0), "ramp": (0.0, 60.0), "rate": (0.0, 20.0),
               "depth": (0.0, 200.0), "phase": (-1e3, 1e3), "trem": (0.0, 0.5),
               "trem_phase": (-1e3, 1e3), "drift": (-60.0, 60.0), "drift_tau": (0.0, 10.0),
-              "trem_db": (0.0, 6.0)}
+              "trem_db": (0.0, 6.0), "zone": (0.0, 127.0)}
 
 
 def table_from_config(life: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +160,14 @@ def _params(pitches, table, note, out):
     ratio = table[i + 1, 5] / table[i, 5]
     dph = table[i + 1, 7] - table[i, 7]
     dph = (dph + math.pi) % (2 * math.pi) - math.pi
-    same = abs(dph) < 0.6 and abs(ratio / 2.0 ** ((b - a) / 12.0) - 1.0) < 0.04
+    za, zb = table[i, 13], table[i + 1, 13]
+    if za > 0.0 and zb > 0.0:
+        # the source's zones known: one sample interpolates, else the note's own zone's row
+        same = za == zb
+        if not same:
+            w = 1.0 if note >= zb else 0.0
+    else:
+        same = abs(dph) < 0.6 and abs(ratio / 2.0 ** ((b - a) / 12.0) - 1.0) < 0.04
     if same:
         for c in range(N_COLS):
             out[c] = (1 - w) * table[i, c] + w * table[i + 1, c]
@@ -204,6 +216,59 @@ def _tremolo_shape(prm, t):
 #: ln(10) / DB_PER_DECADE: a dB value times this is the log of its factor on the dynamics
 _DB_LOG = math.log(10.0) / DB_PER_DECADE
 
+#: the kernel's per-voice cache (:func:`_rows`), past the parameters and their note: the HOLD
+#: steps' recurrence (the vibrato's sin and cos, the two exp terms at the last step ``_KK``)
+#: and what it multiplies by each HOLD step (the rotation by 2 pi rate HOLD / sr, the exp terms'
+#: decay over HOLD samples), the tremolo phase's cos and sin
+_KK, _SN, _CS, _E1, _E2 = N_COLS + 1, N_COLS + 2, N_COLS + 3, N_COLS + 4, N_COLS + 5
+_CD, _SD, _R1, _R2, _TC, _TS = (N_COLS + 6, N_COLS + 7, N_COLS + 8, N_COLS + 9, N_COLS + 10,
+                                N_COLS + 11)
+CACHE_W = N_COLS + 12
+
+
+@subkernel(**_OPT)
+def _note_cache(prm, sr):
+    """A voice's cache row after its parameters are loaded: the recurrence's factors, no step."""
+    d = 2.0 * math.pi * prm[5] * HOLD / sr
+    prm[_CD] = math.cos(d)
+    prm[_SD] = math.sin(d)
+    prm[_R1] = math.exp(-HOLD / sr / prm[2])
+    prm[_R2] = math.exp(-HOLD / sr / prm[11])
+    prm[_TC] = math.cos(prm[9])
+    prm[_TS] = math.sin(prm[9])
+    prm[_KK] = math.nan
+
+
+@subkernel(**_OPT)
+def _hold_step(prm, kk, sr):
+    """The recurrence's state at HOLD step ``kk`` (voice samples): from the state one HOLD
+    before by the rotation and decays (4 multiply-adds for the sin and cos, 2 products),
+    kept where it is already at ``kk`` (a step across two blocks), else (the first HOLD step,
+    a voice's clock that jumped) evaluated directly. ``sin``/``cos``/``exp`` of a step's own
+    time otherwise: 2-3 calls of ~10-20 ns each, per voice and step."""
+    if prm[_KK] == kk:
+        return
+    if prm[_KK] == kk - HOLD:
+        s, c = prm[_SN], prm[_CS]
+        prm[_SN] = s * prm[_CD] + c * prm[_SD]
+        prm[_CS] = c * prm[_CD] - s * prm[_SD]
+        prm[_E1] *= prm[_R1]
+        prm[_E2] *= prm[_R2]
+    else:
+        t = kk / sr
+        th = 2.0 * math.pi * prm[5] * t + prm[7]
+        prm[_SN] = math.sin(th)
+        prm[_CS] = math.cos(th)
+        prm[_E1] = math.exp(-t / prm[2])
+        prm[_E2] = math.exp(-t / prm[11])
+    t = kk / sr
+    # the exp terms left out past EXP_CUT time constants (as _curve: no denormals either)
+    if t > EXP_CUT * prm[2]:
+        prm[_E1] = 0.0
+    if t > EXP_CUT * prm[11]:
+        prm[_E2] = 0.0
+    prm[_KK] = kk
+
 
 @subkernel(**_OPT)
 def _tremolo_gain(prm, t, scale):
@@ -237,7 +302,10 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
     bend_row, bend_settled, bend_touched, bend_state, vib_row, dyn_row, expr_touched``, the
     channels' ``vib`` row, the table's ``pitches`` and ``table``, and ``cache``: per voice its
     parameters (``:N_COLS``) and the note they are for (column ``N_COLS``; NaN: none yet), a
-    function of the note alone, looked up again only when the voice's note changes."""
+    function of the note alone, looked up again only when the voice's note changes, then the
+    HOLD steps' recurrence (:func:`_hold_step`: after the first ``FINE_S`` the curve's sin, cos
+    and exp terms from the previous step's by a rotation and decays, not by sin/cos/exp; the
+    tremolo's sin from the same sin and cos)."""
     (active, note, vpos, start_off, chan, bend_row, bend_settled, bend_touched, bend_state,
      vib_row, dyn_row, expr_touched, chan_vib, pitches, table, cache) = b
     fine = int(FINE_S * sr)
@@ -250,6 +318,7 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
         if prm[N_COLS] != nv:
             _params(pitches, table, nv, prm)
             prm[N_COLS] = nv
+            _note_cache(prm, sr)
         ch = chan[v]
         t0 = start_off[v]
         pos = vpos[v]
@@ -270,18 +339,34 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
             step = SUB if k < fine else HOLD
             kk = k - k % step
             sc = life * (1.0 + wheel_gain * (chan_vib[ch, t] + vib_row[v, t]) / vib_full)
-            val = _curve(prm, kk / sr, sc) / 100.0
+            if k < fine:
+                val = _curve(prm, kk / sr, sc) / 100.0
+                m = _tremolo_shape(prm, kk / sr) if trem else 0.0
+                prm[_KK] = math.nan
+            else:
+                # a HOLD step: the curve's sin, cos and exp terms by recurrence from the last
+                # step (the same steps live and offline: a function of the voice clock alone)
+                _hold_step(prm, kk, sr)
+                x = (kk / sr - prm[3]) / prm[4]
+                x = min(max(x, 0.0), 1.0)
+                env = x * x * (3.0 - 2.0 * x)
+                val = (prm[0] + sc * prm[6] * env * prm[_SN]
+                       + prm[1] * prm[_E1] + sc * prm[10] * prm[_E2]) / 100.0
+                m = env * (prm[_SN] * prm[_TC] + prm[_CS] * prm[_TS]) if trem else 0.0
             if trem:
-                m = _tremolo_shape(prm, kk / sr)
                 dv = sc * prm[8] * m
                 g = math.exp(sc * prm[12] * m * _DB_LOG) if prm[12] > 0.0 else 1.0
             nk = kk + step
             if k < fine and nk >= fine:
                 nk = fine_next
             te = min(n, t + (nk - k))
+            # (the rows' loops index them by an unsigned sample: no negative index to wrap,
+            # so they vectorise; a signed one cost the tremolo's ~2 ns a sample)
             if rest:
-                for tt in range(t, te):
-                    bend_row[v, tt] = s + val
+                brow = bend_row[v]
+                sv = s + val
+                for tt in range(np.uint64(t), np.uint64(te)):
+                    brow[tt] = sv
             else:
                 for tt in range(t, te):
                     x = bend_row[v, tt]
@@ -292,8 +377,11 @@ def _rows(n, b, coef, life, vib_full, wheel_gain, sr):
                         xp = x
                     bend_row[v, tt] = s + val
             if trem:
-                for tt in range(t, te):
-                    dyn_row[v, tt] = min(max(dyn_row[v, tt] * g + dv, 0.0), 1.0)
+                drow = dyn_row[v]
+                for tt in range(np.uint64(t), np.uint64(te)):
+                    y = drow[tt] * g + dv
+                    y = y if y > 0.0 else 0.0
+                    drow[tt] = y if y < 1.0 else 1.0
             t = te
         if trem:
             expr_touched[v] = True
@@ -338,7 +426,7 @@ class Life:
 
     def block(self, n: int, vs, rows) -> None:
         if self._for[0] is not vs or self._for[1] is not rows:
-            cache = np.full((vs.active.shape[0], N_COLS + 1), np.nan)
+            cache = np.full((vs.active.shape[0], CACHE_W), np.nan)
             self._bundle = (vs.active, vs.note, vs.vpos, vs.start_off, vs.chan, vs.bend_row,
                             vs.bend_settled, vs.bend_touched, vs.bend_state, vs.vib_row,
                             vs.dyn_row, vs.expr_touched, rows.vib, self.pitches, self.table,
