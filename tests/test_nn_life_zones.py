@@ -64,10 +64,26 @@ def test_sf2_zones_of_the_real_soundfont():
     # the keys the flute's held-out 66 is about: 63-65 one sample, 66 another
     z = {k: next(i for i, (lo, hi, _) in enumerate(zones) if lo <= k <= hi) for k in (63, 65, 66)}
     assert z[63] == z[65] != z[66]
-    # another program, other zones; the shipped flute-life's column is this file's
     assert dl.sf2_zones(SF2, 40) != zones
-    cfg = json.loads((ROOT / "models" / "flute-life" / "config.json").read_text())
+
+
+@pytest.mark.skipif(not SF2.exists(), reason="FluidR3_GM.sf2 not installed")
+@pytest.mark.parametrize("name,program", [("flute-life", 73), ("violin", 40),
+                                          ("violin-life", 40), ("cello-life", 42),
+                                          ("trumpet-life", 56)])
+def test_the_shipped_tables_zones_are_their_sources(name, program):
+    """Each shipped life table's ``zone`` column is its source's (the SoundFont's own zones of
+    the program its dataset rendered), and a held-out key between two zones plays its own."""
+    cfg = json.loads((ROOT / "models" / name / "config.json").read_text())
+    zones = dl.sf2_zones(SF2, program)
     assert dl.with_zones(cfg["life"], zones)["zone"] == cfg["life"]["zone"]
+    p, t = nl.table_from_config(cfg["life"])
+    for lo, hi, _ in zones[1:]:
+        if p[0] < lo <= p[-1] and lo not in p and (lo - 1) in p:
+            # a key at a zone's bottom whose lower neighbour is of another zone: never its row
+            got = nl.note_params(p, t, float(lo))
+            low = t[list(p).index(lo - 1)]
+            assert got[0] != low[0] or got[7] != low[7], (name, lo)
 
 
 def test_sf2_zones_refuses_another_file(tmp_path):
