@@ -490,3 +490,44 @@ def test_parts_rendered_at_once_equal_one_after_another(gm_file, tmp_path, monke
     a, b = (tmp_path / "at_once.wav").read_bytes(), (tmp_path / "serial.wav").read_bytes()
     assert len(a) > 100_000 and a == b
     assert (tmp_path / "mixed.wav").read_bytes() == a
+
+
+def test_idle_part_skips_its_block_and_the_samples_are_the_same(tmp_path, monkeypatch):
+    """A part with no voice, no event in the block and its channels' rows at rest renders no
+    block (:meth:`EnginePart._at_rest`: silence, its clock on): the parts here play in turn
+    (each idle while another sounds), with a volume change and a bend on a channel while it is
+    idle (its gain row then smooths: no skip until it settles) and the master reverb's tail;
+    the file is the same, byte for byte, as with every block rendered, and blocks were
+    skipped."""
+    from rtsynth.host.rack import EnginePart
+    from rtsynth.host.wiring import build_rack
+    from rtsynth.render import render_to_file
+    events = []
+    t = 0
+    for ch, prog, notes in PARTS:
+        events.append((t, bytes([0xC0 | ch, prog])))
+        t += SR // 2
+        for n in notes[:3]:
+            events.append((t, bytes([0x90 | ch, n, 90])))
+            events.append((t + SR // 4, bytes([0x80 | ch, n, 0])))
+            t += SR // 3
+        t += SR
+    # the first part's channel while it is idle: volume and bend, then a note
+    events += [(t, bytes([0xB0, 7, 60])), (t + 100, bytes([0xE0, 0, 80])),
+               (t + SR, bytes([0x90, 72, 90])), (t + SR + SR // 4, bytes([0x80, 72, 0]))]
+    events.sort(key=lambda e: e[0])
+
+    def render(path):
+        rack = build_rack(rack_args(reverb=0.12), 1024, None, True, {}, [])
+        try:
+            render_to_file(rack, list(events), path, tail=1.0)
+        finally:
+            rack.close()
+        return sum(p.skipped for p in rack.part_list if p.kind == "engine"), len(rack.part_list)
+
+    skipped, parts = render(tmp_path / "skip.wav")
+    assert parts == 4 and skipped > 50
+    monkeypatch.setattr(EnginePart, "_at_rest", staticmethod(lambda e, n: False))
+    assert render(tmp_path / "full.wav")[0] == 0
+    a, b = (tmp_path / "skip.wav").read_bytes(), (tmp_path / "full.wav").read_bytes()
+    assert len(a) > 100_000 and a == b

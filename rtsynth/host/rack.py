@@ -81,8 +81,45 @@ class EnginePart:
     def push(self, when: int, msg) -> None:
         self.engine.push(when, msg)
 
+    #: blocks skipped as idle (:meth:`_at_rest`): silence without running the engine
+    skipped = 0
+
     def render(self, n: int) -> np.ndarray:
-        return self.engine.render(n)
+        e = self.engine
+        if self._at_rest(e, n):
+            # what the engine's block would do: its task, silence, its clock on
+            task = getattr(e, "_beside", None)
+            if task is not None:
+                e._beside = None
+                task()
+            out = e.out[:n]
+            out.fill(0.0)
+            e.time += n
+            self.skipped += 1
+            return out
+        return e.render(n)
+
+    @staticmethod
+    def _at_rest(e, n: int) -> bool:
+        """Whether engine ``e``'s next ``n`` frames are provably silence that changes nothing
+        but its clock: a plain engine (``Engine``/``OfflineEngine`` render, no chain of its own:
+        ``master=False``, so no reverb tail), no event before the block's end, no voice in any
+        slot (releases and fades are voices), no per-note control queued, and every channel's
+        rows at rest (no row written by the block before, each gain row settled on its target
+        for at least ``n`` frames: :func:`~rtsynth.engine.channels.begin_rows` and
+        ``smooth_rows`` would write nothing). Such a block runs no model step, synthesises
+        nothing and its safety stage sees zeros; tests/test_host.py checks the samples."""
+        if e.use_master or type(e).render not in _PLAIN_RENDERS:
+            return False
+        q = e.events
+        if q and q[0][0] < e.time + n:
+            return False
+        if e.voices.active.any():
+            return False
+        ch = e.channels
+        if ch.n_ops or ch.touched.any() or ch.settled.min() < n:
+            return False
+        return n <= e.block
 
     @property
     def active_voices(self) -> int:
@@ -101,6 +138,15 @@ class EnginePart:
         c = getattr(self.engine, "close", None)
         if c is not None:
             c()
+
+
+def _plain_renders() -> tuple:
+    from ..engine.block import Engine
+    from ..engine.offline import OfflineEngine
+    return (Engine.render, OfflineEngine.render)
+
+
+_PLAIN_RENDERS = _plain_renders()
 
 
 class LV2Part:
