@@ -102,7 +102,7 @@ def _workload(log) -> None:
     safety_clip(np.zeros((4, 2), np.float32), 0.5, np.zeros(2, np.int64))
     pcm24(np.zeros((4, 2), np.float32), np.zeros(24, np.uint8))
     from rtsynth.nn.fast import _aot_workload      # the CNN's NumPy step (its fallback)
-    _aot_workload()
+    _aot_workload(load_instrument("flute-lite"))
     # architectures no shipped model has: a GRU of two layers steps strided state views
     try:
         from rtsynth.nn.fast import fast_decoder

@@ -706,12 +706,10 @@ class FastAttentionDecoder(_Fused, _FeedForwardDecoder):
             self.w_ff2, self.b_ff2))
 
 
-def _aot_workload() -> None:
-    """For the ahead-of-time build's workload (rtsynth.aot): the CNN's NumPy step, which
-    :meth:`FastCNNDecoder.step` takes only where NumPy's BLAS cannot be called from the
-    kernels (its small kernels are exported for it)."""
-    from ..instruments import load_instrument
-    inst = load_instrument("flute-lite")
+def _aot_workload(inst) -> None:
+    """For the ahead-of-time build's workload (rtsynth.aot), on a CNN instrument: the CNN's
+    NumPy step, which :meth:`FastCNNDecoder.step` takes only where NumPy's BLAS cannot be
+    called from the kernels (its small kernels are exported for it)."""
     inst.allocate(4, max_rows=8)
     dec = inst._fast
     for slots in ([0], [0, 1, 2], [0, 1, 0, 1]):
