@@ -323,18 +323,21 @@ def add_held(rows: list[dict]) -> dict:
 
 # -- 5. start-up -------------------------------------------------------------------------------
 
-def measure_startup(live: LiveSynth, timeout: float = 90.0, threshold: float = 1e-3,
-                    every: int = 480) -> dict:
+def measure_startup(live: LiveSynth, timeout: float = 90.0, threshold: float = ONSET_THRESHOLD,
+                    every: int = 480, program: int | None = None) -> dict:
     """Launch ``live`` and press a key every ``every`` frames (10 ms) from the launch on;
-    the first audible frame (``> threshold``), in seconds from the launch. The synth is left
-    running, connected and silenced."""
+    the first audible frame (``> threshold``, the latency rows' -80 dBFS: a synth's output is
+    exact zeros before its first note), in seconds from the launch. ``program``: the program
+    change sent first (None: the synth's own, ``live.spec.program``; the runner gives
+    FluidSynth the felt row's GM flute, the instrument rtsynth's default models). The synth is
+    left running, connected and silenced."""
     rig = live.rig
     sr = rig.sample_rate
     n_max = min(int(timeout * sr), rig.max_frames)
     ev = []
     for i in range(n_max // every):
         ev.append((i * every, bytes([0x90, 60, 100])))
-    ev = _program_events(live.spec.program) + ev
+    ev = _program_events(live.spec.program if program is None else program) + ev
     f_launch = rig.frame_time
     start = rig.start(ev, n_max, start_frame=f_launch)
     live.launch()

@@ -289,7 +289,8 @@ def _startup_latency(cfg, spec, env, rig, block, main, r, log) -> str | None:
     live = LiveSynth(dry, env, rig, block, workdir=cfg.workdir)
     try:
         log(f"[{block}] start-up: {spec.label}")
-        st = M.measure_startup(live, timeout=120.0)
+        st = M.measure_startup(live, timeout=120.0,
+                               program=M.FELT_PROGRAM if spec.kind == "fluidsynth" else None)
         if main or "startup" not in r:
             r["startup"] = dict(st, block=block)
         if "felt" in cfg.rows:
