@@ -415,9 +415,9 @@ def _play_mode(args, driver_name: str) -> bool:
                         "choose one")
     if args.sync and driver_name != "jack":
         raise UserError("--sync needs the JACK driver (a JACK server must be running)")
-    # JACK's default is sync: a block that would be late sends the next ones to the ring for
-    # a while (--ahead auto's policy there), and rendering comes back into the callback after
-    # --lower-after s of blocks that fit
+    # JACK's default is sync: a heavy block followed by another that would be late too sends
+    # the next ones to the ring for a while, and rendering comes back into the callback after
+    # 0.5 s of blocks that fit (doubled when it flaps; see live.player)
     return driver_name == "jack" and not (args.buffered or args.ahead is not None)
 
 
@@ -749,9 +749,9 @@ def _play_parser(sub) -> None:
     p.add_argument("--sync", action="store_true",
                    help="JACK (the default there): render inside the process callback; no added "
                         "latency (MIDI sounds at its exact frame in the same period). A block "
-                        "that misses its period is a dropout (counted as an underrun) and sends "
-                        "the next ones to the ring, one block ahead, until --lower-after s of "
-                        "blocks fit")
+                        "that misses its period is a dropout (counted as an underrun); heavy blocks "
+                        "of rtsynth's own, one after another, send the next ones to the ring, "
+                        "one block ahead, until 0.5 s of blocks fit (see --lower-after)")
     p.add_argument("--buffered", action="store_true",
                    help="render ahead in a generator thread into a ring (JACK's default before "
                         "sync; PortAudio always does): latency (1+ahead) blocks, a margin "

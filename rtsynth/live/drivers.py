@@ -116,8 +116,9 @@ def add_play_options(p) -> None:
     p.add_argument("--lower-after", type=checker("lower_after"), default=LOWER_AFTER_S,
                    metavar="SECONDS",
                    help="latency raised after underruns of rtsynth's own comes down one block "
-                        "after this many seconds without one (and --sync returns into the "
-                        f"callback after as long with blocks that fit; default {LOWER_AFTER_S:g})")
+                        "after this many seconds without one; --sync returns into the callback "
+                        "after 0.5 s of blocks that fit, doubled (up to this) when it falls "
+                        f"back again within this of a return (default {LOWER_AFTER_S:g})")
 
 
 class JackDriver:
