@@ -119,6 +119,24 @@ def _workload(log) -> None:
                      np.zeros((len(s), len(dec.b_head) - 1 - dec.k), np.float32))
 
 
+def _plain(sigs) -> list:
+    """The dispatcher's signatures without literal types, each once. A JIT that compiled a call
+    with a literal argument (``Literal[int](0)``: Numba retries a call with literal values when
+    its first typing fails) holds a version specialised to that value; the run-time check sees
+    only "an int", so that version would run for every value (a fresh build's cnn_ring took
+    ``rows_per_slot`` as 0 for every call, and the CNN's NumPy step wrote every slot's cache
+    into slot 0's rows)."""
+    from numba.core import types
+    from numba.core.typing import signature
+    out, seen = [], set()
+    for s in sigs:
+        args = tuple(types.unliteral(a) for a in s.args)
+        if args not in seen:
+            seen.add(args)
+            out.append(signature(s.return_type, *args))
+    return out
+
+
 def _signatures(log) -> dict:
     from rtsynth import jit
     out = {}
@@ -127,7 +145,7 @@ def _signatures(log) -> dict:
         if not k.exported:
             continue
         d = k.dispatcher
-        sigs = list(d.nopython_signatures) if d is not None else []
+        sigs = _plain(d.nopython_signatures) if d is not None else []
         if not sigs:
             missing.append(k.key)
             continue

@@ -181,3 +181,20 @@ def test_stale_or_missing_builds_fall_back_to_the_jit():
         assert r.stdout.split()[:2] == ["jit", "True"]
     r = run_py("from rtsynth import engine, jit; print(jit.status()['mode'])", RTSYNTH_JIT="1")
     assert r.stdout.strip() == "jit"
+
+
+def test_the_build_compiles_no_literal_specialisation():
+    """A JIT signature with a literal argument (Numba's retry with literal values) is built as
+    the plain type, once: the run-time check cannot tell ``Literal[int](0)`` from another int,
+    so a version specialised to 0 ran for every value (a fresh build's cnn_ring took
+    rows_per_slot = 0 always)."""
+    from numba.core import types
+    from numba.core.typing import signature
+    from rtsynth.aot import _plain
+    arr = types.Array(types.float32, 1, "C")
+    sigs = [signature(types.none, arr, types.IntegerLiteral(0)),
+            signature(types.none, arr, types.int64),
+            signature(types.none, arr, types.float64)]
+    got = _plain(sigs)
+    assert [tuple(s.args) for s in got] == [(arr, types.int64), (arr, types.float64)]
+    assert all(s.return_type == types.none for s in got)
