@@ -149,3 +149,26 @@ def test_a_dataset_index_cannot_name_files_outside_its_folder(tmp_path, capsys, 
     rc = _train(d, tmp_path / "m", tmp_path / "run", "--steps", "1")
     err = capsys.readouterr().err
     assert rc == 1 and "outside the dataset folder" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("opt", ["--teacher", "--init"])
+@pytest.mark.parametrize("what", ["missing", "a_file", "corrupt"])
+def test_a_bad_teacher_or_init_model_is_one_error(tmp_path, capsys, dataset, opt, what):
+    """``--teacher`` (distillation) and ``--init`` name a model folder: a missing one, a file,
+    or a folder whose weights are garbage gives one error line and no model (was a traceback
+    of ModelLoadError)."""
+    bad = tmp_path / "bad"
+    if what == "a_file":
+        bad.write_text("not a model")
+    elif what == "corrupt":
+        shutil.copytree("models/flute-lite", bad)
+        (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+    out = tmp_path / "model"
+    capsys.readouterr()
+    rc = _train(dataset, out, tmp_path / "run", "--steps", "1", opt, str(bad))
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("rtsynth: error: "), err
+    assert not out.exists()

@@ -112,7 +112,11 @@ def run(args: argparse.Namespace) -> int:
         level_weight=args.level_weight)
     if getattr(args, "command_line", None):
         cfg.command = args.command_line
-    out = train_and_export(cfg)
+    from ..nn.io import ModelLoadError
+    try:
+        out = train_and_export(cfg)
+    except ModelLoadError as e:  # --init / --teacher: one error line (the CLI's), no traceback
+        raise ValueError(str(e)) from None
     if not args.quiet:
         print(f"rtsynth: trained model written to {out}")
     return 0
