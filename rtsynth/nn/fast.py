@@ -356,12 +356,13 @@ class FastGRUDecoder(_Fused, _FastDecoder):
         self._gh0 = np.zeros(3 * H, np.float32)
         self._gh1 = np.zeros(3 * H, np.float32)
         self._e = np.zeros(3 * H, np.float64)
-        # the fused step's (fast_kernels.gru_fused): layers stacked, W_hh transposed
+        # the fused step's (fast_kernels.gru_fused): layers stacked
         in_dims = [self.w_ih[i].shape[0] for i in range(L)]
         w_ih_s = np.zeros((L, max(in_dims), 3 * H), np.float32)
         for i in range(L):
             w_ih_s[i, :in_dims[i]] = self.w_ih[i]
-        self._fused_w_parts = (w_ih_s, np.ascontiguousarray(np.stack([a.T for a in self.w_hh])),
+        # W_hh as torch has it, [3H, H] (fast_kernels._recurrent's dot products over H)
+        self._fused_w_parts = (w_ih_s, np.ascontiguousarray(np.stack(self.w_hh)),
                                np.stack(self.b_rz), np.stack(self.b_in), np.stack(self.b_hn))
         self.in_dims = np.array(in_dims, np.int64)      # (public: fork and prefault skip it)
         self._hb = np.zeros((4, H), np.float32)

@@ -586,8 +586,8 @@ def cnn_rows(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_har
 # As cnn_rows: the step of every row of a call (one frame of each voice, live; many frames,
 # offline) in one kernel, its products NumPy's BLAS through function pointers. A GRU's
 # recurrence must go frame by frame, but consecutive rows of different voices are independent:
-# up to four of them share one recurrent product (sgemm of 4 rows: 8 us a row for the shipped
-# H = 256, against 14 us for two rows of the loop in gru_rows and 21 us for sgemv).
+# up to four of them share one pass over the recurrent weights (_recurrent: no BLAS, whose
+# sgemm packs the whole W_hh each call at these few rows).
 
 @subkernel
 def _mm(blas, m, k, a, b, c):  # pragma: no cover - compiled
@@ -619,15 +619,53 @@ def _taper_rows(features, n, n_out, par, tap, out_harm, out_noise):  # pragma: n
         scale_rows(out_harm, out_noise, n, tap)
 
 
+@subkernel(**_FAST)
+def _recurrent(w, hs, sl, r, c, l, out):  # pragma: no cover - compiled
+    """``out[q] = w @ hs[sl[r + q], l]`` for ``q < c`` (``w = W_hh [3H, H]``, rows over
+    ``H``): four rows of ``w`` at a time (4 kB, in L1 while the ``c`` states pass over them),
+    each output a float32 dot product over ``H`` (vectorised: the same code for every row,
+    so a row's value is the same in a run of any length). No packing of ``w``: at one to
+    four rows OpenBLAS's sgemm copies the whole 768 kB of the shipped GRU's ``W_hh`` each
+    call (59 us a pass on this VM's Zen 3 at H = 256; this loop 16.5 us for one row, 42 us
+    for four; 1.2 / 2.7 us against 4.8 at H = 64)."""
+    G, H = w.shape
+    j = 0
+    while j + 4 <= G:
+        for q in range(c):
+            hv = hs[sl[r + q], l]
+            a0 = np.float32(0.0)
+            a1 = np.float32(0.0)
+            a2 = np.float32(0.0)
+            a3 = np.float32(0.0)
+            for k in range(H):
+                x = hv[k]
+                a0 += w[j, k] * x
+                a1 += w[j + 1, k] * x
+                a2 += w[j + 2, k] * x
+                a3 += w[j + 3, k] * x
+            o = out[q]
+            o[j] = a0
+            o[j + 1] = a1
+            o[j + 2] = a2
+            o[j + 3] = a3
+        j += 4
+    while j < G:
+        for q in range(c):
+            hv = hs[sl[r + q], l]
+            a0 = np.float32(0.0)
+            for k in range(H):
+                a0 += w[j, k] * hv[k]
+            out[q, j] = a0
+        j += 1
+
+
 @subkernel
-def _gru_layer(blas, n, sl, l, gi, wt, b_rz, b_in, b_hn, hs, hb, ghb, e, y):  # pragma: no cover
+def _gru_layer(blas, n, sl, l, gi, w_hh, b_rz, b_in, b_hn, hs, hb, ghb, e, y):  # pragma: no cover
     """Layer ``l`` of a GRU over rows ``:n`` in order (:func:`gru_rows`' recurrence): runs of
-    up to four consecutive rows of different slots gather their states into ``hb [4, H]``
-    and share one recurrent product ``ghb = hb @ wt`` (``wt = W_hh.T``, ``[H, 3H]``; always 2
-    or 4 rows of sgemm, so a row's value is the same in any run); then each row's gates
-    (:func:`_gru_gates`) update the state ``hs[slot, l]`` and write ``y[r]``."""
-    H = hs.shape[2]
-    G = wt.shape[1]
+    up to four consecutive rows of different slots share one pass over ``w_hh [3H, H]``
+    (:func:`_recurrent` into ``ghb [4, 3H]``); then each row's gates (:func:`_gru_gates`)
+    update the state ``hs[slot, l]`` and write ``y[r]``. (``blas``, ``hb``: unused since the
+    recurrent product is :func:`_recurrent`, kept in the signature.)"""
     r = 0
     while r < n:
         c = 1
@@ -640,11 +678,7 @@ def _gru_layer(blas, n, sl, l, gi, wt, b_rz, b_in, b_hn, hs, hb, ghb, e, y):  # 
             if dup:
                 break
             c += 1
-        for q in range(c):
-            src = hs[sl[r + q], l]
-            for j in range(H):
-                hb[q, j] = src[j]
-        _blas.gemm(blas[0], 2 if c <= 2 else 4, G, H, hb, H, wt, G, ghb, G)
+        _recurrent(w_hh, hs, sl, r, c, l, ghb)
         for q in range(c):
             _gru_gates(gi[r + q], ghb[q], b_rz, b_in, b_hn, hs[sl[r + q], l], y[r + q], e)
         r += c
@@ -657,7 +691,7 @@ def gru_fused(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_ha
     ``:n`` in one call, as :func:`cnn_rows` (the same arguments: ``w``, ``geo``, ``st``,
     ``wk``, ``par`` from :meth:`FastGRUDecoder.fused_args`): per layer one product of every
     row's input, then the recurrence row by row in frame order (:func:`_gru_layer`)."""
-    w_pre, b_pre, w_ih, w_hht, b_rz, b_in, b_hn, w_head_y, w_head_p, b_head = w
+    w_pre, b_pre, w_ih, w_hh, b_rz, b_in, b_hn, w_head_y, w_head_p, b_head = w
     hs = st[0]
     x, p, gi, ya, yb, hb, ghb, e, o, o2, hx, gx, bad, tap = wk
     if n == 0:
@@ -667,12 +701,12 @@ def gru_fused(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, out_ha
     _mm(blas, n, w_pre.shape[0], x, w_pre, p)
     bias_leaky(p[:n], b_pre)
     _mm(blas, n, geo[0], p, w_ih[0], gi)
-    _gru_layer(blas, n, sl, 0, gi, w_hht[0], b_rz[0], b_in[0], b_hn[0], hs, hb, ghb, e, ya)
+    _gru_layer(blas, n, sl, 0, gi, w_hh[0], b_rz[0], b_in[0], b_hn[0], hs, hb, ghb, e, ya)
     y = ya
     for l in range(1, w_ih.shape[0]):
         yo = yb if l % 2 == 1 else ya
         _mm(blas, n, geo[l], y, w_ih[l], gi)
-        _gru_layer(blas, n, sl, l, gi, w_hht[l], b_rz[l], b_in[l], b_hn[l], hs, hb, ghb, e, yo)
+        _gru_layer(blas, n, sl, l, gi, w_hh[l], b_rz[l], b_in[l], b_hn[l], hs, hb, ghb, e, yo)
         y = yo
     n_bad = _heads_rows(blas, n, y, p, features, w_head_y, w_head_p, b_head, o, o2, hx, gx,
                         bad, h_scaled, par, out_harm, out_noise)
