@@ -56,14 +56,15 @@ def test_flute_lite_is_heard_within_a_millisecond(flute_notes):
 def test_flute_lite_attack_has_no_click(flute_notes):
     """The attack adds no high-frequency burst: in a 256-sample window centred on the note-on,
     the energy above 6 kHz stays well below the held note's in windows of the same length. The
-    worst note: -10.1 dB with the 32-sample ramp; a step to the first frame's level (a 1-sample
-    ramp) -4.5 dB, an 8-sample ramp -8.4 dB, the whole hop -22.7 dB."""
+    worst note: -8.7 dB with the 10-sample ramp (spec.FIRST_RAMP since session 10; -10.1 with 32),
+    FluidSynth's own flute -8.4 dB on the same measure (tests/test_contract_attack.py); a step to
+    the first frame's level (a 1-sample ramp) -4.5 dB, the whole hop -22.7 dB."""
     worst = -np.inf
     for p, y in flute_notes.items():
         attack = _hf(y, -128)
         held = np.median([_hf(y, k) for k in range(4800, 9600, 256)])
         worst = max(worst, 10 * np.log10(attack / held))
-    assert worst < -9.0, worst
+    assert worst < -8.0, worst
 
 
 def test_first_frame_ramp_in_training_is_the_engines():
