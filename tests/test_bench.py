@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rtsynth.bench import measure as M
 from rtsynth.bench import report
 from rtsynth.bench.runner import BenchConfig, ratios, run_bench
 from rtsynth.bench.synths import delay_spec, find_sf2
@@ -265,8 +266,20 @@ def test_felt_latency_of_known_delay(tmp_path, delay):
     assert felt["heard"] >= 12 and set(felt["keys"]) <= set(range(60, 84))
     assert delay <= felt["min"] and felt["max"] <= delay + 3, felt["frames"]
     assert felt["median_ms"] == pytest.approx(felt["median"] / 48.0)
+    # the note-ons fall on an even spread of positions inside the block, the same every run
+    # (the run starts on a block boundary): each heard note at its own position of the spread
+    spread = set(M.even_offsets(felt["notes"], 128).tolist())
+    assert set(felt["offsets_in_block"]) <= spread
+    assert len(set(felt["offsets_in_block"])) == felt["heard"]
     table = report.table_rows(res)[1]
     assert any(r[0].startswith("felt latency median") for r in table)
+
+
+def test_even_offsets_cover_the_block():
+    offs = M.even_offsets(24, 128, seed=3)
+    assert sorted(offs.tolist()) == [i * 128 // 24 for i in range(24)]
+    assert offs.tolist() != sorted(offs.tolist())          # dealt in a shuffled order
+    assert (M.even_offsets(24, 128, seed=3) == offs).all()  # the same every run
 
 
 def test_dropout_rounds_add_up():
