@@ -13,7 +13,7 @@ Every class owns its per-slot state (``.state``: a dict of NumPy arrays, first a
 - :class:`FastCNNDecoder`        ``buf [n_slots, sum_l (k-1) d_l + 1, C]`` (one ring per layer of
                                  just the past inputs that layer's taps read, plus the current
                                  frame) and ``pos [n_slots]``
-- :class:`FastAttentionDecoder`  ``k{i} [n_slots, D, W]``, ``v{i} [n_slots, W, D]`` rings, ``pos``
+- :class:`FastAttentionDecoder`  ``k{i} [n_slots, D, W]``, ``v{i} [n_slots, D, W]`` rings, ``pos``
 """
 
 from __future__ import annotations
@@ -585,8 +585,8 @@ class FastCNNDecoder(_Fused, _FeedForwardDecoder):
 class FastAttentionDecoder(_Fused, _FeedForwardDecoder):
     """A windowed-attention ``Decoder`` (see ``WindowAttentionBackbone.step_slots``).
 
-    State: ``k{i} [n_slots, D, W]``, ``v{i} [n_slots, W, D]`` (rings of the last W frames'
-    keys, transposed, and values per layer, heads side by side) and ``pos [n_slots]``. The
+    State: ``k{i} [n_slots, D, W]``, ``v{i} [n_slots, D, W]`` (rings of the last W frames'
+    keys and values per layer, transposed, heads side by side) and ``pos [n_slots]``. The
     attention itself is one Numba loop that reads the rings in place (no gather of the
     caches)."""
 
@@ -616,10 +616,11 @@ class FastAttentionDecoder(_Fused, _FeedForwardDecoder):
         self.w_ff2 = [_T(w[f"{b}ff2.{i}.weight"]) for i in range(L)]
         self.b_ff2 = [f32(w[f"{b}ff2.{i}.bias"]) for i in range(L)]
         self.rel_bias = f32(w[f"{b}rel_bias"])                                # [H, W]
+        self.rel_rev = K_.rel_reversed(self.rel_bias)   # as attend reads it (public: fork skips)
         self.state = {}
         # every layer's rings in one array (the fused step indexes them by layer)
         self._kr = np.zeros((L, m, D, W), np.float32)                  # keys transposed
-        self._vr = np.zeros((L, m, W, D), np.float32)
+        self._vr = np.zeros((L, m, D, W), np.float32)                  # values transposed
         for i in range(L):
             self.state[f"k{i}"] = self._kr[i]
             self.state[f"v{i}"] = self._vr[i]
@@ -638,7 +639,7 @@ class FastAttentionDecoder(_Fused, _FeedForwardDecoder):
         self._fused_w_parts = (st(self.g1), st(self.n1), st(self.w_qkv), st(self.b_qkv),
                                st(self.w_proj), st(self.b_proj), st(self.g2), st(self.n2),
                                st(self.w_ff1), st(self.b_ff1), st(self.w_ff2), st(self.b_ff2),
-                               self.rel_bias)
+                               self.rel_rev)
         self.n_heads = np.array([self.heads], np.int64)  # (public: fork and prefault skip it)
         self._fused_tap = np.zeros(rows, np.float32)
         return D
@@ -680,13 +681,13 @@ class FastAttentionDecoder(_Fused, _FeedForwardDecoder):
                           self._rows("_att", n))
         f = self._rows("_f", n)
         sl = slots if _is_int64_rows(slots) else np.ascontiguousarray(slots, dtype=np.int64)
-        rel_bias, scale, heads, sc, sw = self.rel_bias, self.scale, self.heads, self._sc, self._sw
+        rel_rev, scale, heads, sc, sw = self.rel_rev, self.scale, self.heads, self._sc, self._sw
         for (g1, n1, w_qkv, b_qkv, k_ring, v_ring, w_proj, b_proj, g2, n2, w_ff1, b_ff1,
              w_ff2, b_ff2) in self._layers:
             K_.layer_norm(h, g1, n1, a)
             np.dot(a, w_qkv, out=qkv)
             K_.add_bias(qkv, b_qkv)
-            K_.attend(qkv, k_ring, v_ring, sl, pos, rel_bias, scale, heads, att, sc, sw)
+            K_.attend(qkv, k_ring, v_ring, sl, pos, rel_rev, scale, heads, att, sc, sw)
             np.dot(att, w_proj, out=t)
             K_.residual(h, t, b_proj)
             K_.layer_norm(h, g2, n2, a)

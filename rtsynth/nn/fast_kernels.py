@@ -398,15 +398,66 @@ def gru_rows(gi, w_hh, b_rz, b_in, b_hn, hv, slots, hout, gh0, gh1, e):  # pragm
 
 
 @subkernel(**_FAST)
-def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc, sw):  # pragma: no cover
+def _scores16(qkv, r, kr, s, c0, nv, sw):  # pragma: no cover - compiled
+    """:func:`attend`'s ``sw[w] = q . k[w]`` for a head of 16 channels, ``w < nv``: the 16
+    ``q`` in registers, one store a slot (a loop of ``sw[w] +=`` over the channels stayed
+    scalar: ``sw`` might alias the ring)."""
+    q0 = qkv[r, c0]
+    q1 = qkv[r, c0 + 1]
+    q2 = qkv[r, c0 + 2]
+    q3 = qkv[r, c0 + 3]
+    q4 = qkv[r, c0 + 4]
+    q5 = qkv[r, c0 + 5]
+    q6 = qkv[r, c0 + 6]
+    q7 = qkv[r, c0 + 7]
+    q8 = qkv[r, c0 + 8]
+    q9 = qkv[r, c0 + 9]
+    q10 = qkv[r, c0 + 10]
+    q11 = qkv[r, c0 + 11]
+    q12 = qkv[r, c0 + 12]
+    q13 = qkv[r, c0 + 13]
+    q14 = qkv[r, c0 + 14]
+    q15 = qkv[r, c0 + 15]
+    k = kr[s]
+    for w in range(nv):
+        v = q0 * k[c0, w]
+        v += q1 * k[c0 + 1, w]
+        v += q2 * k[c0 + 2, w]
+        v += q3 * k[c0 + 3, w]
+        v += q4 * k[c0 + 4, w]
+        v += q5 * k[c0 + 5, w]
+        v += q6 * k[c0 + 6, w]
+        v += q7 * k[c0 + 7, w]
+        v += q8 * k[c0 + 8, w]
+        v += q9 * k[c0 + 9, w]
+        v += q10 * k[c0 + 10, w]
+        v += q11 * k[c0 + 11, w]
+        v += q12 * k[c0 + 12, w]
+        v += q13 * k[c0 + 13, w]
+        v += q14 * k[c0 + 14, w]
+        v += q15 * k[c0 + 15, w]
+        sw[w] = v
+
+
+@subkernel(**_FAST)
+def attend(qkv, kr, vr, slots, pos, rel_rev, scale, n_heads, out, sc, sw):  # pragma: no cover
     """Windowed causal attention for one frame of each row: write k, v of the frame into the
-    slot's rings at ``pos % W`` (keys ``kr [slots, D, W]``, transposed, so that one frame's
-    scores against the whole ring are contiguous multiply-adds; values ``vr [slots, W, D]``),
+    slot's rings at ``pos % W`` (keys ``kr [slots, D, W]`` and values ``vr [slots, D, W]``,
+    transposed, so that one frame's scores against the whole ring and its weighted sum of
+    the values are contiguous multiply-adds),
     attend over the frames that exist (offsets 0..min(pos, W-1)),
     ``softmax(q.k * scale + rel_bias[head, offset])``, weighted sum of v into ``out``. Rows in
     order: a slot's later frame sees the keys its earlier rows wrote. ``sc``: work ``[W]``
     float64, ``sw``: ``[W]`` float32. The exponentials are :func:`_exp30` (arguments <= 0;
-    below -30 a weight is under 1e-13 of the largest)."""
+    below -30 a weight is under 1e-13 of the largest).
+
+    Every loop runs over ring slots ``w`` in memory order, ``0 .. nv-1`` (the frames that
+    exist are those slots: all ``W`` once the ring is full, else ``0 .. pos``), none over
+    offsets (whose ring slot wraps: scalar loops, half the attention's cost): the bias of
+    slot ``w`` is ``rel_rev[head, W - 1 - pos % W + w]``, the bias table reversed and
+    doubled (:func:`rel_reversed`), so the scores, softmax and weighted sum vectorise
+    (a head of 16 channels: :func:`_scores16`). Half the cost of the loops over offsets and
+    over the values' rows (flute-attention, 4 voices x 43 frames: 4.4 -> 2.x us a row)."""
     n = slots.shape[0]
     W = kr.shape[2]
     D = kr.shape[1]
@@ -417,39 +468,46 @@ def attend(qkv, kr, vr, slots, pos, rel_bias, scale, n_heads, out, sc, sw):  # p
         wp = p % W
         for c in range(D):
             kr[s, c, wp] = qkv[r, D + c]
-            vr[s, wp, c] = qkv[r, 2 * D + c]
+            vr[s, c, wp] = qkv[r, 2 * D + c]
         nv = min(p + 1, W)
+        b0 = W - 1 - wp
         for hh in range(n_heads):
             c0 = hh * dh
-            for w in range(W):
-                sw[w] = 0.0
-            for d in range(dh):
-                q = qkv[r, c0 + d]
-                for w in range(W):
-                    sw[w] += q * kr[s, c0 + d, w]
+            if dh == 16:
+                _scores16(qkv, r, kr, s, c0, nv, sw)
+            else:
+                for w in range(nv):
+                    sw[w] = 0.0
+                for d in range(dh):
+                    q = qkv[r, c0 + d]
+                    for w in range(nv):
+                        sw[w] += q * kr[s, c0 + d, w]
             mx = -np.inf
-            for j in range(nv):
-                w = wp - j
-                if w < 0:
-                    w += W
-                v = sw[w] * scale + rel_bias[hh, j]
-                sc[j] = v
+            for w in range(nv):
+                v = sw[w] * scale + rel_rev[hh, b0 + w]
+                sc[w] = v
                 mx = max(mx, v)
             tot = 0.0
-            for j in range(nv):
-                e = _exp30(sc[j] - mx)
-                sc[j] = e
+            for w in range(nv):
+                e = _exp30(sc[w] - mx)
+                sc[w] = e
                 tot += e
             inv = 1.0 / tot
+            for w in range(nv):
+                sw[w] = np.float32(sc[w] * inv)
             for d in range(dh):
-                out[r, c0 + d] = 0.0
-            for j in range(nv):
-                w = wp - j
-                if w < 0:
-                    w += W
-                a = np.float32(sc[j] * inv)
-                for d in range(dh):
-                    out[r, c0 + d] += a * vr[s, w, c0 + d]
+                acc = np.float32(0.0)
+                for w in range(nv):
+                    acc += sw[w] * vr[s, c0 + d, w]
+                out[r, c0 + d] = acc
+
+
+def rel_reversed(rel_bias: np.ndarray) -> np.ndarray:
+    """``rel_bias [H, W]`` (by offset) as :func:`attend` reads it: ``[H, 2W]``, column ``i``
+    the bias of offset ``(W - 1 - i) mod W``."""
+    W = rel_bias.shape[1]
+    i = np.arange(2 * W)
+    return np.ascontiguousarray(rel_bias[:, (W - 1 - i) % W], dtype=np.float32)
 
 
 # -- the whole CNN step in one nogil kernel ------------------------------------------------------
@@ -771,7 +829,7 @@ def attention_fused(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, 
     per layer the products of every row at once, the attention row by row (:func:`attend`:
     a voice's later frame sees the keys its earlier rows wrote)."""
     (w_pre, b_pre, w_inp, b_inp, g1, n1, w_qkv, b_qkv, w_proj, b_proj, g2, n2, w_ff1, b_ff1,
-     w_ff2, b_ff2, rel_bias, w_head_y, w_head_p, b_head) = w
+     w_ff2, b_ff2, rel_rev, w_head_y, w_head_p, b_head) = w
     kr, vr, pos_state = st
     x, p, h, a, t, qkv, att, f, pos, o, o2, hx, gx, bad, tap, sc, sw = wk
     if n == 0:
@@ -788,7 +846,7 @@ def attention_fused(blas, features, z, slots, n, w, geo, st, wk, par, h_scaled, 
         layer_norm(h[:n], g1[l], n1[l], a[:n])
         _mm(blas, n, D, a, w_qkv[l], qkv)
         add_bias(qkv[:n], b_qkv[l])
-        attend(qkv[:n], kr[l], vr[l], sl, pos[:n], rel_bias, par[8], geo[0], att[:n], sc, sw)
+        attend(qkv[:n], kr[l], vr[l], sl, pos[:n], rel_rev, par[8], geo[0], att[:n], sc, sw)
         _mm(blas, n, D, att, w_proj[l], t)
         residual(h[:n], t[:n], b_proj[l])
         layer_norm(h[:n], g2[l], n2[l], a[:n])
