@@ -3,6 +3,7 @@
 
     python tools/bench_kernels.py [--quick] [-k SUBSTRING] [--json PATH]
     python tools/bench_kernels.py -k "synthesis kernel" --synth-baseline OLD_SYNTH.py
+    python tools/bench_kernels.py --synth-replay /tmp/lead/multi.mid --synth-baseline OLD_SYNTH.py
     pytest tools/bench_kernels.py --benchmark-only          # the same kernels, pytest-benchmark
 
 Kernels: one model step per backbone (GRU, CNN, attention; default sizes and every shipped model)
@@ -10,7 +11,8 @@ and batch size, the basic instrument's step, the Numba oscillator bank (harmonic
 filtered noise (noise only), both together, the synthesis kernel per voice-sample (V voices of
 low notes, all 64 harmonics sounding, 2048-frame blocks: ``ns/voice-sample``; with
 ``--synth-baseline PATH`` another ``render_voices`` (an older ``rtsynth/dsp/synth.py``) is timed
-on the same arguments, the two calls alternating, and the ratio printed), the master chain (reverb, DC blocker, limiter), and
+on the same arguments, the two calls alternating, and the ratio printed; ``--synth-replay MIDI``: instead, calls captured from a whole
+``rtsynth render MIDI -i flute-life`` replayed, old against new, in thread CPU time), the master chain (reverb, DC blocker, limiter), and
 one whole engine block with V held voices. Each is warmed up (JIT, first-call allocations), then
 timed call by call: median, p99, min, and the share of a 128-frame block at 48 kHz (2.667 ms).
 A kernel whose code has not landed yet is listed as skipped, with the reason.
@@ -323,6 +325,102 @@ def compare_synth(baseline: str, voices=(8, 32, 64), reps: int = 41, log=print) 
     return rows
 
 
+def _deep_copy(a):
+    """A copy of a kernel argument: arrays copied, tuples (the bundles) element by element."""
+    if isinstance(a, np.ndarray):
+        return a.copy()
+    if isinstance(a, tuple):
+        items = [_deep_copy(x) for x in a]
+        return type(a)(*items) if hasattr(a, "_fields") else tuple(items)
+    return a
+
+
+def capture_render_calls(midi: str, instrument: str = "flute-life", every: int = 97,
+                         sample_rate: int = SR) -> list[tuple]:
+    """The arguments of every ``every``-th ``render_voices`` call (with a voice) of a whole
+    offline render of ``midi`` (as ``rtsynth render MIDI -i INSTRUMENT``: 8192-frame blocks,
+    both threads' slot ranges), copied before the call: real voices, controls, moving pitch."""
+    import tempfile
+    import threading
+    try:
+        import rtsynth.engine.block as blk
+        from rtsynth import cli
+    except ImportError as e:
+        raise SkipKernel(f"rtsynth.engine not available ({e})")
+    real = blk.render_voices
+    snaps: list[tuple] = []
+    count = [0]
+    lock = threading.Lock()
+
+    def spy(*args):
+        lo, hi, vs = args[3], args[4], args[5]
+        with lock:
+            i = count[0]
+            count[0] += 1
+        if i % every == every // 2 and int(vs.active[lo:hi].sum()) > 0:
+            snap = _deep_copy(tuple(args))
+            with lock:
+                snaps.append(snap)
+        return real(*args)
+    blk.render_voices = spy
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            rc = cli.main(["render", midi, "-o", str(Path(d) / "x.wav"), "-i", instrument,
+                           "-r", str(sample_rate)])
+    finally:
+        blk.render_voices = real
+    if rc != 0 or not snaps:
+        raise SkipKernel(f"rtsynth render {midi} failed (rc {rc}) or rendered no voice")
+    return snaps
+
+
+def replay_synth(snaps: list[tuple], baselines=(), reps: int = 9, log=print) -> list[dict]:
+    """The current ``render_voices`` and each baseline file's (``load_synth_module``) on the
+    captured calls, interleaved call by call (the order rotating each round), each call on a
+    fresh copy of its arguments, timed in thread CPU time (a busy machine's preemption left
+    out): ns per voice-sample from the sum of each call's minimum and of its median over the
+    rounds, the ratio to the current kernel, and the largest output difference."""
+    from rtsynth.dsp.synth import render_voices
+    _one_thread()
+    names = ["current", *baselines]
+    fns = [render_voices, *(load_synth_module(b) for b in baselines)]
+    outs = []
+    for fn in fns:
+        o = []
+        for s in snaps:
+            a = _deep_copy(s)
+            fn(*a)
+            o.append(a[-1][:a[0]].copy())
+        outs.append(o)
+    vsamp = sum(s[0] * int(s[5].active[s[3]:s[4]].sum()) for s in snaps)
+    T = np.full((len(fns), len(snaps), reps), np.inf)
+    tt = time.thread_time_ns
+    for r in range(reps):
+        for si, s in enumerate(snaps):
+            order = list(range(len(fns)))
+            k = r % len(fns)
+            for i in order[k:] + order[:k]:
+                a = _deep_copy(s)
+                t0 = tt()
+                fns[i](*a)
+                T[i, si, r] = tt() - t0
+    best = T.min(axis=2).sum(axis=1) / vsamp
+    med = np.median(T, axis=2).sum(axis=1) / vsamp
+    rows = []
+    for i, name in enumerate(names):
+        diff = max(float(np.max(np.abs(x - y))) for x, y in zip(outs[0], outs[i]))
+        row = {"kernel": f"synthesis replay {name}", "calls": len(snaps),
+               "ns_per_voice_sample_min": float(best[i]), "ns_per_voice_sample_median": float(med[i]),
+               "ratio_min": float(best[i] / best[0]), "ratio_median": float(med[i] / med[0]),
+               "max_abs_diff": diff}
+        rows.append(row)
+        if log:
+            log(f"synthesis replay {name:30s} {best[i]:7.2f} ns/voice-sample (sum of minima, "
+                f"x{best[i] / best[0]:.3f}), {med[i]:7.2f} (medians, x{med[i] / med[0]:.3f}), "
+                f"max |diff| {diff:.1e}")
+    return rows
+
+
 def master_kernel():
     try:
         from rtsynth.dsp.effects import MasterState
@@ -419,9 +517,21 @@ def main(argv=None) -> int:
     ap.add_argument("--synth-baseline", default=None, metavar="PATH",
                     help="also time this file's render_voices against the current one, "
                          "side by side (8/32/64 voices, 2048-frame blocks)")
+    ap.add_argument("--synth-replay", default=None, metavar="MIDI",
+                    help="only: capture render_voices calls of `rtsynth render MIDI -i "
+                         "--replay-instrument` and replay them, the current kernel against "
+                         "--synth-baseline's (thread CPU time, calls interleaved)")
+    ap.add_argument("--replay-instrument", default="flute-life")
+    ap.add_argument("--replay-every", type=int, default=97, help="capture every N-th call")
+    ap.add_argument("--replay-rounds", type=int, default=9)
     a = ap.parse_args(argv)
-    rows = run_all(a.quick, a.k, a.min_time)
-    if a.synth_baseline:
+    if a.synth_replay:
+        snaps = capture_render_calls(a.synth_replay, a.replay_instrument, a.replay_every)
+        rows = replay_synth(snaps, [a.synth_baseline] if a.synth_baseline else [],
+                            a.replay_rounds)
+    else:
+        rows = run_all(a.quick, a.k, a.min_time)
+    if a.synth_baseline and not a.synth_replay:
         rows += [{"kernel": "synthesis kernel vs baseline", **r}
                  for r in compare_synth(a.synth_baseline)]
     if a.json:
