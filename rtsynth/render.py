@@ -375,6 +375,9 @@ def _render_into(engine, events, f, tail, progress, stop, partial) -> tuple[int,
     engine.defer_master = True
     done = 0
     pending = None
+    fork = getattr(engine, "fork_parts", None)      # a rack: its parts in processes
+    if fork is not None and fork(ending.max_len):
+        beside = None               # the task runs here, while the parts' processes render on
     try:
         while not result["ended"] and done < ending.max_len:
             if stop is not None:
@@ -387,6 +390,7 @@ def _render_into(engine, events, f, tail, progress, stop, partial) -> tuple[int,
                 else:
                     finish(*pending)
                     if result["ended"]:
+                        pending = None          # (finished: not again after the loop)
                         break
                 pending = None
             out = engine.render()
@@ -400,6 +404,9 @@ def _render_into(engine, events, f, tail, progress, stop, partial) -> tuple[int,
     finally:
         if beside is not None:
             beside(None)
+        join = getattr(engine, "join_parts", None)
+        if join is not None:
+            join()
         engine.defer_master = deferred
     return result["frames"], result["peak"]
 

@@ -51,3 +51,31 @@ def test_find_inputs_files_and_folders(tmp_path):
     deep = [str(r) for _, r in find_inputs([tmp_path / "d", tmp_path / "d" / "x.mid"], True)]
     assert flat == ["x.mid", "y.MIDI"]
     assert deep == ["e/z.mid", "x.mid", "y.MIDI"]           # each file once
+
+
+def test_batch_of_multi_program_files_equals_single_renders(tmp_path):
+    """The default instruments (no -i): GM program changes on several channels, so each file
+    renders through the rack (its parts on two threads), in the batch's worker processes as
+    alone: the same bytes."""
+    import mido
+    src = tmp_path / "in"
+    src.mkdir()
+    for k, name in enumerate(("p.mid", "q.mid")):
+        mid = mido.MidiFile(ticks_per_beat=480)
+        for ch, prog in enumerate((73, 40, 42)):
+            tr = mido.MidiTrack()
+            mid.tracks.append(tr)
+            tr.append(mido.Message("program_change", channel=ch, program=prog, time=0))
+            for i in range(3):
+                n = 60 + 5 * k + 4 * i - 12 * (ch == 2)
+                tr.append(mido.Message("note_on", channel=ch, note=n, velocity=80, time=0))
+                tr.append(mido.Message("note_off", channel=ch, note=n, velocity=0, time=300))
+        mid.save(src / name)
+    out = tmp_path / "out"
+    assert main(["batch", str(src), "-o", str(out), "-j", "2", "-q"]) == 0
+    for name in ("p", "q"):
+        single = tmp_path / f"single-{name}.wav"
+        assert main(["render", str(src / f"{name}.mid"), "-o", str(single), "-q"]) == 0
+        batch = out / f"{name}.wav"
+        assert batch.stat().st_size > 50000
+        assert batch.read_bytes() == single.read_bytes(), name

@@ -470,6 +470,7 @@ def test_parts_rendered_at_once_equal_one_after_another(gm_file, tmp_path, monke
 
     def render(path):
         rack = build_rack(rack_args(reverb=0.12), 4096, None, True, {}, [])
+        rack.processes = False          # the parts in this process (test_host_procs: forked)
         try:
             render_to_file(rack, list(events), path, tail=1.0)
         finally:
@@ -519,6 +520,7 @@ def test_idle_part_skips_its_block_and_the_samples_are_the_same(tmp_path, monkey
 
     def render(path):
         rack = build_rack(rack_args(reverb=0.12), 1024, None, True, {}, [])
+        rack.processes = False
         try:
             render_to_file(rack, list(events), path, tail=1.0)
         finally:

@@ -112,6 +112,21 @@ def test_render_to_file_writes_what_render_events_returns(tmp_path):
     assert flac.shape == got.shape and np.max(np.abs(flac - got)) <= 1.0 / 2 ** 23
 
 
+def test_render_to_file_without_a_beside_task_ends_like_render_events(tmp_path):
+    """An engine without ``beside`` (the live engine) masters each block before the next: the
+    file ends where render_events ends (the last block mastered once, not again after the
+    loop), sample for sample."""
+    import soundfile as sf
+    ev = [(t, bytes(m)) for t, m in EVENTS]
+    ref = render_events(Engine(BasicInstrument(), block=2048, reverb=0.0), ev, tail=3.0)
+    assert len(ref) < EVENTS[-1][0] + 3 * SR            # ended in silence, not at the tail
+    frames, peak = render_to_file(Engine(BasicInstrument(), block=2048, reverb=0.0), ev,
+                                  tmp_path / "a.wav", tail=3.0)
+    got, _ = sf.read(tmp_path / "a.wav", dtype="float32")
+    assert frames == len(ref) == len(got)
+    assert np.max(np.abs(got - ref)) < 1e-5
+
+
 def test_wav_writer_writes_the_bytes_libsndfile_writes(tmp_path):
     """rtsynth's own 24-bit WAV writer (render_to_file's .wav) against libsndfile's, byte for
     byte: header, rounding (half to even), both ends of the range, clipping, several blocks."""

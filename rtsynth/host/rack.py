@@ -23,6 +23,7 @@ each channel its own part (stems, multi-out): the parts then are the channels, a
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
 import threading
@@ -37,6 +38,10 @@ from ..midi.messages import parse_message
 from . import gm
 
 LV2_PREFIX = "lv2:"
+
+
+def _noop() -> None:
+    """The task beside a cut block's later pieces (:meth:`Rack._render_pieces`)."""
 
 
 class _Notices:
@@ -98,6 +103,17 @@ class EnginePart:
             self.skipped += 1
             return out
         return e.render(n)
+
+    def render_alone(self, n: int, beside: bool = False) -> np.ndarray:
+        """:meth:`render` on this thread alone (the part's own process,
+        :mod:`rtsynth.host.procs`): the idle skip, else the engine's block with both halves of
+        its voice split computed here (:meth:`OfflineEngine.render_here`: the same samples;
+        ``beside``: split as in a block with a file render's task beside it)."""
+        e = self.engine
+        if self._at_rest(e, n):
+            return self.render(n)
+        here = getattr(e, "render_here", None)
+        return here(n, beside=beside) if here is not None else e.render(n)
 
     @staticmethod
     def _at_rest(e, n: int) -> bool:
@@ -407,6 +423,7 @@ class Rack:
         self._ways = _Ways()
         self._cuts: deque = deque()
         self._cut_at = np.zeros(256, np.int64)
+        self._cut_who = np.zeros(256, np.int64)
         self._due_cuts_n = 0
         self._accs: list = []
         self.blocks_cut = 0
@@ -418,6 +435,12 @@ class Rack:
         self._pool = None                     # the rack's worker (offline, parts at once)
         self.blocks_at_once = 0               # blocks whose parts rendered on two threads
         self._voices_now: list = []
+        #: a file render's parts in processes of their own (:meth:`fork_parts`, when
+        #: :func:`rtsynth.host.procs.usable`); off unless ``RTSYNTH_RENDER_PROCESSES=1``: on
+        #: this 2-core VM under load (346 s 4-part file) it took 1.0-1.5x the wall time and
+        #: ~1.15x the CPU of the two threads here (five processes time-slicing two cores)
+        self.processes = self.lazy and os.environ.get("RTSYNTH_RENDER_PROCESSES") == "1"
+        self._procs = None
         for ch in range(16):
             if self.program[ch] is not None and ch in self.channel_specs:
                 self._part(self.program[ch], ch)
@@ -569,6 +592,40 @@ class Rack:
         for p in self._seen[ch]:
             p.push(when, msg)
 
+    # -------------------------------------------------------------- parts in processes
+    def fork_parts(self, frames: int, beside_from: int = 1) -> bool:
+        """A file render, once every event is pushed: the parts render their next ``frames``
+        (whole blocks) each in a process of its own (:mod:`rtsynth.host.procs`); :meth:`render`
+        then sums their blocks. ``beside_from``: the first block that has a :meth:`beside` task
+        (a file render's: the second; the voice split of the task's part follows it). False (nothing changed) when :attr:`processes` is off or the
+        rack cannot (:func:`~rtsynth.host.procs.usable`). End with :meth:`join_parts`; the
+        parts' engines in this process are then behind: the rack renders no more."""
+        if not self.processes or self._procs is not None:
+            return False
+        from . import procs
+        if not procs.usable(self):
+            return False
+        self._procs = procs.PartProcesses(self, frames, beside_from)
+        return True
+
+    def join_parts(self) -> None:
+        """The end of :meth:`fork_parts`: the processes stopped and reaped."""
+        pp, self._procs = self._procs, None
+        if pp is not None:
+            pp.close()
+            self._forked_blocks = pp.read_blocks
+            self._spent = True
+
+    _spent = False
+
+    #: blocks the last :meth:`fork_parts` render took from the parts' processes
+    _forked_blocks = 0
+
+    @property
+    def forked_blocks(self) -> int:
+        pp = self._procs
+        return pp.read_blocks if pp is not None else self._forked_blocks
+
     # -------------------------------------------------------------- render
     def render(self, nframes: int | None = None) -> np.ndarray:
         n = self.block if nframes is None else int(nframes)
@@ -584,7 +641,16 @@ class Rack:
         task, self._task = self._task, None
         cuts = self._cuts
         t0 = self.time
-        if cuts and cuts[0][0] < t0 + n and self._cuts_in(t0, t0 + n):
+        if self._spent:
+            raise RuntimeError("this rack's parts rendered in processes (fork_parts): its "
+                               "engines here are behind; build a new rack")
+        if self._procs is not None:
+            if n != self.block:
+                raise ValueError("a rack whose parts render in processes renders whole blocks")
+            if task is not None:
+                task()              # the block before's master and writing, as they render on
+            outs[:] = self._procs.read()
+        elif cuts and cuts[0][0] < t0 + n and self._cuts_in(t0, t0 + n):
             self._render_pieces(n, task, outs)
         else:
             self._render_parts(n, task, outs)
@@ -633,22 +699,33 @@ class Rack:
         self._due_cuts_n = self._due_cuts(t0, end)
         return self._due_cuts_n
 
-    def _due_cuts(self, t0: int, end: int) -> int:
-        """The samples of this block's steals whose voice may still sound there (it sounds at
-        the block's start, or starts in the block before the steal) into :attr:`_cut_at`, in
-        order; returns how many. A steal of a voice that has ended needs no cut: it does
-        nothing in any block."""
+    def _due_cuts(self, t0: int, end: int, only=None) -> int:
+        """This block's steals whose voice may still sound there (it sounds at the block's
+        start, or starts in the block before the steal): their samples into :attr:`_cut_at` and
+        the stolen part's index into :attr:`_cut_who`, in order, each (part, sample) once;
+        returns how many. A steal of a voice that has ended needs no cut: it does nothing in any
+        block. Each cut depends only on its own part's engine (``only``: that part's cuts alone,
+        the others dropped: a part rendered in a process of its own, :mod:`~.procs`)."""
         cuts = self._cuts
-        at = self._cut_at
+        at, who = self._cut_at, self._cut_who
+        parts = self.part_list
         k = 0
         while cuts and cuts[0][0] < end:
             when, q, ch, key, start = cuts.popleft()
-            if when <= t0 or start >= when or (k and at[k - 1] == when):
+            if when <= t0 or start >= when or (only is not None and q is not only):
                 continue
+            i = parts.index(q)
+            j = k - 1
+            while j >= 0 and at[j] == when and who[j] != i:
+                j -= 1
+            if j >= 0 and at[j] == when:
+                continue                    # this part is cut there already
             if start >= t0 or self._sounds(q.engine, ch, key, start):
                 if k == len(at):
                     self._cut_at = at = np.concatenate([at, np.zeros_like(at)])
+                    self._cut_who = who = np.concatenate([who, np.zeros_like(who)])
                 at[k] = when
+                who[k] = i
                 k += 1
         return k
 
@@ -663,30 +740,46 @@ class Rack:
                            & (vs.start_off[:ns] - vs.vpos[:ns] == start - e.time)))
 
     def _render_pieces(self, n: int, task, outs) -> None:
-        """A block with the pool's steals in it (:meth:`_due_cuts`): the parts render up to
-        each steal's sample, then on from it, so a stolen voice is frozen and faded from that
-        very sample whatever the block (128 frames live, 8192 offline: the same samples); each
-        part's pieces gathered in its own buffer."""
+        """A block with the pool's steals in it (:meth:`_due_cuts`): each stolen part renders
+        up to each of its steals' samples, then on from it, so a stolen voice is frozen and
+        faded from that very sample whatever the block (128 frames live, 8192 offline: the same
+        samples), its pieces gathered in its own buffer; the other parts render their whole
+        block. The parts one after another; the file render's task beside the first engine part
+        (:meth:`_first_beside`) as in any block -- and beside its every piece (a no-op after the
+        first): its voice split is then the one of a block with a task, cut or not
+        (:attr:`OfflineEngine.BESIDE_SHARE`), so each part's samples depend on its own cuts
+        alone, and a part rendered in a process of its own gives the same."""
         t0 = self.time
         end = t0 + n
-        at = self._cut_at
+        at, who = self._cut_at, self._cut_who
         m = self._due_cuts_n
-        accs = self._accs
-        a = t0
-        j = 0
-        while a < end:
-            b = int(at[j]) if j < m else end
-            j += 1
-            self._render_parts(b - a, task, outs)
+        first = self._first_beside()
+        if task is not None and first is None:
+            task()
             task = None
-            for i in range(len(outs)):
-                accs[i][a - t0:b - t0] = outs[i]
-            a = b
-            self.time = a
-        self.time = t0
+        for i, p in enumerate(self.part_list):
+            beside = task if p is first else None
+            acc = self._accs[i]
+            a = t0
+            for j in range(m):
+                if who[j] != i:
+                    continue
+                b = int(at[j])
+                if beside is not None:
+                    p.engine.beside(beside)
+                    beside = _noop
+                acc[a - t0:b - t0] = p.render(b - a)
+                a = b
+            if a == t0:
+                if beside is not None:
+                    p.engine.beside(beside)
+                outs[i] = p.render(n)
+                continue
+            if beside is not None:
+                p.engine.beside(beside)
+            acc[a - t0:n] = p.render(end - a)
+            outs[i] = acc[:n]
         self.blocks_cut += 1
-        for i in range(len(outs)):
-            outs[i] = accs[i][:n]
 
     # -------------------------------------------------------------- parts at once (offline)
     #: a part's cost in a block, in voices: what a part costs beyond its voices (its model
@@ -851,6 +944,8 @@ class Rack:
 
     @property
     def active_voices(self) -> int:
+        if self._procs is not None:
+            return self._procs.active
         return sum(p.active_voices for p in self.part_list)
 
     @property
@@ -898,6 +993,7 @@ class Rack:
                 self.pool.control(self.time + off, ch, 120, 0)
 
     def close(self) -> None:
+        self.join_parts()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
