@@ -339,6 +339,66 @@ def test_overload_sheds_the_quietest_voices_first(jack_server, jack_rig, tmp_pat
     assert np.median(g) < 0.9 * 1e3 * PERIOD / SR, np.median(g)
 
 
+def test_steady_load_renders_from_the_ring_and_light_playing_in_the_callback(
+        jack_server, jack_rig, tmp_path):
+    """The default (sync) with a steady load that fits the period (a simulated 30 us per
+    sounding voice: 24 held voices take 0.72 ms, 27% of the 2.67 ms period; no block late):
+    the ring takes over before any block is late (load_fallbacks, latency one block); once the
+    notes are released and their tails end, rendering is back in the callback (latency 0)."""
+    _wait_gone(jack_rig)
+    stats = tmp_path / "stats.json"
+    with start_play(jack_server, stats, "--lower-after", "1.5",
+                    env={"RTSYNTH_TEST_VOICE_US": "30"}) as proc:
+        _wire(jack_rig, proc)
+        ev = [(i * 7, bytes([0x90, 40 + i, 90])) for i in range(24)]
+        ev += [(SR + i, bytes([0x80, 40 + i, 0])) for i in range(24)]
+        jack_rig.run(ev, SR + SR // 4)
+        hist = wait_counters(proc, lambda h: h[-1]["latency_frames"] == 0, timeout=30)
+        assert proc.stop() == 0
+    st = read_stats(stats)
+    assert st["sync"] and st["load_fallbacks"] >= 1 and st["sync_returns"] >= 1, st
+    assert any(t["what"] == "load_fallback" for t in st["policy_trace"]), st["policy_trace"]
+    assert st["mode"] == "sync", hist
+
+
+def _fifo_priorities(pid):
+    """SCHED_FIFO priorities of the threads of process ``pid``."""
+    import os
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if os.sched_getscheduler(int(tid)) == os.SCHED_FIFO:
+                out.append(os.sched_getparam(int(tid)).sched_priority)
+        except OSError:
+            pass
+    return sorted(out)
+
+
+def test_own_threads_run_below_the_jack_process_thread(jack_server, jack_rig, tmp_path):
+    """The generator and the engine's worker never share the JACK client threads' real-time
+    priority (FIFO threads of one priority do not preempt each other: at 5, the two of them on
+    both cores kept every client's process callback, rtsynth's own included, waiting)."""
+    import os
+    import time
+    pid = os.getpid()
+    rig = _fifo_priorities(pid)
+    if not rig:
+        pytest.skip("the JACK server's clients do not run real-time here")
+    jack_prio = max(rig)                      # the rig's own JACK process thread
+    _wait_gone(jack_rig)
+    stats = tmp_path / "stats.json"
+    with start_play(jack_server, stats, instrument="flute-life") as proc:
+        time.sleep(0.5)
+        prios = _fifo_priorities(proc.proc.pid)
+        assert proc.stop() == 0
+    st = read_stats(stats)
+    if not st.get("generator_realtime"):
+        pytest.skip("no real-time scheduling for rtsynth's threads here")
+    # libjack's process thread at the clients' priority; the generator and the worker below
+    assert prios.count(jack_prio) == 1 and len(prios) >= 3, (prios, jack_prio)
+    assert all(p <= jack_prio for p in prios), (prios, jack_prio)
+
+
 def test_shed_quietest_takes_released_voices_first():
     from rtsynth.engine import Engine
     from rtsynth.instruments import load_instrument

@@ -287,7 +287,8 @@ def finish_held(row: dict, stats: dict | None) -> dict:
                          own_underruns=own_late + own_ring, own_late_blocks=own_late)
             row["underruns"] = int(stats["underruns"])
             row["late_blocks"] = int(stats["late_blocks"])
-        for k in ("own_underruns", "server_underruns", "xruns", "sync_fallbacks", "mode"):
+        for k in ("own_underruns", "server_underruns", "xruns", "sync_fallbacks", "load_fallbacks",
+                  "mode"):
             if k in stats:
                 row["play_" + k] = stats[k]
         g = np.asarray(stats.get("gen_ms") or [], dtype=np.float64)

@@ -44,7 +44,7 @@ else:                                    # compiled: Numba is not imported (see 
 #: core busy: the block then costs what one thread costs, not the wait); ``ctl``: [0] frames,
 #: [1], [2] the worker's slot range, [3] rounds
 GO, DONE, CLAIM = 0, 1, 2
-WORKER_RT_PRIORITY = 5       # the generator thread's (rtsynth.live.player.GENERATOR_RT_PRIORITY)
+WORKER_RT_PRIORITY = 4       # the generator thread's (rtsynth.live.player.GENERATOR_RT_PRIORITY)
 
 
 def ensure_jit() -> None:

@@ -41,9 +41,12 @@ period) the next blocks come from the ring (``ahead = 0``, latency one
 block, rendered by the generator thread; further ahead after underruns there, as above). A block
 late while its thread used little CPU (descheduled: a VM's stall; or late only because the graph
 began the cycle late) is the machine's or the server's: counted, and rendering stays in the
-callback, since the next block is no heavier. Once the ring's blocks of :data:`SYNC_RETURN_S`
+callback, since the next block is no heavier. Under a steady load (the typical block over
+:data:`SYNC_RING_LOAD` of the period, :data:`SYNC_RING_VOICES` voices or more) the ring takes
+over before any block is late: a block in the callback is exposed to every stall of the
+machine, a ring block has the whole period (``load_fallbacks``). Once the ring's blocks of :data:`SYNC_RETURN_S`
 have fitted (1% at most over SYNC_LOW of a period, one in :data:`SYNC_SPIKES` over SYNC_HIGH),
-with no underrun of its own, the ring is drained (the generator stops, the callback plays what
+the load is light again (:data:`SYNC_RING_BACK`, or fewer voices), with no underrun of its own, the ring is drained (the generator stops, the callback plays what
 is left, MIDI keeps its place) and rendering returns into the callback: straight from however
 far ahead the ring had gone, not one block per stable period first. A fallback within
 ``lower_after`` of the last return doubles the period the ring must fit for (up to
@@ -76,7 +79,11 @@ import numpy as np
 from ..engine import Engine
 
 
-GENERATOR_RT_PRIORITY = 5
+#: SCHED_FIFO priority of the generator thread (and the engine's worker): below the JACK clients'
+#: process threads (5: the server's 10 less 5), never equal. At 5 the generator and the worker,
+#: on both cores, kept every client's process thread waiting (FIFO threads of one priority do
+#: not preempt each other): xruns blamed on rtsynth even while its callback only copied
+GENERATOR_RT_PRIORITY = 4
 GAP_FADE = 64      # frames of fade in/out around a gap
 from .drivers import LOWER_AFTER_S  # noqa: E402  (--lower-after's default; see there)
 #: cycles either side of a sign of a server-wide xrun within which an underrun is the server's
@@ -111,6 +118,23 @@ SYNC_RETURN_S = 0.5
 #: a block ahead, would not have absorbed it, and would cost a block of latency for a while
 SYNC_REPEAT_S = 0.25
 SYNC_LOAD = 0.5
+#: ... and, before any block is late, the ring takes over under a steady load: when the
+#: typical block (an average over about ten blocks, each counted at most as twice this)
+#: takes more than SYNC_RING_LOAD of the period with at least SYNC_RING_VOICES sounding.
+#: Rendering in the callback puts the whole block under the server's deadline: every stall
+#: of the machine during it (a VM's, several a minute here) is an xrun the server blames on
+#: rtsynth, and the longer the block the more of them land in it (32 held voices in the
+#: callback: DSP 23% against FluidSynth's 9%, 3 blamed xruns in 60 s against 0). From the
+#: ring the callback only copies, and the generator has the whole period. Rendering comes
+#: back into the callback (as after a fallback) once the ring's typical block is under
+#: SYNC_RING_BACK or fewer voices sound: light playing (a melody, a few voices) keeps the
+#: callback's latency 0
+SYNC_RING_LOAD = 0.06
+SYNC_RING_BACK = 0.04
+SYNC_RING_VOICES = 12
+#: blocks rendered ahead when the ring takes over from a typical block over SYNC_LOAD (a heavy
+#: load: 192 held voices; with none in hand, a stall of half a period was a gap)
+SYNC_HEAVY_AHEAD = 1
 #: shed voices when the generator's average time per block is above this fraction of a period
 SHED_HIGH = 0.9
 SHED_EMA = 0.1     # weight of one block in that average (about 10 blocks, 27 ms at 128)
@@ -128,7 +152,8 @@ MODE_SYNC, MODE_RING, MODE_DRAIN = 0, 1, 2
 #: server-wide xrun; ``clock``: the server's frame clock at the cycle's start (JACK; else -1)
 TRACE_FIELDS = ("cb", "what", "own", "used", "cpu", "start", "xrun_cbs", "mode", "clock")
 TRACE_WHAT = {1: "slow", 2: "late", 3: "fallback", 4: "return", 5: "own_underrun",
-              6: "server_underrun", 7: "drain", 8: "gc", 9: "ring_slow", 10: "late_own"}
+              6: "server_underrun", 7: "drain", 8: "gc", 9: "ring_slow", 10: "late_own",
+              11: "load_fallback"}
 TRACE_ROWS = 512
 MODE_NAMES = {MODE_SYNC: "sync", MODE_RING: "ring", MODE_DRAIN: "drain"}
 
@@ -253,6 +278,9 @@ class Player:
         self._repeat_cbs = max(1, int(round(SYNC_REPEAT_S * per_s)))
         self._heavy_cb = -(1 << 40)     # the last heavy sync block
         self._typ = 0.0                 # the typical block's share of the period (SYNC_LOAD)
+        self._steady = 0.0              # ... each block counted at most 2 * SYNC_RING_LOAD
+        self._voices = 0                # voices sounding after the last block
+        self.load_fallbacks = 0         # sync -> ring under a steady load (of sync_fallbacks)
         self._startup_cbs = int(round(STARTUP_GRACE_S * per_s))
         self._server_late_cb = -(1 << 40)   # the last sign of a server-wide xrun
         self._pending_cb = 0       # an underrun not yet classified (its callback number)
@@ -360,6 +388,13 @@ class Player:
         if self._pending_cb and cb - self._pending_cb > SERVER_GRACE:
             self._classify(self._pending_cb)
             self._pending_cb = 0
+        if (self.sync and self.mode == MODE_RING and self._typ > SYNC_LOAD
+                and self.ahead < min(SYNC_HEAVY_AHEAD, self.ahead_max)):
+            # a heavy load in the ring (the typical block over SYNC_LOAD): a block in hand
+            self.ahead += 1
+            self.latency_frames += self.block
+            self.latency_raises += 1
+            self._last_change_cb = cb
         avail = self.w - r
         stable = (cb - self._last_own_cb >= self._lower_cbs
                   and cb - self._last_change_cb >= self._lower_cbs and not self._pending_cb)
@@ -388,7 +423,8 @@ class Player:
             if (self.mode == MODE_RING and self.sync and not self._pending_cb
                     and cb - self._last_own_cb >= need and cb - self._last_change_cb >= need):
                 n = self._win_n
-                if self._win_high * SYNC_SPIKES <= n and self._win_low * 100 <= n:
+                light = self._steady <= SYNC_RING_BACK or self._voices < SYNC_RING_VOICES
+                if light and self._win_high * SYNC_SPIKES <= n and self._win_low * 100 <= n:
                     self.mode = MODE_DRAIN     # back into the callback once the ring is empty
                     self._note(7)
                 else:
@@ -474,20 +510,27 @@ class Player:
             again = self.callbacks - self._heavy_cb <= self._repeat_cbs
             self._heavy_cb = self.callbacks
             heavy = again or self._typ > SYNC_LOAD
-        if heavy:
-            # the next block would be late too: render it ahead, in the generator, for
-            # SYNC_RETURN_S (longer when it falls back again soon after coming back)
+        steady = (not heavy and self.callbacks > self._startup_cbs
+                  and self._steady > SYNC_RING_LOAD and self._voices >= SYNC_RING_VOICES)
+        if steady:
+            self.load_fallbacks += 1
+        if heavy or steady:
+            # the next block would be late too (or the load is steady: SYNC_RING_LOAD):
+            # render it ahead, in the generator, for SYNC_RETURN_S (longer when it falls
+            # back again soon after coming back)
             if self.callbacks - self._returned_cb < self._lower_cbs:
                 self._return_cbs = min(2 * self._return_cbs, self._lower_cbs)
             else:
                 self._return_cbs = self._return_base
             self.mode = MODE_RING
-            self.ahead = 0
-            self.latency_frames = self.block
+            # a typical block over SYNC_LOAD of the period: a block in hand as well, so that
+            # a stall of the machine up to a period more costs no gap (SYNC_HEAVY_AHEAD)
+            self.ahead = min(SYNC_HEAVY_AHEAD, self.ahead_max) if self._typ > SYNC_LOAD else 0
+            self.latency_frames = (1 + self.ahead) * self.block
             self.sync_fallbacks += 1
             self._win_n = self._win_low = self._win_high = 0
             self._last_change_cb = self.callbacks
-            self._note(3, own, used, cpu)
+            self._note(11 if steady else 3, own, used, cpu)
             try:
                 os.write(self._wfd, b"\0")
             except (BlockingIOError, OSError):
@@ -584,6 +627,8 @@ class Player:
         self._last_load = dt / self._budget
         self._load += SHED_EMA * (min(self._last_load, SHED_CLAMP) - self._load)
         self._typ += SHED_EMA * (min(self._last_load, 1.0) - self._typ)
+        self._steady += SHED_EMA * (min(self._last_load, 2.0 * SYNC_RING_LOAD) - self._steady)
+        self._voices = self.engine.active_voices
         if self.mode == MODE_RING:
             self._win_n += 1
             if dt > SYNC_LOW * self._budget:
@@ -623,7 +668,7 @@ class Player:
 
     def _run(self) -> None:
         if sys.platform.startswith("linux"):
-            # Real-time scheduling below the audio server's threads (JACK's run at 10 and up),
+            # Real-time scheduling below the JACK clients' process threads (GENERATOR_RT_PRIORITY),
             # where the system allows it (root, or the audio group's rtprio limit); else a
             # little priority over other user threads. It sleeps whenever the ring is full.
             tid = threading.get_native_id()
@@ -737,6 +782,7 @@ class Player:
             "sync": self.sync,
             "sync_fallbacks": int(self.sync_fallbacks),
             "sync_returns": int(self.sync_returns),
+            "load_fallbacks": int(self.load_fallbacks),
             "notes_released": int(self.notes_released),
             "gc_passes": int(getattr(self, "gc_passes", 0)),
             "generator_realtime": self.realtime,
