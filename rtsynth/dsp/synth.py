@@ -31,8 +31,13 @@ How it is laid out for speed (AVX2/FMA through LLVM's loop vectorizer):
   rotation took six); (Numba runs LLVM's loop vectorizer but not its SLP vectorizer, so only
   innermost loops become SIMD);
 - the noise is added after the harmonics, one control-frame segment at a time: four bands per
-  pass, each pass a SIMD loop over the segment's samples in a local work array (the noise loops
-  band-major, padded so that a run is contiguous: :func:`noise_layout`);
+  pass, each pass a SIMD loop over the segment's samples that reads the four table rows through
+  views (LLVM checks at run time that they do not overlap the work array; copying them into it
+  first cost 1.14x the whole kernel on flute-life's voices) and accumulates in a local work
+  array, added to the voice's samples at the end (accumulated straight into those, the kernel
+  inlined in the live engine's worker compiled ahead of time to other bits than the one the
+  engine calls: tests/test_parallel.py) (the noise loops band-major, padded so that a run is
+  contiguous: :func:`noise_layout`);
 - the oscillators are rebuilt in float64 eight harmonics at a time (``z[h+8] = z[h] z[8]``
   for ``theta`` and ``w / 2``), only as far as the chunks that sound, once a frame, when f0
   changes, when the Nyquist cut moves or more chunks sound; the f0 (``2**x``, vibrato ``sin``)
@@ -199,25 +204,24 @@ _NW = 6 * NOISE_PAD
 def _noise_segment(g0, dg, tables, idx0, ph0, ramp, frozen, m, nw, hy, t):
     """``hy[t + j] += sum_b (g0_b + alpha_j dg_b) T_b[idx0 + j]`` for ``j < m <= NOISE_PAD``
     (``alpha_j = min((ph0 + j + 1) / ramp, 1)``: ``ramp`` is the hop, or the first frame's
-    ramp; 1 for a frozen voice). Four bands per pass: their runs
-    copied into the work array ``nw``, then one SIMD loop over the samples (2.5 ns a sample
-    for 20 bands, where a loop over the bands per sample took 15)."""
-    for j in range(m):
-        nw[_NA + j] = np.float32(0.0)
+    ramp; 1 for a frozen voice). Four bands per pass, each a SIMD loop over the samples that
+    reads the four rows through views (run-time overlap checks) and the ramp and accumulator
+    from the work array ``nw``."""
     if frozen:
         for j in range(m):
             nw[_NL + j] = np.float32(1.0)
     else:
         for j in range(m):
             nw[_NL + j] = np.float32(min((ph0 + j + 1.0) / ramp, 1.0))
+    for j in range(m):
+        nw[_NA + j] = np.float32(0.0)
     B = g0.shape[0]
     b = 0
     while b + 4 <= B:
-        for q in range(4):
-            r = tables[b + q, idx0:idx0 + m]
-            base = _NR + q * NOISE_PAD
-            for j in range(m):
-                nw[base + j] = r[j]
+        r0 = tables[b, idx0:idx0 + m]
+        r1 = tables[b + 1, idx0:idx0 + m]
+        r2 = tables[b + 2, idx0:idx0 + m]
+        r3 = tables[b + 3, idx0:idx0 + m]
         a0 = g0[b]
         a1 = g0[b + 1]
         a2 = g0[b + 2]
@@ -228,19 +232,15 @@ def _noise_segment(g0, dg, tables, idx0, ph0, ramp, frozen, m, nw, hy, t):
         d3 = dg[b + 3]
         for j in range(m):
             x = nw[_NL + j]
-            nw[_NA + j] += (((a0 + x * d0) * nw[_NR + j]
-                             + (a1 + x * d1) * nw[_NR + NOISE_PAD + j])
-                            + ((a2 + x * d2) * nw[_NR + 2 * NOISE_PAD + j]
-                               + (a3 + x * d3) * nw[_NR + 3 * NOISE_PAD + j]))
+            nw[_NA + j] += (((a0 + x * d0) * r0[j] + (a1 + x * d1) * r1[j])
+                            + ((a2 + x * d2) * r2[j] + (a3 + x * d3) * r3[j]))
         b += 4
     while b < B:
-        r = tables[b, idx0:idx0 + m]
-        for j in range(m):
-            nw[_NR + j] = r[j]
+        r0 = tables[b, idx0:idx0 + m]
         a0 = g0[b]
         d0 = dg[b]
         for j in range(m):
-            nw[_NA + j] += (a0 + nw[_NL + j] * d0) * nw[_NR + j]
+            nw[_NA + j] += (a0 + nw[_NL + j] * d0) * r0[j]
         b += 1
     for j in range(m):
         hy[t + j] += nw[_NA + j]
