@@ -623,9 +623,10 @@ def cmd_devices(args) -> int:
 
 
 # --------------------------------------------------------------------------- main
-#: ``play``'s voice slots: FluidSynth's capacity on two cores at 128 frames (the live engine
-#: synthesises over two threads, :mod:`rtsynth.engine.parallel`); ``render`` keeps 32
-PLAY_POLYPHONY = 192
+#: ``play``'s voice slots: FluidSynth's capacity on two cores at 128 frames in session 9's
+#: bench (256; the live engine synthesises over two threads, :mod:`rtsynth.engine.parallel`,
+#: and sheds the quietest voices when blocks do not fit); ``render`` keeps 32
+PLAY_POLYPHONY = 256
 
 
 def _add_engine_options(p: argparse.ArgumentParser, polyphony: int = 32) -> None:
