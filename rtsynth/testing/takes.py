@@ -1,0 +1,262 @@
+"""A live take against an offline render of the same events, on a machine that drops cycles.
+
+On a loaded machine a take through :class:`~rtsynth.testing.jackrig.JackRig` is rarely clean:
+the server reports xruns and now and then skips a cycle. What that does to rtsynth's output is
+exact and known (``rtsynth.live.player``):
+
+- after every xrun the server reports, the next block is faded in over ``GAP_FADE`` frames
+  (what the server played around it is not what was rendered): a short window where the live
+  take is the offline render times a ramp from 0 to 1, never louder;
+- a cycle the server skipped (the recorder did not see its frames either: ``recorded`` is
+  False there) pauses rtsynth's stream where the client saw the skip: the stream goes on where it
+  was, so notes sounding across the gap come that many frames later, while a note-on sent
+  after it sounds at its own frame (MIDI is placed relative to the stream). Whether rtsynth
+  itself saw the skip (its cycle too was skipped) or only the recorder did is not known from
+  the outside: each gap is tried both ways.
+
+:func:`match_offline` maps the take and its events onto rtsynth's stream (the frames it
+rendered, in order), renders the events offline at their stream positions, and compares sample
+by sample. Outside the fade windows the two must agree to ``tol``; the windows must be short,
+few (at most one per xrun or gap, plus one), and attenuations only. A take with no xrun and no
+gap must agree everywhere, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: rtsynth.live.player.GAP_FADE (a fade-in's length), plus slack for windows that a zero
+#: crossing of the signal splits or a second fade right after the first lengthens
+FADE_SPAN = 192
+#: mismatched frames this close together are one window
+MERGE = 16
+
+
+def recorded_gaps(recorded: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of frames the recorder did not see, before its last recorded frame:
+    ``[(first_frame, length)]``."""
+    rec = np.asarray(recorded, dtype=bool)
+    if not rec.any():
+        return []
+    last = int(np.flatnonzero(rec)[-1]) + 1
+    q = ~rec[:last]
+    d = np.diff(np.concatenate(([0], q.astype(np.int8), [0])))
+    a = np.flatnonzero(d == 1)
+    b = np.flatnonzero(d == -1)
+    return [(int(s), int(e - s)) for s, e in zip(a, b)]
+
+
+@dataclass
+class Match:
+    ok: bool
+    reason: str
+    lag: int = 0                       # frames from an event's stream position to its sound
+    taken: tuple = ()                  # per gap: rtsynth's stream paused there too
+    live: np.ndarray | None = None     # [n, ch] live stream from the first event's sound
+    off: np.ndarray | None = None      # [n, ch] the offline render at the same positions
+    valid: np.ndarray | None = None    # [n] frames of ``live`` the recorder saw
+    windows: list = field(default_factory=list)   # [(start, length)] faded windows in ``live``
+    miss: float = 0.0                  # max |live - off| outside the windows
+    gaps: list = field(default_factory=list)
+    xruns: int = 0
+    events: list = field(default_factory=list)    # [(frame, bytes)] the render was given
+
+    def __str__(self) -> str:
+        return (f"Match(ok={self.ok}, {self.reason}; lag {self.lag}, gaps {self.gaps} taken "
+                f"{self.taken}, xruns {self.xruns}, windows {self.windows[:8]}"
+                f"{'...' if len(self.windows) > 8 else ''}, miss {self.miss:.3g})")
+
+
+def _stream(n_frames: int, gaps, taken):
+    """``keep`` (frames of the take that are in rtsynth's stream) and ``shift`` (frames of
+    pause before each frame of the take)."""
+    keep = np.ones(n_frames, dtype=bool)
+    shift = np.zeros(n_frames + 1, dtype=np.int64)
+    for (a, g), t in zip(gaps, taken):
+        if t:
+            keep[a:a + g] = False
+            shift[a + g:] += g
+    return keep, shift
+
+
+def _windows(bad: np.ndarray) -> list[tuple[int, int]]:
+    idx = np.flatnonzero(bad)
+    if not idx.size:
+        return []
+    out = []
+    s = p = int(idx[0])
+    for i in idx[1:]:
+        i = int(i)
+        if i - p > MERGE:
+            out.append((s, p + 1 - s))
+            s = i
+        p = i
+    out.append((s, p + 1 - s))
+    return out
+
+
+def _compare(live, valid, off, tol):
+    n = min(len(live), len(off))
+    d = np.max(np.abs(live[:n] - off[:n]), axis=1)
+    bad = (d > tol) & valid[:n]
+    return n, d, bad
+
+
+def judge(live, ref, valid, xruns: int, n_gaps: int, tol: float, d=None, wins=None):
+    """``(ok, reason, miss)``: ``live`` ``[n, ch]`` equals ``ref`` to ``tol`` on the ``valid``
+    frames but in fade-in windows: short (:data:`FADE_SPAN`), few (one per xrun or gap, plus
+    one; none for a take with neither) and never louder than ``ref``; ``miss``: the largest
+    difference outside them."""
+    n = min(len(live), len(ref))
+    live, ref, valid = live[:n], ref[:n], np.asarray(valid[:n], dtype=bool)
+    if d is None:
+        d = np.max(np.abs(live - ref), axis=1)
+    if wins is None:
+        wins = _windows((d > tol) & valid)
+    inside = np.zeros(n, dtype=bool)
+    for s, k in wins:
+        inside[s:s + k] = True
+    rest = valid & ~inside
+    miss = float(np.max(d[rest])) if np.any(rest) else 0.0
+    allowed = int(xruns) + n_gaps + 1 if (xruns or n_gaps) else 0
+    long = [w for w in wins if w[1] > FADE_SPAN]
+    louder = [w for w in wins
+              if np.any(np.abs(live[w[0]:w[0] + w[1]]) > np.abs(ref[w[0]:w[0] + w[1]]) + tol)]
+    if len(wins) > allowed:
+        return False, f"{len(wins)} windows differ (at most {allowed}: xruns + gaps + 1)", miss
+    if long:
+        return False, f"windows longer than a fade: {long[:4]}", miss
+    if louder:
+        return False, f"windows louder than the reference (not a fade): {louder[:4]}", miss
+    if np.count_nonzero(valid) < 0.5 * max(n, 1):
+        return False, "less than half the take recorded", miss
+    return True, ("equal" if not wins else f"equal outside {len(wins)} fade-ins"), miss
+
+
+def match_offline(res, events, render, *, latency: int = 0, lags=(0,), tol: float = 3e-5,
+                  max_gaps: int = 8, tail: int = 100) -> Match:
+    """The take ``res`` (a :class:`~rtsynth.testing.jackrig.RigResult`) of ``events``
+    (``[(offset, bytes)]``, in the order they were scheduled) against ``render(stream_events)``:
+    an offline render ``[frames, channels]`` of ``[(frame, bytes)]`` whose frame 0 is the first
+    event's. ``latency``: frames from an event to its sound in the take; ``lags``: extra
+    candidates added to it (the player may have gone a block further ahead). ``tol``: what
+    the two may differ by outside the fade windows."""
+    rec = np.asarray(res.recorded, dtype=bool)
+    m = len(rec)
+    gaps = recorded_gaps(rec)
+    out = Match(False, "", gaps=gaps, xruns=int(res.xruns))
+    if len(gaps) > max_gaps:
+        out.reason = f"{len(gaps)} gaps > {max_gaps}"
+        return out
+    frames = np.asarray(res.event_frames, dtype=np.int64)
+    if np.any(frames < 0):
+        out.reason = "an event was never sent"
+        return out
+    datas = [bytes(d) for _, d in sorted(((int(o), bytes(d)) for o, d in events),
+                                         key=lambda e: e[0])]
+    audio = np.asarray(res.audio).T                   # [m, ch]
+    cache = {}
+
+    def rendered(taken):
+        if taken not in cache:
+            _, shift = _stream(m, gaps, taken)
+            pos = frames - shift[np.minimum(frames, m)]
+            sev = [(int(p - pos[0]), d) for p, d in zip(pos, datas)]
+            cache[taken] = (np.asarray(render(sev), dtype=np.float32), pos, sev)
+        return cache[taken][:2]
+
+    def attempt(taken, lag, upto=None):
+        keep, shift = _stream(m, gaps, taken)
+        off, pos = rendered(taken)
+        live_s = audio[keep]
+        valid_s = rec[keep]
+        start = int(pos[0]) + latency + lag
+        if start < 0 or start >= len(live_s):
+            return None
+        live_s, valid_s = live_s[start:], valid_s[start:]
+        n, d, bad = _compare(live_s, valid_s, off, tol)
+        n = max(n - tail, 0)
+        if upto is not None:
+            n = min(n, max(upto - start, 0))
+        return live_s[:n], valid_s[:n], off[:n], d[:n], bad[:n]
+
+    best = None
+    for lag in lags:
+        taken: tuple = ()
+        for k, (a, g) in enumerate(gaps):
+            # this gap both ways, the later ones not yet: judged on the frames up to the next
+            nxt = gaps[k + 1][0] if k + 1 < len(gaps) else m
+            scores = []
+            for t in (False, True):
+                cand = taken + (t,) + (False,) * (len(gaps) - k - 1)
+                keep, _ = _stream(m, gaps, cand)
+                upto = int(np.count_nonzero(keep[:nxt]))
+                r = attempt(cand, lag, upto)
+                scores.append(np.inf if r is None else int(np.count_nonzero(r[4])))
+            taken = taken + (bool(scores[1] < scores[0]),)
+        r = attempt(taken, lag)
+        if r is None:
+            continue
+        live_s, valid_s, off, d, bad = r
+        wins = _windows(bad)
+        score = int(np.count_nonzero(bad))
+        if best is None or score < best[0]:
+            best = (score, lag, taken, live_s, valid_s, off, d, wins)
+    if best is None:
+        out.reason = "no lag leaves a take to compare"
+        return out
+    score, lag, taken, live_s, valid_s, off, d, wins = best
+    out.lag, out.taken, out.live, out.off, out.valid, out.windows = (
+        lag, taken, live_s, off, valid_s, wins)
+    out.events = cache[taken][2]
+    out.ok, out.reason, out.miss = judge(live_s, off, valid_s, res.xruns, len(gaps), tol,
+                                         d=d, wins=wins)
+    return out
+
+
+def write_midi(events, path, sample_rate: int = 48000) -> None:
+    """``[(frame, bytes)]`` as a MIDI file whose ticks are frames (frame 0: time 0)."""
+    import mido
+    mid = mido.MidiFile(ticks_per_beat=sample_rate // 100)
+    tr = mido.MidiTrack()
+    mid.tracks.append(tr)
+    tr.append(mido.MetaMessage("set_tempo", tempo=10000, time=0))   # 1 tick = 1 frame
+    last = 0
+    for f, data in events:
+        tr.append(mido.Message.from_bytes(bytes(data), time=int(f) - last))
+        last = int(f)
+    mid.save(path)
+
+
+def offline_renderer(tmp_path, args, name: str = "take", sample_rate: int = 48000):
+    """``render(events)`` for :func:`match_offline`: ``rtsynth render`` of ``[(frame, bytes)]``
+    with ``args`` (files under ``tmp_path``), as ``[frames, channels]`` float32."""
+    import soundfile as sf
+    from ..cli import main
+    count = [0]
+
+    def render(events):
+        count[0] += 1
+        path = tmp_path / f"{name}{count[0]}.mid"
+        write_midi(events, path, sample_rate)
+        out = tmp_path / f"{name}{count[0]}.wav"
+        if main(["render", str(path), "-o", str(out), *args, "-q"]) != 0:
+            raise RuntimeError(f"rtsynth render {path} {' '.join(args)} failed")
+        return sf.read(out, dtype="float32")[0]
+    return render
+
+
+def first_passing(take, check, tries: int = 6):
+    """``check(take())`` until it passes (returns without an ``AssertionError``), at most
+    ``tries`` times; its value, or the last failure raised again. For a test whose take a
+    loaded machine can spoil in ways the check cannot see past (a note-on in a cycle the
+    server skipped for the synth but not for the sender is lost, as for any JACK client)."""
+    err = None
+    for _ in range(tries):
+        try:
+            return check(take())
+        except AssertionError as e:
+            err = e
+    raise err
