@@ -99,8 +99,141 @@ class _Kernel:
     def jit(self):
         if self.dispatcher is None:
             import numba
-            self.dispatcher = numba.njit(**self.options)(self.py_func)
+            opts = dict(self.options)
+            cache = opts.pop("cache", False)
+            d = numba.njit(**opts)(self.py_func)
+            if cache:
+                _enable_cache(d)
+            self.dispatcher = d
         return self.dispatcher
+
+
+# ------------------------------------------------------------------ the JIT's on-disk cache
+#: a cache root keeps the folders of this many source states (this one's and the last used
+#: others: switching between branches does not recompile); older ones are removed
+CACHE_KEEP = 3
+_cache_state: dict[str, Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache_roots() -> list[tuple[Path, str]]:
+    """``(folder, prefix)`` of the places the JIT cache may go, in order: under Numba's own
+    ``NUMBA_CACHE_DIR`` when it is set (then nowhere else), else the package's ``__pycache__``,
+    else the user's cache folder (``$XDG_CACHE_HOME/rtsynth/numba`` or ``~/.cache/...``: a
+    read-only install). A state's folder is ``prefix + source_hash()``."""
+    import hashlib
+    from numba.core import config
+    tag = hashlib.sha1(str(PACKAGE_DIR).encode()).hexdigest()[:8]      # this checkout
+    if config.CACHE_DIR:
+        return [(Path(config.CACHE_DIR), f"rtsynth-{tag}-")]
+    user = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return [(PACKAGE_DIR / "__pycache__", "numba-"), (Path(user) / "rtsynth" / "numba", f"{tag}-")]
+
+
+def cache_dir() -> Path | None:
+    """The folder of the JIT's on-disk cache for the kernel sources as they are now (made on
+    first use), or None where none can be written (the kernels are compiled every run).
+
+    Numba keys a kernel's cache on its own file alone; but a kernel compiles in the globals it
+    reads, other modules' constants and subkernels included (spec.A4_HZ in instruments.basic's
+    step): one of those changed, and Numba loaded the old machine code. So the cache lives in a
+    folder named after :func:`source_hash` (every file of :data:`SOURCES`, what the compiled
+    module is checked against too): any change to any of them starts an empty one. Making a
+    new one removes the root's older folders but the :data:`CACHE_KEEP` last used (and the
+    files Numba kept beside the sources before)."""
+    with _CACHE_LOCK:
+        if "dir" in _cache_state:
+            return _cache_state["dir"]
+        import tempfile
+        found = None
+        try:
+            h = source_hash()
+            roots = _cache_roots()
+        except (OSError, ImportError):
+            h, roots = "", []
+        for root, prefix in roots:
+            d = root / f"{prefix}{h}"
+            try:
+                new = not d.is_dir()
+                d.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=d).close()          # writable (Numba's own test)
+            except OSError:
+                continue
+            try:
+                os.utime(d)                                    # last used: now
+            except OSError:
+                pass
+            if new:
+                _prune_cache(root, prefix, d)
+            found = d
+            break
+        _cache_state["dir"] = found
+        return found
+
+
+def _prune_cache(root: Path, prefix: str, current: Path) -> None:
+    import re
+    import shutil
+    pat = re.compile(re.escape(prefix) + "[0-9a-f]{16}")
+    try:
+        others = [p for p in root.iterdir() if p != current and pat.fullmatch(p.name)]
+        others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for p in others[CACHE_KEEP - 1:]:
+        shutil.rmtree(p, ignore_errors=True)
+    if root == PACKAGE_DIR / "__pycache__":
+        # Numba's own cache files beside the sources (before this folder existed): never read
+        for pyc in PACKAGE_DIR.rglob("__pycache__"):
+            for f in list(pyc.glob("*.nbi")) + list(pyc.glob("*.nbc")):
+                try:
+                    f.unlink()
+                except OSError:
+                    pass
+
+
+def _enable_cache(d) -> None:
+    """``cache=True`` for dispatcher ``d``: in :func:`cache_dir` for the package's kernels
+    (Numba's own locations for a kernel defined elsewhere), none where it cannot be written."""
+    try:
+        Path(d.py_func.__code__.co_filename).resolve().parent.relative_to(PACKAGE_DIR)
+    except ValueError:
+        d.enable_caching()
+        return
+    if cache_dir() is None:
+        return
+    try:
+        d._cache = _cache_class()(d.py_func)
+    except (OSError, RuntimeError):       # no locator: the folder went away, a placeholder file
+        pass
+
+
+def _cache_class():
+    """Numba's ``FunctionCache`` with one locator: :func:`cache_dir`, a subfolder per source
+    folder (the index still holds each kernel's own file's hash, Numba's check)."""
+    cls = _cache_state.get("class")
+    if cls is not None:
+        return cls
+    from numba.core import caching
+
+    class Locator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            rel = Path(py_file).resolve().parent.relative_to(PACKAGE_DIR)
+            self._cache_path = str(cache_dir() / ("_".join(rel.parts) or "_root"))
+
+        def get_cache_path(self):
+            return self._cache_path
+
+    class Impl(caching.CompileResultCacheImpl):
+        _locator_classes = [Locator]
+
+    class Cache(caching.FunctionCache):
+        _impl_class = Impl
+
+    _cache_state["class"] = Cache
+    return Cache
 
 
 def symbol_key(module: str, name: str) -> str:
@@ -142,9 +275,14 @@ def _load() -> None:
 
 
 def status() -> dict[str, str]:
-    """``{"mode": "aot" | "jit", "why": ...}``: which kernels this process runs."""
+    """``{"mode": "aot" | "jit", "why": ..., "cache": ...}``: which kernels this process runs;
+    on the JIT, the folder of its on-disk cache (:func:`cache_dir`; "" when there is none)."""
     _load()
-    return {"mode": _state["mode"], "why": _state["why"]}
+    out = {"mode": _state["mode"], "why": _state["why"], "cache": ""}
+    if _state["mode"] == "jit":
+        d = cache_dir()
+        out["cache"] = str(d) if d is not None else ""
+    return out
 
 
 def kernel(fn: Callable | None = None, **options):

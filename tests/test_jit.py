@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,3 +200,138 @@ def test_the_build_compiles_no_literal_specialisation():
     got = _plain(sigs)
     assert [tuple(s.args) for s in got] == [(arr, types.int64), (arr, types.float64)]
     assert all(s.return_type == types.none for s in got)
+
+
+# ------------------------------------------------------------------ the JIT's on-disk cache
+#: one kernel that reads another module's globals at compile time: instruments/basic.py's
+#: _basic_step calls spec.midi_to_hz_scalar (spec.A4_HZ) and reads spec.PITCH_SPAN
+BASIC_STEP = """
+    import json, sys, numpy as np
+    from rtsynth import jit
+    from rtsynth.instruments.basic import _basic_step
+    f = np.zeros((5, 7), np.float32)
+    f[:, 0] = np.linspace(-1.0, 1.5, 5)
+    f[:, 1] = 0.8
+    f[:, 2] = 1.0
+    h = np.zeros((5, 64), np.float32)
+    n = np.zeros((5, 20), np.float32)
+    _basic_step(f, h, n, 48000.0, 0.95, 1200.0)
+    st = _basic_step.stats
+    print(json.dumps({"mode": jit.status()["mode"], "cache": jit.status().get("cache"),
+                      "path": st.cache_path, "hits": sum(st.cache_hits.values()),
+                      "misses": sum(st.cache_misses.values()), "harm": h.tolist()}))
+"""
+
+
+def _package_copy(tmp_path):
+    """The package's sources in a folder of their own (no bytecode, no JIT cache, no build)."""
+    root = tmp_path / "src"
+    shutil.copytree(jit.PACKAGE_DIR, root / "rtsynth",
+                    ignore=shutil.ignore_patterns("__pycache__", f"{jit.EXTENSION}*"))
+    return root
+
+
+def _run_copy(root, tmp_path, **env):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    e.update(PYTHONPATH=str(root), RTSYNTH_JIT="1", XDG_CACHE_HOME=str(tmp_path / "xdg"),
+             PYTHONDONTWRITEBYTECODE="1", **env)
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(BASIC_STEP)], capture_output=True,
+                       text=True, env=e, timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["mode"] == "jit"
+    assert Path(out["path"]).resolve().is_relative_to(tmp_path.resolve()), out["path"]
+    return out
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_the_jit_cache_follows_a_constant_of_another_module(tmp_path):
+    """Numba keys a kernel's cache on its own file: a constant it reads from another module
+    (compiled into it) changed, and the old machine code was loaded. rtsynth's cache folder is
+    keyed on the hash of every kernel source (jit.SOURCES), as the compiled module is."""
+    root = _package_copy(tmp_path)
+    first = _run_copy(root, tmp_path)
+    assert first["misses"] == 1 and first["hits"] == 0          # compiled, saved
+    again = _run_copy(root, tmp_path)
+    assert again["hits"] == 1 and again["misses"] == 0          # loaded, not compiled again
+    assert again["harm"] == first["harm"]
+    _edit(root / "rtsynth" / "spec.py", "A4_HZ = 440.0", "A4_HZ = 466.1637615180899")
+    changed = _run_copy(root, tmp_path)
+    # the reference: the same sources compiled in a cache of its own (nothing to load)
+    fresh = _run_copy(root, tmp_path, NUMBA_CACHE_DIR=str(tmp_path / "fresh"))
+    assert fresh["misses"] == 1 and fresh["hits"] == 0
+    assert fresh["harm"] != first["harm"]                       # the constant matters
+    assert changed["harm"] == fresh["harm"], "a stale kernel (the old A4_HZ) was loaded"
+    assert changed["misses"] == 1
+    assert _run_copy(root, tmp_path)["hits"] == 1               # the new state's cache
+
+
+def test_the_jit_cache_keeps_a_few_states_and_moves_out_of_a_read_only_package(tmp_path):
+    """Each source state's cache is a folder of its own: making one removes all but the
+    CACHE_KEEP last used (and Numba's old files beside the sources); where the package's
+    __pycache__ cannot hold it, it goes to the user's cache folder, and is used from there."""
+    root = _package_copy(tmp_path)
+    pkg = root / "rtsynth"
+    spec_py = pkg / "spec.py"
+    legacy = pkg / "instruments" / "__pycache__" / "basic._basic_step-46.py311.nbi"
+    legacy.parent.mkdir()
+    legacy.write_bytes(b"")                    # where Numba kept its files before
+    dirs = []
+    for i in range(jit.CACHE_KEEP + 2):
+        if i:
+            spec_py.write_text(spec_py.read_text() + f"# state {i}\n")
+        out = _run_copy(root, tmp_path)
+        assert out["misses"] == 1, out           # a state of its own: compiled
+        d = Path(out["cache"])
+        assert d.parent == pkg / "__pycache__" and d.name.startswith("numba-"), d
+        assert Path(out["path"]).parent == d
+        dirs.append(d)
+        assert not legacy.exists()
+        time.sleep(0.05)                         # distinct last-used times
+    assert len(set(dirs)) == len(dirs)
+    kept = sorted(p for p in (pkg / "__pycache__").iterdir() if p.name.startswith("numba-"))
+    assert kept == sorted(dirs[-jit.CACHE_KEEP:])          # the newest, the rest removed
+    # a kept state comes back: its kernels load, nothing removed
+    spec_py.write_text(spec_py.read_text().replace(f"# state {len(dirs) - 1}\n", ""))
+    out = _run_copy(root, tmp_path)
+    assert Path(out["cache"]) == dirs[-2] and out["hits"] == 1 and out["misses"] == 0
+    assert len([p for p in (pkg / "__pycache__").iterdir() if p.name.startswith("numba-")]) \
+        == jit.CACHE_KEEP
+    # the package's __pycache__ cannot be written (a file there: not even root can make it a
+    # folder): the user's cache folder
+    shutil.rmtree(pkg / "__pycache__")
+    (pkg / "__pycache__").write_bytes(b"")
+    out = _run_copy(root, tmp_path)
+    d = Path(out["cache"])
+    assert d.parent == tmp_path / "xdg" / "rtsynth" / "numba", d
+    assert out["misses"] == 1
+    out = _run_copy(root, tmp_path)
+    assert Path(out["cache"]) == d and out["hits"] == 1 and out["misses"] == 0
+
+
+def test_the_builds_jit_kernels_are_the_cache_of_its_sources():
+    """setup.sh's build compiles the workload on the JIT first: into the cache folder of the
+    very sources it is built from (the same hash), so a later JIT run loads those kernels
+    instead of compiling them a second time."""
+    spec = _spec()
+    if not aot.is_current()[0] or spec is None or os.environ.get("NUMBA_CACHE_DIR"):
+        pytest.skip("needs a current build, in the package's own cache")
+    r = run_py("""
+        import json, numpy as np
+        from rtsynth import engine, jit
+        out = np.zeros((4, 2), np.float32)
+        engine._add_into(out, np.ones((4, 2), np.float32), 3)
+        st = engine._add_into.stats
+        print(json.dumps([jit.status()["cache"], sum(st.cache_hits.values()),
+                          sum(st.cache_misses.values()), out[:, 0].tolist()]))
+    """, RTSYNTH_JIT="1")
+    assert r.returncode == 0, r.stderr
+    cache, hits, misses, col = json.loads(r.stdout.strip().splitlines()[-1])
+    assert cache == str(jit.PACKAGE_DIR / "__pycache__" / f"numba-{spec['hash']}")
+    assert (hits, misses) == (1, 0)
+    assert col == [1.0, 1.0, 1.0, 0.0]
