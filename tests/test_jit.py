@@ -2,6 +2,8 @@
 run time, the same samples as the JIT, and a call with unexpected argument types goes to the JIT
 instead of reading memory wrongly."""
 
+import ast
+import importlib
 import json
 import os
 import shutil
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -335,3 +338,58 @@ def test_the_builds_jit_kernels_are_the_cache_of_its_sources():
     assert cache == str(jit.PACKAGE_DIR / "__pycache__" / f"numba-{spec['hash']}")
     assert (hits, misses) == (1, 0)
     assert col == [1.0, 1.0, 1.0, 0.0]
+
+
+def _code_names(code) -> set:
+    out = set(code.co_names)
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            out |= _code_names(c)
+    return out
+
+
+def _imported_from(mod) -> dict:
+    """``{name: module}`` of the ``from X import name`` statements of module ``mod``."""
+    out = {}
+    for node in ast.walk(ast.parse(Path(mod.__file__).read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = (importlib.util.resolve_name("." * node.level + (node.module or ""),
+                                                mod.__package__)
+                    if node.level else node.module)
+            for a in node.names:           # (``from . import m``: module m itself)
+                sub = f"{base}.{a.name}"
+                out[a.asname or a.name] = sub if sub in sys.modules else base
+    return out
+
+
+def test_every_module_a_kernel_reads_is_a_source():
+    """What a kernel compiles in (another module's constants, subkernels, a module's
+    attributes) must come from jit.SOURCES: their hash names the JIT cache's folder and the
+    compiled module's build, so a file outside them could change under a stale kernel."""
+    for rel in jit.SOURCES:
+        importlib.import_module("rtsynth." + rel[:-3].replace("/", "."))
+    pkg = jit.PACKAGE_DIR
+    sources = {(pkg / rel).resolve() for rel in jit.SOURCES}
+    outside, n = set(), 0
+    for k in jit.registry():
+        if not k.module.startswith("rtsynth."):
+            continue
+        n += 1
+        g = k.py_func.__globals__
+        origin = _imported_from(sys.modules[k.module])
+        assert Path(k.py_func.__code__.co_filename).resolve() in sources, k.key
+        for name in _code_names(k.py_func.__code__) & set(g):
+            v = g[name]
+            files = []
+            if isinstance(v, types.ModuleType):
+                files.append(getattr(v, "__file__", None))
+            elif (origin.get(name) or "").startswith("rtsynth"):
+                files.append(getattr(sys.modules.get(origin[name]), "__file__", None))
+            fn = getattr(v, "py_func", None) or getattr(v, "__wrapped__", None) or v
+            if isinstance(fn, types.FunctionType):
+                files.append(fn.__code__.co_filename)
+            for f in files:
+                if f and Path(f).resolve().is_relative_to(pkg) and Path(f).resolve() not in sources:
+                    outside.add(f"{k.key} reads {name} from {f}")
+    assert n > 90
+    assert not outside, sorted(outside)
