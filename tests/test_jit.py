@@ -170,7 +170,8 @@ def test_the_builds_check_code_is_the_same_as_compiling_it_here():
     assert n == total > 40
 
 
-def test_stale_or_missing_builds_fall_back_to_the_jit():
+def test_stale_or_missing_builds_fall_back_to_the_jit(tmp_path):
+    cache = str(tmp_path / "numba")      # (the fake hash would name a cache folder of its own)
     r = run_py("""
         from rtsynth import jit
         jit.source_hash = lambda: "0" * 16          # as if a kernel source had changed
@@ -178,7 +179,7 @@ def test_stale_or_missing_builds_fall_back_to_the_jit():
         from rtsynth import engine
         import sys
         print(jit.status()["mode"], "numba" in sys.modules, jit.status()["why"].split(":")[0])
-    """)
+    """, NUMBA_CACHE_DIR=cache)
     assert r.returncode == 0, r.stderr
     if jit.SPEC_FILE.exists():
         assert r.stdout.split() == ["jit", "True", "stale"]
