@@ -9,7 +9,9 @@ kernel is one of:
   very sources with Numba's AOT compiler (``setup.sh`` runs it; it needs a C compiler). Numba
   is then not imported at all;
 - **a Numba JIT dispatcher** (``cache=True``): when that module is missing, was built from other
-  kernel sources (its hash differs), or ``RTSYNTH_JIT=1`` is set.
+  kernel sources (its hash differs), or ``RTSYNTH_JIT=1`` is set. Its on-disk cache is a folder
+  named after the same hash (:func:`cache_dir`): Numba's own check sees the kernel's file only,
+  not the other modules' constants compiled into it.
 
 Why: at start-up, importing Numba takes 0.16 s and its first dispatch of a cached kernel 0.35 s
 (it sets up its type system), plus ~5 ms per kernel: more than FluidSynth needs to render the
@@ -231,6 +233,20 @@ def _cache_class():
 
     class Cache(caching.FunctionCache):
         _impl_class = Impl
+
+        # a cache that cannot be read or written (its folder pruned by a process of newer
+        # sources meanwhile, replaced, a full disk): the kernel is compiled, the call goes on
+        def load_overload(self, sig, target_context):
+            try:
+                return super().load_overload(sig, target_context)
+            except OSError:
+                return None
+
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except OSError:
+                pass
 
     _cache_state["class"] = Cache
     return Cache

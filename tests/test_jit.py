@@ -235,11 +235,11 @@ def _package_copy(tmp_path):
     return root
 
 
-def _run_copy(root, tmp_path, **env):
+def _run_copy(root, tmp_path, code=BASIC_STEP, **env):
     e = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
     e.update(PYTHONPATH=str(root), RTSYNTH_JIT="1", XDG_CACHE_HOME=str(tmp_path / "xdg"),
              PYTHONDONTWRITEBYTECODE="1", **env)
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(BASIC_STEP)], capture_output=True,
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                        text=True, env=e, timeout=120, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -394,3 +394,15 @@ def test_every_module_a_kernel_reads_is_a_source():
                     outside.add(f"{k.key} reads {name} from {f}")
     assert n > 90
     assert not outside, sorted(outside)
+
+
+def test_a_kernel_whose_cache_folder_went_away_still_runs(tmp_path):
+    """A process of newer sources may prune this one's cache folder while it runs: the kernel
+    it then cannot save is still compiled and called (Numba's save raised out of the call)."""
+    root = _package_copy(tmp_path)
+    imp = "from rtsynth.instruments.basic import _basic_step\n"
+    gone = BASIC_STEP.replace(imp, imp + "    import shutil\n    d = jit.cache_dir()\n"
+                              "    shutil.rmtree(d)\n    d.write_bytes(b'')\n")
+    assert gone != BASIC_STEP
+    out = _run_copy(root, tmp_path, code=gone)
+    assert out["misses"] == 1 and np.abs(np.array(out["harm"])).max() > 0
