@@ -24,8 +24,7 @@ def bend(ch, semitones, rng):
     return bytes([0xE0 | ch, v & 127, v >> 7])
 
 
-def level_db(x, a, b, f0):
-    seg = x[a:b]
+def level_db(seg, f0):
     s = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 1 << 17))
     f = np.fft.rfftfreq(1 << 17, 1 / SR)
     band = (f > f0 * 0.985) & (f < f0 * 1.015)
@@ -47,14 +46,6 @@ def wired(jack_server, jack_rig, tmp_path_factory):  # noqa: F811
         yield jack_rig, latency
 
 
-def run_clean(rig, events, n_frames, tries=6):
-    for _ in range(tries):
-        res = rig.run(events, n_frames)
-        if res.complete and res.late_events == 0 and res.xruns == 0:
-            return res
-    return res
-
-
 ZONE = [bytes([0xB0, 101, 0]), bytes([0xB0, 100, 6]), bytes([0xB0, 6, 15])]   # lower zone
 
 
@@ -66,21 +57,32 @@ def test_two_member_notes_bend_and_swell_apart(wired):
           + [(1000, bytes([0x91, A, 64])), (1000, bytes([0x92, B, 64])),
              (SR // 2, bend(1, 7, 48)), (SR, bytes([0xD2, 127])),
              (int(1.6 * SR), bytes([0x81, A, 0])), (int(1.6 * SR), bytes([0x82, B, 0]))])
-    res = run_clean(rig, ev, int(1.8 * SR))
-    assert res.complete and res.late_events == 0
-    x = res.audio.mean(axis=0).astype(np.float64)
-    t0 = int(res.event_frames[0]) + latency
-    at = lambda s: t0 + int(s * SR)
-    _, before = pitch_cents(x[at(0.2):at(0.5)], SR, hz(A), search_cents=80)
-    _, bent = pitch_cents(x[at(0.6):at(1.0)], SR, hz(A + 7), search_cents=80)
-    _, other = pitch_cents(x[at(0.6):at(1.0)], SR, hz(B), search_cents=80)
-    swell = level_db(x, at(1.1), at(1.5), hz(B)) - level_db(x, at(0.6), at(1.0), hz(B))
-    still = level_db(x, at(1.1), at(1.5), hz(A + 7)) - level_db(x, at(0.6), at(1.0), hz(A + 7))
-    print(f"JACK: bent note {bent:+.2f} cents off +7, other {other:+.2f}; pressure "
-          f"{swell:+.2f} dB, other note {still:+.2f} dB")
-    assert abs(before) < 5 and abs(bent) < 5 and abs(other) < 5
-    assert swell >= 6.0 and abs(still) < 1.5
-    assert np.all(np.isfinite(x)) and np.max(np.abs(res.audio)) <= 1.0
+    from rtsynth.testing.takes import first_passing
+
+    def check(res):
+        # a loaded machine's skipped cycles (the recorder did not see them) are left out of
+        # each window; its xruns' fade-ins (64 frames) hardly move a 0.3 s window's pitch or level
+        assert np.all(res.event_frames >= 0), res.event_frames
+        x = res.audio.mean(axis=0).astype(np.float64)
+        t0 = int(res.event_frames[0]) + latency
+
+        def win(a, b):
+            a, b = t0 + int(a * SR), t0 + int(b * SR)
+            seen = res.recorded[a:b]
+            assert b <= len(x) and np.count_nonzero(seen) > 0.9 * (b - a), (a, b, "not recorded")
+            return x[a:b][seen]
+        _, before = pitch_cents(win(0.2, 0.5), SR, hz(A), search_cents=80)
+        _, bent = pitch_cents(win(0.6, 1.0), SR, hz(A + 7), search_cents=80)
+        _, other = pitch_cents(win(0.6, 1.0), SR, hz(B), search_cents=80)
+        swell = level_db(win(1.1, 1.5), hz(B)) - level_db(win(0.6, 1.0), hz(B))
+        still = level_db(win(1.1, 1.5), hz(A + 7)) - level_db(win(0.6, 1.0), hz(A + 7))
+        print(f"JACK: bent note {bent:+.2f} cents off +7, other {other:+.2f}; pressure "
+              f"{swell:+.2f} dB, other note {still:+.2f} dB (xruns {res.xruns}, frames not "
+              f"recorded {np.count_nonzero(~res.recorded)})")
+        assert abs(before) < 5 and abs(bent) < 5 and abs(other) < 5, (before, bent, other)
+        assert swell >= 6.0 and abs(still) < 1.5, (swell, still)
+        assert np.all(np.isfinite(x)) and np.max(np.abs(res.audio)) <= 1.0
+    first_passing(lambda: rig.run(ev, int(1.8 * SR)), check, tries=4)
 
 
 def test_mpe_stream_live_equals_its_midi_file_render(wired, tmp_path):
@@ -105,52 +107,23 @@ def test_mpe_stream_live_equals_its_midi_file_render(wired, tmp_path):
     # half a second of silence first: the live limiter and DC blocker settle from the test
     # before (the render starts from rest)
     ev = sorted(((w + SR // 2, m) for w, m in ev), key=lambda e: e[0])
-    for attempt in range(3):
-        d, lat, n, off = _live_against_render(rig, latency, ev, tmp_path / f"try{attempt}")
-        if d < 1e-5:
+    from rtsynth.testing.takes import match_offline, offline_renderer
+    render = offline_renderer(tmp_path, ["-i", "basic", "--reverb", "0", "-z", "128"], "mpe")
+    # A take the server dropped cycles in is compared on rtsynth's stream (match_offline:
+    # equal but in the fade-ins after its xruns). The player's latency is a whole number of
+    # periods; it goes one period up after an underrun of its own (--ahead auto) on a loaded
+    # machine: the period that fits is taken (a raise during the take shows as a mismatch,
+    # and the take is played again)
+    lags = range(0, latency + 8 * 128 + 1, 128)
+    for attempt in range(4):
+        res = rig.run(ev, 40000 + SR // 2)
+        m = match_offline(res, ev, render, latency=0, lags=lags, tol=1e-5, tail=400)
+        if m.ok:
             break
-    print(f"JACK MPE stream vs its file render: max difference {d:.2g} (latency {lat}, "
-          f"attempt {attempt + 1})")
+    print(f"JACK MPE stream vs its file render: {m} (attempt {attempt + 1})")
     # as in test_live_jack: the 24-bit file rounds to 6e-8, the live DC blocker carries ~1e-6
     # of earlier tests; a sample off would differ by ~1e-3
-    assert d < 1e-5
-    assert np.max(np.abs(off[:n])) > 1e-2
+    assert m.ok, m
+    assert m.miss < 1e-5 and np.max(np.abs(m.off)) > 1e-2
 
 
-def _live_against_render(rig, latency, ev, folder):
-    """Play ``ev`` live, write the frames they were sent at as a MIDI file, render it; returns
-    (max difference, latency used, frames compared, the render)."""
-    import mido
-    import soundfile as sf
-
-    from rtsynth.cli import main
-    folder.mkdir()
-    res = run_clean(rig, ev, 40000 + SR // 2)
-    assert res.complete and res.late_events == 0
-    frames = res.event_frames
-    base = int(frames[0])
-    mid = mido.MidiFile(ticks_per_beat=480)
-    tr = mido.MidiTrack()
-    mid.tracks.append(tr)
-    tr.append(mido.MetaMessage("set_tempo", tempo=10000, time=0))   # 1 tick = 1/48000 s
-    last = base
-    for f, (_, data) in sorted(zip(frames, ev), key=lambda p: p[0]):
-        tr.append(mido.Message.from_bytes(list(data), time=int(f) - last))
-        last = int(f)
-    path = folder / "mpe.mid"
-    mid.save(path)
-    out = folder / "mpe.wav"
-    assert main(["render", str(path), "-o", str(out), "-i", "basic", "--reverb", "0", "-z",
-                 "128", "-q"]) == 0
-    off, sr = sf.read(out, dtype="float32")
-    # the player's latency is a whole number of periods; it goes one period up after an
-    # underrun of its own (--ahead auto) on this loaded machine: take the period that fits (a
-    # raise during the run shows as a mismatch, and the caller plays it again)
-    best = None
-    for lat in range(0, latency + 8 * 128 + 1, 128):
-        live = res.audio.T[base + lat:]
-        n = min(len(live), len(off)) - 400
-        d = float(np.max(np.abs(live[:n] - off[:n])))
-        if best is None or d < best[0]:
-            best = (d, lat, n)
-    return (*best, off)
