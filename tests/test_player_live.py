@@ -66,7 +66,7 @@ def test_record_holds_the_samples_jack_got_and_the_midi(jack_server, jack_rig, t
         pitches = [60, 67, 64, 72]
         ev = performance(pitches)
         runs = []
-        for _ in range(3):                  # a loaded machine may drop a cycle: run again
+        for _ in range(5):                  # a loaded machine may drop cycles: run again
             res = jack_rig.run(ev, 50000)
             runs.append(res)
             if res.complete and res.late_events == 0 and res.xruns == 0:
@@ -78,22 +78,11 @@ def test_record_holds_the_samples_jack_got_and_the_midi(jack_server, jack_rig, t
     assert "ch1 note-off G4  [80 43 00]" in proc.output
     rec, sr = sf.read(wav, dtype="float32")
     assert sr == SR and rec.ndim == 2
-    # the JACK recording is somewhere in the file, sample for sample (float WAV: exact)
-    matched = None
-    for res in reversed(runs):
-        jack = res.audio.T                          # [frames, 2]
-        on = detect_onsets(res.audio, res.event_frames[0::3], threshold=1e-4)
-        assert on[0] >= 0
-        start = int(res.event_frames[0]) + int(on[0]) - 64
-        seg = jack[start:start + 30000]
-        rec_on = int(np.flatnonzero(np.abs(rec).max(axis=1) > 1e-4)[0])
-        d = exact_offset(rec, seg, rec_on - 64, search=len(rec))
-        if d is not None:
-            matched = (res, d - start)
-            break
-    assert matched is not None, "no JACK recording found sample-exact in the --record file"
-    res, d = matched
-    # ... and the .mid holds the notes at the frames they sounded in the file
+    # the JACK recording is in the file, sample for sample (float WAV: exact): each take's
+    # note-ons are in the .mid at the frames the file sounds them, and the take equals the
+    # file from there on rtsynth's stream (takes.match_offline: a loaded machine's skipped
+    # cycles tried as pauses of the stream or holes in the recording, fade-ins after xruns)
+    from rtsynth.testing.takes import match_offline
     mid = mido.MidiFile(wav.with_suffix(".mid"))
     tick = mido.tick2second(1, mid.ticks_per_beat, 250000) * sr
     t, ons = 0, []
@@ -101,12 +90,36 @@ def test_record_holds_the_samples_jack_got_and_the_midi(jack_server, jack_rig, t
         t += msg.time
         if msg.type == "note_on" and msg.velocity:
             ons.append((int(round(t * tick)), msg.note, msg.velocity))
+    assert len(ons) == 4 * len(runs), (len(ons), len(runs))
+    matched, why = None, []
+    for i in reversed(range(len(runs))):
+        res = runs[i]
+        f0 = ons[4 * i][0]                          # its first note-on, in the file
+        m = match_offline(res, ev, lambda sev, f0=f0: rec[f0:], latency=lat,
+                          lags=range(0, 8 * PERIOD + 1, PERIOD), tol=0.0)
+        why.append(str(m))
+        if m.ok and np.max(np.abs(m.off)) > 1e-2:
+            matched = (res, f0 - int(res.event_frames[0]))
+            break
+    assert matched is not None, ("no JACK recording found sample-exact in the --record file",
+                                 why)
+    res, d = matched
+    # ... and the .mid holds the notes at the frames they sounded in the file
     first = d + int(res.event_frames[0])           # the run's first note-on, in the file
     run_ons = [o for o in ons if first <= o[0] < first + 50000]
     assert [(n, v) for _, n, v in run_ons] == [(p, 90 + k) for k, p in enumerate(pitches)]
     # the same spacing as sent, to the frame (the player's latency is constant within a run)
     fr = np.array([f for f, _, _ in run_ons])
-    assert np.array_equal(np.diff(fr), np.diff(res.event_frames[0::3]))
+    # (but where the player's stream paused for a cycle the server skipped: then the notes
+    # after it are that many frames earlier in the file; such gaps are in the recording too)
+    from itertools import combinations
+    from rtsynth.testing.takes import recorded_gaps
+    sent = res.event_frames[0::3]
+    gaps = recorded_gaps(res.recorded)
+    for k, (got, want) in enumerate(zip(np.diff(fr), np.diff(sent))):
+        between = [g for a, g in gaps if sent[k] <= a < sent[k + 1] + lat + 256]
+        pauses = {sum(c) for r in range(len(between) + 1) for c in combinations(between, r)}
+        assert want - got in pauses, (k, got, want, gaps)
     # each note-on sits where its sound starts in the file: latency (>= the initial one) after
     # the frame it was sent at, and the attack within one control frame of it
     from rtsynth import spec
@@ -167,7 +180,9 @@ def test_play_file_sounds_its_notes_at_its_times(jack_server, jack_rig, tmp_path
                  "-z", "128", "-q"]) == 0
     off, _ = sf.read(off_path, dtype="float32")
     n = int(1.4 * SR)
-    for attempt in range(3):      # a loaded machine can drop a cycle: then play it again
+    from dataclasses import replace
+    from rtsynth.testing.takes import match_offline
+    for attempt in range(4):      # a loaded machine can spoil a take: then play it again
         jack_rig.start([], int(20 * SR))      # record from before the file starts
         with start_rtsynth(jack_server.env, "-i", "basic", str(song), name="rtf") as proc:
             wire(jack_rig, proc, "rtf")
@@ -179,12 +194,18 @@ def test_play_file_sounds_its_notes_at_its_times(jack_server, jack_rig, tmp_path
         a = int(np.flatnonzero(np.abs(live).max(axis=1) > 1e-3)[0])
         b = int(np.flatnonzero(np.abs(off).max(axis=1) > 1e-3)[0])
         pre = min(a, b, 2000)
-        seg_live, seg_off = live[a - pre:a - pre + n], off[b - pre:b - pre + n]
-        assert len(seg_live) == len(seg_off) == n
-        clean = res.recorded[a - pre:a - pre + n].all() and "underruns 0 " in proc.output
-        if clean:
+        # the file's events are on the player's stream: a take the server dropped cycles in
+        # is compared on that stream (takes.match_offline: its skipped cycles tried as pauses
+        # or holes, fade-ins after its xruns), from ``pre`` frames before the first sound
+        end = a - pre + n + 2000                # the take up to the span compared
+        take = replace(res, audio=res.audio[:, :end], recorded=res.recorded[:end],
+                       event_frames=np.array([a - pre]))
+        m = match_offline(take, [(0, b"\xfe")],
+                          lambda sev: off[b - pre:b - pre + n + 100], tol=1e-5)
+        if m.ok and len(m.live) >= n:
             break
     # the offline render puts every event at its exact frame: live, the same samples (24-bit
     # file: 6e-8 rounding); one event a frame off would differ by ~1e-3
-    assert np.max(np.abs(seg_off)) > 1e-2
-    assert np.max(np.abs(seg_live - seg_off)) < 1e-5, np.max(np.abs(seg_live - seg_off))
+    print(f"play FILE vs its render: {m} (attempt {attempt + 1})")
+    assert m.ok and len(m.live) >= n, (m, len(m.live) if m.live is not None else None)
+    assert np.max(np.abs(m.off)) > 1e-2
