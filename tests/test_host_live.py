@@ -133,6 +133,7 @@ def test_lv2_synth_beside_neural_live_equals_offline(live_rack, tmp_path):
           (34000, bytes([0x91, 76, 90])), (34100, bytes([0x90, 67, 80])),
           (46000, bytes([0x81, 76, 0])), (47000, bytes([0x80, 67, 0]))]
     m = live_and_offline(player, ev, 66000, tmp_path, first=True)
+    assert m.live is not None, (str(m), f"player started again {player.restarts} times")
     live, off = m.live, m.off
     assert np.max(np.abs(off)) > 1e-2
     # the synth's A4 (channel 2) sounds in tune in the live mix, once the flute has ended
@@ -218,7 +219,7 @@ def check_multi(res, latency):
     # where the part pairs are not (rtsynth.testing.takes.judge)
     from rtsynth.testing.takes import judge, recorded_gaps
     gaps = recorded_gaps(res.recorded)
-    assert len(gaps) <= 8, gaps
+    assert len(gaps) <= 32, gaps
     a = res.audio[:, res.recorded]                  # [8, frames]
     base = int(res.event_frames[0]) + latency
     base -= int(np.count_nonzero(~res.recorded[:base]))

@@ -136,7 +136,7 @@ def judge(live, ref, valid, xruns: int, n_gaps: int, tol: float, d=None, wins=No
 
 
 def match_offline(res, events, render, *, latency: int = 0, lags=(0,), tol: float = 3e-5,
-                  max_gaps: int = 8, tail: int = 100) -> Match:
+                  max_gaps: int = 32, tail: int = 100) -> Match:
     """The take ``res`` (a :class:`~rtsynth.testing.jackrig.RigResult`) of ``events``
     (``[(offset, bytes)]``, in the order they were scheduled) against ``render(stream_events)``:
     an offline render ``[frames, channels]`` of ``[(frame, bytes)]`` whose frame 0 is the first
