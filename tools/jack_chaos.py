@@ -40,16 +40,23 @@ def main() -> int:
     args = ap.parse_args()
     import jack
     clients = {}
+    gone = []          # clients of servers that ended: kept, never closed (one freed then may crash)
     stop = threading.Event()
 
     def stopper():
         while not stop.wait(args.stop_every):
-            for name, pid in list(servers().items()):
-                try:
+            for pid in list(servers().values()):
+                try:                       # the server may end between ps and here
                     os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    continue
+                try:
                     time.sleep(args.stop_ms / 1000)
                 finally:
-                    os.kill(pid, signal.SIGCONT)
+                    try:
+                        os.kill(pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
     if args.stop_ms > 0:
         threading.Thread(target=stopper, daemon=True).start()
     try:
@@ -57,7 +64,7 @@ def main() -> int:
             live = servers()
             for name in list(clients):
                 if name not in live:
-                    clients.pop(name)      # its server is gone: let the client go with it
+                    gone.append(clients.pop(name))    # its server is gone: keep it, untouched
             for name in live:
                 if name in clients:
                     continue
