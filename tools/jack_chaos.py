@@ -38,6 +38,14 @@ def main() -> int:
     ap.add_argument("--stop-ms", type=float, default=0.0)
     ap.add_argument("--stop-every", type=float, default=0.5)
     args = ap.parse_args()
+    import math
+    for name, v, lo, hi in (("--stall-ms", args.stall_ms, 0.0, 1000.0),
+                            ("--stop-ms", args.stop_ms, 0.0, 1000.0),
+                            ("--stop-every", args.stop_every, 0.01, 3600.0)):
+        if not (math.isfinite(v) and lo <= v <= hi):
+            ap.error(f"{name} {v}: must be in [{lo:g}, {hi:g}]")
+    if not 1 <= args.every <= 1_000_000:
+        ap.error(f"--every {args.every}: must be in [1, 1000000]")
     import jack
     clients = {}
     gone = []          # clients of servers that ended: kept, never closed (one freed then may crash)
