@@ -292,6 +292,9 @@ def cmd_play(args) -> int:
         # fail fast, before loading models, when there is no device at all
         drivers.find_output_device(args.audio_device)
     block = block or 128
+    if args.cycle_log and not Path(args.cycle_log).resolve().parent.is_dir():
+        raise UserError(f"--cycle-log {args.cycle_log}: no such folder "
+                        f"{Path(args.cycle_log).resolve().parent}")
     session = LiveSession(args, _make_engine)   # screen, keys, --record, a MIDI file
     engine = session.front(make_engine(args, block, device_rate, _make_engine))
     sync = _play_mode(args, driver_name)
@@ -382,6 +385,8 @@ def cmd_play(args) -> int:
             if t_end is not None and now >= t_end:
                 break
             if stop.pop("usr1", False):
+                if args.cycle_log:           # before the line: whoever waits for it finds it
+                    _write_cycle_log(player, args.cycle_log)
                 status.print_stats(now)
             instrument_guard.report(engine.inst)     # muted while playing: one warning
             status.tick(now)
@@ -404,7 +409,25 @@ def cmd_play(args) -> int:
     print(f"rtsynth: {_summary_line(st)}", flush=True)
     if args.stats_json:
         Path(args.stats_json).write_text(json.dumps(st))
+    if args.cycle_log:
+        _write_cycle_log(player, args.cycle_log)
     return 0
+
+
+def _write_cycle_log(player, path: str) -> None:
+    """``player.cycle_log()`` to ``path`` (.npy), whole or not at all (written beside it,
+    then renamed)."""
+    import numpy as np
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, player.cycle_log())
+        os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        print(f"rtsynth: warning: cannot write the cycle log {path}: {e.strerror or e}",
+              file=sys.stderr, flush=True)
 
 
 def _play_mode(args, driver_name: str) -> bool:
@@ -760,6 +783,11 @@ def _play_parser(sub) -> None:
     p.add_argument("--duration", type=options.checker("duration"), default=None,
                    help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")
+    p.add_argument("--cycle-log", default=None, metavar="FILE.npy",
+                   help="write each audio callback's server frame, stream frame, latency and "
+                        "what was done to it (faded in, silent) to FILE (NumPy .npy, the last "
+                        "65536 callbacks) at exit and on SIGUSR1: where a recording of the "
+                        "output lost or moved frames, and why")
     _live_drivers().add_play_options(p)
     from .live.session import add_options as _session_options
     _session_options(p)

@@ -156,6 +156,13 @@ TRACE_WHAT = {1: "slow", 2: "late", 3: "fallback", 4: "return", 5: "own_underrun
               11: "load_fallback"}
 TRACE_ROWS = 512
 MODE_NAMES = {MODE_SYNC: "sync", MODE_RING: "ring", MODE_DRAIN: "drain"}
+#: the cycle log (``Player.cycle_log``): one row per audio callback, the last CYCLE_ROWS kept
+#: (~175 s at 128 frames, 48 kHz): what the device played where, exactly
+CYCLE_ROWS = 1 << 16
+CYCLE_FIELDS = ("clock", "stream", "latency", "out", "flags", "frames")
+#: flags: the block was faded in (GAP_FADE frames of the ramp), silence (an underrun: the
+#: stream did not advance), a block of latency given back (crossfaded over GAP_FADE frames)
+CYCLE_FADE, CYCLE_SILENT, CYCLE_LOWER = 1, 2, 4
 
 
 from .sched import MAIN_RT_PRIORITY, ordinary_thread, realtime_thread  # noqa: E402,F401
@@ -302,6 +309,12 @@ class Player:
         #: classified ring underrun (``TRACE_FIELDS``), the first ``TRACE_ROWS`` kept
         self._trace = np.zeros((TRACE_ROWS, len(TRACE_FIELDS)), np.float64)
         self._trace_n = 0
+        #: one row per callback (CYCLE_FIELDS): the server's clock at its first frame (-1
+        #: without one), the stream frame its MIDI was placed from and the latency added, the
+        #: stream frame its output began at (-1: silence) and what was done to it
+        self._cycles = np.zeros((CYCLE_ROWS, len(CYCLE_FIELDS)), np.int64)
+        self._cycles_n = 0
+        self._cyc = np.zeros(len(CYCLE_FIELDS), np.int64)     # this callback's row so far
 
     # ----------------------------------------------------------- audio thread
     def begin_cycle(self, clock: int | None = None, used_frames: int = 0) -> None:
@@ -341,6 +354,11 @@ class Player:
             self._note(4)
         self.last_cb_frame = self.r
         self.last_cb_time = now
+        row = self._cyc
+        row[0] = -1 if clock is None else clock
+        row[1] = self.r
+        row[2] = self.latency_frames
+        row[4] = 0
 
     def cycle(self, left: np.ndarray, right: np.ndarray, frames: int) -> None:
         """This cycle's audio: rendered here (sync) or copied from the ring."""
@@ -348,6 +366,24 @@ class Player:
             self.render_now(left, right, frames)
         else:
             self.pull(left, right, frames)
+        row = self._cyc
+        row[5] = frames
+        self._cycles[self._cycles_n % CYCLE_ROWS] = row
+        self._cycles_n += 1
+
+    def cycle_log(self) -> np.ndarray:
+        """The last :data:`CYCLE_ROWS` callbacks, oldest first: ``[n, 6]`` int64 rows of
+        :data:`CYCLE_FIELDS` (any thread; a row being written may be torn: the newest is left
+        out). A take recorded from the server's ports maps onto the stream through it: frame
+        ``clock + i`` of a callback is stream frame ``out + i`` (faded in or crossfaded over
+        its first ``GAP_FADE`` frames as its flags say; silence where ``out`` is -1), and a
+        MIDI event at ``clock + i`` was placed at stream frame ``stream + i + latency``
+        (never before the one placed before it). Frames in no callback's rows are frames the
+        server skipped for this client: its MIDI there never reached it."""
+        n = self._cycles_n - 1
+        k = min(n, CYCLE_ROWS - 1)
+        idx = np.arange(n - k, n) % CYCLE_ROWS
+        return self._cycles[idx].copy()
 
     def _ring_read(self, dst: np.ndarray, ch: int, pos: int, n: int) -> None:
         i = pos & (self.cap - 1)
@@ -408,6 +444,8 @@ class Player:
                 out[:n] *= self._ramp_up
                 self._xf *= self._ramp_down
                 out[:n] += self._xf
+            self._cyc[3] = r + self.block
+            self._cyc[4] = CYCLE_LOWER
             self.r = r + self.block + frames
             self.ahead -= 1
             self.latency_frames -= self.block
@@ -417,7 +455,9 @@ class Player:
             self._ring_read(left, 0, r, frames)
             self._ring_read(right, 1, r, frames)
             self.r = r + frames
+            self._cyc[3] = r
             if self._gap:
+                self._cyc[4] = CYCLE_FADE
                 self._fade_in(left, right)
             need = self._return_cbs
             if (self.mode == MODE_RING and self.sync and not self._pending_cb
@@ -438,6 +478,8 @@ class Player:
                 out[:n] = self._ramp_down[:n]
                 out[:n] *= self._last[ch]
             self._gap = True
+            self._cyc[3] = -1
+            self._cyc[4] = CYCLE_SILENT
             if not self._stop:      # after stop() the ring runs dry on purpose: not counted
                 self.underruns += 1
                 self.underrun_frames += frames
@@ -475,7 +517,9 @@ class Player:
         work = self._test_delay()
         left[:] = out[:, 0]
         right[:] = out[:, 1]
+        self._cyc[3] = self.w
         if self._gap:
+            self._cyc[4] = CYCLE_FADE
             self._fade_in(left, right)
         t1 = time.perf_counter()
         cpu = (time.thread_time() - c + work) / self._budget    # what the block's work took

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .procs import ManagedProcess
 
-__all__ = ["start_play", "counters", "wait_counters", "read_stats"]
+__all__ = ["start_play", "counters", "wait_counters", "read_stats", "cycle_log"]
 
 _AT = re.compile(r"rtsynth: at [\d.]+ s: underruns (\d+).*latency (\d+) frames")
 
@@ -41,6 +41,19 @@ def counters(proc: ManagedProcess, timeout: float = 5.0) -> dict | None:
             return None
         time.sleep(0.02)
     return None
+
+
+def cycle_log(proc: ManagedProcess, path: str | Path, timeout: float = 10.0):
+    """The cycle log of an ``rtsynth play --cycle-log PATH``: asked for (SIGUSR1, which writes
+    it before it prints the counters) while it runs, read as it left it once it has ended.
+    ``[n, 6]`` int64 (``rtsynth.live.player.CYCLE_FIELDS``); None when it did not answer."""
+    import numpy as np
+    if proc.proc.poll() is None and counters(proc, timeout) is None:
+        return None
+    try:
+        return np.load(Path(path), allow_pickle=False)
+    except (OSError, ValueError):
+        return None
 
 
 def wait_counters(proc: ManagedProcess, until, timeout: float = 60.0, every: float = 0.25

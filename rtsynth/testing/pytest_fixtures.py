@@ -15,9 +15,24 @@ import pytest
 
 from rtsynth.jackserver import JackServer
 
+#: per test module that used :func:`jack_server`: ``(module, server xruns, {client: count} of
+#: clients not finished at them, by state)``; the suite's summary prints it (what a loaded
+#: machine did to the JACK tests, and whom the server blamed)
+XRUN_REPORT: list[tuple[str, int, dict]] = []
+
+
+def xrun_summary(srv: JackServer) -> tuple[int, dict]:
+    """``(server xruns, {"client state": count})`` from ``srv``'s log so far."""
+    from rtsynth.jackserver import _XRUN_RE
+    blame: dict[str, int] = {}
+    for m in _XRUN_RE.finditer(srv.log_text()):
+        key = f"{m.group(1)} {m.group(2) or '?'}"
+        blame[key] = blame.get(key, 0) + 1
+    return srv.server_xruns(), blame
+
 
 @pytest.fixture(scope="module")
-def jack_server():
+def jack_server(request):
     if shutil.which("jackd") is None:
         pytest.skip("jackd not installed (apt-get install jackd2)")
     pytest.importorskip("jack")
@@ -26,6 +41,11 @@ def jack_server():
     try:
         yield srv
     finally:
+        try:
+            n, blame = xrun_summary(srv)
+            XRUN_REPORT.append((request.module.__name__, n, blame))
+        except Exception:                 # a report, never a reason for a test to fail
+            pass
         srv.cleanup()
 
 

@@ -260,3 +260,138 @@ def first_passing(take, check, tries: int = 6):
         except AssertionError as e:
             err = e
     raise err
+
+
+# -- exact: a take mapped through the player's cycle log (rtsynth play --cycle-log) ----------
+
+def take_stream(res, log):
+    """Per frame of the take ``res``, through ``log`` (``Player.cycle_log()`` rows): ``(stream,
+    pos, flags, inside)``: the stream frame rtsynth played there (-1: silence, or a frame it
+    had no callback for), the frame's place in its callback, that callback's flags, and
+    whether any callback of rtsynth's covered it."""
+    log = np.asarray(log, dtype=np.int64)
+    log = log[log[:, 0] >= 0]
+    log = log[np.argsort(log[:, 0], kind="stable")]
+    m = len(res.recorded)
+    absf = int(res.start) + np.arange(m, dtype=np.int64)
+    k = np.searchsorted(log[:, 0], absf, side="right") - 1
+    kk = np.maximum(k, 0)
+    pos = absf - log[kk, 0] if len(log) else np.zeros(m, np.int64)
+    inside = (k >= 0) & (pos < log[kk, 5]) if len(log) else np.zeros(m, bool)
+    out = log[kk, 3] if len(log) else np.full(m, -1)
+    stream = np.where(inside & (out >= 0), out + pos, -1)
+    flags = np.where(inside, log[kk, 4] if len(log) else 0, 0)
+    return stream, pos, flags, inside
+
+
+def stream_events(res, log, events):
+    """``(placed, lost)``: where rtsynth placed each of ``events`` (``[(offset, bytes)]`` as
+    given to the rig) on its stream, as ``Player.midi_at_frame`` does (the callback's stream
+    frame + the offset in it + its latency, never before the event placed before), in the
+    order sent; ``lost``: the events sent in a cycle rtsynth had no callback for (the server
+    skipped it for rtsynth: its MIDI never reached it, as for any JACK client)."""
+    log = np.asarray(log, dtype=np.int64)
+    log = log[log[:, 0] >= 0]
+    log = log[np.argsort(log[:, 0], kind="stable")]
+    datas = [bytes(d) for _, d in sorted(((int(o), bytes(d)) for o, d in events),
+                                         key=lambda e: e[0])]
+    frames = np.asarray(res.event_frames, dtype=np.int64)
+    placed, lost, last = [], [], None
+    for f, d in zip(frames, datas):
+        if f < 0:
+            lost.append((int(f), d))
+            continue
+        e = int(res.start) + int(f)
+        k = int(np.searchsorted(log[:, 0], e, side="right")) - 1
+        if k < 0 or e - log[k, 0] >= log[k, 5]:
+            lost.append((int(f), d))
+            continue
+        when = int(log[k, 1] + (e - log[k, 0]) + log[k, 2])
+        if last is not None and when < last:
+            when = last
+        last = when
+        placed.append((when, d))
+    return placed, lost
+
+
+def match_stream(res, log, ref, ref0: int, *, tol: float = 3e-5, tail: int = 100,
+                 block: int | None = None, min_seen: float = 0.5) -> Match:
+    """The take ``res`` against ``ref`` (``[frames, channels]``, frame 0 at rtsynth's stream
+    frame ``ref0``), exactly, through the cycle log: each recorded frame rtsynth had a
+    callback for is ``ref`` at the stream frame that callback played there, times the fade-in
+    ramp or the crossfade its flags say. Frames the recorder did not see, silence (an
+    underrun), frames rtsynth had no callback for and ``ref``'s last ``tail`` frames are not
+    compared; at least ``min_seen`` of the rest must be. No allowance for xruns is needed:
+    the log says what each did."""
+    from ..live.player import CYCLE_FADE, CYCLE_LOWER, GAP_FADE
+    ref = np.asarray(ref, dtype=np.float32)
+    if ref.ndim == 1:
+        ref = ref[:, None]
+    audio = np.asarray(res.audio, dtype=np.float32).T          # [m, ch]
+    ch = min(audio.shape[1], ref.shape[1])
+    audio, ref = audio[:, :ch], ref[:, :ch]
+    stream, pos, flags, inside = take_stream(res, log)
+    log = np.asarray(log, dtype=np.int64)
+    if block is None:
+        block = int(np.median(log[:, 5])) if len(log) else 128
+    n = min(GAP_FADE, block)
+    up = ((np.arange(n) + 1) / (n + 1)).astype(np.float32)
+    down = up[::-1].copy()
+    idx = stream - int(ref0)
+    span = (stream >= 0) & (idx >= 0) & (idx < len(ref) - tail)
+    exp = np.zeros_like(audio)
+    exp[span] = ref[idx[span]]
+    fade = span & ((flags & CYCLE_FADE) != 0) & (pos < n)
+    exp[fade] *= up[pos[fade]][:, None]
+    lower = span & ((flags & CYCLE_LOWER) != 0) & (pos < n)
+    prev = idx - block
+    can = lower & (prev >= 0)
+    exp[can] = (ref[idx[can]] * up[pos[can]][:, None]
+                + ref[prev[can]] * down[pos[can]][:, None])
+    span &= ~(lower & ~can)
+    rec = np.asarray(res.recorded, dtype=bool)
+    cmp = span & rec
+    out = Match(False, "", gaps=recorded_gaps(rec), xruns=int(res.xruns))
+    whole = int(np.count_nonzero(span | (~inside & (idx >= 0))))
+    out.live, out.off, out.valid = audio[cmp], exp[cmp], cmp
+    if not np.any(cmp):
+        out.reason = "no frame of the take to compare (nothing in the log's callbacks?)"
+        return out
+    d = np.max(np.abs(audio[cmp] - exp[cmp]), axis=1)
+    out.miss = float(np.max(d))
+    seen = np.count_nonzero(cmp) / max(whole, 1)
+    skipped = int(np.count_nonzero(~inside & (idx >= 0)))
+    what = (f"{np.count_nonzero(cmp)} frames compared ({100 * seen:.0f}%), "
+            f"{int(np.count_nonzero(fade & rec))} faded, {skipped} skipped for rtsynth, "
+            f"{len(out.gaps)} recorder gaps, {out.xruns} xruns")
+    if out.miss > tol:
+        at = np.flatnonzero(cmp)[np.flatnonzero(d > tol)[:3]]
+        out.reason = (f"differs by {out.miss:.3g} > {tol:g}; first at take frames "
+                      f"{[(int(j), int(stream[j]), int(flags[j]), int(pos[j])) for j in at]} "
+                      f"(frame, stream frame, flags, place in its block); {what}")
+        return out
+    if seen < min_seen:
+        out.reason = f"too little recorded: {what}"
+        return out
+    out.ok, out.reason = True, f"equal: {what}"
+    return out
+
+
+def match_render(res, log, events, render, *, tol: float = 3e-5, tail: int = 100,
+                 max_lost: int = 0, **kw) -> Match:
+    """The take ``res`` of ``events`` against ``render(stream_events)`` (an offline render
+    ``[frames, channels]`` whose frame 0 is the first placed event's), through the cycle log:
+    :func:`stream_events` places the events as rtsynth did, :func:`match_stream` compares.
+    At most ``max_lost`` events may have been lost to cycles the server skipped for rtsynth
+    (the render leaves them out)."""
+    placed, lost = stream_events(res, log, events)
+    if not placed:
+        return Match(False, "no event reached rtsynth", xruns=int(res.xruns))
+    if len(lost) > max_lost:
+        return Match(False, f"{len(lost)} events lost to skipped cycles: {lost[:4]}",
+                     xruns=int(res.xruns))
+    t0 = placed[0][0]
+    sev = [(w - t0, d) for w, d in placed]
+    m = match_stream(res, log, render(sev), t0, tol=tol, tail=tail, **kw)
+    m.events = sev
+    return m
