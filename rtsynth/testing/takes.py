@@ -62,6 +62,8 @@ class Match:
     gaps: list = field(default_factory=list)
     xruns: int = 0
     events: list = field(default_factory=list)    # [(frame, bytes)] the render was given
+    bad: int = 0                       # frames that differ (match_stream)
+    relabel: tuple = ()                # late callbacks' clocks put back a cycle (match_render)
 
     def __str__(self) -> str:
         return (f"Match(ok={self.ok}, {self.reason}; lag {self.lag}, gaps {self.gaps} taken "
@@ -264,14 +266,47 @@ def first_passing(take, check, tries: int = 6):
 
 # -- exact: a take mapped through the player's cycle log (rtsynth play --cycle-log) ----------
 
-def take_stream(res, log):
+def clean_log(log, relabel=()):
+    """The cycle log sorted by clock, with a late callback's label put right: a callback that
+    began after the server had started the next cycle reads that cycle's clock (JACK's frame
+    time is the current cycle's), so two callbacks can carry one clock; the first of them is
+    the cycle before. ``relabel``: clocks of further rows to move one cycle back (see
+    :func:`log_jumps`)."""
+    log = np.asarray(log, dtype=np.int64)
+    log = log[log[:, 0] >= 0]
+    if not len(log):
+        return log.reshape(0, len(log[0]) if len(log) else 6)
+    # the log is in callback order: a label that does not grow is a late one's (where the
+    # cycle before it is free)
+    lab = log[:, 0].copy()
+    for k in range(len(lab) - 1):
+        if lab[k] >= lab[k + 1] and (k == 0 or lab[k - 1] < lab[k + 1] - log[k, 5]):
+            lab[k] = lab[k + 1] - log[k, 5]
+    if relabel:
+        rel = np.isin(lab, np.asarray(sorted(relabel), dtype=np.int64))
+        lab[rel] -= log[rel, 5]
+    log = log.copy()
+    log[:, 0] = lab
+    return log[np.argsort(lab, kind="stable")]
+
+
+def log_jumps(log, start: int, n: int) -> list[int]:
+    """Clocks (as :func:`clean_log` leaves them) of callbacks within ``start .. start + n``
+    that came a cycle or more after the one before: the server skipped cycles for rtsynth, or
+    the callback began late, in the next cycle, and its label is one cycle too far: which,
+    the log cannot tell."""
+    lg = clean_log(log)
+    c = lg[:, 0]
+    k = np.flatnonzero(np.diff(c) > lg[:-1, 5]) + 1
+    return [int(c[i]) for i in k if start <= c[i] < start + n]
+
+
+def take_stream(res, log, relabel=()):
     """Per frame of the take ``res``, through ``log`` (``Player.cycle_log()`` rows): ``(stream,
     pos, flags, inside)``: the stream frame rtsynth played there (-1: silence, or a frame it
     had no callback for), the frame's place in its callback, that callback's flags, and
     whether any callback of rtsynth's covered it."""
-    log = np.asarray(log, dtype=np.int64)
-    log = log[log[:, 0] >= 0]
-    log = log[np.argsort(log[:, 0], kind="stable")]
+    log = clean_log(log, relabel)
     m = len(res.recorded)
     absf = int(res.start) + np.arange(m, dtype=np.int64)
     k = np.searchsorted(log[:, 0], absf, side="right") - 1
@@ -284,15 +319,13 @@ def take_stream(res, log):
     return stream, pos, flags, inside
 
 
-def stream_events(res, log, events):
+def stream_events(res, log, events, relabel=()):
     """``(placed, lost)``: where rtsynth placed each of ``events`` (``[(offset, bytes)]`` as
     given to the rig) on its stream, as ``Player.midi_at_frame`` does (the callback's stream
     frame + the offset in it + its latency, never before the event placed before), in the
     order sent; ``lost``: the events sent in a cycle rtsynth had no callback for (the server
     skipped it for rtsynth: its MIDI never reached it, as for any JACK client)."""
-    log = np.asarray(log, dtype=np.int64)
-    log = log[log[:, 0] >= 0]
-    log = log[np.argsort(log[:, 0], kind="stable")]
+    log = clean_log(log, relabel)
     datas = [bytes(d) for _, d in sorted(((int(o), bytes(d)) for o, d in events),
                                          key=lambda e: e[0])]
     frames = np.asarray(res.event_frames, dtype=np.int64)
@@ -315,7 +348,8 @@ def stream_events(res, log, events):
 
 
 def match_stream(res, log, ref, ref0: int, *, tol: float = 3e-5, tail: int = 100,
-                 block: int | None = None, min_seen: float = 0.5) -> Match:
+                 block: int | None = None, min_seen: float = 0.5, relabel=(),
+                 upto: int | None = None) -> Match:
     """The take ``res`` against ``ref`` (``[frames, channels]``, frame 0 at rtsynth's stream
     frame ``ref0``), exactly, through the cycle log: each recorded frame rtsynth had a
     callback for is ``ref`` at the stream frame that callback played there, times the fade-in
@@ -330,7 +364,11 @@ def match_stream(res, log, ref, ref0: int, *, tol: float = 3e-5, tail: int = 100
     audio = np.asarray(res.audio, dtype=np.float32).T          # [m, ch]
     ch = min(audio.shape[1], ref.shape[1])
     audio, ref = audio[:, :ch], ref[:, :ch]
-    stream, pos, flags, inside = take_stream(res, log)
+    stream, pos, flags, inside = take_stream(res, log, relabel)
+    if upto is not None:
+        inside = inside.copy()
+        inside[max(int(upto), 0):] = False
+        stream = np.where(inside, stream, -1)
     log = np.asarray(log, dtype=np.int64)
     if block is None:
         block = int(np.median(log[:, 5])) if len(log) else 128
@@ -350,8 +388,14 @@ def match_stream(res, log, ref, ref0: int, *, tol: float = 3e-5, tail: int = 100
                 + ref[prev[can]] * down[pos[can]][:, None])
     span &= ~(lower & ~can)
     rec = np.asarray(res.recorded, dtype=bool)
+    gaps = recorded_gaps(rec)
+    # the recorder's own late callback reads the next cycle's clock as well: the block after
+    # a hole it left may hold the cycle of the hole. Not compared.
+    rec = rec.copy()
+    for a, g in gaps:
+        rec[a + g:a + g + block] = False
     cmp = span & rec
-    out = Match(False, "", gaps=recorded_gaps(rec), xruns=int(res.xruns))
+    out = Match(False, "", gaps=gaps, xruns=int(res.xruns))
     whole = int(np.count_nonzero(span | (~inside & (idx >= 0))))
     out.live, out.off, out.valid = audio[cmp], exp[cmp], cmp
     if not np.any(cmp):
@@ -359,6 +403,7 @@ def match_stream(res, log, ref, ref0: int, *, tol: float = 3e-5, tail: int = 100
         return out
     d = np.max(np.abs(audio[cmp] - exp[cmp]), axis=1)
     out.miss = float(np.max(d))
+    out.bad = int(np.count_nonzero(d > tol))
     seen = np.count_nonzero(cmp) / max(whole, 1)
     skipped = int(np.count_nonzero(~inside & (idx >= 0)))
     what = (f"{np.count_nonzero(cmp)} frames compared ({100 * seen:.0f}%), "
@@ -382,16 +427,57 @@ def match_render(res, log, events, render, *, tol: float = 3e-5, tail: int = 100
     """The take ``res`` of ``events`` against ``render(stream_events)`` (an offline render
     ``[frames, channels]`` whose frame 0 is the first placed event's), through the cycle log:
     :func:`stream_events` places the events as rtsynth did, :func:`match_stream` compares.
-    At most ``max_lost`` events may have been lost to cycles the server skipped for rtsynth
-    (the render leaves them out)."""
-    placed, lost = stream_events(res, log, events)
-    if not placed:
-        return Match(False, "no event reached rtsynth", xruns=int(res.xruns))
-    if len(lost) > max_lost:
-        return Match(False, f"{len(lost)} events lost to skipped cycles: {lost[:4]}",
-                     xruns=int(res.xruns))
-    t0 = placed[0][0]
-    sev = [(w - t0, d) for w, d in placed]
-    m = match_stream(res, log, render(sev), t0, tol=tol, tail=tail, **kw)
-    m.events = sev
+
+    Where the log jumps a cycle (:func:`log_jumps`) it cannot tell a cycle the server skipped
+    for rtsynth from a callback that began late and read the next cycle's clock: both are
+    tried, jump by jump, the one that explains the take up to the next jump kept (one render
+    for each different placement of the events). At most ``max_lost`` events may have been
+    lost to cycles the server skipped for rtsynth (the render leaves them out)."""
+    m_frames = len(res.recorded)
+    jumps = log_jumps(log, int(res.start), m_frames)
+    renders: dict = {}
+
+    def attempt(relabel, upto=None):
+        placed, lost = stream_events(res, log, events, relabel)
+        if not placed:
+            return Match(False, "no event reached rtsynth", xruns=int(res.xruns), bad=1 << 40)
+        t0 = placed[0][0]
+        sev = tuple((w - t0, d) for w, d in placed)
+        if sev not in renders:
+            renders[sev] = render(list(sev))
+        m = match_stream(res, log, renders[sev], t0, tol=tol, tail=tail, relabel=relabel,
+                         upto=upto, **kw)
+        m.events, m.relabel = list(sev), tuple(sorted(relabel))
+        if len(lost) > max_lost:
+            m.ok = False
+            m.reason = f"{len(lost)} events lost to skipped cycles: {lost[:4]}; {m.reason}"
+        return m
+
+    relabel: set = set()
+    for j, c in enumerate(jumps):
+        nxt = (jumps[j + 1] if j + 1 < len(jumps) else int(res.start) + m_frames) - int(res.start)
+        a = attempt(relabel, upto=nxt)
+        b = attempt(relabel | {c}, upto=nxt)
+        if b.bad < a.bad:
+            relabel.add(c)
+    m = attempt(relabel)
+    if jumps:
+        m.reason += f"; {len(relabel)} of {len(jumps)} jumps taken as late callbacks"
     return m
+
+
+def stream_audio(res, log, t0: int, n: int):
+    """The take ``res`` laid out on rtsynth's stream through the cycle log: ``(x, seen)``,
+    ``x`` ``[n, channels]`` the frames rtsynth played at stream frames ``t0 .. t0 + n``
+    (zero where the recorder did not see them), ``seen`` which were recorded. Frames the server
+    skipped for rtsynth are not in its stream, so they leave no hole; a signal's phase is kept
+    across the recorder's holes (zeros in place), as a pitch or level measure needs."""
+    stream, _, _, _ = take_stream(res, log)
+    audio = np.asarray(res.audio, dtype=np.float32).T
+    x = np.zeros((n, audio.shape[1]), np.float32)
+    seen = np.zeros(n, bool)
+    idx = stream - int(t0)
+    ok = (stream >= 0) & (idx >= 0) & (idx < n) & np.asarray(res.recorded, dtype=bool)
+    x[idx[ok]] = audio[ok]
+    seen[idx[ok]] = True
+    return x, seen
