@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,7 +59,10 @@ class Player:
         self.start()
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "rtsynth.cli", "play", "--driver", "jack", *RACK]
+        import tempfile
+        self.cycle_log_path = Path(tempfile.mkdtemp(prefix="rtsynth-rack-")) / "cycles.npy"
+        cmd = [sys.executable, "-m", "rtsynth.cli", "play", "--driver", "jack", *RACK,
+               "--cycle-log", str(self.cycle_log_path)]
         env = dict(self.server.env, PYTHONUNBUFFERED="1")
         proc = ManagedProcess(cmd, env=env, ready=r"rtsynth: latency", ready_timeout=180)
         self.proc, self.takes = proc, 0
@@ -83,6 +87,8 @@ class Player:
             self.proc.stop()
             self.proc = None
             self.rig.disconnect_all()
+            import shutil
+            shutil.rmtree(self.cycle_log_path.parent, ignore_errors=True)
 
     def restart(self) -> None:
         self.stop()
@@ -104,21 +110,22 @@ def live_and_offline(player, ev, n_frames, tmp_path, args=RACK, name="same", fir
                      tol=1e-4, tries=6):
     """``ev`` played live through the rig (``first``: the player started again before each
     take after the first it played: synthv1 remembers the notes it played) until a take
-    equals the offline render (8192-frame blocks, ``args``) of the same events at the frames
-    they reached the server, to ``tol`` (on rtsynth's stream, where the server dropped
-    cycles: :func:`rtsynth.testing.takes.match_offline`). The player's latency can have grown
-    by a block on the loaded machine since the line that gave it (--ahead auto raises it):
-    the lag, a whole number of blocks, that fits. The last :class:`Match`."""
-    from rtsynth.testing.takes import match_offline, offline_renderer
+    equals the offline render (8192-frame blocks, ``args``) of the same events, exactly on
+    rtsynth's stream (its cycle log: :func:`rtsynth.testing.takes.match_render`), to ``tol``.
+    The last :class:`Match` (``live``/``off`` laid out from the first event's stream frame)."""
+    from rtsynth.testing.play import cycle_log
+    from rtsynth.testing.takes import match_render, offline_renderer
     render = offline_renderer(tmp_path, args, name=name)
-    lags = [k * 128 for k in (0, 1, 2, 3, -1) if player.latency + k * 128 >= 0]
     m = None
     for _ in range(tries):
         if first and player.takes:
             player.restart()
         res = player.rig.run(ev, n_frames)
         player.takes += 1
-        m = match_offline(res, ev, render, latency=player.latency, lags=lags, tol=tol)
+        log = cycle_log(player.proc, player.cycle_log_path)
+        assert log is not None, "rtsynth did not write its cycle log"
+        m = match_render(res, log, ev, render, tol=tol)
+        print(f"rack take: {m.reason}", flush=True)
         if m.ok:
             break
     return m

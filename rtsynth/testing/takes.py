@@ -397,7 +397,15 @@ def match_stream(res, log, ref, ref0: int, *, tol: float = 3e-5, tail: int = 100
     cmp = span & rec
     out = Match(False, "", gaps=gaps, xruns=int(res.xruns))
     whole = int(np.count_nonzero(span | (~inside & (idx >= 0))))
-    out.live, out.off, out.valid = audio[cmp], exp[cmp], cmp
+    # laid out on the stream from ``ref0`` (frame k: stream frame ref0 + k, as ``ref``): zeros
+    # where nothing was compared, ``valid`` says where
+    L = max(len(ref) - tail, 0)
+    out.live = np.zeros((L, ch), np.float32)
+    out.off = np.zeros((L, ch), np.float32)
+    out.valid = np.zeros(L, bool)
+    out.live[idx[cmp]] = audio[cmp]
+    out.off[idx[cmp]] = exp[cmp]
+    out.valid[idx[cmp]] = True
     if not np.any(cmp):
         out.reason = "no frame of the take to compare (nothing in the log's callbacks?)"
         return out
