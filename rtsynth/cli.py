@@ -292,9 +292,6 @@ def cmd_play(args) -> int:
         # fail fast, before loading models, when there is no device at all
         drivers.find_output_device(args.audio_device)
     block = block or 128
-    if args.cycle_log and not Path(args.cycle_log).resolve().parent.is_dir():
-        raise UserError(f"--cycle-log {args.cycle_log}: no such folder "
-                        f"{Path(args.cycle_log).resolve().parent}")
     session = LiveSession(args, _make_engine)   # screen, keys, --record, a MIDI file
     engine = session.front(make_engine(args, block, device_rate, _make_engine))
     sync = _play_mode(args, driver_name)
@@ -412,6 +409,14 @@ def cmd_play(args) -> int:
     if args.cycle_log:
         _write_cycle_log(player, args.cycle_log)
     return 0
+
+
+def _new_file_path(value: str) -> str:
+    """An option's file to write: its folder must exist (checked before anything opens)."""
+    folder = Path(value).resolve().parent
+    if not value or Path(value).is_dir() or not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a file in an existing folder")
+    return value
 
 
 def _write_cycle_log(player, path: str) -> None:
@@ -783,7 +788,7 @@ def _play_parser(sub) -> None:
     p.add_argument("--duration", type=options.checker("duration"), default=None,
                    help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")
-    p.add_argument("--cycle-log", default=None, metavar="FILE.npy",
+    p.add_argument("--cycle-log", default=None, metavar="FILE.npy", type=_new_file_path,
                    help="write each audio callback's server frame, stream frame, latency and "
                         "what was done to it (faded in, silent) to FILE (NumPy .npy, the last "
                         "65536 callbacks) at exit and on SIGUSR1: where a recording of the "

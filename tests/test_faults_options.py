@@ -37,7 +37,9 @@ def test_a_bad_value_is_one_usage_line_and_nothing_is_touched(tmp_path, capsys, 
 @pytest.mark.parametrize("argv", [["--polyphony", "0"], ["-z", "0"], ["-g", "nan"],
                                   ["--ahead", "1000000"], ["--ahead", "-1"],
                                   ["--duration", "nan"], ["-r", "-48000"],
-                                  ["--reconnect-timeout", "nan"], ["--lower-after", "-5"]])
+                                  ["--reconnect-timeout", "nan"], ["--lower-after", "-5"],
+                                  ["--cycle-log", "/no/such/folder/c.npy"],
+                                  ["--cycle-log", "/tmp"]])
 def test_play_refuses_the_same_values_before_opening_any_device(capsys, argv):
     with pytest.raises(SystemExit) as ex:
         main(["play", *argv])

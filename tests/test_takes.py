@@ -102,3 +102,94 @@ def test_gaps_judge_and_first_passing():
         return v
     it = iter(range(10))
     assert first_passing(lambda: next(it), check) == 2 and calls == [0, 1, 2]
+
+
+# -- the cycle log: a real player driven callback by callback by a simulated server ---------
+
+def _cycle_log_take(shift_event=None):
+    """The real player (sync, the basic instrument) called as a JACK server whose cycles go
+    wrong in every way the log must explain: a cycle skipped for rtsynth (its MIDI lost),
+    a late callback that reads the next cycle's clock (that cycle then skipped), a late one
+    followed by the cycle it took the clock of (two callbacks, one clock), an xrun (the next
+    block faded in), a recorder hole, and the recorder's own late label (a hole, then the
+    hole's block where the next one belongs). Returns (take, log, events, render)."""
+    from types import SimpleNamespace
+
+    from rtsynth.engine import Engine
+    from rtsynth.instruments import load_instrument
+    from rtsynth.live.player import Player
+    B, n_cycles = 128, 400
+    eng = Engine(load_instrument("basic"), block=B, n_slots=8, reverb=0.0)
+    eng.warmup()
+    p = Player(eng, ahead=0, ahead_max=2, sync=True)
+    p.start()
+    events = [(1000 + 900 * k + 37 * k, bytes([0x90 if k % 2 == 0 else 0x80, 60 + 2 * (k // 2),
+                                                 90])) for k in range(48)]
+    events.append((50 * B + 5, bytes([0x90, 90, 90])))     # in the cycle skipped for rtsynth
+    events.append((100 * B + 20, bytes([0x90, 84, 90])))   # in the late callback's cycle
+    events.append((150 * B + 60, bytes([0x90, 86, 90])))   # ... in the first of one clock's two
+    events.sort(key=lambda e: e[0])
+    if shift_event is not None:                # what the sender says it sent, one frame off
+        events_sent = list(events)
+        f, d = events_sent[shift_event]
+        events_sent[shift_event] = (f + 1, d)
+    n = n_cycles * B
+    audio = np.zeros((2, n), np.float32)
+    recorded = np.zeros(n, bool)
+    left, right = np.zeros(B, np.float32), np.zeros(B, np.float32)
+    skip = {50, 101}                 # clocks (in cycles) rtsynth's callback is not called for
+    late = {100: 101, 150: 151, 151: 151}     # cycle -> the clock its callback reads
+    try:
+        for c in range(n_cycles):
+            if c in skip:
+                continue
+            p.begin_cycle(late.get(c, c) * B, 0)
+            for f, d in events:
+                if c * B <= f < (c + 1) * B:
+                    p.midi_at_frame(f - c * B, d)
+            p.cycle(left, right, B)
+            if c == 200:
+                p.server_xrun()
+            if c in (250, 300):          # the recorder misses this cycle ...
+                continue
+            at = (c + 1) if c == 299 else c           # ... and labels 299's block as 300's
+            audio[:, at * B:(at + 1) * B] = (left, right)
+            recorded[at * B:(at + 1) * B] = True
+            if c == 299:
+                recorded[299 * B:300 * B] = False
+    finally:
+        p.stop()
+    log = p.cycle_log()
+    frames = [f for f, _ in (events_sent if shift_event is not None else events)]
+    take = SimpleNamespace(audio=audio, recorded=recorded, start=0,
+                           event_frames=np.asarray(frames), xruns=1)
+
+    def render(sev):
+        e2 = Engine(load_instrument("basic"), block=B, n_slots=8, reverb=0.0)
+        e2.warmup()
+        for f, d in sev:
+            e2.push(f, d)
+        return np.concatenate([e2.render(B).copy() for _ in range(n // B)])
+    return take, log, events, render
+
+
+def test_cycle_log_maps_a_take_exactly_through_skips_late_labels_and_fades():
+    from rtsynth.live.player import CYCLE_FADE
+    from rtsynth.testing.takes import match_render
+    take, log, events, render = _cycle_log_take()
+    assert len(log) == 400 - 2 - 1            # every callback but the newest (torn) one
+    assert np.any(log[:, 4] & CYCLE_FADE)    # the block after the xrun and after the skip
+    m = match_render(take, log, events, render, tol=1e-6, max_lost=1)
+    assert m.ok and m.miss < 1e-6, m.reason
+    assert np.max(np.abs(m.off)) > 1e-2
+    assert "1 of 2 jumps taken as late callbacks" in m.reason, m.reason
+    # the note-on in the cycle skipped for rtsynth is not in what it played: the match says
+    # so when no event may be lost
+    assert not match_render(take, log, events, render, tol=1e-6).ok
+
+
+def test_cycle_log_match_fails_on_an_event_one_frame_off():
+    from rtsynth.testing.takes import match_render
+    take, log, events, render = _cycle_log_take(shift_event=10)
+    m = match_render(take, log, events, render, tol=1e-6, max_lost=1)
+    assert not m.ok and "differs" in m.reason, m.reason
