@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -269,12 +270,84 @@ def held_stream(k: int, seconds: float, sr: int, first: int, *, program: int | N
     return ev, first, end
 
 
+def recorded_silence(audio: np.ndarray, recorded: np.ndarray, lo: int, hi: int,
+                     min_len: int = GAP_MIN) -> list[tuple[int, int]]:
+    """Silent gaps (``>= min_len`` frames of exact zeros) in ``audio[:, lo:hi]`` that the
+    recorder saw: ``[(first_frame, length)]``. A frame the recorder missed (the server skipped
+    its cycle) is zero in the buffer but no evidence of silence, so a silent run is cut at the
+    frames the recorder missed and each recorded piece of it counts on its own. (Dropping every
+    run that touched a missed frame, as before, hid a synth that was silent all along on a
+    loaded machine: one long run, a few missed cycles inside it, no gap.)"""
+    rec = np.asarray(recorded, dtype=bool)
+    out = []
+    for a, n in find_gaps(audio, lo, hi, min_len=min_len):
+        seg = rec[a:a + n]
+        if seg.all():
+            out.append((a, n))
+            continue
+        d = np.diff(np.concatenate(([0], seg.astype(np.int8), [0])))
+        for s0, e0 in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)):
+            if e0 - s0 >= min_len:
+                out.append((a + int(s0), int(e0 - s0)))
+    return out
+
+
+_XRUN_LINE = re.compile(r"JackEngine::XRun: client = (.+?) was not finished(?:, state = (\w+))?")
+
+
+def blamed_xruns(server: JackServer, client_prefix: str, since: int = 0) -> dict:
+    """The server's xruns after byte ``since`` of its log where the client ``client_prefix``
+    was inside its process callback at the deadline (``state = Running``), in two kinds:
+
+    - ``alone``: the cycle overran because of this client: no other client was still running,
+      the server's own timer was on time, and the xrun before it was not another client's or
+      the server's;
+    - ``shared``: the machine was late with it: another client was still running too, the
+      server began the cycle late (``JackTimedDriver::Process XRun``), or it came right after
+      such an xrun (the graph catching up after a stall: a loaded VM stalls every thread at
+      once; one client that sleeps in its callback makes the next cycle start late for all).
+
+    The server writes one ``not finished`` line per unfinished client of an xrun, then
+    ``Process error``: the lines up to a ``Process error`` are one xrun, in order. (Seen under
+    jack_chaos: a synth whose callback takes 1% of the period, blamed ``Running`` 1-3 times a
+    1.5 s take, each time in the xrun right after one the stalling client was blamed for.)"""
+    text = server._log_since(since)
+    groups: list[tuple[list[str], bool]] = []     # (clients running, server's timer late)
+    running: list[str] = []
+    late = False
+    for line in text.splitlines():
+        m = _XRUN_LINE.search(line)
+        if m:
+            if m.group(2) in (None, "Running"):
+                running.append(m.group(1))
+        elif "JackTimedDriver::Process XRun" in line:
+            late = True
+        elif "Process error" in line:
+            groups.append((running, late))
+            running, late = [], False
+    if running or late:
+        groups.append((running, late))
+    alone = shared = 0
+    prev_foreign = False
+    for running, late in groups:
+        mine = [c for c in running if c.startswith(client_prefix)]
+        foreign = late or len(running) > len(mine)
+        if mine:
+            if foreign or prev_foreign:
+                shared += 1
+            else:
+                alone += 1
+        prev_foreign = foreign
+    return {"alone": alone, "shared": shared}
+
+
 def measure_held(live: LiveSynth, server: JackServer | None, k: int, seconds: float,
                  settle: float = 0.5, spread: bool = False) -> dict:
     """Hold ``k`` voices for ``seconds`` with bend/CC traffic. Dropouts found three ways:
-    silent gaps (>= ``GAP_MIN`` frames of exact zeros) in the recording while the notes sound,
-    xruns the server blames on the synth's client, and (after exit) the synth's own underrun
-    counter."""
+    silent gaps (>= ``GAP_MIN`` frames of exact zeros) in the frames the recorder saw while the
+    notes sound (:func:`recorded_silence`), xruns the server blames on the synth's client alone
+    (``client_xruns``; those where the machine was late with it are ``client_xruns_shared``,
+    :func:`blamed_xruns`), and (after exit) the synth's own underrun counter."""
     rig = live.rig
     sr, bs = rig.sample_rate, rig.blocksize
     first = 4 * bs
@@ -287,8 +360,7 @@ def measure_held(live: LiveSynth, server: JackServer | None, k: int, seconds: fl
     # a synth that applies MIDI at its block start (FluidSynth) goes quiet up to a block before
     # the note-off frame: stop the window two blocks early
     t_off = t_off - 2 * bs
-    gaps = [(a, n) for a, n in find_gaps(res.audio, lo, t_off, min_len=GAP_MIN)
-            if res.recorded[a:a + n].all()]
+    gaps = recorded_silence(res.audio, res.recorded, lo, t_off)
     # frames the synth produced silence for, in blocks (a dropped block leaves one full gap)
     out = {"voices": k, "seconds": seconds, "block": bs, "gaps": len(gaps), "spread": spread,
            "gap_frames": int(sum(n for _, n in gaps)),
@@ -302,7 +374,9 @@ def measure_held(live: LiveSynth, server: JackServer | None, k: int, seconds: fl
            # counted inside it where its trace gives their clock)
            "window_clock": [int(res.start + lo), int(res.start + t_off)]}
     if server is not None:
-        out["client_xruns"] = server.client_xruns(live.xrun_client, since)
+        blame = blamed_xruns(server, live.xrun_client, since)
+        out["client_xruns"] = blame["alone"]
+        out["client_xruns_shared"] = blame["shared"]
         out["server_xruns"] = server.server_xruns(since)
     else:
         out["client_xruns"] = None
@@ -362,13 +436,16 @@ def finish_held(row: dict, stats: dict | None) -> dict:
     late = row.get("late_blocks") or 0
     und = row.get("underruns") or 0
     xr = row.get("client_xruns") or 0
+    # xruns it shared with the machine (another client running too, the cycle begun late)
+    shared = row.get("client_xruns_shared") or 0
     # silence in the recording that no underrun of its own counter accounts for
     unexplained = max(0, row["gaps"] - und)
     # every dropout, whoever's: its underruns (a late sync block once, with the xrun JACK
-    # blames on it), the xruns JACK blames on it, unexplained silence
-    row["dropouts_any"] = int(und - late + max(late, xr) + unexplained)
+    # blames on it), the xruns JACK blames on it (alone or with the machine), unexplained
+    # silence
+    row["dropouts_any"] = int(und - late + max(late, xr + shared) + unexplained)
     # the dropouts blamed on the synth, FluidSynth's measure (the xruns JACK blames on its
-    # client, silent gaps) plus rtsynth's own underruns: its own ring underruns, its own late
+    # client alone, silent gaps) plus rtsynth's own underruns: its own ring underruns, its own late
     # blocks (each also an xrun JACK blames on it, counted once); what the server's xruns
     # caused (rtsynth's server underruns, the graph late) is not the synth's
     own = row.get("own_underruns", und) or 0
@@ -385,7 +462,8 @@ def add_held(rows: list[dict]) -> dict:
     worst = max(rows, key=lambda r: (r.get("dropouts") or 0, r.get("dropouts_any") or 0))
     out = dict(worst)
     for k in ("seconds", "gaps", "gap_frames", "unrecorded_frames", "rig_xruns", "events",
-              "client_xruns", "server_xruns", "underruns", "late_blocks", "own_underruns",
+              "client_xruns", "client_xruns_shared", "server_xruns", "underruns",
+              "late_blocks", "own_underruns",
               "own_late_blocks", "latency_raises", "dropouts", "dropouts_any"):
         vals = [r.get(k) for r in rows]
         if all(v is None for v in vals):

@@ -231,10 +231,26 @@ def run_bench(cfg: BenchConfig) -> dict:
     return res
 
 
+def _open_rig(servername, max_seconds: float, log, tries: int = 3) -> JackRig:
+    """The bench's rig on the server, opened again (up to ``tries`` times, 0.5 s apart) when
+    the server does not answer the client's opening: a loaded machine, or a server stopped
+    for a moment, fails it now and then (``JackOpenError ... server_error``, seen under
+    jack_chaos on a server just started)."""
+    for k in range(tries):
+        try:
+            return JackRig(n_inputs=2, servername=servername, name=f"bench{os.getpid()}",
+                           max_seconds=max_seconds)
+        except Exception as e:  # noqa: BLE001 - jack.JackOpenError
+            if k == tries - 1:
+                raise
+            log(f"rig not opened ({_err_line(e)}): once more")
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def _run_on_server(cfg, specs, res, server, env, log, servername, blocks):
-    with JackRig(n_inputs=2, servername=servername, name=f"bench{os.getpid()}",
-                 max_seconds=max(90.0, cfg.load_seconds + 5,
-                                 (cfg.notes + 4) * 0.1 + 5)) as rig:
+    with _open_rig(servername, max(90.0, cfg.load_seconds + 5, (cfg.notes + 4) * 0.1 + 5),
+                   log) as rig:
         block = rig.blocksize
         if blocks is None:
             res["meta"]["blocks"] = [block]
@@ -320,22 +336,43 @@ def _held_run(spec, env, rig, block, server, k, seconds, workdir, spread=False) 
 
 
 def _capacity_step(cfg, spec, env, rig, block, server, log, r, k) -> dict:
-    """One step of the ramp: ``k`` voices held, tried again once when it drops out."""
+    """One step of the ramp: ``k`` voices held, tried again once when it drops out (the
+    failed try's counters under ``earlier``), started once more when the synth fails to start."""
     tries = 2 if cfg.capacity_retry else 1
     row = None
-    for attempt in range(tries):
+    earlier = []
+    attempt = failed_starts = 0
+    while attempt < tries:
         log(f"[{block}] capacity {k} voices{' (again)' if attempt else ''}: {spec.label}")
         try:
             row = _held_run(spec, env, rig, block, server, k, cfg.capacity_seconds,
                             cfg.workdir, spread=True)
         except Exception as e:  # noqa: BLE001
+            # a synth that did not start or stop (its JACK client not opened on a loaded
+            # machine, seen under jack_chaos) measured nothing: started once more, then an error
+            failed_starts += 1
+            if failed_starts == 1:
+                r.setdefault("retries", []).append(f"capacity {k}: {_err_line(e)}")
+                log(f"  failed, once more: {_err_line(e)}")
+                continue
             row = {"voices": k, "error": _err_line(e), "dropouts": None}
             r["errors"].append(f"capacity {k}: {_err_line(e)}")
             break
-        row["attempt"] = attempt + 1
+        attempt += 1
+        row["attempt"] = attempt
+        if earlier:
+            row["earlier"] = earlier
         if row["dropouts"] == 0:
             break
+        # what the failed try saw, so that a step passed on its second try says why the first
+        # failed
+        earlier = earlier + [{x: row.get(x) for x in STEP_SUMMARY}]
     return row
+
+
+#: a failed capacity try's counters, kept in the step's row (``earlier``)
+STEP_SUMMARY = ("dropouts", "dropouts_any", "underruns", "own_underruns", "client_xruns",
+                "client_xruns_shared", "gaps", "server_xruns", "rig_xruns", "unrecorded_frames")
 
 
 def _capacity(cfg, specs, env, rig, block, server, log, rows) -> list[dict]:
@@ -406,6 +443,8 @@ METRICS = [
      "", "lower"),
     ("late_blocks", "  of which late blocks (sync)", ("load", "late_blocks"), "", "lower"),
     ("client_xruns", "  JACK xruns blamed on it", ("load", "client_xruns"), "", "lower"),
+    ("client_xruns_shared", "  JACK xruns it shared with a late machine",
+     ("load", "client_xruns_shared"), "", "lower"),
     ("gaps", "  silent gaps in its output", ("load", "gaps"), "", "lower"),
     ("server_xruns", "  server xruns, any cause", ("load", "server_xruns"), "", "lower"),
     ("capacity", "polyphony capacity", ("capacity", "voices"), "voices", "higher"),
