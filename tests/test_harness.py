@@ -95,20 +95,100 @@ def test_server_ended_when_body_fails():
 
 # -- the rig against clients with known delays -------------------------------------------------
 
+class XrunWatch:
+    """A JACK client that only listens (no ports, no process callback): JACK's frame estimate at
+    each xrun the server reports, for telling which notes of a take a loaded machine may have
+    spoiled. The callback runs on JACK's notification thread, somewhat after the cycle
+    concerned: use a window of a few periods (:data:`XRUN_NEAR`) around a frame."""
+
+    def __init__(self, servername: str, name: str = "xwatch"):
+        import jack
+        self.client = jack.Client(name, no_start_server=True, servername=servername)
+        self.frames: list[int] = []
+        self.client.set_xrun_callback(lambda _delay: self.frames.append(self.client.frame_time))
+        self.client.activate()
+
+    def clear(self) -> None:
+        self.frames = []
+
+    def relative(self, start: int) -> np.ndarray:
+        """The xruns so far, as frames relative to a take's ``start``."""
+        return np.array(self.frames, dtype=np.int64) - int(start)
+
+    def close(self) -> None:
+        from rtsynth.live.drivers import close_jack_clients
+        close_jack_clients((self.client,), 10.0, name="xwatch-close")
+
+    def __enter__(self) -> "XrunWatch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+#: frames either side of a frame within which a reported xrun may concern its cycle (the
+#: notification comes up to a few periods after the cycle; measured offsets within +-300)
+XRUN_NEAR = 512
+
+
+def spoiled_near(frames, xruns, gaps, near: int = XRUN_NEAR) -> bool:
+    """An xrun (relative frames) or a recorder gap (``[(first, length)]``) within ``near``
+    frames of any of ``frames``: what the machine did there may have changed the note."""
+    for f in frames:
+        if np.any(np.abs(np.asarray(xruns) - f) <= near):
+            return True
+        if any(a - near <= f <= a + g + near for a, g in gaps):
+            return True
+    return False
+
+
 @pytest.mark.parametrize("delay", [0, 77, 300, 1000])
 def test_rig_measures_exact_delay(jack_server, jack_rig, delay):
+    """Every note the recorder saw whole, from two cycles before its note-on to two after
+    its sound, sounds exactly ``delay`` frames after its note-on. On a loaded machine the
+    server skips cycles and reports xruns: a note-on in a cycle skipped for the client but not
+    for the sender is lost, and the recorder misses frames. Notes whose window it missed are
+    left out; a wrong note is put down to the machine only with an xrun or gap reported near
+    its note-on or its sound, at most a quarter of them; takes go on (4 at most) until 12
+    notes are exact."""
+    from rtsynth.testing.takes import recorded_gaps
     name = f"delay{delay}"
-    with delay_client(jack_server, name, "--delay", delay, "--wave", "impulse"):
+    n, spacing, need, tries = 24, 2400, 12, 4
+    per = jack_rig.blocksize
+    first = 4 * per                     # the cycles before the first note-on recorded too
+    exact, seen, excused, log = 0, 0, [], []
+    with XrunWatch(jack_server.name) as xw, delay_client(jack_server, name, "--delay", delay,
+                                                         "--wave", "impulse"):
         wire(jack_rig, name)
-        n = 24
-        ev, on = note_schedule(n, 2400, 600, jitter=128, seed=delay)
-        res = jack_rig.run(ev, n * 2400 + 2400)
-        starts = res.event_frames[on]
-        lat = detect_onsets(res.audio, starts)
-        # notes whose window the recorder saw whole (a loaded machine may skip cycles)
-        ok = [i for i, s in enumerate(starts) if s >= 0 and res.recorded[s:s + 2400].all()]
-        assert len(ok) >= n // 2, (res.xruns, res.late_events)
-        assert set(lat[ok].tolist()) == {delay}
+        for take in range(tries):
+            ev, on = note_schedule(n, spacing, 600, jitter=128, seed=delay + take, first=first)
+            xw.clear()
+            res = jack_rig.run(ev, first + n * spacing + spacing)
+            xr = xw.relative(res.start)
+            gaps = recorded_gaps(res.recorded)
+            starts = res.event_frames[on]
+            lat = detect_onsets(res.audio, starts)
+            log.append(f"take {take}: xruns {res.xruns}, recorder gaps {len(gaps)}, late "
+                       f"events {res.late_events}")
+            for i, s in enumerate(starts):
+                w = res.recorded[s - 2 * per:s + delay + 2 * per]
+                if s < 2 * per or not w.all():
+                    continue                # the recorder did not see it whole
+                seen += 1
+                if lat[i] == delay:
+                    exact += 1
+                    continue
+                assert spoiled_near((s, s + delay), xr, gaps), (
+                    f"take {take} note {i}: sound {lat[i]} frames after its note-on, not "
+                    f"{delay}, and no xrun or recorder gap near it", log)
+                excused.append((take, i, int(lat[i])))
+            if exact >= need:
+                break
+    assert exact >= need, (f"{exact} notes exact of {seen} seen whole in {len(log)} takes",
+                           excused, log)
+    assert len(excused) <= seen // 4, (excused, seen, log)
+    print(*log, f"{exact} exact of {seen} seen whole; put down to the machine: {excused}",
+          sep="\n")
 
 
 def test_rig_pitch_and_note_length(jack_server, jack_rig):

@@ -129,49 +129,74 @@ def test_a_block_late_because_the_machine_stalled_stays_in_the_callback():
     assert all(mode == MODE_SYNC and lat == 0 for _, mode, lat in trace[n0:])
 
 
+#: trace rows that are the machine's doing in a test that makes only heavy blocks of its own
+#: (those are 'late_own' and 'fallback'): a block slow or late without its own work, a slow
+#: ring block, an underrun of the ring, a fallback for a steady load
+MACHINE_ROWS = {"slow", "late", "ring_slow", "own_underrun", "server_underrun", "load_fallback"}
+
+
 def test_one_heavy_block_stays_two_fall_back_briefly_and_the_latency_comes_back_down():
     """At the default --lower-after (10 s): one block heavy in its own work (1.5 periods: a
     one-off spike) is late, its own, and rendering stays in the callback (the ring would not
     have saved it, and the next block is light). Two in a row: the next blocks come from the
     ring (latency one block), and rendering returns into the callback after SYNC_RETURN_S of
-    ring blocks that fit (0.5 s), not the whole --lower-after."""
+    ring blocks that fit (0.5 s), not the whole --lower-after.
+
+    Counted from the first heavy block on. A loaded machine can make blocks late or slow that
+    are not (its lateness, a ring block starved of the CPU: restarting the ring's stable
+    period): such a take shows it in the policy trace and is taken again, for 30 s at most;
+    a take without it must hold every claim."""
     from rtsynth.live.player import LOWER_AFTER_S, SYNC_RETURN_S
     per_s = SR / BLOCK
-    for attempt in range(3):
+    deadline = time.monotonic() + 30.0
+    takes = []
+    while True:
         p = _player(lower_after=LOWER_AFTER_S)
         p.start()
         trace: list = []
         seen = {}
         try:
-            clean = _past_startup(p, trace)
-            if clean:
+            _callbacks(p, p._startup_cbs + 10, trace)
+            ready = p.mode == MODE_SYNC and p.sync_fallbacks == 0
+            if ready:
+                c0 = p.callbacks
+                n0 = (p.late_blocks, p.own_underruns, p.sync_fallbacks)
+
+                def since():
+                    return tuple(x - y for x, y in zip(
+                        (p.late_blocks, p.own_underruns, p.sync_fallbacks), n0))
                 _heavy(p, 1)
                 _callbacks(p, 1, trace)
-                seen["one"] = (p.late_blocks, p.own_underruns, p.sync_fallbacks)
+                seen["one"] = since()
                 _callbacks(p, int(0.3 * per_s), trace)       # past SYNC_REPEAT_S
-                seen["after_one"] = (p.mode, p.latency_frames, p.sync_fallbacks)
+                seen["after_one"] = (p.mode, p.latency_frames, since()[2])
                 _heavy(p, 2)
                 _callbacks(p, 2, trace)
-                seen["two"] = (p.sync_fallbacks, p.late_blocks, p.mode != MODE_SYNC,
-                               p.latency_frames)
+                late, _, falls = since()
+                seen["two"] = (falls, late, p.mode != MODE_SYNC, p.latency_frames)
                 fell = p.callbacks
                 _callbacks(p, int(4 * SYNC_RETURN_S * per_s), trace,
                            until=lambda q: q.mode == MODE_SYNC)
+                seen["end"] = since()
         finally:
             p.stop()
-        # (a loaded machine's own late block or generator falling behind: again)
-        if clean and p.own_underruns == 3 and p.late_blocks == 3:
+        noisy = sorted({t["what"] for t in p.stats()["policy_trace"]
+                        if t["cb"] > c0 and t["what"] in MACHINE_ROWS}) if ready else ["start"]
+        takes.append(noisy)
+        if not noisy or time.monotonic() > deadline:
             break
-    assert clean, "every attempt had a late block of the loaded machine's before the stall"
+    assert not noisy, f"every take had the machine's late or slow blocks: {takes}"
     assert seen["one"] == (1, 1, 0), seen
     assert seen["after_one"] == (MODE_SYNC, 0, 0), seen
     assert seen["two"] == (1, 3, True, BLOCK), seen
+    assert seen["end"] == (3, 3, 1), seen
     back = p.callbacks - fell
     assert p.mode == MODE_SYNC and p.latency_frames == 0 and p.sync_returns == 1, back
     assert SYNC_RETURN_S * per_s <= back < 2 * SYNC_RETURN_S * per_s, back
     # in the ring the latency was one block, never more (no underrun of its own there)
     ring = [lat for cb, mode, lat in trace if cb > fell and cb < p.callbacks and mode != MODE_SYNC]
     assert ring and set(ring) == {BLOCK}
+    print(f"{len(takes)} takes: {takes}")
 
 
 def test_falling_back_again_soon_after_a_return_waits_longer_then_forgets():

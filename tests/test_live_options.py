@@ -267,36 +267,99 @@ def test_buffered_mode_latency_on_jack(jack_server):
         assert p.stop() == 0
 
 
-def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes, seed,
-                          settle=0.0):
-    """`rtsynth play ARGS` (basic, dry) with RTSYNTH_TEST_STALL=STALL; after ``settle`` s,
-    ``n_notes`` notes of one pitch, 100 ms apart at random offsets in the period, each ended by
-    CC120. Returns (process, its stats, its printed latency line, each note's onset minus its
-    frame)."""
+def _latency_reached(p, frames: int, timeout: float = 15.0) -> None:
+    """Ask the process for its counters (SIGUSR1) until its latency is ``frames``."""
+    deadline = time.monotonic() + timeout
+    rx = re.compile(r"^rtsynth: at [\d.]+ s: .*; latency (\d+) frames$", re.M)
+    while True:
+        p.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.25)
+        got = rx.findall(p.output)
+        if got and int(got[-1]) == frames:
+            return
+        assert time.monotonic() < deadline, (f"latency not {frames} frames after {timeout} s",
+                                             p.output[-2000:])
+
+
+def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes, seed, *,
+                          latency, note_ok, check_stats, settle=0.0, reach=None, need=12,
+                          tries=4):
+    """`rtsynth play ARGS` (basic, dry) with RTSYNTH_TEST_STALL=STALL; after ``settle`` s (and,
+    with ``reach``, once its latency is ``reach`` frames), ``n_notes`` notes of one pitch, 100 ms
+    apart at random offsets in the period, each ended by CC120. ``check_stats(p, stats, line)``
+    asserts on every process's counters and latency line.
+
+    A note is judged when the recorder saw it whole, from ``latency`` and two periods before its
+    note-on to three periods after its sound is due (the loaded VM's server skips cycles of the
+    recording client too; a cycle skipped between a note-on and its sound delays it).
+    ``note_ok(lat, base)`` (``base``: the judged notes' median) says whether a note's onset is
+    right; a note that is not is put down to the machine only with an xrun or recorder gap
+    reported near its note-on, its sound or the CC120 before it (a note-on or CC120 in a cycle
+    the server skipped for rtsynth is lost; a block after an xrun fades in), at most a quarter
+    of the judged notes; any other is a failure. A take with fewer than ``need`` notes judged,
+    or more spoiled, is taken again with a fresh process, ``tries`` at most.
+    Returns (process, its stats, its latency line, the judged notes' onsets minus their
+    frames, how many were put down to the machine)."""
     import json
+    from test_harness import XrunWatch, spoiled_near
     from rtsynth.testing.jackrig import detect_onsets
-    stats = tmp_path / "st.json"
-    with _stalling(jack_server, stall, *args, "--reverb", "0", "--stats-json", str(stats)) as p:
-        line = next(l for _, l in p.lines if "latency MIDI->audio" in l)
-        wait_for_ports(jack_rig.rx, r"^rtsynth$", midi=True, is_input=True)
-        time.sleep(settle)
-        jack_rig.connect_midi("rtsynth:midi_in")
-        jack_rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
-        rng = np.random.default_rng(seed)
-        events = []
-        for k in range(n_notes):
-            t = k * 4800 + int(rng.integers(128))
-            events += [(t, bytes([0x90, 69, 100])), (t + 2400, bytes([0xB0, 120, 0]))]
-        res = jack_rig.run(events, n_notes * 4800 + 4800)
-        jack_rig.disconnect_all()
-        assert p.stop() == 0
-    on = res.event_frames[0::2]
-    lat = detect_onsets(res.audio, on, threshold=1e-4, rel=4.0)
-    # a note whose first 50 ms the recorder did not see whole (the loaded VM's server lost
-    # cycles of the recording client) says nothing about rtsynth: left out, a few at most
-    seen = np.array([res.recorded[f:f + 2400].all() for f in on])
-    assert seen.mean() >= 0.8, seen
-    return p, json.loads(stats.read_text()), line, lat[seen]
+    from rtsynth.testing.takes import recorded_gaps
+    per = jack_rig.blocksize
+    log = []
+    with XrunWatch(jack_server.name) as xw:
+        for attempt in range(tries):
+            stats = tmp_path / f"st{attempt}.json"
+            with _stalling(jack_server, stall, *args, "--reverb", "0", "--stats-json",
+                           str(stats)) as p:
+                line = next(l for _, l in p.lines if "latency MIDI->audio" in l)
+                wait_for_ports(jack_rig.rx, r"^rtsynth$", midi=True, is_input=True)
+                time.sleep(settle)
+                if reach is not None:
+                    _latency_reached(p, reach)
+                jack_rig.connect_midi("rtsynth:midi_in")
+                jack_rig.connect_audio(["rtsynth:out_1", "rtsynth:out_2"])
+                rng = np.random.default_rng(seed + 1000 * attempt)
+                events = []
+                for k in range(n_notes):
+                    t = 6 * per + k * 4800 + int(rng.integers(per))
+                    events += [(t, bytes([0x90, 69, 100])), (t + 2400, bytes([0xB0, 120, 0]))]
+                xw.clear()
+                res = jack_rig.run(events, 6 * per + n_notes * 4800 + 4800)
+                jack_rig.disconnect_all()
+                assert p.stop() == 0
+            st = json.loads(stats.read_text())
+            check_stats(p, st, line)
+            xr = xw.relative(res.start)
+            gaps = recorded_gaps(res.recorded)
+            on = res.event_frames[0::2]
+            cc = res.event_frames[1::2]
+            lat = detect_onsets(res.audio, on, threshold=1e-4, rel=4.0)
+            pre, post = latency + 2 * per, latency + 64 + 3 * per
+            whole = np.array([f >= pre and bool(res.recorded[f - pre:f + post].all())
+                              for f in on])
+            log.append(f"take {attempt}: {int(whole.sum())} of {n_notes} notes seen whole, "
+                       f"xruns {res.xruns}, recorder gaps {len(gaps)}, rtsynth xruns "
+                       f"{st['xruns']}")
+            if whole.sum() < need:
+                continue
+            base = int(np.median(lat[whole]))
+            spoiled = []
+            for i in np.flatnonzero(whole):
+                if note_ok(int(lat[i]), base):
+                    continue
+                near = [on[i], on[i] + latency] + ([cc[i - 1]] if i else [])
+                assert spoiled_near(near, xr, gaps), (
+                    f"note {i}: onset {lat[i]} frames after its note-on (the others' median "
+                    f"{base}), and no xrun or recorder gap near it", lat[whole], log)
+                spoiled.append(int(i))
+            judged = whole.copy()
+            judged[spoiled] = False
+            if judged.sum() >= need and len(spoiled) <= whole.sum() // 4:
+                print(*log, f"judged {int(judged.sum())}, spoiled {lat[spoiled].tolist()}",
+                      sep="\n")
+                return p, st, line, lat[judged], len(spoiled)
+            log[-1] += f", {len(spoiled)} spoiled by the machine: {lat[spoiled].tolist()}"
+    raise AssertionError(f"no take with {need} notes judged in {tries}: {log}")
 
 
 def test_ahead_zero_latency_one_block_and_a_slow_block_costs_one_gap(jack_server, jack_rig,
@@ -305,14 +368,22 @@ def test_ahead_zero_latency_one_block_and_a_slow_block_costs_one_gap(jack_server
     each stall is one underrun, not a chase after blocks already due, and the notes played
     around the stalls keep the latency they had (a note can only be late by the gap itself)."""
     period = 128
-    p, st, line, lat = _notes_while_stalling(jack_server, jack_rig, tmp_path, "150:4",
-                                             ("--ahead", "0"), 40, 3)
-    assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
-    stalls = st["blocks"] // 150
-    assert stalls >= 5
-    # one gap per stall (a server xrun on this shared machine may add one); the old chase
-    # after blocks already due underran on every callback from the first stall on
-    assert 1 <= st["underruns"] <= stalls + 3 + st["xruns"], st
+
+    def stats_ok(p, st, line):
+        assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
+        stalls = st["blocks"] // 150
+        assert stalls >= 5
+        # one gap per stall (a server xrun on this shared machine may add one); the old chase
+        # after blocks already due underran on every callback from the first stall on
+        assert 1 <= st["underruns"] <= stalls + 3 + st["xruns"], st
+
+    def note_ok(lat, base):
+        # nothing before its frame + one block; on time, or late by the stall's gap at most
+        return lat >= period and (abs(lat - base) <= 2 or 0 < lat - base <= 2 * period + 2)
+
+    p, st, line, lat, spoiled = _notes_while_stalling(
+        jack_server, jack_rig, tmp_path, "150:4", ("--ahead", "0"), 40, 3, latency=period,
+        note_ok=note_ok, check_stats=stats_ok)
     assert np.all(lat >= period), lat                   # nothing before its frame + one block
     base = int(np.median(lat))
     assert base < period + 64, lat                      # one block + the attack
@@ -331,25 +402,33 @@ def test_ahead_auto_goes_one_block_further_after_each_underrun(jack_server, jack
     the stalls no longer reach the output. Notes played afterwards come exactly three blocks (plus
     the attack) after their frames: constant again."""
     period = 128
-    # the first stalls come within 0.8 s: the notes start after them
-    p, st, line, lat = _notes_while_stalling(jack_server, jack_rig, tmp_path, "150:6",
-                                             ("--ahead", "auto"), 30, 4, settle=1.5)
-    assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
-    assert "one more after each underrun up to 3" in line
-    assert st["latency_raises"] == 2 and st["latency_frames"] == 3 * period, st
-    assert st["blocks"] // 150 >= 6
-    # the first two stalls are rtsynth's own gaps; any other gap is the machine's (a server xrun,
-    # or the VM descheduling the callback: counted apart, it raises nothing)
-    assert st["own_underruns"] + st["server_underruns"] <= st["underruns"], st
-    assert 2 <= st["own_underruns"] <= 2 + st["xruns"], st
-    assert "latency now 8.00 ms (3 blocks ahead)" in p.output or \
-        "latency now 5.33 ms (2 blocks ahead)" in p.output, p.output
-    assert p.output.splitlines()[-1].endswith(f"latency {3 * period} frames")
+
+    def stats_ok(p, st, line):
+        assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
+        assert "one more after each underrun up to 3" in line
+        assert st["latency_raises"] == 2 and st["latency_frames"] == 3 * period, st
+        assert st["blocks"] // 150 >= 6
+        # the first two stalls are rtsynth's own gaps; any other gap is the machine's (a server
+        # xrun, or the VM descheduling the callback: counted apart, it raises nothing)
+        assert st["own_underruns"] + st["server_underruns"] <= st["underruns"], st
+        assert 2 <= st["own_underruns"] <= 2 + st["xruns"], st
+        assert "latency now 8.00 ms (3 blocks ahead)" in p.output or \
+            "latency now 5.33 ms (2 blocks ahead)" in p.output, p.output
+        assert p.output.splitlines()[-1].endswith(f"latency {3 * period} frames")
+
+    def note_ok(lat, base):
+        # three blocks and the attack, constant (+-2 frames: the DC blocker), never earlier
+        return lat >= 3 * period and abs(lat - base) <= 2
+
+    # the first stalls come within 0.8 s (on a loaded machine a stall's gap next to a server
+    # xrun is the server's and raises nothing: later); the notes start once they have
+    p, st, line, lat, spoiled = _notes_while_stalling(
+        jack_server, jack_rig, tmp_path, "150:6", ("--ahead", "auto"), 30, 4,
+        latency=3 * period, note_ok=note_ok, check_stats=stats_ok, settle=1.5,
+        reach=3 * period)
     assert np.all(lat >= 3 * period), lat
-    # constant again: all but a stray note or two (a late onset where the loaded VM's server
-    # lost cycles: never earlier than three blocks, asserted above) within 2 frames
     assert np.median(lat) < 3 * period + 64, lat
-    assert np.mean(np.abs(lat - np.median(lat)) <= 2) >= 0.9, lat
+    assert np.all(np.abs(lat - np.median(lat)) <= 2), lat
 
 
 def test_play_main_thread_is_realtime_while_playing(jack_server):
