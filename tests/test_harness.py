@@ -149,11 +149,13 @@ def test_rig_measures_exact_delay(jack_server, jack_rig, delay):
     server skips cycles and reports xruns: a note-on in a cycle skipped for the client but not
     for the sender is lost, and the recorder misses frames. Notes whose window it missed are
     left out; a wrong note is put down to the machine only with an xrun or gap reported near
-    its note-on or its sound, at most a quarter of them; takes go on (4 at most) until 12
-    notes are exact."""
+    its note-on or its sound, or a note-on the rig sent late (it missed its cycle), at most a
+    quarter of them; takes go on (for 30 s, 12 at most) until 12 notes are exact."""
+    import time
     from rtsynth.testing.takes import recorded_gaps
     name = f"delay{delay}"
-    n, spacing, need, tries = 24, 2400, 12, 4
+    n, spacing, need, tries = 24, 2400, 12, 12
+    deadline = time.monotonic() + 30.0
     per = jack_rig.blocksize
     first = 4 * per                     # the cycles before the first note-on recorded too
     exact, seen, excused, log = 0, 0, [], []
@@ -167,6 +169,8 @@ def test_rig_measures_exact_delay(jack_server, jack_rig, delay):
             xr = xw.relative(res.start)
             gaps = recorded_gaps(res.recorded)
             starts = res.event_frames[on]
+            # a note-on the sender wrote after its frame: it missed the cycle (skipped for it)
+            late = starts != np.array([ev[j][0] for j in on])
             lat = detect_onsets(res.audio, starts)
             log.append(f"take {take}: xruns {res.xruns}, recorder gaps {len(gaps)}, late "
                        f"events {res.late_events}")
@@ -178,11 +182,11 @@ def test_rig_measures_exact_delay(jack_server, jack_rig, delay):
                 if lat[i] == delay:
                     exact += 1
                     continue
-                assert spoiled_near((s, s + delay), xr, gaps), (
+                assert late[i] or spoiled_near((s, s + delay), xr, gaps), (
                     f"take {take} note {i}: sound {lat[i]} frames after its note-on, not "
-                    f"{delay}, and no xrun or recorder gap near it", log)
+                    f"{delay}, sent on time, no xrun or recorder gap near it", log)
                 excused.append((take, i, int(lat[i])))
-            if exact >= need:
+            if exact >= need or time.monotonic() > deadline:
                 break
     assert exact >= need, (f"{exact} notes exact of {seen} seen whole in {len(log)} takes",
                            excused, log)

@@ -283,7 +283,7 @@ def _latency_reached(p, frames: int, timeout: float = 15.0) -> None:
 
 def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes, seed, *,
                           latency, note_ok, check_stats, settle=0.0, reach=None, need=12,
-                          tries=4):
+                          tries=6, budget=45.0):
     """`rtsynth play ARGS` (basic, dry) with RTSYNTH_TEST_STALL=STALL; after ``settle`` s (and,
     with ``reach``, once its latency is ``reach`` frames), ``n_notes`` notes of one pitch, 100 ms
     apart at random offsets in the period, each ended by CC120. ``check_stats(p, stats, line)``
@@ -294,10 +294,11 @@ def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes,
     recording client too; a cycle skipped between a note-on and its sound delays it).
     ``note_ok(lat, base)`` (``base``: the judged notes' median) says whether a note's onset is
     right; a note that is not is put down to the machine only with an xrun or recorder gap
-    reported near its note-on, its sound or the CC120 before it (a note-on or CC120 in a cycle
-    the server skipped for rtsynth is lost; a block after an xrun fades in), at most a quarter
-    of the judged notes; any other is a failure. A take with fewer than ``need`` notes judged,
-    or more spoiled, is taken again with a fresh process, ``tries`` at most.
+    reported near its note-on, its sound or the CC120 before it, or with one of those two
+    events sent late by the rig (a note-on or CC120 in a cycle the server skipped for rtsynth
+    is lost; a block after an xrun fades in), at most a quarter of the judged notes; any other
+    is a failure. A take with fewer than ``need`` notes judged, or more spoiled, is taken again
+    with a fresh process, ``tries`` at most, none begun after ``budget`` s.
     Returns (process, its stats, its latency line, the judged notes' onsets minus their
     frames, how many were put down to the machine)."""
     import json
@@ -306,8 +307,11 @@ def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes,
     from rtsynth.testing.takes import recorded_gaps
     per = jack_rig.blocksize
     log = []
+    deadline = time.monotonic() + budget
     with XrunWatch(jack_server.name) as xw:
         for attempt in range(tries):
+            if attempt and time.monotonic() > deadline:
+                break
             stats = tmp_path / f"st{attempt}.json"
             with _stalling(jack_server, stall, *args, "--reverb", "0", "--stats-json",
                            str(stats)) as p:
@@ -333,13 +337,15 @@ def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes,
             gaps = recorded_gaps(res.recorded)
             on = res.event_frames[0::2]
             cc = res.event_frames[1::2]
+            # events the sender wrote after their frame: it missed their cycle (skipped for it)
+            late = res.event_frames != np.array([t for t, _ in events])
             lat = detect_onsets(res.audio, on, threshold=1e-4, rel=4.0)
             pre, post = latency + 2 * per, latency + 64 + 3 * per
             whole = np.array([f >= pre and bool(res.recorded[f - pre:f + post].all())
                               for f in on])
             log.append(f"take {attempt}: {int(whole.sum())} of {n_notes} notes seen whole, "
                        f"xruns {res.xruns}, recorder gaps {len(gaps)}, rtsynth xruns "
-                       f"{st['xruns']}")
+                       f"{st['xruns']}, late events {res.late_events}")
             if whole.sum() < need:
                 continue
             base = int(np.median(lat[whole]))
@@ -348,9 +354,10 @@ def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes,
                 if note_ok(int(lat[i]), base):
                     continue
                 near = [on[i], on[i] + latency] + ([cc[i - 1]] if i else [])
-                assert spoiled_near(near, xr, gaps), (
+                sent_late = late[2 * i] or (i > 0 and late[2 * i - 1])
+                assert sent_late or spoiled_near(near, xr, gaps), (
                     f"note {i}: onset {lat[i]} frames after its note-on (the others' median "
-                    f"{base}), and no xrun or recorder gap near it", lat[whole], log)
+                    f"{base}), sent on time, no xrun or recorder gap near it", lat[whole], log)
                 spoiled.append(int(i))
             judged = whole.copy()
             judged[spoiled] = False
@@ -359,7 +366,7 @@ def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes,
                       sep="\n")
                 return p, st, line, lat[judged], len(spoiled)
             log[-1] += f", {len(spoiled)} spoiled by the machine: {lat[spoiled].tolist()}"
-    raise AssertionError(f"no take with {need} notes judged in {tries}: {log}")
+    raise AssertionError(f"no take with {need} notes judged in {len(log)}: {log}")
 
 
 def test_ahead_zero_latency_one_block_and_a_slow_block_costs_one_gap(jack_server, jack_rig,
@@ -406,7 +413,11 @@ def test_ahead_auto_goes_one_block_further_after_each_underrun(jack_server, jack
     def stats_ok(p, st, line):
         assert int(line.split("latency MIDI->audio ")[1].split()[0]) == period
         assert "one more after each underrun up to 3" in line
-        assert st["latency_raises"] == 2 and st["latency_frames"] == 3 * period, st
+        assert st["latency_frames"] == 3 * period, st
+        # two blocks more; more raises only where a --lower-after of stalls all put down to
+        # server xruns (a loaded machine's) gave a block back in between
+        assert st["latency_raises"] - st["latency_lowers"] == 2, st
+        assert st["latency_lowers"] == 0 or st["server_underruns"] > 0, st
         assert st["blocks"] // 150 >= 6
         # the first two stalls are rtsynth's own gaps; any other gap is the machine's (a server
         # xrun, or the VM descheduling the callback: counted apart, it raises nothing)
