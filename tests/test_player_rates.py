@@ -29,31 +29,65 @@ def jack_44k():
         srv.cleanup()
 
 
-def test_44k_server_plays_a_48k_instrument_in_tune(jack_44k):
+def test_44k_server_plays_a_48k_instrument_in_tune(jack_44k, tmp_path):
+    """Judged on rtsynth's stream (the take laid out through its cycle log): cycles the server
+    skipped for it leave no hole, frames the recorder missed are zeros in place (the window's
+    phase is kept); a take that lost the note's MIDI to a skipped cycle, or the frames its
+    onset is read from, is taken again (up to 4 takes)."""
     from rtsynth.testing.jackrig import JackRig
+    from rtsynth.testing.play import cycle_log
+    from rtsynth.testing.takes import clean_log, first_passing, stream_audio, stream_events
+    cycles = tmp_path / "cycles.npy"
+    ev = [(1000, bytes([0x90, 69, 100])), (1000 + 30000, bytes([0x80, 69, 0])),
+          (1000 + 36000, bytes([0xB0, 120, 0]))]
     rig = JackRig(n_inputs=2, servername=jack_44k.name, name="rig44", max_seconds=10)
     try:
-        with start_rtsynth(jack_44k.env, "-i", "flute-lite") as proc:
+        with start_rtsynth(jack_44k.env, "-i", "flute-lite", "--cycle-log", str(cycles)) as proc:
             wire(rig, proc)
             line = next(l for _, l in proc.lines if "resampling" in l)
             assert "48000 -> 44100 Hz" in line
             extra = int(line.split("+")[1].split()[0])
             lat = latency_of(proc)
-            ev = [(1000, bytes([0x90, 69, 100])), (1000 + 30000, bytes([0x80, 69, 0]))]
-            res = rig.run(ev, 40000)
+
+            def take():
+                res = rig.run(ev, 40000)
+                return res, cycle_log(proc, cycles)
+
+            def check(got):
+                res, log = got
+                assert res.sample_rate == 44100
+                assert log is not None, "rtsynth did not write its cycle log"
+                placed, lost = stream_events(res, log, ev)
+                assert not lost, ("MIDI lost to cycles the server skipped for rtsynth", lost)
+                # the note-on's stream frame, before the latency its callback added
+                lg = clean_log(log)
+                e = int(res.start) + int(res.event_frames[0])
+                k = int(np.searchsorted(lg[:, 0], e, side="right")) - 1
+                s_on = int(lg[k, 1] + (e - lg[k, 0]))
+                pre = 2000
+                x, seen = stream_audio(res, log, s_on - pre, pre + 30000)
+                mono = x.mean(axis=1).astype(np.float64)
+                on = detect_onsets(x.T, [pre], threshold=1e-4)[0]
+                assert on >= 0, "no onset"
+                assert seen[pre - 256:pre + on + 1].all(), (
+                    "the recorder missed frames the onset is read from", on)
+                # nothing before the stated latency; the attack starts within a control frame
+                # after it (the player may have raised its latency a block or two after an
+                # underrun at start)
+                assert lat + extra <= on <= lat + extra + 2 * PERIOD + 200, (on, lat, extra)
+                w0, w1 = pre + 8000, pre + 26000
+                share = np.count_nonzero(seen[w0:w1]) / (w1 - w0)
+                assert share > 0.8, f"{share:.2f} of the pitch window recorded"
+                _, cents = pitch_cents(mono[w0:w1], 44100, 440.0)
+                print(f"\nA4 {cents:+.2f} cents, onset {on} frames (latency {lat} + {extra}); "
+                      f"xruns {res.xruns}, frames not recorded "
+                      f"{np.count_nonzero(~res.recorded)}, window {share:.2f} recorded")
+                assert abs(cents) < 5, cents
+                assert np.max(np.abs(res.audio)) <= 1.0
+            first_passing(take, check, tries=4)
             proc.stop()
     finally:
         rig.close()
-    assert res.sample_rate == 44100
-    mono = res.audio.mean(axis=0)
-    f0 = int(res.event_frames[0])
-    on = detect_onsets(res.audio, [f0], threshold=1e-4)[0]
-    # nothing before the stated latency; the attack starts within a control frame after it
-    # (the player may have raised its latency a block or two after an underrun at start)
-    assert lat + extra <= on <= lat + extra + 2 * PERIOD + 200, (on, lat, extra)
-    _, cents = pitch_cents(mono[f0 + 8000:f0 + 26000], 44100, 440.0)
-    assert abs(cents) < 5, cents
-    assert np.max(np.abs(res.audio)) <= 1.0
 
 
 def test_messages_give_the_real_numbers(jack_server, jack_44k):
