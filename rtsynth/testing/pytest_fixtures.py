@@ -51,8 +51,19 @@ def jack_server(request):
 
 @pytest.fixture(scope="module")
 def jack_rig(jack_server):
+    import time
+
+    import jack
+
     from rtsynth.testing.jackrig import JackRig
-    rig = JackRig(n_inputs=2, servername=jack_server.name, max_seconds=30)
+    for attempt in range(4):
+        try:      # a server stalled by a loaded machine can refuse a client now and then
+            rig = JackRig(n_inputs=2, servername=jack_server.name, max_seconds=30)
+            break
+        except jack.JackError:
+            if attempt == 3:
+                raise
+            time.sleep(1.0)
     try:
         yield rig
     finally:
