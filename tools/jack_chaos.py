@@ -46,27 +46,24 @@ def main() -> int:
             ap.error(f"{name} {v}: must be in [{lo:g}, {hi:g}]")
     if not 1 <= args.every <= 1_000_000:
         ap.error(f"--every {args.every}: must be in [1, 1000000]")
+    for pid in servers().values():       # a server an earlier run left stopped (it crashed)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    stopper_pid = None
+    if args.stop_ms > 0:
+        # the stops from a process of their own, forked before libjack is loaded: the clients'
+        # process can die (libjack under servers that end) without leaving a server stopped
+        parent = os.getpid()
+        stopper_pid = os.fork()
+        if stopper_pid == 0:
+            _stopper(args, parent)
+            os._exit(0)
     import jack
     clients = {}
     gone = []          # clients of servers that ended: kept, never closed (one freed then may crash)
     stop = threading.Event()
-
-    def stopper():
-        while not stop.wait(args.stop_every):
-            for pid in list(servers().values()):
-                try:                       # the server may end between ps and here
-                    os.kill(pid, signal.SIGSTOP)
-                except ProcessLookupError:
-                    continue
-                try:
-                    time.sleep(args.stop_ms / 1000)
-                finally:
-                    try:
-                        os.kill(pid, signal.SIGCONT)
-                    except ProcessLookupError:
-                        pass
-    if args.stop_ms > 0:
-        threading.Thread(target=stopper, daemon=True).start()
     try:
         while True:
             live = servers()
@@ -95,7 +92,31 @@ def main() -> int:
         pass
     finally:
         stop.set()
+        if stopper_pid:
+            os.kill(stopper_pid, signal.SIGTERM)
+            os.waitpid(stopper_pid, 0)
     return 0
+
+
+def _stopper(args, parent: int) -> None:
+    """Stop each server for ``--stop-ms`` every ``--stop-every`` s until the clients' process
+    ``parent`` is gone or SIGTERM comes; a server is always continued before this ends."""
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C ends the parent, then this
+    while not done.wait(args.stop_every) and os.getppid() == parent:
+        for pid in list(servers().values()):
+            try:                       # the server may end between ps and here
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                continue
+            try:
+                time.sleep(args.stop_ms / 1000)
+            finally:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
 
 
 if __name__ == "__main__":
