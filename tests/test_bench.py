@@ -93,7 +93,11 @@ def test_capacity_finds_the_voice_limit(tmp_path):
     res = bench(tmp_path, [spec], ["capacity"], capacity_steps=[2, 4, 8, 16],
                 capacity_seconds=1.5)
     cap = res["synths"]["five"]["capacity"]
-    assert cap["voices"] == 4 and cap["first_failure"] == 8, cap["steps"]
+    why = [{k: st.get(k) for k in ("voices", "attempt", "error", "dropouts", "underruns",
+                                   "client_xruns", "client_xruns_shared", "gaps",
+                                   "server_xruns", "unrecorded_frames", "earlier")}
+           for st in cap["steps"]]
+    assert cap["voices"] == 4 and cap["first_failure"] == 8, json.dumps(why)
     assert [s["voices"] for s in cap["steps"]] == [2, 4, 8]
     # the step that failed failed for the voice limit: the synth's own underruns, in (nearly)
     # every cycle the notes sounded, not an xrun of a loaded machine
