@@ -318,23 +318,64 @@ def test_fluidr3_notes_loop_so_nothing_drifts_late():
         assert r["level_slow_db_late"] < 0.2, r
 
 
+def measure_life_engine(name: str, n: int = 200) -> dict:
+    """test_engine_realtime's :func:`block_allocations` on a life model's engine (16 slots),
+    with the threads this process runs before and after the measure (tracemalloc counts every
+    thread's allocations). Run in a fresh interpreter
+    (:func:`test_life_engine_allocates_nothing_after_warmup`)."""
+    import threading
+    from rtsynth import jit
+    from test_engine_realtime import block_allocations
+
+    def threads():
+        return (threading.active_count(), sorted(int(x) for x in os.listdir("/proc/self/task")))
+
+    st = jit.status()
+    out = {"mode": st["mode"], "why": st.get("why")}
+    if st["mode"] != "aot":
+        return out
+    e = Engine(load_instrument(name), block=128, n_slots=16)
+    out["life"] = e.life is not None
+    e.warmup()
+    out["before"] = threads()
+    worst, growth = block_allocations(e, n)
+    out["after"] = threads()
+    out.update(worst=worst, growth=growth, n=n, events=e.stats["events"],
+               steals=e.stats["steals"])
+    return out
+
+
 @pytest.mark.parametrize("name", ("flute-life", "violin"))
 def test_life_engine_allocates_nothing_after_warmup(name):
     """The life kernel's bundle and parameter cache are made at the first block: afterwards a
     life model's engine block (notes with steals, bends, wheel, pressure: test_engine_realtime's
     events) allocates no more than the engine's own loop does (its bounds: 512 B a block at
-    worst, 1 kB growth over 200 blocks); the kernel makes no array."""
+    worst, 1 kB growth over 200 blocks); the kernel makes no array. Measured in a fresh
+    interpreter (as test_engine_realtime's): tracemalloc counts every thread's allocations,
+    and in a test session other threads run beside the test (readers of other modules'
+    processes, JACK clients' callbacks, close threads)."""
     import ast
     import inspect
-    from rtsynth import jit
-    from test_engine_realtime import block_allocations
-    if jit.status()["mode"] != "aot":
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from test_nn_life_drift import measure_life_engine
+        print("RESULT " + json.dumps(measure_life_engine({name!r})))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    if m["mode"] != "aot":
         pytest.skip("compiled kernels not in use: the JIT's dispatcher allocates")
-    e = Engine(load_instrument(name), block=128, n_slots=16)
-    assert e.life is not None
-    e.warmup()
-    worst, growth = block_allocations(e, 200)
-    assert worst <= 512 and growth <= 1024, (worst, growth)
+    assert m["life"], m
+    # one Python thread (nothing but the engine allocated while traced), and no thread of the
+    # OS (a library's) started or ended while it traced
+    assert m["before"][0] == m["after"][0] == 1, m
+    assert m["before"][1] == m["after"][1], m
+    n, worst, growth = m["n"], m["worst"], m["growth"]
+    assert m["events"] >= 13 * n and m["steals"] > 0, m
+    assert worst <= 512 and growth <= 1024, m
     src = inspect.getsource(nl._rows_py)
     calls = {n.func.attr for n in ast.walk(ast.parse(textwrap.dedent(src)))
              if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}

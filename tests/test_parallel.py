@@ -126,24 +126,92 @@ def test_split_point():
     assert act[:a].sum() == 3 and act[a:].sum() == 2
 
 
+def _threads():
+    """``(Python threads' idents, OS threads' ids)`` of this process."""
+    import os
+    return (sorted(t.ident for t in threading.enumerate()),
+            sorted(int(x) for x in os.listdir("/proc/self/task")))
+
+
+def measure(name: str, n: int = 150) -> dict:
+    """:func:`block_allocations` on a two-thread engine of ``name`` (16 slots), with the threads
+    this process runs: before the engine, beside the measure (before and after it: none may
+    start or end while it traces; tracemalloc counts every thread's allocations) and after
+    :meth:`close`. Run in a fresh interpreter (:func:`test_parallel_block_allocates_nothing_after_warmup`)."""
+    st = jit.status()
+    out = {"mode": st["mode"], "why": st.get("why")}
+    if st["mode"] != "aot":
+        return out
+    main = threading.main_thread().ident
+    out["before"] = _threads()
+    e = ParallelEngine(load_instrument(name), block=BLOCK, n_slots=16, threads=2)
+    try:
+        out["fused"] = e._fused is not None
+        e.warmup()
+        worker = e._thread
+        out["worker"] = None if worker is None else worker.ident
+        out["worker_tid"] = None if worker is None else worker.native_id
+        out["worker_alive"] = worker is not None and worker.is_alive()
+        out["beside"] = _threads()
+        worst, growth = block_allocations(e, n)
+        out["after"] = _threads()
+        out["worker_same"] = e._thread is worker and worker.is_alive()
+        out.update(worst=worst, growth=growth, n=n, seq=e._seq)
+    finally:
+        e.close()
+    # a joined thread's OS thread ends a moment after Python sees it end
+    import time
+    t0 = time.monotonic()
+    while out.get("worker_tid") in _threads()[1] and time.monotonic() - t0 < 5:
+        time.sleep(0.01)
+    out["closed"] = _threads()
+    out["main"] = main
+    return out
+
+
 @pytest.mark.parametrize("name", ["basic", "flute-lite", "flute-gru", "flute-attention"])
 def test_parallel_block_allocates_nothing_after_warmup(name):
     """Every backbone's parts (the fused CNN, GRU and attention steps in the parts' kernels)
-    and the synthesis-only split: test_engine_realtime's harness and bounds."""
-    if jit.status()["mode"] != "aot":
-        pytest.skip(f"compiled kernels not in use ({jit.status()['why']}); "
+    and the synthesis-only split: test_engine_realtime's harness and bounds. Measured in a
+    fresh interpreter (as test_engine_realtime's): tracemalloc counts every thread's
+    allocations, and in a test session other threads run beside the test (readers of other
+    modules' processes, JACK clients' callbacks, close threads); there the only threads are
+    the caller and the engine's worker, whose allocations are the block's."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from test_parallel import measure
+        print("RESULT " + json.dumps(measure({name!r})))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    if m["mode"] != "aot":
+        pytest.skip(f"compiled kernels not in use ({m['why']}); "
                     "the JIT's dispatcher allocates while it types arguments")
-    e = ParallelEngine(load_instrument(name), block=BLOCK, n_slots=16, threads=2)
-    try:
-        assert (e._fused is not None) == (name != "basic")
-        e.warmup()
-        n = 150
-        worst, growth = block_allocations(e, n)
-        assert e._seq > n // 2                 # the worker took part in most blocks
-        assert worst <= 512, worst
-        assert growth <= 1024, growth
-    finally:
-        e.close()
+    main, worker = m["main"], m["worker"]
+    # Python threads: the caller alone, then the caller and the engine's worker beside the
+    # whole measure (the same worker), then the caller alone again
+    assert m["before"][0] == [main], m
+    assert worker is not None and worker != main and m["worker_alive"], m
+    assert m["beside"][0] == sorted([main, worker]) == m["after"][0], m
+    assert m["worker_same"], m
+    assert m["closed"][0] == [main], m
+    # threads of the OS (a library's too): those before the engine and its worker, beside
+    # the whole measure; none started or ended while it traced, none is left after close
+    assert m["beside"][1] == sorted(m["before"][1] + [m["worker_tid"]]) == m["after"][1], m
+    assert m["closed"][1] == m["before"][1], m
+    assert m["fused"] == (name != "basic"), m
+    n, worst, growth = m["n"], m["worst"], m["growth"]
+    assert m["seq"] > n // 2, m                # the worker took part in most blocks
+    assert worst <= 512, m
+    assert growth <= 1024, m
 
 
 def test_after_a_switch_to_the_jit(tmp_path):
