@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from rtsynth.testing.jackrig import detect_onsets, pitch_cents, wait_for_ports
+from rtsynth.testing.jackrig import detect_onset, detect_onsets, pitch_cents, wait_for_ports
 from rtsynth.testing.procs import ManagedProcess
 
 SR = 48000
@@ -31,6 +31,139 @@ def run_clean(rig, events, n_frames, tries=4):
 
 def midi_hz(p):
     return 440.0 * 2 ** ((p - 69) / 12)
+
+
+def _placements(res, log, events):
+    """Per event of ``events`` (sorted by offset, as the rig sends them): the stream frame
+    rtsynth placed it at and the latency it added (``rtsynth.testing.takes.stream_events``'s
+    placement, per event), -1 where it was lost (sent in a cycle the server skipped for
+    rtsynth, or never sent)."""
+    from rtsynth.testing.takes import clean_log
+    lg = clean_log(log)
+    frames = np.asarray(res.event_frames, dtype=np.int64)
+    placed = np.full(len(frames), -1, np.int64)
+    lat = np.full(len(frames), -1, np.int64)
+    last = None
+    for i, f in enumerate(frames):
+        if f < 0 or not len(lg):
+            continue
+        e = int(res.start) + int(f)
+        k = int(np.searchsorted(lg[:, 0], e, side="right")) - 1
+        if k < 0 or e - lg[k, 0] >= lg[k, 5]:
+            continue
+        when = int(lg[k, 1] + (e - lg[k, 0]) + lg[k, 2])
+        if last is not None and when < last:
+            when = last
+        last = placed[i] = when
+        lat[i] = lg[k, 2]
+    return placed, lat
+
+
+def _stream_take(res, log, t0, n):
+    """The take on rtsynth's stream from stream frame ``t0`` (``takes.stream_audio``):
+    ``(x, seen, faded)``. A fade-in after an xrun is undone (the ramp the log says it got;
+    ``faded``: the frames it shaped); frames of a crossfade (a block of latency given back)
+    and of a callback where the log jumps a cycle (a cycle skipped for rtsynth, or a late
+    callback that read the next cycle's clock: the log cannot tell, so that block's place on
+    the stream is not certain) count as not seen."""
+    from rtsynth.live.player import CYCLE_FADE, CYCLE_LOWER, GAP_FADE
+    from rtsynth.testing.takes import (clean_log, log_jumps, recorded_gaps, stream_audio,
+                                      take_stream)
+    x, seen = stream_audio(res, log, t0, n)
+    x = x.astype(np.float64)
+    stream, pos, flags, _ = take_stream(res, log)
+    block = int(np.median(clean_log(log)[:, 5]))
+    k = min(GAP_FADE, block)
+    up = (np.arange(k) + 1) / (k + 1)
+    inn = (stream >= t0) & (stream < t0 + n)
+    faded = np.zeros(n, bool)
+    f = inn & ((flags & CYCLE_FADE) != 0) & (pos < k)
+    faded[stream[f] - t0] = True
+    x[stream[f] - t0] /= up[pos[f]][:, None]
+    f = inn & ((flags & CYCLE_LOWER) != 0) & (pos < k)
+    seen[stream[f] - t0] = False
+    # the recorder's own late callback may read the next cycle's clock too: the block after a
+    # hole it left is not certain either (as in takes.match_stream)
+    rec_ok = np.asarray(res.recorded, dtype=bool).copy()
+    for a, g in recorded_gaps(rec_ok):
+        rec_ok[a + g:a + g + block] = False
+    f = inn & ~rec_ok
+    seen[stream[f] - t0] = False
+    lg = clean_log(log)
+    for c in log_jumps(log, int(res.start), len(res.recorded)):
+        for out in lg[lg[:, 0] == c, 3]:
+            if out >= 0:
+                seen[max(out - t0, 0):max(out - t0 + block, 0)] = False
+    return x, seen, faded
+
+
+def judge_notes(rig, proc, events, notes, n_frames, *, need_timed, need_pitched=0,
+                pitch_win=(3000, 7000), tries=6):
+    """Take ``events`` (sorted by offset) until ``need_timed`` of ``notes`` (``[(note-on
+    index, note-off index, MIDI pitch)]``) have had their onset measured and ``need_pitched``
+    their pitch, each from a take where it was seen clean, at most ``tries`` takes.
+
+    Measured on rtsynth's stream through its cycle log, relative to the frame rtsynth placed
+    the note-on at (no guessing about latency, cycles the server skipped for it leave no
+    hole): onset when the recorder saw 256 frames before it to ``spec.HOP`` after and no fade
+    shaped it; pitch (fade-ins after xruns undone) on ``pitch_win`` frames after the placed note-on, before the note-off,
+    when the recorder saw more than 60% of it (frames it missed are zeros in place, the
+    phase kept). A note whose note-on was lost (in a cycle the server skipped for rtsynth) is
+    not judged. Returns ``(timed, pitched, takes)``: ``{note: (onset - placed, latency added,
+    place in its period)}``, ``{note: cents}``, the takes' summaries."""
+    from rtsynth import spec
+    from rtsynth.testing.play import cycle_log
+    timed, pitched, takes = {}, {}, []
+    for _ in range(tries):
+        res = rig.run(events, n_frames)
+        log = cycle_log(proc, proc.cycle_log_path)
+        assert log is not None, "rtsynth did not write its cycle log"
+        placed, lat = _placements(res, log, events)
+        on = [placed[i] for i, _, _ in notes]
+        ok = [s for s in on if s >= 0]
+        lost = sum(1 for s in on if s < 0)
+        takes.append(dict(lost=lost, xruns=int(res.xruns),
+                          unrecorded=int(np.count_nonzero(~res.recorded)),
+                          frames=len(res.recorded)))
+        if not ok or not res.recorded.any():
+            continue
+        t0 = int(min(ok)) - 1024
+        n = int(max(placed)) - t0 + 2048
+        x, seen, faded = _stream_take(res, log, t0, n)
+        mono = np.max(np.abs(x), axis=1)
+        for j, (i_on, i_off, p) in enumerate(notes):
+            s = int(placed[i_on]) - t0
+            if placed[i_on] < 0:
+                continue
+            if j not in timed and seen[s - 256:s + spec.HOP + 1].all() and not faded[
+                    s:s + spec.HOP + 1].any():
+                o = detect_onset(mono, s, threshold=1e-4, rel=4.0, search=4 * spec.HOP)
+                timed[j] = (o, int(lat[i_on]), int(res.event_frames[i_on] + res.start) % PERIOD)
+            a, b = s + pitch_win[0], s + pitch_win[1]
+            end = int(placed[i_off]) - t0 if placed[i_off] >= 0 else b
+            # a note-on the rig wrote in a cycle the server cut short (an xrun there: the
+            # block after it faded in, or its place not certain) may not have reached rtsynth
+            # though it had a callback there, as for any JACK client: a note silent after
+            # such a note-on is not judged (one silent after a clean note-on is)
+            unsure = faded[s - PERIOD:s + 2 * PERIOD].any() or not seen[
+                s - PERIOD:s + 2 * PERIOD].all()
+            silent = np.sqrt(np.mean(x[a:b] ** 2)) < 1e-5
+            if (need_pitched and j not in pitched and b <= end and not (unsure and silent)
+                    and np.count_nonzero(seen[a:b]) > 0.6 * (b - a)):
+                c = pitch_cents(x[a:b].mean(axis=1), SR, midi_hz(p))[1]
+                if abs(c) >= 5:
+                    print(f"note {p} off {c:+.1f} cents: seen {np.count_nonzero(seen[a:b])}, "
+                          f"faded {np.count_nonzero(faded[a:b])}, rms "
+                          f"{np.sqrt(np.mean(x[a:b] ** 2)):.3g}, take {takes[-1]}")
+                    np.save(f"/tmp/lj_fail_{p}.npy", x[a:b])
+                pitched[j] = c
+        assert np.all(np.isfinite(res.audio)) and np.max(np.abs(res.audio)) <= 1.0
+        takes[-1].update(timed=len(timed), pitched=len(pitched))
+        if len(timed) >= need_timed and len(pitched) >= need_pitched:
+            break
+    print(f"notes judged: {takes}")
+    return timed, pitched, takes
+
 
 
 @pytest.fixture(scope="module")
@@ -69,53 +202,29 @@ def test_notes_sound_in_order_at_pitch_with_constant_latency(wired):
     pitches = [48, 55, 60, 64, 67, 72, 76, 81, 57, 62, 69, 74]
     spacing, length = 12000, 8000
     rng = np.random.default_rng(1)
-    events = []
+    events, notes = [], []
     for k, p in enumerate(pitches):
         t = k * spacing + int(rng.integers(PERIOD))    # note-ons at every position in a period
+        notes.append((len(events), len(events) + 1, p))
         events += [(t, bytes([0x90, p, 100])), (t + length, bytes([0x80, p, 0])),
                    (t + length + 2000, bytes([0xB0, 120, 0]))]
     from rtsynth import spec
-    from rtsynth.testing.play import counters
-    from rtsynth.testing.takes import recorded_gaps
-    n_frames = len(pitches) * spacing + 4000
-    for _ in range(6):          # as in test_live_equals_offline_render: a latency that held
-        now = counters(proc)["latency_frames"]
-        res = rig.run(events, n_frames)
-        if counters(proc)["latency_frames"] != now:
-            continue
-        # On a loaded machine the server may drop cycles (the recorder misses them: a note's
-        # onset or pitch whose window holds such a gap is not judged) and report xruns
-        # (rtsynth fades the next block in: an onset there may be found up to a fade later)
-        on_frames = res.event_frames[0::3]
-        gaps = recorded_gaps(res.recorded)
-
-        def seen(k, a, b):
-            f = on_frames[k]
-            return f >= 0 and f + b <= len(res.recorded) and res.recorded[
-                max(f + a, 0):f + b].all()
-        timed = [k for k in range(len(pitches)) if seen(k, -256, now + 512)]
-        judged = [k for k in range(len(pitches)) if seen(k, now + 3000, now + 7000)]
-        if len(timed) >= 8 and len(judged) >= 6:
-            break
-    latency = now
-    assert len(timed) >= 8 and len(judged) >= 6, (timed, judged, gaps, res.xruns)
-    onsets = detect_onsets(res.audio, on_frames, threshold=1e-4, rel=4.0)[timed]
-    assert np.all(onsets >= 0), onsets
-    # Nothing sounds before the latency it plays at (0 in sync; a block or more after a late
-    # block sent it to the ring); the attack ramps from zero within the first control frame
-    # (spec.HOP samples), so the detector finds it there, but for a note whose onset a fade-in
-    # after an xrun met. The exact, jitter-free timing is what the live == offline test shows
-    # sample by sample.
-    assert np.all(onsets >= latency), onsets
-    late = int(np.count_nonzero(onsets > latency + spec.HOP))
-    assert late <= min(res.xruns, 2), (onsets, res.xruns)
-    mono = res.audio.mean(axis=0)
-    for k in judged:
-        f, p = on_frames[k], pitches[k]
-        seg = mono[f + latency + 3000: f + latency + 7000]
-        _, c = pitch_cents(seg, SR, midi_hz(p))
-        assert abs(c) < 5, (p, c)
-    assert np.all(np.isfinite(res.audio)) and np.max(np.abs(res.audio)) <= 1.0
+    # Measured on rtsynth's stream, from the frame it placed each note-on at (a loaded
+    # machine's skipped cycles and its latency, 0 in sync, a block or more when it went to the
+    # ring, are in the cycle log): each note judged from a take where it was recorded clean
+    timed, pitched, takes = judge_notes(rig, proc, events, notes, len(pitches) * spacing + 4000,
+                                        need_timed=6, need_pitched=6)
+    assert len(timed) >= 6 and len(pitched) >= 6, (timed, pitched, takes)
+    # the attack ramps from zero within the first control frame (spec.HOP samples): sound
+    # begins exactly where the note-on was placed, wherever in its period it came
+    late = {pitches[j]: v for j, v in timed.items() if not 0 <= v[0] <= spec.HOP}
+    assert not late, (late, timed)
+    # placed a whole number of blocks after the event (0 in sync; the ring's, --ahead auto's,
+    # at most 1 + 2 blocks)
+    odd = {pitches[j]: v for j, v in timed.items() if v[1] % PERIOD or not 0 <= v[1] <= 3 * PERIOD}
+    assert not odd, (odd, timed)
+    off = {pitches[j]: c for j, c in pitched.items() if abs(c) >= 5}
+    assert not off, (off, pitched)
 
 
 def test_sustain_pedal_and_pitch_bend(wired):
@@ -241,15 +350,30 @@ def _wire(rig, proc):
     rig.connect_audio(ap[:2])
 
 
-def _onsets(rig, n=6, spacing=6000):
-    """Frames from note-on to onset for ``n`` notes (A4, one at a time)."""
-    ev = []
+def _start_logged(jack_server, stats, *args, **kw):
+    """``start_play`` with a cycle log (``proc.cycle_log_path``) next to ``stats``."""
+    path = stats.parent / "cycles.npy"
+    proc = start_play(jack_server, stats, *args, "--cycle-log", str(path), **kw)
+    proc.cycle_log_path = path
+    return proc
+
+
+def _onsets(rig, proc, n=6, spacing=6000, need=4):
+    """``{note: (frames from where rtsynth placed its note-on to its onset, latency added)}``
+    for ``n`` notes (A4, one at a time), measured on rtsynth's stream (:func:`judge_notes`):
+    at least ``need`` of them; and the latency counter before and after the takes."""
+    ev, notes = [], []
     for k in range(n):
         t = 1000 + k * spacing + (k * 37) % PERIOD
+        notes.append((len(ev), len(ev) + 1, 69))
         ev += [(t, bytes([0x90, 69, 100])), (t + 3000, bytes([0x80, 69, 0])),
                (t + 4500, bytes([0xB0, 120, 0]))]
-    res = run_clean(rig, ev, n * spacing + 2000)
-    return detect_onsets(res.audio, res.event_frames[0::3], threshold=1e-4, rel=4.0)
+    from rtsynth.testing.play import counters
+    before = (counters(proc) or {}).get("latency_frames")
+    timed, _, takes = judge_notes(rig, proc, ev, notes, n * spacing + 2000, need_timed=need)
+    after = (counters(proc) or {}).get("latency_frames")
+    assert len(timed) >= need, (timed, takes)
+    return {j: v[:2] for j, v in timed.items()}, (before, after)
 
 
 def test_latency_raised_by_own_underruns_comes_back_down(jack_server, jack_rig, tmp_path):
@@ -258,23 +382,27 @@ def test_latency_raised_by_own_underruns_comes_back_down(jack_server, jack_rig, 
     own later it is back where it began, notes placed exactly there."""
     _wait_gone(jack_rig)
     stats = tmp_path / "stats.json"
-    with start_play(jack_server, stats, "--buffered", "--lower-after", "1.5",
-                    env={"RTSYNTH_TEST_STALL": "25:8:250"}) as proc:
+    with _start_logged(jack_server, stats, "--buffered", "--lower-after", "1.5",
+                       env={"RTSYNTH_TEST_STALL": "25:8:250"}) as proc:
         hist = wait_counters(proc, lambda h: max(x["latency_frames"] for x in h) > PERIOD
                              and h[-1]["latency_frames"] == PERIOD
                              and any(x["latency_frames"] > PERIOD for x in h[:-1]),
                              timeout=60)
         _wire(jack_rig, proc)
-        on = _onsets(jack_rig)
+        on, lat = _onsets(jack_rig, proc)
         assert proc.stop() == 0
     st = read_stats(stats)
+    from rtsynth import spec
+    # each note sounds exactly where rtsynth placed it (the attack within spec.HOP), a whole
+    # number of blocks after the event (--buffered: one at least)
+    assert all(0 <= o <= spec.HOP and q % PERIOD == 0 and PERIOD <= q <= 3 * PERIOD
+               for o, q in on.values()), on
     assert st["own_underruns"] >= 1 and st["latency_raises"] >= 1, st
     assert st["latency_lowers"] >= 1
     # on a loaded machine a later own underrun may raise it again: then it is on its way down
     assert st["latency_frames"] == PERIOD or st["latency_raises"] > st["latency_lowers"], hist
-    if st["latency_frames"] == PERIOD:
-        from rtsynth import spec
-        assert np.all(on >= PERIOD) and np.all(on <= PERIOD + spec.HOP), on
+    if st["latency_frames"] == PERIOD and lat == (PERIOD, PERIOD):
+        assert all(q == PERIOD for _, q in on.values()), (on, lat)
 
 
 def test_sync_falls_back_to_the_ring_and_returns(jack_server, jack_rig, tmp_path):
@@ -285,19 +413,24 @@ def test_sync_falls_back_to_the_ring_and_returns(jack_server, jack_rig, tmp_path
     (latency 0), notes exact."""
     _wait_gone(jack_rig)
     stats = tmp_path / "stats.json"
-    with start_play(jack_server, stats, "--lower-after", "1.5",
-                    env={"RTSYNTH_TEST_STALL": "2:4:400"}) as proc:
+    with _start_logged(jack_server, stats, "--lower-after", "1.5",
+                       env={"RTSYNTH_TEST_STALL": "2:4:400"}) as proc:
         hist = wait_counters(proc, lambda h: any(x["latency_frames"] > 0 for x in h)
                              and h[-1]["latency_frames"] == 0, timeout=60)
         _wire(jack_rig, proc)
-        on = _onsets(jack_rig)
+        on, lat = _onsets(jack_rig, proc)
         assert proc.stop() == 0
     st = read_stats(stats)
     assert st["sync"] and st["sync_fallbacks"] >= 1 and st["sync_returns"] >= 1, st
     assert st["late_blocks"] >= 1
-    if st["mode"] == "sync":
-        from rtsynth import spec
-        assert np.all(on >= 0) and np.all(on <= spec.HOP), (on, hist)
+    from rtsynth import spec
+    # each note sounds exactly where rtsynth placed it (the attack within spec.HOP), a whole
+    # number of blocks after the event; in sync (latency 0 before and after the takes: a
+    # loaded machine may have sent it to the ring again) at the event's own frame
+    assert all(0 <= o <= spec.HOP and q % PERIOD == 0 and 0 <= q <= 3 * PERIOD
+               for o, q in on.values()), (on, hist)
+    if st["mode"] == "sync" and lat == (0, 0):
+        assert all(q == 0 for _, q in on.values()), (on, lat, hist)
 
 
 @pytest.mark.parametrize("mode", ["--sync", "--buffered"])
@@ -340,11 +473,30 @@ def test_overload_sheds_the_quietest_voices_first(jack_server, jack_rig, tmp_pat
     import time
     _wait_gone(jack_rig)
     stats = tmp_path / "stats.json"
-    with start_play(jack_server, stats, "--polyphony", "32",
-                    env={"RTSYNTH_TEST_VOICE_US": "150"}) as proc:
+    from rtsynth.testing.play import cycle_log
+    from rtsynth.testing.takes import stream_events
+    with _start_logged(jack_server, stats, "--polyphony", "32",
+                       env={"RTSYNTH_TEST_VOICE_US": "150"}) as proc:
         _wire(jack_rig, proc)
         ev = [(i * 7, bytes([0x90, 40 + i, 30 + 3 * i])) for i in range(30)]
-        res = jack_rig.run(ev, 3 * SR)
+        # the note-ons first, in a short run: a loaded machine's server may skip rtsynth's
+        # cycle they were sent in (its MIDI never reaches it); the cycle log says which, and
+        # those are sent again
+        todo, sent = ev, []
+        for _ in range(4):
+            r0 = jack_rig.run(todo, 2048)
+            log = cycle_log(proc, proc.cycle_log_path)
+            assert log is not None, "rtsynth did not write its cycle log"
+            placed, lost = stream_events(r0, log, todo)
+            sent.append((len(todo), len(lost), int(r0.xruns)))
+            if not lost:
+                break
+            gone = {d for _, d in lost}
+            todo = [e for e in todo if e[1] in gone]
+        assert not lost, ("note-ons lost to skipped cycles", sent)
+        res = jack_rig.run([], 3 * SR)
+        assert res.recorded.any(), ("nothing recorded: the server ran no cycle for the rig",
+                                    res.xruns)
         # shedding follows the typical block (a block counts at most 2 periods), so it
         # converges over a few seconds of overload, not at the first spike: the window that
         # must be clean starts a second after the recording
@@ -354,7 +506,8 @@ def test_overload_sheds_the_quietest_voices_first(jack_server, jack_rig, tmp_pat
         c2 = wait_counters(proc, lambda h: True)[-1]
         assert proc.stop() == 0
     st = read_stats(stats)
-    assert st["shed_voices"] >= 5, st
+    print(f"note-ons sent (sent, lost, xruns): {sent}")
+    assert st["shed_voices"] >= 5, (st, sent)
     # shed what was needed, not everything (a loaded machine makes every block slower, so
     # how many is not exact)
     assert st["shed_voices"] <= 30 - 3, st
