@@ -211,15 +211,20 @@ def note_starts(res, min_apart: int) -> list[int]:
 
 
 def clean_windows(res, lo: int, hi: int, length: int, step: int) -> list[int]:
-    """Starts of windows ``[a, a + length)`` inside ``[lo, hi)`` that the recorder saw whole and
-    that hold no run of exact zeros (a block rtscreen did not render in time: an underrun on a
-    loaded machine, not a change of pitch)."""
+    """Starts of windows ``[a, a + length)`` inside ``[lo, hi)`` that the recorder saw whole,
+    that hold no run of exact zeros and whose level holds steady (every 128-frame block's peak
+    at least a third of the loudest's): a block rtscreen did not render in time (an underrun
+    on a loaded machine: silence, or a fade out and in) is a dip, not a change of pitch."""
     from rtsynth.testing.jackrig import find_gaps
+    mono = np.abs(res.audio.mean(axis=0))
     out = []
     for a in range(lo, hi - length + 1, step):
         if a + length > len(res.recorded) or not res.recorded[a:a + length].all():
             continue
         if find_gaps(res.audio, a, a + length, min_len=16):
+            continue
+        peaks = mono[a:a + length - length % 128].reshape(-1, 128).max(axis=1)
+        if peaks.min() < peaks.max() / 3:
             continue
         out.append(a)
     return out
