@@ -67,11 +67,18 @@ def test_portaudio_driver_and_rtmidi_virtual_port(jack_server, jack_rig):
     assert 0 < on < 6 * 128 + 192, on
 
 
-def test_sync_mode_sounds_in_the_same_period(jack_server, jack_rig):
-    """--sync renders in the process callback: a note sounds at its own frame (no added delay)."""
+def test_sync_mode_sounds_in_the_same_period(jack_server, jack_rig, tmp_path):
+    """--sync renders in the process callback: a note sounds at its own frame (no added delay).
+    Judged on rtsynth's stream through its cycle log: each note-on placed with latency 0 (the
+    callback it arrived in rendered it: a late block on a loaded machine sends the next ones
+    to the ring for a while, a whole number of blocks later, as designed) starts sounding
+    within a control frame of the stream frame it was placed at."""
     from rtsynth import spec
-    from rtsynth.testing.jackrig import detect_onsets
-    with play(jack_server, "--sync", "--reverb", "0") as p:
+    from rtsynth.testing.jackrig import detect_onset
+    from rtsynth.testing.play import cycle_log
+    from rtsynth.testing.takes import clean_log, stream_audio, stream_events
+    cycles = tmp_path / "cycles.npy"
+    with play(jack_server, "--sync", "--reverb", "0", "--cycle-log", str(cycles)) as p:
         assert "latency MIDI->audio 0 frames" in p.output
         wait_for_ports(jack_rig.rx, r"rtsynth", midi=True, is_input=True)
         jack_rig.connect_midi("rtsynth:midi_in")
@@ -82,13 +89,37 @@ def test_sync_mode_sounds_in_the_same_period(jack_server, jack_rig):
             t = k * 9600 + int(rng.integers(128))
             ev += [(t, bytes([0x90, 60 + k, 100])), (t + 4800, bytes([0x80, 60 + k, 0])),
                    (t + 7000, bytes([0xB0, 120, 0]))]
+        takes = []
         for _ in range(4):
             res = jack_rig.run(ev, 8 * 9600 + 2000)
-            if res.complete and res.xruns == 0:
+            log = cycle_log(p, cycles)
+            assert log is not None
+            lg = clean_log(log)
+            placed, lost = stream_events(res, log, ev)
+            sent = {bytes(d): int(f) for f, d in zip(np.sort(res.event_frames),
+                                                     [d for _, d in sorted(ev, key=lambda e: e[0])])}
+            t0 = placed[0][0]
+            x, seen = stream_audio(res, log, t0, 8 * 9600 + 2000)
+            judged = []
+            for when, d in placed:
+                if d[0] != 0x90:
+                    continue
+                e = int(res.start) + sent[d]
+                k = int(np.searchsorted(lg[:, 0], e, side="right")) - 1
+                lat = int(lg[k, 2])
+                assert lat % 128 == 0, (d, lat)          # sync: 0; the ring: whole blocks
+                a = when - t0
+                if lat != 0 or not seen[max(a - 256, 0):a + spec.HOP + 64].all():
+                    continue                       # not rendered in its callback, or unseen
+                judged.append(detect_onset(np.abs(x).max(axis=1), a, search=4000, threshold=1e-4))
+            takes.append(judged)
+            if len(judged) >= 6:
                 break
         jack_rig.disconnect_all()
         assert p.stop() == 0
-    on = detect_onsets(res.audio, res.event_frames[0::3], threshold=1e-4)
+    on = np.array(takes[-1])
+    print(f"sync: onsets after their stream frames {on.tolist()} ({len(takes)} takes)")
+    assert len(on) >= 6, takes
     assert np.all(on >= 0) and np.all(on <= spec.HOP), on
 
 
