@@ -100,6 +100,10 @@ def test_sync_mode_sounds_in_the_same_period(jack_server, jack_rig, tmp_path):
                                                      [d for _, d in sorted(ev, key=lambda e: e[0])])}
             t0 = placed[0][0]
             x, seen = stream_audio(res, log, t0, 8 * 9600 + 2000)
+            # where the log's clock jumps or repeats, a late callback may carry the next
+            # cycle's label: a note-on there may be lost or placed a cycle off (takes.log_jumps)
+            raw = np.asarray(log)[:, 0]
+            odd = raw[1:][np.diff(raw) != 128]
             judged = []
             for when, d in placed:
                 if d[0] != 0x90:
@@ -109,7 +113,8 @@ def test_sync_mode_sounds_in_the_same_period(jack_server, jack_rig, tmp_path):
                 lat = int(lg[k, 2])
                 assert lat % 128 == 0, (d, lat)          # sync: 0; the ring: whole blocks
                 a = when - t0
-                if lat != 0 or not seen[max(a - 256, 0):a + spec.HOP + 64].all():
+                near = np.any(np.abs(odd - e) <= 3 * 128)
+                if lat != 0 or near or not seen[max(a - 256, 0):a + spec.HOP + 64].all():
                     continue                       # not rendered in its callback, or unseen
                 judged.append(detect_onset(np.abs(x).max(axis=1), a, search=4000, threshold=1e-4))
             takes.append(judged)
