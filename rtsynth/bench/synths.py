@@ -59,7 +59,9 @@ class SynthSpec:
 
     def command(self, stats_path: str | None, block: int, voices: int | None = None,
                 uid: str = "") -> list[str]:
-        out = [c.format(stats=stats_path or "", block=block, uid=uid) for c in self.cmd]
+        port = _free_port() if any("{port}" in c for c in self.cmd) else 0
+        out = [c.format(stats=stats_path or "", block=block, uid=uid, port=port)
+               for c in self.cmd]
         if voices is not None and self.voices_args:
             extra = [a.format(voices=voices) for a in self.voices_args]
             if self.kind == "fluidsynth":  # the SoundFont stays the last argument
@@ -90,8 +92,10 @@ def fluidsynth_spec(sf2: str | None = None, gain: float = 0.5, reverb: bool = Fa
         raise FileNotFoundError("fluidsynth or FluidR3_GM.sf2 missing "
                                 "(apt-get install fluidsynth fluid-soundfont-gm)")
     cid = "fluid{uid}"  # a new JACK client name per launch
+    # -s keeps it running without a shell on stdin; its TCP shell on a port of its own (with
+    # the default 9800 taken by another FluidSynth it exits at once: "Failed to bind")
     cmd = ["fluidsynth", "-a", "jack", "-m", "jack", "-i", "-s", "-r", "48000", "-g", str(gain),
-           "-o", f"audio.jack.id={cid}", "-o", f"midi.jack.id={cid}"]
+           "-o", f"audio.jack.id={cid}", "-o", f"midi.jack.id={cid}", "-o", "shell.port={port}"]
     if not reverb:
         cmd += ["-R", "0", "-C", "0"]
     cmd.append(sf2)
@@ -99,6 +103,14 @@ def fluidsynth_spec(sf2: str | None = None, gain: float = 0.5, reverb: bool = Fa
     return SynthSpec(label=label, kind="fluidsynth", cmd=cmd, client_re=r"fluid{uid}.*",
                      xrun_client=cid, ready=None, stats=False, program=0, sustain_program=48,
                      voices_args=["-o", "synth.polyphony={voices}"])
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on now (the system's choice), for a FluidSynth shell."""
+    import socket
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return int(sk.getsockname()[1])
 
 
 def delay_spec(delay: int = 0, name: str | None = None, extra: list[str] | None = None,
