@@ -37,8 +37,9 @@ def find_sf2() -> str | None:
 class SynthSpec:
     """How to run one synth live on JACK.
 
-    ``cmd`` may contain ``{stats}`` (a stats-JSON path), ``{block}`` and ``{uid}`` (unique per
-    launch, for client names); ``voices_args`` may contain ``{voices}``.
+    ``cmd`` may contain ``{stats}`` (a stats-JSON path), ``{block}``, ``{port}`` (a free TCP
+    port) and ``{uid}`` (unique per launch, for client names); ``voices_args`` may contain
+    ``{voices}``.
     ``client_re``: regex (full match) of the JACK client that owns its MIDI input and audio
     outputs; ``xrun_client``: the client-name prefix the server blames in its log.
     """
