@@ -789,8 +789,9 @@ def _play_parser(sub) -> None:
                    help="stop after SECONDS")
     p.add_argument("--stats-json", default=None, help="write run statistics to this file")
     p.add_argument("--cycle-log", default=None, metavar="FILE.npy", type=_new_file_path,
-                   help="write each audio callback's server frame, stream frame, latency and "
-                        "what was done to it (faded in, silent) to FILE (NumPy .npy, the last "
+                   help="write each audio callback's server frame, stream frame, latency, "
+                        "what was done to it (faded in, silent) and the MIDI messages it got "
+                        "to FILE (NumPy .npy, the last "
                         "65536 callbacks) at exit and on SIGUSR1: where a recording of the "
                         "output lost or moved frames, and why")
     _live_drivers().add_play_options(p)

@@ -128,9 +128,12 @@ def _cycle_log_take(shift_event=None):
     events.append((50 * B + 5, bytes([0x90, 90, 90])))     # in the cycle skipped for rtsynth
     events.append((100 * B + 20, bytes([0x90, 84, 90])))   # in the late callback's cycle
     events.append((150 * B + 60, bytes([0x90, 86, 90])))   # ... in the first of one clock's two
+    events += [(220 * B + 10, bytes([0x90, 88, 90])),      # a cycle cut short: the second
+               (220 * B + 50, bytes([0x90, 91, 90]))]      # never reaches the player
     events.sort(key=lambda e: e[0])
     if shift_event is not None:                # what the sender says it sent, one frame off
         events_sent = list(events)
+        shift_event = next(i for i, (_, d) in enumerate(events) if d == bytes([0x90, 62, 90]))
         f, d = events_sent[shift_event]
         events_sent[shift_event] = (f + 1, d)
     n = n_cycles * B
@@ -145,7 +148,7 @@ def _cycle_log_take(shift_event=None):
                 continue
             p.begin_cycle(late.get(c, c) * B, 0)
             for f, d in events:
-                if c * B <= f < (c + 1) * B:
+                if c * B <= f < (c + 1) * B and f != 220 * B + 50:
                     p.midi_at_frame(f - c * B, d)
             p.cycle(left, right, B)
             if c == 200:
@@ -179,17 +182,22 @@ def test_cycle_log_maps_a_take_exactly_through_skips_late_labels_and_fades():
     take, log, events, render = _cycle_log_take()
     assert len(log) == 400 - 2 - 1            # every callback but the newest (torn) one
     assert np.any(log[:, 4] & CYCLE_FADE)    # the block after the xrun and after the skip
-    m = match_render(take, log, events, render, tol=1e-6, max_lost=1)
-    assert m.ok and m.miss < 1e-6, m.reason
+    from rtsynth.testing.takes import stream_events
+    # (to 1e-5 as the JACK tests: the voices' float sums, eight slots full and stealing, may
+    # round apart by ~2e-6; an event a frame off differs by ~1e-2)
+    m = match_render(take, log, events, render, tol=1e-5, max_lost=2)
+    assert m.ok and m.miss < 1e-5, m.reason
+    # the callbacks' MIDI counts say which were lost: the skipped cycle's, the cut one's second
+    _, lost = stream_events(take, log, events, m.relabel)
+    assert sorted(f for f, _ in lost) == [50 * 128 + 5, 220 * 128 + 50], lost
     assert np.max(np.abs(m.off)) > 1e-2
     assert "1 of 2 jumps taken as late callbacks" in m.reason, m.reason
-    # the note-on in the cycle skipped for rtsynth is not in what it played: the match says
-    # so when no event may be lost
-    assert not match_render(take, log, events, render, tol=1e-6).ok
+    # the note-ons lost are not in what it played: the match says so when none may be lost
+    assert not match_render(take, log, events, render, tol=1e-5, max_lost=1).ok
 
 
 def test_cycle_log_match_fails_on_an_event_one_frame_off():
     from rtsynth.testing.takes import match_render
-    take, log, events, render = _cycle_log_take(shift_event=10)
-    m = match_render(take, log, events, render, tol=1e-6, max_lost=1)
+    take, log, events, render = _cycle_log_take(shift_event=True)     # the note-on of D4
+    m = match_render(take, log, events, render, tol=1e-5, max_lost=2)
     assert not m.ok and "differs" in m.reason, m.reason

@@ -159,7 +159,7 @@ MODE_NAMES = {MODE_SYNC: "sync", MODE_RING: "ring", MODE_DRAIN: "drain"}
 #: the cycle log (``Player.cycle_log``): one row per audio callback, the last CYCLE_ROWS kept
 #: (~175 s at 128 frames, 48 kHz): what the device played where, exactly
 CYCLE_ROWS = 1 << 16
-CYCLE_FIELDS = ("clock", "stream", "latency", "out", "flags", "frames")
+CYCLE_FIELDS = ("clock", "stream", "latency", "out", "flags", "frames", "midi")
 #: flags: the block was faded in (GAP_FADE frames of the ramp), silence (an underrun: the
 #: stream did not advance), a block of latency given back (crossfaded over GAP_FADE frames)
 CYCLE_FADE, CYCLE_SILENT, CYCLE_LOWER = 1, 2, 4
@@ -359,6 +359,7 @@ class Player:
         row[1] = self.r
         row[2] = self.latency_frames
         row[4] = 0
+        row[6] = 0
 
     def cycle(self, left: np.ndarray, right: np.ndarray, frames: int) -> None:
         """This cycle's audio: rendered here (sync) or copied from the ring."""
@@ -372,14 +373,15 @@ class Player:
         self._cycles_n += 1
 
     def cycle_log(self) -> np.ndarray:
-        """The last :data:`CYCLE_ROWS` callbacks, oldest first: ``[n, 6]`` int64 rows of
+        """The last :data:`CYCLE_ROWS` callbacks, oldest first: ``[n, 7]`` int64 rows of
         :data:`CYCLE_FIELDS` (any thread; a row being written may be torn: the newest is left
         out). A take recorded from the server's ports maps onto the stream through it: frame
         ``clock + i`` of a callback is stream frame ``out + i`` (faded in or crossfaded over
         its first ``GAP_FADE`` frames as its flags say; silence where ``out`` is -1), and a
         MIDI event at ``clock + i`` was placed at stream frame ``stream + i + latency``
-        (never before the one placed before it). Frames in no callback's rows are frames the
-        server skipped for this client: its MIDI there never reached it."""
+        (never before the one placed before it); ``midi``: the messages that callback got.
+        Frames in no callback's rows are frames the server skipped for this client: its MIDI
+        there never reached it."""
         n = self._cycles_n - 1
         k = min(n, CYCLE_ROWS - 1)
         idx = np.arange(n - k, n) % CYCLE_ROWS
@@ -618,6 +620,7 @@ class Player:
             when = self._last_when
         self._last_when = when
         self.midi_in.append((when, bytes(data)))
+        self._cyc[6] += 1
 
     def midi_now(self, data) -> None:
         """A MIDI message that arrived just now (host clock): from rtmidi or the keyboard."""

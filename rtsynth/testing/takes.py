@@ -275,7 +275,7 @@ def clean_log(log, relabel=()):
     log = np.asarray(log, dtype=np.int64)
     log = log[log[:, 0] >= 0]
     if not len(log):
-        return log.reshape(0, len(log[0]) if len(log) else 6)
+        return log
     # the log is in callback order: a label that does not grow is a late one's (where the
     # cycle before it is free)
     lab = log[:, 0].copy()
@@ -319,26 +319,58 @@ def take_stream(res, log, relabel=()):
     return stream, pos, flags, inside
 
 
+def _assign(res, log, events):
+    """Each sent event's row in the cleaned ``log`` (-1: no callback of rtsynth's there)."""
+    frames = np.asarray(res.event_frames, dtype=np.int64)
+    rows = np.full(len(frames), -1, dtype=np.int64)
+    for i, f in enumerate(frames):
+        if f < 0:
+            continue
+        e = int(res.start) + int(f)
+        k = int(np.searchsorted(log[:, 0], e, side="right")) - 1
+        if k >= 0 and e - log[k, 0] < log[k, 5]:
+            rows[i] = k
+    return frames, rows
+
+
+def count_mismatch(res, log, events, relabel=()) -> int:
+    """How far the events sent, assigned to rtsynth's callbacks by clock, are from the
+    messages each callback logged it got (``midi``): 0 when every callback of the take got
+    just what was sent in its cycle; -1 for a log without the count."""
+    log = clean_log(log, relabel)
+    if log.shape[1] < 7:
+        return -1
+    _, rows = _assign(res, log, events)
+    m = len(res.recorded)
+    inside = (log[:, 0] >= int(res.start)) & (log[:, 0] < int(res.start) + m)
+    got = np.bincount(rows[rows >= 0], minlength=len(log))
+    return int(np.sum(np.abs(got[inside] - log[inside, 6])))
+
+
 def stream_events(res, log, events, relabel=()):
     """``(placed, lost)``: where rtsynth placed each of ``events`` (``[(offset, bytes)]`` as
     given to the rig) on its stream, as ``Player.midi_at_frame`` does (the callback's stream
     frame + the offset in it + its latency, never before the event placed before), in the
     order sent; ``lost``: the events sent in a cycle rtsynth had no callback for (the server
-    skipped it for rtsynth: its MIDI never reached it, as for any JACK client)."""
+    skipped it for rtsynth: its MIDI never reached it, as for any JACK client), and where a
+    callback logged fewer messages than were sent in its cycle (a cycle cut short), the last
+    of them."""
     log = clean_log(log, relabel)
     datas = [bytes(d) for _, d in sorted(((int(o), bytes(d)) for o, d in events),
                                          key=lambda e: e[0])]
-    frames = np.asarray(res.event_frames, dtype=np.int64)
+    frames, rows = _assign(res, log, events)
+    if log.shape[1] >= 7:
+        for k in np.unique(rows[rows >= 0]):
+            idx = np.flatnonzero(rows == k)
+            extra = len(idx) - int(log[k, 6])
+            if extra > 0:
+                rows[idx[len(idx) - extra:]] = -1
     placed, lost, last = [], [], None
-    for f, d in zip(frames, datas):
-        if f < 0:
+    for f, d, k in zip(frames, datas, rows):
+        if k < 0:
             lost.append((int(f), d))
             continue
         e = int(res.start) + int(f)
-        k = int(np.searchsorted(log[:, 0], e, side="right")) - 1
-        if k < 0 or e - log[k, 0] >= log[k, 5]:
-            lost.append((int(f), d))
-            continue
         when = int(log[k, 1] + (e - log[k, 0]) + log[k, 2])
         if last is not None and when < last:
             when = last
@@ -463,6 +495,14 @@ def match_render(res, log, events, render, *, tol: float = 3e-5, tail: int = 100
 
     relabel: set = set()
     for j, c in enumerate(jumps):
+        # the MIDI each callback logged it got tells a late label from a skipped cycle where
+        # an event was sent in either cycle; else the take up to the next jump does
+        ca = count_mismatch(res, log, events, relabel)
+        cb = count_mismatch(res, log, events, relabel | {c})
+        if ca != cb:
+            if cb < ca:
+                relabel.add(c)
+            continue
         nxt = (jumps[j + 1] if j + 1 < len(jumps) else int(res.start) + m_frames) - int(res.start)
         a = attempt(relabel, upto=nxt)
         b = attempt(relabel | {c}, upto=nxt)
