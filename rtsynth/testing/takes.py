@@ -347,17 +347,13 @@ def count_mismatch(res, log, events, relabel=()) -> int:
     return int(np.sum(np.abs(got[inside] - log[inside, 6])))
 
 
-def stream_events(res, log, events, relabel=()):
-    """``(placed, lost)``: where rtsynth placed each of ``events`` (``[(offset, bytes)]`` as
-    given to the rig) on its stream, as ``Player.midi_at_frame`` does (the callback's stream
-    frame + the offset in it + its latency, never before the event placed before), in the
-    order sent; ``lost``: the events sent in a cycle rtsynth had no callback for (the server
-    skipped it for rtsynth: its MIDI never reached it, as for any JACK client), and where a
-    callback logged fewer messages than were sent in its cycle (a cycle cut short), the last
-    of them."""
+def placements(res, log, events, relabel=()):
+    """Per event of the take, in the order sent (sorted by offset): ``(when, latency)``
+    arrays, the stream frame rtsynth placed it at and the latency it added, -1 where it was
+    lost: sent in a cycle rtsynth had no callback for (the server skipped it for rtsynth: its
+    MIDI never reached it, as for any JACK client), or, where a callback logged fewer messages
+    than were sent in its cycle (a cycle cut short), the last of them."""
     log = clean_log(log, relabel)
-    datas = [bytes(d) for _, d in sorted(((int(o), bytes(d)) for o, d in events),
-                                         key=lambda e: e[0])]
     frames, rows = _assign(res, log, events)
     if log.shape[1] >= 7:
         for k in np.unique(rows[rows >= 0]):
@@ -365,17 +361,30 @@ def stream_events(res, log, events, relabel=()):
             extra = len(idx) - int(log[k, 6])
             if extra > 0:
                 rows[idx[len(idx) - extra:]] = -1
-    placed, lost, last = [], [], None
-    for f, d, k in zip(frames, datas, rows):
+    when = np.full(len(frames), -1, np.int64)
+    lat = np.full(len(frames), -1, np.int64)
+    last = None
+    for i, (f, k) in enumerate(zip(frames, rows)):
         if k < 0:
-            lost.append((int(f), d))
             continue
         e = int(res.start) + int(f)
-        when = int(log[k, 1] + (e - log[k, 0]) + log[k, 2])
-        if last is not None and when < last:
-            when = last
-        last = when
-        placed.append((when, d))
+        w = int(log[k, 1] + (e - log[k, 0]) + log[k, 2])
+        if last is not None and w < last:
+            w = last
+        last = when[i] = w
+        lat[i] = log[k, 2]
+    return when, lat
+
+
+def stream_events(res, log, events, relabel=()):
+    """``(placed, lost)``: :func:`placements` as ``[(stream frame, bytes)]`` of the events
+    that reached rtsynth and ``[(sent frame, bytes)]`` of those lost, in the order sent."""
+    datas = [bytes(d) for _, d in sorted(((int(o), bytes(d)) for o, d in events),
+                                         key=lambda e: e[0])]
+    when, _ = placements(res, log, events, relabel)
+    frames = np.asarray(res.event_frames, dtype=np.int64)
+    placed = [(int(w), d) for w, d in zip(when, datas) if w >= 0]
+    lost = [(int(f), d) for w, f, d in zip(when, frames, datas) if w < 0]
     return placed, lost
 
 
