@@ -97,7 +97,7 @@ def test_record_holds_the_samples_jack_got_and_the_midi(jack_server, jack_rig, t
     run = runs[-1]
     placed, lost = stream_events(run, log, ev)
     assert not lost, ("note-ons lost in every run", lost)
-    assert len(ons) >= 4 and len(ons) % 4 == 0, ons
+    assert len(ons) >= 4, ons                    # (an earlier run may have lost one)
     sent_on = [w for (w, d) in placed if d[0] == 0x90]
     file_on = [f for f, _, _ in ons[-4:]]
     assert [(n, v) for _, n, v in ons[-4:]] == [(p, 90 + k) for k, p in enumerate(pitches)]

@@ -347,12 +347,29 @@ def count_mismatch(res, log, events, relabel=()) -> int:
     return int(np.sum(np.abs(got[inside] - log[inside, 6])))
 
 
-def placements(res, log, events, relabel=()):
+def late_labels(res, log, events) -> set:
+    """The jumps of the log (:func:`log_jumps`) that the callbacks' MIDI counts show to be a
+    late callback's label (the events sent in the cycle before were the ones it got), for
+    :func:`clean_log`'s ``relabel``; empty for a log without the counts."""
+    relabel: set = set()
+    if np.asarray(log).shape[1] < 7:
+        return relabel
+    for c in log_jumps(log, int(res.start), len(res.recorded)):
+        if count_mismatch(res, log, events, relabel | {c}) < count_mismatch(res, log, events,
+                                                                            relabel):
+            relabel.add(c)
+    return relabel
+
+
+def placements(res, log, events, relabel=None):
     """Per event of the take, in the order sent (sorted by offset): ``(when, latency)``
     arrays, the stream frame rtsynth placed it at and the latency it added, -1 where it was
     lost: sent in a cycle rtsynth had no callback for (the server skipped it for rtsynth: its
     MIDI never reached it, as for any JACK client), or, where a callback logged fewer messages
-    than were sent in its cycle (a cycle cut short), the last of them."""
+    than were sent in its cycle (a cycle cut short), the last of them. ``relabel``: as
+    :func:`clean_log`'s; by default the late labels the MIDI counts show (:func:`late_labels`)."""
+    if relabel is None:
+        relabel = late_labels(res, log, events)
     log = clean_log(log, relabel)
     frames, rows = _assign(res, log, events)
     if log.shape[1] >= 7:
@@ -376,7 +393,7 @@ def placements(res, log, events, relabel=()):
     return when, lat
 
 
-def stream_events(res, log, events, relabel=()):
+def stream_events(res, log, events, relabel=None):
     """``(placed, lost)``: :func:`placements` as ``[(stream frame, bytes)]`` of the events
     that reached rtsynth and ``[(sent frame, bytes)]`` of those lost, in the order sent."""
     datas = [bytes(d) for _, d in sorted(((int(o), bytes(d)) for o, d in events),
