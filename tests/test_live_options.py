@@ -114,7 +114,11 @@ def test_sync_mode_sounds_in_the_same_period(jack_server, jack_rig, tmp_path):
                 assert lat % 128 == 0, (d, lat)          # sync: 0; the ring: whole blocks
                 a = when - t0
                 near = np.any(np.abs(odd - e) <= 3 * 128)
-                if lat != 0 or near or not seen[max(a - 256, 0):a + spec.HOP + 64].all():
+                # a lost note-off or CC120 before it leaves the note before sounding: its
+                # onset hidden under that tail
+                after_lost = any(sent[d] - 9600 <= f < sent[d] for f, _ in lost)
+                if (lat != 0 or near or after_lost
+                        or not seen[max(a - 256, 0):a + spec.HOP + 64].all()):
                     continue                       # not rendered in its callback, or unseen
                 judged.append(detect_onset(np.abs(x).max(axis=1), a, search=4000, threshold=1e-4))
             takes.append(judged)
