@@ -340,6 +340,9 @@ def cmd_play(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    if hasattr(signal, "SIGUSR2"):
+        import faulthandler      # SIGUSR2: every thread's stack on stderr (a run that hangs)
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, on_usr1)
     player.start()

@@ -375,7 +375,8 @@ def _notes_while_stalling(jack_server, jack_rig, tmp_path, stall, args, n_notes,
                 xw.clear()
                 res = jack_rig.run(events, 6 * per + n_notes * 4800 + 4800)
                 jack_rig.disconnect_all()
-                assert p.stop() == 0
+                code = p.stop()
+                assert code == 0, (code, p.output[-4000:])
             st = json.loads(stats.read_text())
             check_stats(p, st, line)
             xr = xw.relative(res.start)

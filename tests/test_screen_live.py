@@ -299,7 +299,9 @@ def test_ctrl_c_stops_and_restores_the_terminal(terminal):
     pid = rtsynth_pid(t)
     t.keys("C-c")
     deadline = time.monotonic() + 20
-    while not (folder / "stty.txt").exists() and time.monotonic() < deadline:
+    # (the shell creates the file before stty has written it: wait for its text)
+    while time.monotonic() < deadline and not (
+            (folder / "stty.txt").exists() and "icanon" in (folder / "stty.txt").read_text()):
         time.sleep(0.1)
     assert (folder / "stty.txt").exists(), t.capture()
     stty = (folder / "stty.txt").read_text()

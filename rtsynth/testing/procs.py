@@ -83,8 +83,16 @@ class ManagedProcess:
                 os.kill(p.pid, sig)
                 p.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(timeout)
+                # it hangs: ask for its threads' stacks (rtsynth play prints them on SIGUSR2)
+                # into the output, then end it
+                try:
+                    os.kill(p.pid, signal.SIGUSR2)
+                    p.wait(1.0)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    pass
+                if p.poll() is None:
+                    os.kill(p.pid, signal.SIGKILL)
+                    p.wait(timeout)
             except ProcessLookupError:
                 pass
         self._reader.join(2.0)
