@@ -97,21 +97,27 @@ def measure(n: int = 200) -> dict:
     return out
 
 
+def in_fresh_interpreter(module: str, call: str) -> dict:
+    """``module.call`` (a test module's function returning a JSON-able dict) run in a fresh
+    interpreter: tracemalloc there sees no thread of this test session."""
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from {module} import *
+        print("RESULT " + json.dumps({call}))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT "))[7:])
+
+
 def test_render_allocates_nothing_after_warmup():
     # measured in a fresh interpreter: tracemalloc counts every thread's allocations, and in a
     # test session other threads run beside the test (readers of processes other modules
     # started, JACK clients' callbacks, close threads): one full run under load saw 1360 bytes
     # in one block that were none of the engine's
-    code = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
-        from test_engine_realtime import measure
-        print("RESULT " + json.dumps(measure()))
-    """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    m = in_fresh_interpreter("test_engine_realtime", "measure()")
     if m["mode"] != "aot":
         pytest.skip(f"compiled kernels not in use ({m['why']}); "
                     "the JIT's dispatcher allocates while it types arguments")

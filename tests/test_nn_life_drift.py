@@ -356,16 +356,8 @@ def test_life_engine_allocates_nothing_after_warmup(name):
     processes, JACK clients' callbacks, close threads)."""
     import ast
     import inspect
-    code = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
-        from test_nn_life_drift import measure_life_engine
-        print("RESULT " + json.dumps(measure_life_engine({name!r})))
-    """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    from test_engine_realtime import in_fresh_interpreter
+    m = in_fresh_interpreter("test_nn_life_drift", f"measure_life_engine({name!r})")
     if m["mode"] != "aot":
         pytest.skip("compiled kernels not in use: the JIT's dispatcher allocates")
     assert m["life"], m

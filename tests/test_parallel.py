@@ -182,16 +182,8 @@ def test_parallel_block_allocates_nothing_after_warmup(name):
     import subprocess
     import sys
     import textwrap
-    code = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
-        from test_parallel import measure
-        print("RESULT " + json.dumps(measure({name!r})))
-    """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    m = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("RESULT "))[7:])
+    from test_engine_realtime import in_fresh_interpreter
+    m = in_fresh_interpreter("test_parallel", f"measure({name!r})")
     if m["mode"] != "aot":
         pytest.skip(f"compiled kernels not in use ({m['why']}); "
                     "the JIT's dispatcher allocates while it types arguments")
